@@ -1,0 +1,82 @@
+/*  limits - exact sliding-window rate limits. See limits.h. */
+#include "broker/limits.h"
+
+#include <stdlib.h>
+
+int limit_log_init (limit_log_t *self, const sched_limit_t *limit)
+{
+    self->limit = *limit;
+    size_t capacity = 0;
+    if (limit->gap_ms > 0)
+        capacity = 1;
+    if (limit->per_minute > 0 && (size_t) limit->per_minute > capacity)
+        capacity = (size_t) limit->per_minute;
+    if (limit->per_hour > 0 && (size_t) limit->per_hour > capacity)
+        capacity = (size_t) limit->per_hour;
+    self->capacity = capacity;
+    self->count = self->head = 0;
+    self->ring = NULL;
+    if (capacity) {
+        self->ring = malloc (capacity * sizeof (int64_t));
+        if (!self->ring)
+            return -1;
+    }
+    return 0;
+}
+
+void limit_log_destroy (limit_log_t *self)
+{
+    free (self->ring);
+    self->ring = NULL;
+    self->capacity = self->count = self->head = 0;
+}
+
+int64_t limit_log_entry (const limit_log_t *self, size_t i)
+{
+    return self->ring[(self->head + self->capacity - 1 - i) % self->capacity];
+}
+
+static inline int64_t s_max (int64_t a, int64_t b)
+{
+    return a > b ? a : b;
+}
+
+int64_t limit_log_next (const limit_log_t *self, int64_t now)
+{
+    int64_t at = now;
+    const sched_limit_t *l = &self->limit;
+    if (l->gap_ms > 0 && self->count >= 1)
+        at = s_max (at, limit_log_entry (self, 0) + l->gap_ms);
+    if (l->per_minute > 0 && self->count >= (size_t) l->per_minute)
+        at = s_max (at, limit_log_entry (self, (size_t) l->per_minute - 1) + LIMITS_MINUTE_MS);
+    if (l->per_hour > 0 && self->count >= (size_t) l->per_hour)
+        at = s_max (at, limit_log_entry (self, (size_t) l->per_hour - 1) + LIMITS_HOUR_MS);
+    return at;
+}
+
+void limit_log_record (limit_log_t *self, int64_t at)
+{
+    if (!self->capacity)
+        return;
+    self->ring[self->head] = at;
+    self->head = (self->head + 1) % self->capacity;
+    if (self->count < self->capacity)
+        self->count++;
+}
+
+void limit_log_forget (limit_log_t *self, int64_t at)
+{
+    for (size_t i = 0; i < self->count; i++) {
+        if (limit_log_entry (self, i) != at)
+            continue;
+        //  Move every newer entry one place older, then drop the newest slot.
+        for (size_t j = i; j > 0; j--) {
+            size_t to = (self->head + self->capacity - 1 - j) % self->capacity;
+            size_t from = (self->head + self->capacity - j) % self->capacity;
+            self->ring[to] = self->ring[from];
+        }
+        self->head = (self->head + self->capacity - 1) % self->capacity;
+        self->count--;
+        return;
+    }
+}

@@ -1,0 +1,603 @@
+/*  sched - the broker's scheduler. See sched.h for the rules.
+
+    Structure. Jobs of one (entity, chat) pair form a flow: a heap of its
+    ready jobs by (rank, seq). An entity holds a heap of its flows keyed by
+    (head rank, flow's last-served stamp, head seq), so its chats take turns
+    within a rank. Entities that may dispatch now sit in the ready heap,
+    keyed by (best head rank, entity's last-served stamp), so entities take
+    turns within a rank. An entity blocked by its rate limit waits in a
+    timer heap until its limit lifts; one blocked by its concurrency cap or
+    a pause waits for that event. A flow whose chat is rate-limited is
+    parked on the chat, which waits in its own timer heap; when it lifts,
+    the chat's parked flows go back to their entities. Delayed jobs wait in
+    a heap by not-before time; queued jobs are also in an expiry heap and a
+    "least urgent" heap for the queue-size limit.
+*/
+#include "broker/sched.h"
+#include "broker/heap.h"
+
+#include <czmq.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct flow_s {
+    heap_t jobs;                //  ready jobs by (rank, seq)
+    uint16_t entity;
+    uint32_t chat;
+    uint64_t stamp;             //  when it last dispatched (scheduler stamp)
+    size_t pos;                 //  in its entity's flow heap
+    bool parked;                //  waiting on its chat's limit
+    struct flow_s *next_parked;
+} flow_t;
+
+typedef struct {
+    heap_t flows;               //  flows with ready jobs, not parked
+    limit_log_t log;
+    int64_t max_in_flight;      //  0 = unlimited
+    size_t in_flight;
+    size_t queued;
+    uint64_t stamp;             //  when it last dispatched
+    bool paused;
+    int64_t next_ok;            //  key in the timer heap
+    size_t pos_ready;
+    size_t pos_timer;
+} entity_t;
+
+typedef struct {
+    char *key;
+    limit_log_t log;
+    flow_t **flows;             //  one per entity, made on first use
+    flow_t *parked;             //  flows waiting for this chat's limit
+    int64_t next_ok;            //  key in the chat timer heap
+    size_t pos_timer;
+} chat_t;
+
+struct sched_s {
+    sched_limit_t global_limit;
+    int64_t global_max_in_flight;
+    int64_t aging_ms;
+    sched_chat_rule_t *rules;
+    size_t rule_count;
+
+    entity_t *entities;
+    size_t entity_count;
+    chat_t **chats;
+    size_t chat_count;
+    size_t chat_capacity;
+    zhashx_t *chat_index;       //  key -> index + 1
+
+    limit_log_t global_log;
+    size_t global_in_flight;
+    bool paused_all;
+
+    heap_t ready;               //  entities that may dispatch now
+    heap_t entity_timers;       //  entities waiting for their rate limit
+    heap_t chat_timers;         //  chats with parked flows
+    heap_t delayed;             //  jobs waiting for not_before
+    heap_t expiry;              //  queued jobs with an expiry
+    heap_t all;                 //  queued jobs, least urgent on top
+
+    uint64_t seq;
+    uint64_t stamp;
+    size_t queued;
+    size_t delayed_count;
+};
+
+//  --- orderings -------------------------------------------------------------------
+
+static bool s_job_before (const sched_job_t *a, const sched_job_t *b)
+{
+    return a->rank != b->rank ? a->rank < b->rank : a->seq < b->seq;
+}
+
+static bool s_job_less (const void *a, const void *b)
+{
+    return s_job_before (a, b);
+}
+
+static bool s_job_more (const void *a, const void *b)
+{
+    return s_job_before (b, a);
+}
+
+static bool s_delay_less (const void *a, const void *b)
+{
+    const sched_job_t *x = a, *y = b;
+    return x->not_before != y->not_before ? x->not_before < y->not_before : x->seq < y->seq;
+}
+
+static bool s_expiry_less (const void *a, const void *b)
+{
+    const sched_job_t *x = a, *y = b;
+    return x->expires_at != y->expires_at ? x->expires_at < y->expires_at : x->seq < y->seq;
+}
+
+static bool s_flow_less (const void *a, const void *b)
+{
+    const flow_t *x = a, *y = b;
+    const sched_job_t *hx = heap_top (&x->jobs), *hy = heap_top (&y->jobs);
+    if (hx->rank != hy->rank)
+        return hx->rank < hy->rank;
+    if (x->stamp != y->stamp)
+        return x->stamp < y->stamp;
+    return hx->seq < hy->seq;
+}
+
+static bool s_entity_less (const void *a, const void *b)
+{
+    const entity_t *x = a, *y = b;
+    const sched_job_t *hx = heap_top (&((const flow_t *) heap_top (&x->flows))->jobs);
+    const sched_job_t *hy = heap_top (&((const flow_t *) heap_top (&y->flows))->jobs);
+    if (hx->rank != hy->rank)
+        return hx->rank < hy->rank;
+    return x->stamp < y->stamp;
+}
+
+static bool s_entity_timer_less (const void *a, const void *b)
+{
+    return ((const entity_t *) a)->next_ok < ((const entity_t *) b)->next_ok;
+}
+
+static bool s_chat_timer_less (const void *a, const void *b)
+{
+    return ((const chat_t *) a)->next_ok < ((const chat_t *) b)->next_ok;
+}
+
+//  --- construction ------------------------------------------------------------------
+
+sched_t *sched_new (const sched_config_t *config)
+{
+    sched_t *self = calloc (1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->global_limit = config->global;
+    self->global_max_in_flight = config->global_max_in_flight;
+    self->aging_ms = config->aging_ms;
+    self->rule_count = config->chat_rule_count;
+    self->rules = calloc (self->rule_count + 1, sizeof (sched_chat_rule_t));
+    for (size_t i = 0; i < self->rule_count; i++) {
+        self->rules[i] = config->chat_rules[i];
+        self->rules[i].source = strdup (config->chat_rules[i].source);
+        self->rules[i].chat_kind = strdup (config->chat_rules[i].chat_kind);
+    }
+    self->entity_count = config->entity_count;
+    self->entities = calloc (self->entity_count + 1, sizeof (entity_t));
+    for (size_t i = 0; i < self->entity_count; i++) {
+        entity_t *e = &self->entities[i];
+        heap_init (&e->flows, s_flow_less, offsetof (flow_t, pos));
+        limit_log_init (&e->log, &config->entities[i].limit);
+        e->max_in_flight = config->entities[i].max_in_flight;
+        e->pos_ready = e->pos_timer = HEAP_NONE;
+    }
+    limit_log_init (&self->global_log, &config->global);
+    self->chat_index = zhashx_new ();
+    heap_init (&self->ready, s_entity_less, offsetof (entity_t, pos_ready));
+    heap_init (&self->entity_timers, s_entity_timer_less, offsetof (entity_t, pos_timer));
+    heap_init (&self->chat_timers, s_chat_timer_less, offsetof (chat_t, pos_timer));
+    heap_init (&self->delayed, s_delay_less, offsetof (sched_job_t, pos_queue));
+    heap_init (&self->expiry, s_expiry_less, offsetof (sched_job_t, pos_expiry));
+    heap_init (&self->all, s_job_more, offsetof (sched_job_t, pos_all));
+    return self;
+}
+
+void sched_destroy (sched_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    sched_t *self = *self_p;
+    for (size_t c = 0; c < self->chat_count; c++) {
+        chat_t *chat = self->chats[c];
+        for (size_t e = 0; e < self->entity_count; e++)
+            if (chat->flows[e]) {
+                heap_destroy (&chat->flows[e]->jobs);
+                free (chat->flows[e]);
+            }
+        free (chat->flows);
+        limit_log_destroy (&chat->log);
+        free (chat->key);
+        free (chat);
+    }
+    free (self->chats);
+    for (size_t i = 0; i < self->entity_count; i++) {
+        heap_destroy (&self->entities[i].flows);
+        limit_log_destroy (&self->entities[i].log);
+    }
+    free (self->entities);
+    for (size_t i = 0; i < self->rule_count; i++) {
+        free ((char *) self->rules[i].source);
+        free ((char *) self->rules[i].chat_kind);
+    }
+    free (self->rules);
+    limit_log_destroy (&self->global_log);
+    zhashx_destroy (&self->chat_index);
+    heap_destroy (&self->ready);
+    heap_destroy (&self->entity_timers);
+    heap_destroy (&self->chat_timers);
+    heap_destroy (&self->delayed);
+    heap_destroy (&self->expiry);
+    heap_destroy (&self->all);
+    free (self);
+    *self_p = NULL;
+}
+
+//  --- chats ----------------------------------------------------------------------------
+
+static bool s_matches (const char *pattern, const char *value)
+{
+    return strcmp (pattern, "*") == 0 || strcmp (pattern, value ? value : "") == 0;
+}
+
+uint32_t sched_chat_intern (sched_t *self, const char *key, const char *source, const char *kind)
+{
+    void *found = zhashx_lookup (self->chat_index, key);
+    if (found)
+        return (uint32_t) ((uintptr_t) found - 1);
+    if (self->chat_count == self->chat_capacity) {
+        size_t capacity = self->chat_capacity ? self->chat_capacity * 2 : 64;
+        self->chats = realloc (self->chats, capacity * sizeof (chat_t *));
+        self->chat_capacity = capacity;
+    }
+    chat_t *chat = calloc (1, sizeof *chat);
+    chat->key = strdup (key);
+    chat->flows = calloc (self->entity_count + 1, sizeof (flow_t *));
+    chat->pos_timer = HEAP_NONE;
+    sched_limit_t none = {0, 0, 0};
+    const sched_limit_t *limit = &none;
+    for (size_t i = 0; i < self->rule_count; i++)
+        if (s_matches (self->rules[i].source, source) && s_matches (self->rules[i].chat_kind, kind)) {
+            limit = &self->rules[i].limit;
+            break;
+        }
+    limit_log_init (&chat->log, limit);
+    uint32_t index = (uint32_t) self->chat_count;
+    self->chats[self->chat_count++] = chat;
+    zhashx_insert (self->chat_index, key, (void *) (uintptr_t) (index + 1));
+    return index;
+}
+
+size_t sched_chat_count (sched_t *self)
+{
+    return self->chat_count;
+}
+
+const char *sched_chat_key (sched_t *self, uint32_t chat)
+{
+    return chat < self->chat_count ? self->chats[chat]->key : NULL;
+}
+
+static flow_t *s_flow (sched_t *self, uint16_t entity, uint32_t chat)
+{
+    chat_t *c = self->chats[chat];
+    flow_t *flow = c->flows[entity];
+    if (!flow) {
+        flow = calloc (1, sizeof *flow);
+        heap_init (&flow->jobs, s_job_less, offsetof (sched_job_t, pos_queue));
+        flow->entity = entity;
+        flow->chat = chat;
+        flow->pos = HEAP_NONE;
+        c->flows[entity] = flow;
+    }
+    return flow;
+}
+
+//  --- keeping the heaps right ------------------------------------------------------------
+
+//  Puts an entity where it belongs: ready, waiting for its limit, or
+//  nowhere (no work, paused, or at its concurrency cap).
+static void s_entity_refresh (sched_t *self, entity_t *e, int64_t now)
+{
+    bool can_ready = e->flows.size > 0 && !e->paused
+                     && !(e->max_in_flight > 0 && e->in_flight >= (size_t) e->max_in_flight);
+    int64_t next_ok = can_ready ? limit_log_next (&e->log, now) : SCHED_NEVER;
+    if (can_ready && next_ok <= now) {
+        heap_remove (&self->entity_timers, e);
+        if (heap_contains (&self->ready, e))
+            heap_update (&self->ready, e);
+        else
+            heap_push (&self->ready, e);
+    }
+    else if (can_ready) {
+        heap_remove (&self->ready, e);
+        e->next_ok = next_ok;
+        if (heap_contains (&self->entity_timers, e))
+            heap_update (&self->entity_timers, e);
+        else
+            heap_push (&self->entity_timers, e);
+    }
+    else {
+        heap_remove (&self->ready, e);
+        heap_remove (&self->entity_timers, e);
+    }
+}
+
+//  Puts a flow back in order in its entity after its jobs changed.
+static void s_flow_refresh (sched_t *self, flow_t *flow, int64_t now)
+{
+    entity_t *e = &self->entities[flow->entity];
+    if (flow->jobs.size == 0 || flow->parked)
+        heap_remove (&e->flows, flow);
+    else if (heap_contains (&e->flows, flow))
+        heap_update (&e->flows, flow);
+    else
+        heap_push (&e->flows, flow);
+    s_entity_refresh (self, e, now);
+}
+
+static void s_enqueue_ready (sched_t *self, sched_job_t *job, int64_t now)
+{
+    flow_t *flow = s_flow (self, job->entity, job->chat);
+    job->where = SCHED_READY;
+    heap_push (&flow->jobs, job);
+    s_flow_refresh (self, flow, now);
+}
+
+static void s_park (sched_t *self, flow_t *flow, int64_t until, int64_t now)
+{
+    chat_t *chat = self->chats[flow->chat];
+    flow->parked = true;
+    flow->next_parked = chat->parked;
+    chat->parked = flow;
+    if (!heap_contains (&self->chat_timers, chat)) {
+        chat->next_ok = until;
+        heap_push (&self->chat_timers, chat);
+    }
+    else if (until < chat->next_ok) {
+        chat->next_ok = until;
+        heap_update (&self->chat_timers, chat);
+    }
+    s_flow_refresh (self, flow, now);
+}
+
+static void s_unpark_all (sched_t *self, chat_t *chat, int64_t now)
+{
+    flow_t *flow = chat->parked;
+    chat->parked = NULL;
+    heap_remove (&self->chat_timers, chat);
+    while (flow) {
+        flow_t *next = flow->next_parked;
+        flow->parked = false;
+        flow->next_parked = NULL;
+        s_flow_refresh (self, flow, now);
+        flow = next;
+    }
+}
+
+//  Moves everything whose time has come: delayed jobs become ready,
+//  entities and chats whose limits lifted take part again.
+static void s_advance (sched_t *self, int64_t now)
+{
+    sched_job_t *job;
+    while ((job = heap_top (&self->delayed)) && job->not_before <= now) {
+        heap_pop (&self->delayed);
+        self->delayed_count--;
+        s_enqueue_ready (self, job, now);
+    }
+    entity_t *e;
+    while ((e = heap_top (&self->entity_timers)) && e->next_ok <= now) {
+        heap_pop (&self->entity_timers);
+        s_entity_refresh (self, e, now);
+    }
+    chat_t *chat;
+    while ((chat = heap_top (&self->chat_timers)) && chat->next_ok <= now) {
+        int64_t next_ok = limit_log_next (&chat->log, now);
+        if (next_ok > now) {
+            chat->next_ok = next_ok;
+            heap_update (&self->chat_timers, chat);
+        }
+        else
+            s_unpark_all (self, chat, now);
+    }
+}
+
+//  --- the queue ------------------------------------------------------------------------------
+
+void sched_push (sched_t *self, sched_job_t *job, int64_t now)
+{
+    if (job->where != SCHED_NOWHERE)
+        return;
+    if (job->enqueued_at == 0) {
+        job->enqueued_at = now;
+        job->seq = ++self->seq;
+    }
+    //  Aging: a job enqueued k aging periods earlier ranks k priorities more urgent.
+    job->rank = job->priority;
+    if (self->aging_ms > 0)
+        job->rank += job->enqueued_at / self->aging_ms;
+    job->pos_queue = job->pos_expiry = job->pos_all = HEAP_NONE;
+    self->queued++;
+    self->entities[job->entity].queued++;
+    heap_push (&self->all, job);
+    if (job->expires_at > 0)
+        heap_push (&self->expiry, job);
+    if (job->not_before > now) {
+        job->where = SCHED_DELAYED;
+        self->delayed_count++;
+        heap_push (&self->delayed, job);
+    }
+    else
+        s_enqueue_ready (self, job, now);
+}
+
+sched_job_t *sched_pop (sched_t *self, int64_t now)
+{
+    s_advance (self, now);
+    if (self->paused_all)
+        return NULL;
+    if (self->global_max_in_flight > 0 && self->global_in_flight >= (size_t) self->global_max_in_flight)
+        return NULL;
+    if (limit_log_next (&self->global_log, now) > now)
+        return NULL;
+    entity_t *e;
+    while ((e = heap_top (&self->ready))) {
+        flow_t *flow = heap_top (&e->flows);
+        chat_t *chat = self->chats[flow->chat];
+        if (limit_log_active (&chat->log)) {
+            int64_t chat_ok = limit_log_next (&chat->log, now);
+            if (chat_ok > now) {
+                //  This chat is busy: set the flow aside, others go on.
+                s_park (self, flow, chat_ok, now);
+                continue;
+            }
+        }
+        sched_job_t *job = heap_pop (&flow->jobs);
+        heap_remove (&self->expiry, job);
+        heap_remove (&self->all, job);
+        self->queued--;
+        e->queued--;
+        job->where = SCHED_INFLIGHT;
+        job->reserved_at = now;
+        limit_log_record (&e->log, now);
+        limit_log_record (&chat->log, now);
+        limit_log_record (&self->global_log, now);
+        e->in_flight++;
+        self->global_in_flight++;
+        flow->stamp = ++self->stamp;
+        e->stamp = ++self->stamp;
+        s_flow_refresh (self, flow, now);
+        return job;
+    }
+    return NULL;
+}
+
+void sched_done (sched_t *self, sched_job_t *job, int64_t now)
+{
+    if (job->where != SCHED_INFLIGHT)
+        return;
+    job->where = SCHED_NOWHERE;
+    entity_t *e = &self->entities[job->entity];
+    e->in_flight--;
+    self->global_in_flight--;
+    s_entity_refresh (self, e, now);
+}
+
+void sched_unreserve (sched_t *self, sched_job_t *job, int64_t now)
+{
+    if (!job->reserved_at)
+        return;
+    entity_t *e = &self->entities[job->entity];
+    chat_t *chat = self->chats[job->chat];
+    limit_log_forget (&e->log, job->reserved_at);
+    limit_log_forget (&chat->log, job->reserved_at);
+    limit_log_forget (&self->global_log, job->reserved_at);
+    job->reserved_at = 0;
+    s_entity_refresh (self, e, now);
+    if (heap_contains (&self->chat_timers, chat)) {
+        chat->next_ok = limit_log_next (&chat->log, now);
+        heap_update (&self->chat_timers, chat);
+    }
+}
+
+void sched_remove (sched_t *self, sched_job_t *job)
+{
+    if (job->where == SCHED_DELAYED) {
+        heap_remove (&self->delayed, job);
+        self->delayed_count--;
+    }
+    else if (job->where == SCHED_READY) {
+        flow_t *flow = s_flow (self, job->entity, job->chat);
+        heap_remove (&flow->jobs, job);
+        //  Time does not matter here: only the flow's order changes.
+        entity_t *e = &self->entities[flow->entity];
+        if (flow->jobs.size == 0 || flow->parked)
+            heap_remove (&e->flows, flow);
+        else
+            heap_update (&e->flows, flow);
+        if (e->flows.size == 0) {
+            heap_remove (&self->ready, e);
+            heap_remove (&self->entity_timers, e);
+        }
+        else if (heap_contains (&self->ready, e))
+            heap_update (&self->ready, e);
+    }
+    else
+        return;
+    heap_remove (&self->expiry, job);
+    heap_remove (&self->all, job);
+    self->queued--;
+    self->entities[job->entity].queued--;
+    job->where = SCHED_NOWHERE;
+}
+
+sched_job_t *sched_pop_expired (sched_t *self, int64_t now)
+{
+    sched_job_t *job = heap_top (&self->expiry);
+    if (!job || job->expires_at > now)
+        return NULL;
+    sched_remove (self, job);
+    return job;
+}
+
+sched_job_t *sched_least_urgent (sched_t *self)
+{
+    return heap_top (&self->all);
+}
+
+int64_t sched_wakeup (sched_t *self, int64_t now)
+{
+    s_advance (self, now);
+    int64_t at = SCHED_NEVER;
+    const sched_job_t *job = heap_top (&self->delayed);
+    if (job && job->not_before < at)
+        at = job->not_before;
+    const entity_t *e = heap_top (&self->entity_timers);
+    if (e && e->next_ok < at)
+        at = e->next_ok;
+    const chat_t *chat = heap_top (&self->chat_timers);
+    if (chat && chat->next_ok < at)
+        at = chat->next_ok;
+    job = heap_top (&self->expiry);
+    if (job && job->expires_at < at)
+        at = job->expires_at;
+    bool capped = self->global_max_in_flight > 0
+                  && self->global_in_flight >= (size_t) self->global_max_in_flight;
+    if (self->ready.size > 0 && !self->paused_all && !capped) {
+        int64_t global_ok = limit_log_next (&self->global_log, now);
+        if (global_ok < at)
+            at = global_ok;
+    }
+    return at;
+}
+
+void sched_pause (sched_t *self, int entity, bool paused, int64_t now)
+{
+    if (entity < 0) {
+        self->paused_all = paused;
+        return;
+    }
+    if ((size_t) entity >= self->entity_count)
+        return;
+    self->entities[entity].paused = paused;
+    s_entity_refresh (self, &self->entities[entity], now);
+}
+
+bool sched_paused (sched_t *self, int entity)
+{
+    if (entity < 0)
+        return self->paused_all;
+    return (size_t) entity < self->entity_count && self->entities[entity].paused;
+}
+
+void sched_restore_reservation (sched_t *self, int entity, uint32_t chat, int64_t at)
+{
+    if (entity >= 0 && (size_t) entity < self->entity_count)
+        limit_log_record (&self->entities[entity].log, at);
+    if (chat < self->chat_count)
+        limit_log_record (&self->chats[chat]->log, at);
+    limit_log_record (&self->global_log, at);
+}
+
+void sched_counts (sched_t *self, sched_counts_t *counts)
+{
+    counts->queued = self->queued;
+    counts->delayed = self->delayed_count;
+    counts->in_flight = self->global_in_flight;
+}
+
+void sched_entity_counts (sched_t *self, int entity, size_t *queued, size_t *in_flight)
+{
+    *queued = *in_flight = 0;
+    if (entity >= 0 && (size_t) entity < self->entity_count) {
+        *queued = self->entities[entity].queued;
+        *in_flight = self->entities[entity].in_flight;
+    }
+}

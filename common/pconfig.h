@@ -1,0 +1,231 @@
+/*  pconfig - the one configuration file every Parley process reads.
+
+    The file has the shape of the seeds' config-aientities.json (botSettings,
+    queueSettings, entities[], lmStudioServers[]) plus Parley's own sections
+    (network, storage, poller, worker, sink). Each process reads the whole
+    file and uses its part. The schema is a table (pconfig_schema.c): key,
+    type, bounds, default, environment override and a sentence of
+    documentation per setting; defaults, validation, the sample file and the
+    README reference all come from that one table.
+
+    Errors name the JSON path: "entities[3].rateLimits.maxPostsPerMinute:
+    expected an integer, got a string". Unknown keys are warnings with their
+    path (existing configs carry many application fields); --strict-config
+    makes them errors. JSON may carry // line and slash-star block comments.
+*/
+#ifndef PCONFIG_H_INCLUDED
+#define PCONFIG_H_INCLUDED
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef struct {
+    char **items;
+    size_t count;
+} pcfg_strs_t;
+
+typedef struct {
+    void *items;
+    size_t count;
+} pcfg_arr_t;
+
+typedef struct {
+    double min_seconds_between_posts;   //  0 = no minimum gap
+    int64_t max_posts_per_minute;       //  0 = unlimited
+    int64_t max_posts_per_hour;         //  0 = unlimited
+} pcfg_rate_t;
+
+typedef struct {
+    char *id;                    //  stable identifier ("philosopher")
+    char *name;                  //  display name used in mentions; defaults to id
+    pcfg_strs_t aliases;         //  other names that count as a mention
+    bool enabled;                //  false = never selected
+    double response_chance;      //  chance to answer an unaddressed message
+    pcfg_rate_t rate;            //  rateLimits
+    int64_t max_in_flight;       //  per-entity concurrency cap; 0 = queueSettings default
+    int64_t max_age_seconds;     //  freshness; 0 = queueSettings.maxAgeSeconds
+    char *system_prompt;         //  persona
+    char *model;                 //  LLM model name
+    double temperature;
+    int64_t max_tokens;
+    int64_t messages_to_read;    //  chat context size
+    pcfg_strs_t stop;            //  stop sequences
+    pcfg_strs_t templates;       //  replies of the template backend
+    pcfg_strs_t allow_chats;     //  if non-empty, only these chats
+    pcfg_strs_t deny_chats;      //  never these chats
+    bool answer_bots;            //  may answer other bots' messages
+} pcfg_entity_t;
+
+typedef struct {
+    char *name;
+    char *url;                   //  base URL, e.g. http://10.0.0.102:1234
+    char *ip;                    //  seed shape: ip + port instead of url
+    int64_t port;
+    bool enabled;
+    int64_t weight;
+    int64_t max_concurrent;
+    pcfg_strs_t models;          //  models this server can serve
+    char *api_key_env;           //  environment variable holding the API key
+    char *type;                  //  openai | llamacpp | lmstudio | ollama | vllm
+} pcfg_llm_server_t;
+
+typedef struct {
+    char *source;                //  source name or "*"
+    char *chat_kind;             //  "group" | "private" | "*"
+    pcfg_rate_t rate;
+} pcfg_chat_limit_t;
+
+typedef struct {
+    char *name;                  //  unique source name; prefixes chat keys
+    char *type;                  //  demo | jsonl | http | telegram | twitch
+    bool enabled;
+    //  demo
+    double rate_per_second;
+    int64_t chats;
+    int64_t users;
+    double mention_rate;
+    int64_t limit;               //  stop after this many messages; 0 = endless
+    //  jsonl
+    char *path;                  //  file, or "-" for stdin
+    bool follow;
+    //  http / telegram / twitch
+    char *url;
+    json_t *headers;
+    char *token_env;
+    int64_t polling_interval_ms;
+    json_t *fields;              //  field mapping for the generic HTTP source
+    pcfg_strs_t channels;
+    char *nick;
+} pcfg_source_t;
+
+typedef struct {
+    char *name;
+    char *type;                  //  stdout | jsonl | http | telegram | twitch
+    bool enabled;
+    char *source;                //  replies to messages from this source; "*" = all
+    char *path;                  //  jsonl
+    char *url;
+    json_t *headers;
+    json_t *body;
+    char *token_env;
+    int64_t max_length;
+} pcfg_destination_t;
+
+typedef struct {
+    int64_t min_ms, max_ms;
+} pcfg_delay_t;
+
+typedef struct {
+    //  botSettings
+    int64_t polling_interval_ms;
+    double min_seconds_between_any_post;
+    int64_t max_total_messages_per_minute;
+    int64_t max_total_messages_per_hour;
+
+    //  queueSettings
+    int64_t stale_claim_timeout_ms;
+    int64_t max_retries;
+    int64_t default_priority;
+    int64_t mention_priority;
+    int64_t congestion_threshold;
+    int64_t max_queue_size;
+    int64_t retry_base_ms;
+    int64_t retry_max_ms;
+    int64_t max_age_seconds;
+    int64_t global_max_in_flight;
+    int64_t entity_max_in_flight;
+    int64_t aging_seconds;
+    int64_t urgent_below;        //  priorities below this use the urgent delay
+    int64_t low_from;            //  priorities from this use the low delay
+    pcfg_delay_t delay_urgent, delay_normal, delay_low;
+
+    pcfg_arr_t entities;         //  pcfg_entity_t
+    pcfg_arr_t llm_servers;      //  pcfg_llm_server_t
+    pcfg_arr_t chat_limits;      //  pcfg_chat_limit_t
+
+    //  network
+    char *broker_frontend;
+    char *broker_backend;
+    char *sink_results;
+    char *stats_publish;
+    char *broker_frontend_bind;
+    char *broker_backend_bind;
+    char *sink_results_bind;
+    char *stats_publish_bind;
+    int64_t heartbeat_ms;
+    int64_t max_frame_bytes;
+    int64_t hwm;
+
+    //  storage
+    char *data_dir;
+    char *fsync;
+
+    //  poller
+    pcfg_arr_t sources;          //  pcfg_source_t
+    int64_t poller_seed;
+    int64_t submit_batch;
+    int64_t submit_window;
+    int64_t resend_ms;
+
+    //  worker
+    char *worker_id;
+    char *worker_backend;
+    int64_t worker_concurrency;
+    int64_t template_latency_ms;
+    int64_t template_jitter_ms;
+    int64_t request_timeout_ms;
+    int64_t connect_timeout_ms;
+    int64_t llm_retries;
+    int64_t drain_timeout_ms;
+
+    //  sink
+    pcfg_arr_t destinations;     //  pcfg_destination_t
+    int64_t stats_interval_ms;
+    int64_t stats_log_interval_ms;
+
+    //  logging
+    char *log_level;
+
+    json_t *root;                //  the document as loaded (after defaults)
+} pcfg_t;
+
+//  Loads `path` (NULL = the embedded default) into a new config. On error,
+//  returns NULL and writes a message naming the JSON path into `err`.
+//  Warnings (unknown keys) are logged; with `strict` they are errors.
+//  Caller owns the result.
+pcfg_t *pcfg_load (const char *path, bool strict, char *err, size_t errlen);
+
+//  Same, from a JSON text; `origin` names it in messages.
+pcfg_t *pcfg_load_string (const char *text, const char *origin, bool strict, char *err,
+                          size_t errlen);
+
+//  The two halves of loading: text to JSON (comments stripped), and JSON to
+//  a validated config (takes its own reference to `root`).
+json_t *pcfg_parse_file (const char *path, char *err, size_t errlen);
+json_t *pcfg_parse_string (const char *text, const char *origin, char *err, size_t errlen);
+pcfg_t *pcfg_from_json (json_t *root, const char *origin, bool strict, char *err, size_t errlen);
+
+void pcfg_destroy (pcfg_t **self_p);
+
+//  Index of the entity with this id, or -1.
+int pcfg_entity_index (const pcfg_t *self, const char *id);
+
+static inline pcfg_entity_t *pcfg_entity (const pcfg_t *self, size_t index)
+{
+    return &((pcfg_entity_t *) self->entities.items)[index];
+}
+
+//  Writes the annotated sample configuration (every key at its default with
+//  a sentence above it) to `out`.
+void pcfg_write_sample (FILE *out);
+
+//  Writes the configuration reference as Markdown tables to `out`.
+void pcfg_write_reference (FILE *out);
+
+//  The embedded default configuration (config/default.json).
+extern const char pconfig_default_json[];
+
+#endif

@@ -1,0 +1,347 @@
+/*  pconfig_schema - every configuration setting, its default and its meaning.
+
+    This table is the single source of truth for configuration: the loader
+    validates against it, `parleyctl config sample` prints it as an annotated
+    file and `parleyctl config reference` as the README's reference tables.
+    To add a setting: add the field to pcfg_t (pconfig.h) and a row here.
+*/
+#include "common/pconfig_schema.h"
+
+#include <float.h>
+
+#define ANY  1, 0   //  no numeric bounds
+#define NONE NULL
+
+#define F_INT(T, k, f, def, lo, hi, env, doc)                                                      \
+    {k, PCFG_INT, offsetof (T, f), def, lo, hi, NULL, env, 0, NULL, NULL, doc}
+#define F_NUM(T, k, f, def, lo, hi, env, doc)                                                      \
+    {k, PCFG_NUM, offsetof (T, f), def, lo, hi, NULL, env, 0, NULL, NULL, doc}
+#define F_BOOL(T, k, f, def, doc) {k, PCFG_BOOL, offsetof (T, f), def, ANY, NULL, NULL, 0, NULL, NULL, doc}
+#define F_STR(T, k, f, def, choices, env, doc)                                                     \
+    {k, PCFG_STR, offsetof (T, f), def, ANY, choices, env, 0, NULL, NULL, doc}
+#define F_REQ_STR(T, k, f, example, doc)                                                           \
+    {k, PCFG_STR, offsetof (T, f), NULL, ANY, NULL, NULL, PCFG_REQUIRED, NULL, example, doc}
+#define F_STRS(T, k, f, def, doc) {k, PCFG_STRS, offsetof (T, f), def, ANY, NULL, NULL, 0, NULL, NULL, doc}
+#define F_JSON(T, k, f, def, doc) {k, PCFG_JSON, offsetof (T, f), def, ANY, NULL, NULL, 0, NULL, NULL, doc}
+#define F_OBJ(T, k, f, sub, doc)  {k, PCFG_OBJ, offsetof (T, f), "{}", ANY, NULL, NULL, 0, &sub, NULL, doc}
+#define F_SECTION(k, sub, doc)    {k, PCFG_OBJ, 0, "{}", ANY, NULL, NULL, 0, &sub, NULL, doc}
+#define F_ARR(T, k, f, def, sub, doc)                                                              \
+    {k, PCFG_ARR, offsetof (T, f), def, ANY, NULL, NULL, 0, &sub, NULL, doc}
+#define F_IGNORE(k, doc) {k, PCFG_IGNORE, 0, NULL, ANY, NULL, NULL, 0, NULL, NULL, doc}
+#define SCHEMA(name, T, fields) {name, sizeof (T), fields, sizeof (fields) / sizeof (fields[0])}
+
+#define MAX_I 9.0e15
+
+//  --- rateLimits (entities[].rateLimits and chatLimits[]) -------------------
+
+static const pcfg_field_t s_rate_fields[] = {
+    F_NUM (pcfg_rate_t, "minSecondsBetweenPosts", min_seconds_between_posts, "0", 0, 86400, NONE,
+           "Minimum seconds between two posts; 0 means no minimum gap."),
+    F_INT (pcfg_rate_t, "maxPostsPerMinute", max_posts_per_minute, "0", 0, MAX_I, NONE,
+           "At most this many posts in any 60-second window; 0 means unlimited."),
+    F_INT (pcfg_rate_t, "maxPostsPerHour", max_posts_per_hour, "0", 0, MAX_I, NONE,
+           "At most this many posts in any 3600-second window; 0 means unlimited."),
+};
+static const pcfg_schema_t s_rate_schema = SCHEMA ("rateLimits", pcfg_rate_t, s_rate_fields);
+
+//  --- entities[] ------------------------------------------------------------
+
+static const pcfg_field_t s_entity_fields[] = {
+    F_REQ_STR (pcfg_entity_t, "id", id, "\"philosopher\"",
+               "Stable identifier of the persona; used in logs, stats and the posted-reply key."),
+    F_STR (pcfg_entity_t, "name", name, "\"\"", NULL, NONE,
+           "Display name that counts as a mention (\"@name\", case-insensitive); empty means the id."),
+    F_STRS (pcfg_entity_t, "aliases", aliases, "[]", "Other names that also count as a mention."),
+    F_BOOL (pcfg_entity_t, "enabled", enabled, "true", "A disabled entity is never selected."),
+    F_NUM (pcfg_entity_t, "responseChance", response_chance, "0.15", 0, 1, NONE,
+           "Chance (0..1) of answering a message that does not address this entity."),
+    F_OBJ (pcfg_entity_t, "rateLimits", rate, s_rate_schema,
+           "This entity's own limits on posts, checked at dispatch."),
+    F_INT (pcfg_entity_t, "maxInFlight", max_in_flight, "0", 0, MAX_I, NONE,
+           "Jobs of this entity being written at once; 0 means queueSettings.perEntityMaxInFlight."),
+    F_INT (pcfg_entity_t, "maxAgeSeconds", max_age_seconds, "0", 0, MAX_I, NONE,
+           "A reply later than this after the message is dropped as expired; 0 means queueSettings.maxAgeSeconds."),
+    F_STR (pcfg_entity_t, "systemPrompt", system_prompt, "\"\"", NULL, NONE,
+           "The persona: the system prompt given to the LLM."),
+    F_STR (pcfg_entity_t, "model", model, "\"\"", NULL, NONE,
+           "LLM model name; empty means the server's default model."),
+    F_NUM (pcfg_entity_t, "temperature", temperature, "0.8", 0, 2, NONE, "Sampling temperature."),
+    F_INT (pcfg_entity_t, "maxTokens", max_tokens, "150", 1, 1000000, NONE,
+           "Upper bound on the reply's length in tokens."),
+    F_INT (pcfg_entity_t, "messagesToRead", messages_to_read, "10", 0, 200, NONE,
+           "How many earlier chat messages are given to the LLM as context."),
+    F_STRS (pcfg_entity_t, "stop", stop, "[]", "Stop sequences passed to the LLM."),
+    F_STRS (pcfg_entity_t, "templates", templates, "[]",
+            "Replies of the built-in template backend; {author}, {text}, {name} and {topic} are filled in."),
+    F_STRS (pcfg_entity_t, "allowChats", allow_chats, "[]",
+            "If not empty, this entity answers only in these chats (chat keys, \"source/chat\")."),
+    F_STRS (pcfg_entity_t, "denyChats", deny_chats, "[]", "This entity never answers in these chats."),
+    F_BOOL (pcfg_entity_t, "answerBots", answer_bots, "false",
+            "May answer messages written by other bots (never its own)."),
+};
+static const pcfg_schema_t s_entity_schema = SCHEMA ("entities[]", pcfg_entity_t, s_entity_fields);
+
+//  --- lmStudioServers[] -----------------------------------------------------
+
+static const pcfg_field_t s_llm_fields[] = {
+    F_STR (pcfg_llm_server_t, "name", name, "\"\"", NULL, NONE, "Name used in logs and stats."),
+    F_STR (pcfg_llm_server_t, "url", url, "\"\"", NULL, NONE,
+           "Base URL of an OpenAI-compatible server, e.g. http://10.0.0.102:1234."),
+    F_STR (pcfg_llm_server_t, "ip", ip, "\"\"", NULL, NONE,
+           "Host of the server when url is not given (the seeds' shape)."),
+    F_INT (pcfg_llm_server_t, "port", port, "1234", 1, 65535, NONE, "Port used with ip."),
+    F_BOOL (pcfg_llm_server_t, "enabled", enabled, "true", "A disabled server is not used."),
+    F_INT (pcfg_llm_server_t, "weight", weight, "1", 1, 1000, NONE,
+           "Share of calls this server gets relative to the others."),
+    F_INT (pcfg_llm_server_t, "maxConcurrent", max_concurrent, "4", 1, 100000, NONE,
+           "Calls in flight to this server at once, per worker process."),
+    F_STRS (pcfg_llm_server_t, "models", models, "[]",
+            "Models this server can serve; empty means ask the server (/v1/models)."),
+    F_STR (pcfg_llm_server_t, "apiKeyEnv", api_key_env, "\"\"", NULL, NONE,
+           "Environment variable holding the API key (the key itself never appears in the file)."),
+    F_STR (pcfg_llm_server_t, "type", type, "\"openai\"", "openai|llamacpp|lmstudio|ollama|vllm",
+           NONE, "Server flavour; selects the health check and model listing."),
+    F_IGNORE ("capabilities", "Accepted for compatibility; not used."),
+};
+static const pcfg_schema_t s_llm_schema = SCHEMA ("lmStudioServers[]", pcfg_llm_server_t, s_llm_fields);
+
+//  --- chatLimits[] ----------------------------------------------------------
+
+static const pcfg_field_t s_chat_limit_fields[] = {
+    F_STR (pcfg_chat_limit_t, "source", source, "\"*\"", NULL, NONE,
+           "Source name this rule applies to; \"*\" matches every source."),
+    F_STR (pcfg_chat_limit_t, "chatKind", chat_kind, "\"*\"", "group|private|*", NONE,
+           "Kind of chat this rule applies to."),
+    F_NUM (pcfg_chat_limit_t, "minSecondsBetweenPosts", rate.min_seconds_between_posts, "0", 0,
+           86400, NONE, "Minimum seconds between two posts in one chat."),
+    F_INT (pcfg_chat_limit_t, "maxPostsPerMinute", rate.max_posts_per_minute, "0", 0, MAX_I, NONE,
+           "At most this many posts per chat in any 60-second window; 0 means unlimited."),
+    F_INT (pcfg_chat_limit_t, "maxPostsPerHour", rate.max_posts_per_hour, "0", 0, MAX_I, NONE,
+           "At most this many posts per chat in any 3600-second window; 0 means unlimited."),
+};
+static const pcfg_schema_t s_chat_limit_schema =
+    SCHEMA ("chatLimits[]", pcfg_chat_limit_t, s_chat_limit_fields);
+
+//  --- poller.sources[] ------------------------------------------------------
+
+static const pcfg_field_t s_source_fields[] = {
+    F_REQ_STR (pcfg_source_t, "name", name, "\"demo\"",
+               "Unique source name; chat keys are \"name/chat\"."),
+    F_STR (pcfg_source_t, "type", type, "\"demo\"", "demo|jsonl|http|telegram|twitch", NONE,
+           "Kind of source."),
+    F_BOOL (pcfg_source_t, "enabled", enabled, "true", "A disabled source is not read."),
+    F_NUM (pcfg_source_t, "ratePerSecond", rate_per_second, "2", 0, 10000000, NONE,
+           "demo: chat messages generated per second."),
+    F_INT (pcfg_source_t, "chats", chats, "3", 1, 1000000, NONE, "demo: number of chat rooms."),
+    F_INT (pcfg_source_t, "users", users, "40", 1, 1000000, NONE, "demo: number of human users."),
+    F_NUM (pcfg_source_t, "mentionRate", mention_rate, "0.2", 0, 1, NONE,
+           "demo: share of messages that mention an entity."),
+    F_INT (pcfg_source_t, "limit", limit, "0", 0, MAX_I, NONE,
+           "demo: stop after this many messages; 0 means endless."),
+    F_STR (pcfg_source_t, "path", path, "\"-\"", NULL, NONE,
+           "jsonl: file of one JSON message per line; \"-\" reads standard input."),
+    F_BOOL (pcfg_source_t, "follow", follow, "false",
+            "jsonl: keep reading as the file grows (like tail -f)."),
+    F_STR (pcfg_source_t, "url", url, "\"\"", NULL, NONE, "http/telegram/twitch: endpoint URL."),
+    F_JSON (pcfg_source_t, "headers", headers, "{}", "http: extra request headers."),
+    F_STR (pcfg_source_t, "tokenEnv", token_env, "\"\"", NULL, NONE,
+           "Environment variable holding the bot token or API key."),
+    F_INT (pcfg_source_t, "pollingInterval", polling_interval_ms, "0", 0, 86400000, NONE,
+           "Milliseconds between polls; 0 means botSettings.pollingInterval."),
+    F_JSON (pcfg_source_t, "fields", fields, "{}",
+            "http: where id, chat, author, text, time and replyTo are found in each message."),
+    F_STRS (pcfg_source_t, "channels", channels, "[]", "twitch: channels to join."),
+    F_STR (pcfg_source_t, "nick", nick, "\"\"", NULL, NONE, "twitch: the bot's login name."),
+};
+static const pcfg_schema_t s_source_schema = SCHEMA ("poller.sources[]", pcfg_source_t, s_source_fields);
+
+//  --- sink.destinations[] ---------------------------------------------------
+
+static const pcfg_field_t s_dest_fields[] = {
+    F_REQ_STR (pcfg_destination_t, "name", name, "\"console\"", "Unique destination name."),
+    F_STR (pcfg_destination_t, "type", type, "\"stdout\"", "stdout|jsonl|http|telegram|twitch", NONE,
+           "Kind of destination."),
+    F_BOOL (pcfg_destination_t, "enabled", enabled, "true", "A disabled destination posts nothing."),
+    F_STR (pcfg_destination_t, "source", source, "\"*\"", NULL, NONE,
+           "Replies to messages from this source go here; \"*\" takes every source."),
+    F_STR (pcfg_destination_t, "path", path, "\"\"", NULL, NONE, "jsonl: file the replies are appended to."),
+    F_STR (pcfg_destination_t, "url", url, "\"\"", NULL, NONE, "http/telegram: endpoint URL."),
+    F_JSON (pcfg_destination_t, "headers", headers, "{}", "http: extra request headers."),
+    F_JSON (pcfg_destination_t, "body", body, "null",
+            "http: body template; strings like \"{text}\" are filled in."),
+    F_STR (pcfg_destination_t, "tokenEnv", token_env, "\"\"", NULL, NONE,
+           "Environment variable holding the bot token or API key."),
+    F_INT (pcfg_destination_t, "maxLength", max_length, "0", 0, 10000000, NONE,
+           "Longest text posted; longer replies are trimmed. 0 means the platform's limit."),
+};
+static const pcfg_schema_t s_dest_schema =
+    SCHEMA ("sink.destinations[]", pcfg_destination_t, s_dest_fields);
+
+//  --- sections --------------------------------------------------------------
+
+static const pcfg_field_t s_bot_fields[] = {
+    F_INT (pcfg_t, "pollingInterval", polling_interval_ms, "30000", 100, 86400000, NONE,
+           "Milliseconds between polls of a source that has no interval of its own."),
+    F_NUM (pcfg_t, "minSecondsBetweenAnyPost", min_seconds_between_any_post, "0", 0, 86400, NONE,
+           "Minimum seconds between any two posts of the whole pipeline; 0 means none."),
+    F_INT (pcfg_t, "maxTotalMessagesPerMinute", max_total_messages_per_minute, "0", 0, MAX_I, NONE,
+           "At most this many posts of the whole pipeline in any 60-second window; 0 means unlimited."),
+    F_INT (pcfg_t, "maxTotalMessagesPerHour", max_total_messages_per_hour, "0", 0, MAX_I, NONE,
+           "At most this many posts of the whole pipeline in any hour; 0 means unlimited."),
+    F_IGNORE ("websocketPort", "Accepted for compatibility; the stats feed replaces it."),
+    F_IGNORE ("enableConsoleLogs", "Accepted for compatibility; see logLevel."),
+};
+static const pcfg_schema_t s_bot_schema = SCHEMA ("botSettings", pcfg_t, s_bot_fields);
+
+static const pcfg_field_t s_delay_fields[] = {
+    F_INT (pcfg_delay_t, "minMs", min_ms, "0", 0, 3600000, NONE, "Shortest delay."),
+    F_INT (pcfg_delay_t, "maxMs", max_ms, "0", 0, 3600000, NONE, "Longest delay."),
+};
+static const pcfg_schema_t s_delay_schema = SCHEMA ("delay", pcfg_delay_t, s_delay_fields);
+
+static const pcfg_field_t s_delays_fields[] = {
+    {"urgent", PCFG_OBJ, offsetof (pcfg_t, delay_urgent), "{\"minMs\":1000,\"maxMs\":3000}", ANY,
+     NULL, NULL, 0, &s_delay_schema, NULL,
+     "Natural delay before answering urgent messages (mentions, replies)."},
+    {"normal", PCFG_OBJ, offsetof (pcfg_t, delay_normal), "{\"minMs\":2000,\"maxMs\":5000}", ANY,
+     NULL, NULL, 0, &s_delay_schema, NULL, "Natural delay before answering normal messages."},
+    {"low", PCFG_OBJ, offsetof (pcfg_t, delay_low), "{\"minMs\":4000,\"maxMs\":8000}", ANY, NULL,
+     NULL, 0, &s_delay_schema, NULL, "Natural delay before answering low-priority messages."},
+    F_INT (pcfg_t, "urgentBelow", urgent_below, "30", 0, 100, NONE,
+           "Priorities below this count as urgent."),
+    F_INT (pcfg_t, "lowFrom", low_from, "70", 0, 100, NONE, "Priorities from this up count as low."),
+};
+static const pcfg_schema_t s_delays_schema = SCHEMA ("queueSettings.responseDelays", pcfg_t, s_delays_fields);
+
+static const pcfg_field_t s_queue_fields[] = {
+    F_INT (pcfg_t, "staleClaimTimeout", stale_claim_timeout_ms, "60000", 100, 86400000, NONE,
+           "Lease of a dispatched job in ms, renewed by its worker's heartbeats; a silent worker's jobs return to the queue."),
+    F_INT (pcfg_t, "maxRetries", max_retries, "3", 0, 1000, NONE,
+           "Failed attempts retried before the job goes to the dead-letter queue."),
+    F_INT (pcfg_t, "defaultPriority", default_priority, "50", 0, 99, NONE,
+           "Priority of a message nobody addressed (0 most urgent, 99 least)."),
+    F_INT (pcfg_t, "mentionPriority", mention_priority, "10", 0, 99, NONE,
+           "Priority of a mention of, or reply to, an entity."),
+    F_INT (pcfg_t, "congestionThreshold", congestion_threshold, "100", 0, MAX_I, NONE,
+           "Queue depth above which the broker warns and reports congestion; 0 disables."),
+    F_INT (pcfg_t, "maxQueueSize", max_queue_size, "1000000", 1, MAX_I, NONE,
+           "Queued jobs at most; beyond it the least urgent job is dropped and counted."),
+    F_INT (pcfg_t, "retryBaseMs", retry_base_ms, "1000", 0, 86400000, NONE,
+           "Base of the exponential retry backoff (full jitter)."),
+    F_INT (pcfg_t, "retryMaxMs", retry_max_ms, "60000", 0, 86400000, NONE,
+           "Cap of the exponential retry backoff."),
+    F_INT (pcfg_t, "maxAgeSeconds", max_age_seconds, "600", 0, MAX_I, NONE,
+           "A reply later than this after its message is dropped as expired; 0 means never."),
+    F_INT (pcfg_t, "globalMaxInFlight", global_max_in_flight, "5", 0, MAX_I, NONE,
+           "Jobs being written at once across all entities; 0 means unlimited."),
+    F_INT (pcfg_t, "perEntityMaxInFlight", entity_max_in_flight, "2", 0, MAX_I, NONE,
+           "Jobs being written at once per entity, unless the entity sets maxInFlight; 0 means unlimited."),
+    F_INT (pcfg_t, "agingSeconds", aging_seconds, "0", 0, MAX_I, NONE,
+           "Every this many seconds of waiting a job counts one priority more urgent; 0 disables aging."),
+    F_SECTION ("responseDelays", s_delays_schema,
+               "Natural not-before delays by priority class, so replies do not look robotic."),
+};
+static const pcfg_schema_t s_queue_schema = SCHEMA ("queueSettings", pcfg_t, s_queue_fields);
+
+static const pcfg_field_t s_network_fields[] = {
+    F_STR (pcfg_t, "brokerFrontend", broker_frontend, "\"tcp://127.0.0.1:7531\"", NULL,
+           "PARLEY_BROKER_FRONTEND", "Where pollers, sinks and parleyctl reach the broker."),
+    F_STR (pcfg_t, "brokerBackend", broker_backend, "\"tcp://127.0.0.1:7532\"", NULL,
+           "PARLEY_BROKER_BACKEND", "Where workers reach the broker."),
+    F_STR (pcfg_t, "sinkResults", sink_results, "\"tcp://127.0.0.1:7533\"", NULL,
+           "PARLEY_SINK_RESULTS", "Where workers send results to the sink."),
+    F_STR (pcfg_t, "statsPublish", stats_publish, "\"tcp://127.0.0.1:7534\"", NULL,
+           "PARLEY_STATS_PUBLISH", "Where the sink publishes the live stats feed."),
+    F_STR (pcfg_t, "brokerFrontendBind", broker_frontend_bind, "\"\"", NULL,
+           "PARLEY_BROKER_FRONTEND_BIND", "Endpoint the broker binds for its frontend; empty means brokerFrontend."),
+    F_STR (pcfg_t, "brokerBackendBind", broker_backend_bind, "\"\"", NULL,
+           "PARLEY_BROKER_BACKEND_BIND", "Endpoint the broker binds for workers; empty means brokerBackend."),
+    F_STR (pcfg_t, "sinkResultsBind", sink_results_bind, "\"\"", NULL, "PARLEY_SINK_RESULTS_BIND",
+           "Endpoint the sink binds for results; empty means sinkResults."),
+    F_STR (pcfg_t, "statsPublishBind", stats_publish_bind, "\"\"", NULL, "PARLEY_STATS_PUBLISH_BIND",
+           "Endpoint the sink binds for stats; empty means statsPublish."),
+    F_INT (pcfg_t, "heartbeatMs", heartbeat_ms, "1000", 50, 600000, NONE,
+           "Interval of worker and broker heartbeats."),
+    F_INT (pcfg_t, "maxFrameBytes", max_frame_bytes, "4194304", 1024, 1073741824, NONE,
+           "Largest frame any socket accepts; larger ones are refused by ZeroMQ."),
+    F_INT (pcfg_t, "resendMs", resend_ms, "2000", 50, 3600000, NONE,
+           "A request not yet answered (SUBMIT, COMMIT, OUTCOME) is sent again after this many ms."),
+    F_INT (pcfg_t, "highWaterMark", hwm, "200000", 100, 100000000, NONE,
+           "Messages a socket queues per peer before it blocks or drops."),
+};
+static const pcfg_schema_t s_network_schema = SCHEMA ("network", pcfg_t, s_network_fields);
+
+static const pcfg_field_t s_storage_fields[] = {
+    F_STR (pcfg_t, "dataDir", data_dir, "\"\"", NULL, "PARLEY_DATA_DIR",
+           "Directory of the durable state (SQLite files); empty keeps state in memory only."),
+    F_STR (pcfg_t, "fsync", fsync, "\"always\"", "always|batch|off", "PARLEY_FSYNC",
+           "always: every acknowledged hand-off survives power loss; batch: survives a process crash, power loss may lose the last moments; off: fastest, a crash of the machine may lose recent work."),
+};
+static const pcfg_schema_t s_storage_schema = SCHEMA ("storage", pcfg_t, s_storage_fields);
+
+static const pcfg_field_t s_poller_fields[] = {
+    F_ARR (pcfg_t, "sources", sources, "[{\"name\":\"demo\",\"type\":\"demo\"}]", s_source_schema,
+           "Where chat messages come from; several may run at once."),
+    F_INT (pcfg_t, "seed", poller_seed, "0", 0, MAX_I, "PARLEY_SEED",
+           "Seed of the responseChance draw; the draw for a (message, entity) is the same on every run."),
+    F_INT (pcfg_t, "submitBatch", submit_batch, "256", 1, 100000, NONE,
+           "Jobs sent to the broker in one frame at most."),
+    F_INT (pcfg_t, "submitWindow", submit_window, "20000", 1, 10000000, NONE,
+           "Jobs submitted but not yet acknowledged at most; reading pauses beyond it."),
+};
+static const pcfg_schema_t s_poller_schema = SCHEMA ("poller", pcfg_t, s_poller_fields);
+
+static const pcfg_field_t s_worker_fields[] = {
+    F_STR (pcfg_t, "id", worker_id, "\"\"", NULL, "WORKER_ID",
+           "Worker name in logs and stats; empty means host name and process id."),
+    F_STR (pcfg_t, "backend", worker_backend, "\"template\"", "template|openai", "PARLEY_BACKEND",
+           "template: built-in persona templates (no LLM); openai: the lmStudioServers."),
+    F_INT (pcfg_t, "concurrency", worker_concurrency, "64", 1, 100000, "PARLEY_CONCURRENCY",
+           "Jobs one worker process holds at once (its credits)."),
+    F_INT (pcfg_t, "templateLatencyMs", template_latency_ms, "300", 0, 600000, NONE,
+           "template: simulated time to write a reply."),
+    F_INT (pcfg_t, "templateJitterMs", template_jitter_ms, "200", 0, 600000, NONE,
+           "template: random extra latency, 0..this."),
+    F_INT (pcfg_t, "requestTimeoutMs", request_timeout_ms, "20000", 100, 3600000, NONE,
+           "Total time one LLM call may take."),
+    F_INT (pcfg_t, "connectTimeoutMs", connect_timeout_ms, "3000", 10, 600000, NONE,
+           "Time to connect to an LLM server."),
+    F_INT (pcfg_t, "retries", llm_retries, "2", 0, 100, NONE,
+           "Retries of a transient LLM failure before the job is handed back."),
+    F_INT (pcfg_t, "drainTimeoutMs", drain_timeout_ms, "30000", 0, 3600000, NONE,
+           "On SIGTERM, time to finish jobs in hand before the rest go back to the broker."),
+};
+static const pcfg_schema_t s_worker_schema = SCHEMA ("worker", pcfg_t, s_worker_fields);
+
+static const pcfg_field_t s_sink_fields[] = {
+    F_ARR (pcfg_t, "destinations", destinations, "[{\"name\":\"console\",\"type\":\"stdout\"}]",
+           s_dest_schema, "Where replies are posted."),
+    F_INT (pcfg_t, "statsIntervalMs", stats_interval_ms, "1000", 50, 3600000, NONE,
+           "Interval of the published stats snapshots."),
+    F_INT (pcfg_t, "statsLogIntervalMs", stats_log_interval_ms, "5000", 0, 3600000, NONE,
+           "Interval of the one-line stats summary in the sink's log; 0 disables it."),
+};
+static const pcfg_schema_t s_sink_schema = SCHEMA ("sink", pcfg_t, s_sink_fields);
+
+static const pcfg_field_t s_root_fields[] = {
+    F_SECTION ("botSettings", s_bot_schema, "Limits of the whole pipeline."),
+    F_SECTION ("queueSettings", s_queue_schema, "How the broker queues, leases and retries jobs."),
+    F_ARR (pcfg_t, "entities", entities, "[]", s_entity_schema, "The personas that answer."),
+    F_ARR (pcfg_t, "lmStudioServers", llm_servers, "[]", s_llm_schema,
+           "OpenAI-compatible LLM servers the workers call."),
+    F_ARR (pcfg_t, "chatLimits", chat_limits, "[]", s_chat_limit_schema,
+           "Per-chat limits; the first rule matching a chat's source and kind applies."),
+    F_SECTION ("network", s_network_schema, "Endpoints and transport settings."),
+    F_SECTION ("storage", s_storage_schema, "Durable state."),
+    F_SECTION ("poller", s_poller_schema, "The poller: sources and submission."),
+    F_SECTION ("worker", s_worker_schema, "The workers: backend and concurrency."),
+    F_SECTION ("sink", s_sink_schema, "The sink: destinations and stats."),
+    F_STR (pcfg_t, "logLevel", log_level, "\"info\"", "error|warn|info|debug|trace",
+           "PARLEY_LOG_LEVEL", "Least severe log level written."),
+    F_IGNORE ("featureFlags", "Accepted for compatibility; not used."),
+    F_IGNORE ("routerSettings", "Accepted for compatibility; not used."),
+    F_IGNORE ("monitoring", "Accepted for compatibility; the stats feed replaces it."),
+    F_IGNORE ("clusterSettings", "Accepted for compatibility; not used."),
+    F_IGNORE ("globalSettings", "Accepted for compatibility; not used."),
+};
+const pcfg_schema_t pcfg_root_schema = SCHEMA ("", pcfg_t, s_root_fields);

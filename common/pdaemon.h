@@ -1,0 +1,58 @@
+/*  pdaemon - what every Parley program does before its real work starts:
+    command line, configuration, logging, and the ready file.
+
+    Common options (each daemon adds its own description and extras):
+        -c, --config FILE      configuration file (default: the embedded demo)
+        -s, --set PATH=VALUE   override one setting, e.g. --set worker.concurrency=8
+                               (VALUE is JSON, or a plain string)
+            --strict-config    unknown configuration keys are errors
+        -v, --verbose          more logging (twice for trace)
+        -q, --quiet            only warnings and errors
+            --ready-file FILE  once listening, write the bound endpoints there as JSON
+        -h, --help             this help
+        -V, --version          version
+*/
+#ifndef PDAEMON_H_INCLUDED
+#define PDAEMON_H_INCLUDED
+
+#include "common/pconfig.h"
+
+#include <czmq.h>
+
+typedef struct {
+    const char *name;           //  program name, "parley-broker"
+    const char *role;           //  log component, "broker"
+    const char *summary;        //  one line: what it does
+    const char *extra_help;     //  more lines for --help, may be NULL
+} pdaemon_info_t;
+
+typedef struct {
+    pcfg_t *config;
+    char *config_path;          //  NULL = embedded default
+    char *ready_file;
+    int verbosity;              //  -v count minus -q count
+} pdaemon_t;
+
+//  Parses argv, loads the configuration and sets up logging. Exits the
+//  process with status 0 for --help/--version and 2 for a bad command line
+//  or configuration (after printing why).
+void pdaemon_start (pdaemon_t *self, const pdaemon_info_t *info, int argc, char **argv);
+
+void pdaemon_finish (pdaemon_t *self);
+
+//  Writes `json` (an object of endpoint names to endpoints, plus "pid") to
+//  `path` if it is not NULL: to a temporary name, then renamed, so a reader
+//  never sees half a file. Takes ownership of `json`.
+void pdaemon_write_ready (const char *path, json_t *json);
+
+//  Runs `actor` (a czmq actor taking `args`) until SIGINT/SIGTERM or until
+//  the actor ends by itself; then stops it. Returns the process exit status:
+//  0, or 1 when the actor failed to start or stopped with an error.
+int pdaemon_run_actor (zactor_fn *actor, void *args);
+
+//  Loads a configuration file (NULL = default) with PATH=VALUE overrides
+//  applied first. Same contract as pcfg_load.
+pcfg_t *pdaemon_load_config (const char *path, char **sets, size_t nsets, bool strict, char *err,
+                             size_t errlen);
+
+#endif

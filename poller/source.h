@@ -1,0 +1,61 @@
+/*  source - where chat messages come from.
+
+    A source produces chat messages when the poller asks it to. It may have
+    file descriptors to wait on (stdin, sockets) and a time it wants to be
+    asked again (polling interval, demo rate). Every kind of source (demo,
+    jsonl, and the platform sources) implements this table of functions.
+*/
+#ifndef SOURCE_H_INCLUDED
+#define SOURCE_H_INCLUDED
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <zmq.h>
+
+#include "common/pconfig.h"
+
+//  One chat message as a source sees it. Strings are borrowed for the
+//  duration of the emit call.
+typedef struct {
+    const char *msg_ref;            //  message id on the platform (unique within the chat)
+    const char *chat_ref;           //  chat id on the platform
+    const char *chat_kind;          //  "group", "private" or ""
+    const char *author;             //  display name
+    const char *author_id;
+    const char *text;
+    const char *reply_to_author;    //  author of the message this one replies to, or NULL
+    int64_t ts_ms;                  //  when written, Unix ms
+    bool from_bot;                  //  the platform says a bot wrote it
+} chat_msg_t;
+
+typedef struct source_s source_t;
+
+//  Called by a source for each new message; returns false when the poller
+//  cannot take more now (the source keeps the message for later).
+typedef bool (source_emit_fn) (void *ctx, source_t *source, const chat_msg_t *msg);
+
+struct source_s {
+    const pcfg_source_t *config;
+    const pcfg_t *root;
+    void *state;
+    //  Produce messages due at `now`, at most `budget` of them.
+    void (*poll) (source_t *self, int64_t now, int budget, source_emit_fn *emit, void *ctx);
+    //  When it wants to be polled again (Unix ms); INT64_MAX = only on fd activity.
+    int64_t (*wakeup) (source_t *self, int64_t now);
+    //  File descriptors to wait on; returns how many were written (at most max).
+    int (*pollitems) (source_t *self, zmq_pollitem_t *items, int max);
+    //  True when it will never produce again (demo limit, end of file).
+    bool (*finished) (source_t *self);
+    void (*destroy) (source_t *self);
+    uint64_t errors;                //  bad input skipped (counted, logged)
+};
+
+//  Creates the source described by `config`; NULL (logged) on error.
+source_t *source_new (const pcfg_source_t *config, const pcfg_t *root, uint64_t seed);
+void source_destroy (source_t **self_p);
+
+//  Constructors of the kinds, used by source_new.
+int source_demo_init (source_t *self, uint64_t seed);
+int source_jsonl_init (source_t *self);
+
+#endif

@@ -1,0 +1,169 @@
+/*  source_demo - a built-in chat that never sleeps.
+
+    Generates believable traffic for the configured entities: a few rooms,
+    a crowd of users, small talk and questions, and a share of messages that
+    mention an entity ("@Philosopher what is time?"). Deterministic for a
+    given seed, and message ids are a counter, so runs can be compared.
+    ratePerSecond may be high (the benchmark uses it as a load generator).
+*/
+#include "poller/source.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    unsigned short rand[3];     //  erand48 state
+    double interval_ms;         //  between two messages
+    double next_at;             //  when the next message is due
+    uint64_t produced;
+    int64_t limit;              //  0 = endless
+    char **entity_names;
+    size_t entity_count;
+} demo_t;
+
+static const char *s_adjectives[] = {"quiet", "blue", "happy", "lazy", "swift", "brave", "odd",
+                                     "tiny", "grumpy", "sunny", "misty", "clever", "wild", "sleepy"};
+static const char *s_animals[] = {"fox", "whale", "otter", "panda", "owl", "lynx", "moth",
+                                  "badger", "heron", "gecko", "bison", "koala", "crane", "newt"};
+static const char *s_rooms[] = {"lounge", "gaming", "tech", "music", "books", "random",
+                                "cooking", "art", "science", "movies"};
+
+//  Lines people write; some are questions worth answering, some are noise.
+static const char *s_lines[] = {
+    "anyone tried the new rust release?",
+    "what's everyone having for dinner tonight",
+    "is it just me or is the stream lagging",
+    "do we actually have free will or is it all physics",
+    "my cat just knocked over my coffee again",
+    "best sci-fi book you've read this year?",
+    "gg that last round was wild",
+    "how do you stay motivated on mondays",
+    "why is naming things so hard in programming",
+    "what's a good first instrument to learn",
+    "it's raining again, third day in a row",
+    "can someone explain quantum entanglement simply",
+    "hot take: pineapple on pizza is fine",
+    "what would you do with an extra hour every day",
+    "i finally fixed that bug after 3 days",
+    "recommend me a podcast for a long drive",
+    "is coffee better than tea, be honest",
+    "the sunset tonight was unreal",
+    "how do you deal with procrastination",
+    "what's the meaning of a good life",
+    "just got back from a run, legs are dead",
+    "anyone else learning to cook during winter",
+    "what's the most underrated movie ever",
+    "tabs or spaces, settle this once and for all",
+    "i think i'm addicted to this chat lol",
+    "tell me a story about a lighthouse",
+    "my plants keep dying, any tips",
+    "what's your favourite way to spend a sunday",
+    "lol",
+    "brb",
+};
+
+#define COUNT(a) (sizeof (a) / sizeof (a)[0])
+
+static size_t s_pick (demo_t *d, size_t n)
+{
+    return (size_t) (erand48 (d->rand) * (double) n) % n;
+}
+
+static void s_poll (source_t *self, int64_t now, int budget, source_emit_fn *emit, void *ctx)
+{
+    demo_t *d = self->state;
+    const pcfg_source_t *c = self->config;
+    if (d->next_at == 0)
+        d->next_at = (double) now;
+    while (budget-- > 0 && d->next_at <= (double) now && (d->limit == 0 || (int64_t) d->produced < d->limit)) {
+        //  Draw everything from the generator before emitting, so a
+        //  message refused now comes out the same when it is retried.
+        unsigned short saved[3];
+        memcpy (saved, d->rand, sizeof saved);
+        size_t user = s_pick (d, (size_t) c->users);
+        size_t room = s_pick (d, (size_t) c->chats);
+        const char *line = s_lines[s_pick (d, COUNT (s_lines))];
+        bool mention = d->entity_count > 0 && erand48 (d->rand) < c->mention_rate;
+        const char *target = mention ? d->entity_names[s_pick (d, d->entity_count)] : NULL;
+
+        char author[64], author_id[32], chat[64], msg_ref[32], text[512];
+        snprintf (author, sizeof author, "%s%s%zu", s_adjectives[user % COUNT (s_adjectives)],
+                  s_animals[(user / COUNT (s_adjectives)) % COUNT (s_animals)], user);
+        snprintf (author_id, sizeof author_id, "u%zu", user);
+        if (room < COUNT (s_rooms))
+            snprintf (chat, sizeof chat, "%s", s_rooms[room]);
+        else
+            snprintf (chat, sizeof chat, "room%zu", room);
+        snprintf (msg_ref, sizeof msg_ref, "%llu", (unsigned long long) d->produced + 1);
+        if (target)
+            snprintf (text, sizeof text, "@%s %s", target, line);
+        else
+            snprintf (text, sizeof text, "%s", line);
+        chat_msg_t msg = {msg_ref, chat, "group", author, author_id, text, NULL,
+                          (int64_t) d->next_at, false};
+        if (!emit (ctx, self, &msg)) {
+            memcpy (d->rand, saved, sizeof saved);
+            return;
+        }
+        d->produced++;
+        d->next_at += d->interval_ms;
+    }
+    //  After a long stall do not replay the backlog at once: real chats do not.
+    if (d->next_at < (double) now - 1000)
+        d->next_at = (double) now - 1000;
+}
+
+static int64_t s_wakeup (source_t *self, int64_t now)
+{
+    demo_t *d = self->state;
+    (void) now;
+    if (d->limit && (int64_t) d->produced >= d->limit)
+        return INT64_MAX;
+    return (int64_t) d->next_at;
+}
+
+static int s_pollitems (source_t *self, zmq_pollitem_t *items, int max)
+{
+    (void) self, (void) items, (void) max;
+    return 0;
+}
+
+static bool s_finished (source_t *self)
+{
+    demo_t *d = self->state;
+    return d->limit && (int64_t) d->produced >= d->limit;
+}
+
+static void s_destroy (source_t *self)
+{
+    demo_t *d = self->state;
+    for (size_t i = 0; i < d->entity_count; i++)
+        free (d->entity_names[i]);
+    free (d->entity_names);
+    free (d);
+}
+
+int source_demo_init (source_t *self, uint64_t seed)
+{
+    demo_t *d = calloc (1, sizeof *d);
+    const pcfg_source_t *c = self->config;
+    d->rand[0] = (unsigned short) (seed ^ 0x330e);
+    d->rand[1] = (unsigned short) (seed >> 16);
+    d->rand[2] = (unsigned short) (seed >> 32);
+    d->interval_ms = c->rate_per_second > 0 ? 1000.0 / c->rate_per_second : 1e18;
+    d->limit = c->limit;
+    d->entity_names = calloc (self->root->entities.count + 1, sizeof (char *));
+    for (size_t i = 0; i < self->root->entities.count; i++) {
+        const pcfg_entity_t *e = pcfg_entity (self->root, i);
+        if (e->enabled)
+            d->entity_names[d->entity_count++] = strdup (e->name);
+    }
+    self->state = d;
+    self->poll = s_poll;
+    self->wakeup = s_wakeup;
+    self->pollitems = s_pollitems;
+    self->finished = s_finished;
+    self->destroy = s_destroy;
+    return 0;
+}

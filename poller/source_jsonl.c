@@ -1,0 +1,227 @@
+/*  source_jsonl - chat messages as JSON lines, from a file or standard input.
+
+    One object per line:
+        {"id": "m1", "chat": "lobby", "author": "ana", "text": "@Joker hi",
+         "chatKind": "group", "authorId": "42", "ts": 1763900000000,
+         "replyToAuthor": "Joker", "isBot": false}
+    id, chat and text are required; ts (Unix ms, or seconds if small) defaults
+    to now. A bad line is logged with its line number, counted and skipped.
+    With "follow": true the file is watched as it grows.
+*/
+#include "poller/source.h"
+#include "common/plog.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MAX_LINE     (1 << 20)     //  longer lines are refused
+#define FOLLOW_MS    200           //  how often a followed file is checked
+
+typedef struct {
+    int fd;
+    bool is_stdin;
+    bool eof;
+    bool skipping;          //  inside a line that was too long
+    char *buf;
+    size_t len;             //  bytes in buf
+    size_t pos;             //  next unread byte
+    uint64_t line_no;
+    plog_limiter_t log;
+} jsonl_t;
+
+static const char *s_field_string (json_t *obj, const char *key, char *buf, size_t len)
+{
+    json_t *v = json_object_get (obj, key);
+    if (json_is_string (v))
+        return json_string_value (v);
+    if (json_is_integer (v)) {
+        snprintf (buf, len, "%lld", (long long) json_integer_value (v));
+        return buf;
+    }
+    return NULL;
+}
+
+static void s_bad_line (source_t *self, jsonl_t *j, const char *what)
+{
+    self->errors++;
+    if (plog_limiter_allow (&j->log, 20))
+        plog_warn ("source %s: %s line %llu: %s; skipped", self->config->name, self->config->path,
+                   (unsigned long long) j->line_no, what);
+}
+
+//  Parses one line and emits it. Returns false if the poller refused it.
+static bool s_line (source_t *self, jsonl_t *j, char *line, size_t n, int64_t now,
+                    source_emit_fn *emit, void *ctx)
+{
+    while (n > 0 && (line[n - 1] == '\r' || line[n - 1] == ' ' || line[n - 1] == '\t'))
+        n--;
+    if (n == 0)
+        return true;
+    json_error_t err;
+    json_t *obj = json_loadb (line, n, JSON_REJECT_DUPLICATES, &err);
+    if (!obj) {
+        char what[300];
+        snprintf (what, sizeof what, "not JSON (column %d: %s)", err.column, err.text);
+        s_bad_line (self, j, what);
+        return true;
+    }
+    char idbuf[32], chatbuf[32], authorbuf[32];
+    const char *id = s_field_string (obj, "id", idbuf, sizeof idbuf);
+    const char *chat = s_field_string (obj, "chat", chatbuf, sizeof chatbuf);
+    json_t *text = json_object_get (obj, "text");
+    json_t *ts = json_object_get (obj, "ts");
+    const char *problem = !json_is_object (obj)         ? "not a JSON object"
+                          : !id || !*id                 ? "\"id\" is missing or not a string"
+                          : !chat || !*chat             ? "\"chat\" is missing or not a string"
+                          : !json_is_string (text)      ? "\"text\" is missing or not a string"
+                          : ts && !json_is_number (ts)  ? "\"ts\" is not a number"
+                          : strlen (id) > 200           ? "\"id\" is longer than 200 bytes"
+                                                        : NULL;
+    if (problem) {
+        s_bad_line (self, j, problem);
+        json_decref (obj);
+        return true;
+    }
+    int64_t when = ts ? (int64_t) json_number_value (ts) : now;
+    if (ts && when < 100000000000LL)
+        when *= 1000;   //  seconds
+    const char *author = s_field_string (obj, "author", authorbuf, sizeof authorbuf);
+    const char *kind = json_string_value (json_object_get (obj, "chatKind"));
+    chat_msg_t msg = {id,
+                      chat,
+                      kind ? kind : "",
+                      author ? author : "someone",
+                      json_string_value (json_object_get (obj, "authorId")),
+                      json_string_value (text),
+                      json_string_value (json_object_get (obj, "replyToAuthor")),
+                      when,
+                      json_is_true (json_object_get (obj, "isBot"))};
+    if (!msg.author_id)
+        msg.author_id = msg.author;
+    bool taken = emit (ctx, self, &msg);
+    json_decref (obj);
+    return taken;
+}
+
+static void s_poll (source_t *self, int64_t now, int budget, source_emit_fn *emit, void *ctx)
+{
+    jsonl_t *j = self->state;
+    while (budget > 0) {
+        //  Whole lines in the buffer first.
+        char *start = j->buf + j->pos;
+        char *nl = memchr (start, '\n', j->len - j->pos);
+        if (nl) {
+            size_t n = (size_t) (nl - start);
+            if (j->skipping) {
+                j->skipping = false;
+                j->pos += n + 1;
+                continue;
+            }
+            j->line_no++;
+            if (!s_line (self, j, start, n, now, emit, ctx)) {
+                j->line_no--;
+                return;     //  the poller is full: same line next time
+            }
+            j->pos += n + 1;
+            budget--;
+            continue;
+        }
+        if (j->eof)
+            break;
+        //  Need more bytes: compact, then read.
+        memmove (j->buf, j->buf + j->pos, j->len - j->pos);
+        j->len -= j->pos;
+        j->pos = 0;
+        if (j->len == MAX_LINE) {
+            j->line_no++;
+            s_bad_line (self, j, "line longer than 1 MiB");
+            j->skipping = true;
+            j->len = 0;
+        }
+        ssize_t got = read (j->fd, j->buf + j->len, MAX_LINE - j->len);
+        if (got > 0) {
+            j->len += (size_t) got;
+            continue;
+        }
+        if (got < 0 && (errno == EAGAIN || errno == EINTR))
+            break;
+        if (got < 0)
+            plog_error ("source %s: read error: %s", self->config->name, strerror (errno));
+        if (!self->config->follow || j->is_stdin || got < 0) {
+            //  End of input: a last line without a newline still counts.
+            if (j->len > j->pos && !j->skipping) {
+                j->line_no++;
+                if (!s_line (self, j, j->buf + j->pos, j->len - j->pos, now, emit, ctx)) {
+                    j->line_no--;
+                    return;
+                }
+            }
+            j->len = j->pos = 0;
+            j->eof = true;
+            plog_info ("source %s: end of %s after %llu lines", self->config->name,
+                       self->config->path, (unsigned long long) j->line_no);
+        }
+        break;
+    }
+}
+
+static int64_t s_wakeup (source_t *self, int64_t now)
+{
+    jsonl_t *j = self->state;
+    if (j->eof)
+        return INT64_MAX;
+    if (j->is_stdin)
+        //  Lines already buffered are due now; otherwise stdin's fd wakes us.
+        return memchr (j->buf + j->pos, '\n', j->len - j->pos) ? now : INT64_MAX;
+    //  A regular file is always readable; a followed file is checked now and then.
+    return self->config->follow ? now + FOLLOW_MS : now;
+}
+
+static int s_pollitems (source_t *self, zmq_pollitem_t *items, int max)
+{
+    jsonl_t *j = self->state;
+    if (!j->is_stdin || j->eof || max < 1)
+        return 0;
+    items[0] = (zmq_pollitem_t) {NULL, j->fd, ZMQ_POLLIN, 0};
+    return 1;
+}
+
+static bool s_finished (source_t *self)
+{
+    return ((jsonl_t *) self->state)->eof;
+}
+
+static void s_destroy (source_t *self)
+{
+    jsonl_t *j = self->state;
+    if (!j->is_stdin && j->fd >= 0)
+        close (j->fd);
+    free (j->buf);
+    free (j);
+}
+
+int source_jsonl_init (source_t *self)
+{
+    jsonl_t *j = calloc (1, sizeof *j);
+    const char *path = self->config->path;
+    j->is_stdin = strcmp (path, "-") == 0;
+    j->fd = j->is_stdin ? STDIN_FILENO : open (path, O_RDONLY | O_CLOEXEC);
+    if (j->fd < 0) {
+        plog_error ("source %s: cannot open %s: %s", self->config->name, path, strerror (errno));
+        free (j);
+        return -1;
+    }
+    if (j->is_stdin)
+        fcntl (j->fd, F_SETFL, fcntl (j->fd, F_GETFL) | O_NONBLOCK);
+    j->buf = malloc (MAX_LINE + 1);
+    self->state = j;
+    self->poll = s_poll;
+    self->wakeup = s_wakeup;
+    self->pollitems = s_pollitems;
+    self->finished = s_finished;
+    self->destroy = s_destroy;
+    return 0;
+}

@@ -1,0 +1,75 @@
+/*  dest - where replies are posted.
+
+    A destination posts one reply at a time or many concurrently, and
+    reports each exactly once through the done callback (possibly from
+    inside post, for local destinations). Kinds: stdout and jsonl (local),
+    http, telegram and twitch (platforms).
+*/
+#ifndef DEST_H_INCLUDED
+#define DEST_H_INCLUDED
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <zmq.h>
+
+#include "common/pconfig.h"
+
+typedef enum {
+    DEST_OK = 0,        //  posted
+    DEST_RETRY = 1,     //  transient failure: try again later
+    DEST_FAIL = 2,      //  permanent failure: dead-letter it
+    DEST_IN_DOUBT = 3   //  may have been posted; cannot be checked
+} dest_status_t;
+
+//  One reply to post. Strings are borrowed until done is called.
+typedef struct {
+    const char *msg_key;        //  the chat message answered
+    const char *entity_id;
+    const char *entity_name;
+    const char *chat;           //  chat key, "source/chat"
+    const char *source;
+    const char *chat_ref;       //  chat id on the platform
+    const char *msg_ref;        //  message id on the platform (reply target)
+    const char *author;         //  who is answered
+    const char *text;
+    int64_t created_ms;
+    uint64_t job_id;
+    uint64_t attempt;
+} dest_post_t;
+
+typedef struct dest_s dest_t;
+
+typedef void (dest_done_fn) (void *ctx, void *tag, int status, const char *reason,
+                             int64_t retry_after_ms);
+
+struct dest_s {
+    const pcfg_destination_t *config;
+    const pcfg_t *root;
+    dest_done_fn *done;
+    void *ctx;
+    void *state;
+    //  Posts; calls done (maybe at once). Returns -1 if it cannot start.
+    int (*post) (dest_t *self, const dest_post_t *post, void *tag, int64_t now);
+    int (*pollitems) (dest_t *self, zmq_pollitem_t *items, int max);
+    void (*process) (dest_t *self, int64_t now, zmq_pollitem_t *items, int count);
+    int64_t (*wakeup) (dest_t *self, int64_t now);
+    //  True if a post with this msg_key and entity is known to have been
+    //  made (used to settle a post interrupted by a crash); -1 if the
+    //  destination cannot tell.
+    int (*was_posted) (dest_t *self, const char *msg_key, const char *entity_id);
+    void (*destroy) (dest_t *self);
+};
+
+dest_t *dest_new (const pcfg_destination_t *config, const pcfg_t *root, dest_done_fn *done,
+                  void *ctx);
+void dest_destroy (dest_t **self_p);
+
+int dest_stdout_init (dest_t *self);
+int dest_jsonl_init (dest_t *self);
+
+//  Shared no-op parts for destinations without sockets or timers.
+int dest_no_pollitems (dest_t *self, zmq_pollitem_t *items, int max);
+void dest_no_process (dest_t *self, int64_t now, zmq_pollitem_t *items, int count);
+int64_t dest_no_wakeup (dest_t *self, int64_t now);
+
+#endif

@@ -1,0 +1,168 @@
+/*  dest_local - destinations on this machine: stdout and a JSON-lines file.
+
+    stdout prints one readable line per reply (the demo's output):
+        [demo/lounge] Philosopher -> @quietfox3: Consider this, ...
+    jsonl appends one JSON object per reply, written with a single write()
+    to a file opened for appending, so a crash never leaves half a line in
+    the middle of the file. Its lines carry msg_key and entity, which lets
+    the sink check after a crash whether a post it was making went out.
+*/
+#include "sink/dest.h"
+#include "common/plog.h"
+
+#include <czmq.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+int dest_no_pollitems (dest_t *self, zmq_pollitem_t *items, int max)
+{
+    (void) self, (void) items, (void) max;
+    return 0;
+}
+
+void dest_no_process (dest_t *self, int64_t now, zmq_pollitem_t *items, int count)
+{
+    (void) self, (void) now, (void) items, (void) count;
+}
+
+int64_t dest_no_wakeup (dest_t *self, int64_t now)
+{
+    (void) self, (void) now;
+    return INT64_MAX;
+}
+
+//  --- stdout ----------------------------------------------------------------------
+
+static int s_stdout_post (dest_t *self, const dest_post_t *post, void *tag, int64_t now)
+{
+    (void) now;
+    printf ("[%s] %s -> @%s: %s\n", post->chat, post->entity_name, post->author, post->text);
+    fflush (stdout);
+    self->done (self->ctx, tag, DEST_OK, NULL, 0);
+    return 0;
+}
+
+static int s_stdout_was_posted (dest_t *self, const char *msg_key, const char *entity_id)
+{
+    (void) self, (void) msg_key, (void) entity_id;
+    return -1;  //  a terminal keeps no record
+}
+
+static void s_stdout_destroy (dest_t *self)
+{
+    (void) self;
+}
+
+int dest_stdout_init (dest_t *self)
+{
+    self->post = s_stdout_post;
+    self->pollitems = dest_no_pollitems;
+    self->process = dest_no_process;
+    self->wakeup = dest_no_wakeup;
+    self->was_posted = s_stdout_was_posted;
+    self->destroy = s_stdout_destroy;
+    return 0;
+}
+
+//  --- jsonl ---------------------------------------------------------------------------
+
+typedef struct {
+    int fd;
+    zhashx_t *index;    //  "entity \x1f msg_key" of lines in the file, built on demand
+} jsonl_t;
+
+static int s_jsonl_post (dest_t *self, const dest_post_t *post, void *tag, int64_t now)
+{
+    jsonl_t *j = self->state;
+    json_t *line = json_pack ("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I}",
+                              "msg_key", post->msg_key, "entity", post->entity_id, "chat", post->chat,
+                              "source", post->source, "chat_ref", post->chat_ref, "reply_to",
+                              post->msg_ref, "author", post->author, "text", post->text,
+                              "created_ms", (json_int_t) post->created_ms, "posted_ms",
+                              (json_int_t) now, "job_id", (json_int_t) post->job_id, "attempt",
+                              (json_int_t) post->attempt);
+    char *text = line ? json_dumps (line, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
+    json_decref (line);
+    if (!text) {
+        self->done (self->ctx, tag, DEST_FAIL, "reply could not be written as JSON", 0);
+        return 0;
+    }
+    size_t len = strlen (text);
+    text[len] = '\n';
+    ssize_t wrote = write (j->fd, text, len + 1);
+    free (text);
+    if (wrote == (ssize_t) (len + 1))
+        self->done (self->ctx, tag, DEST_OK, NULL, 0);
+    else {
+        char why[200];
+        snprintf (why, sizeof why, "write to %s failed: %s", self->config->path,
+                  wrote < 0 ? strerror (errno) : "short write");
+        self->done (self->ctx, tag, DEST_RETRY, why, 0);
+    }
+    return 0;
+}
+
+static int s_jsonl_was_posted (dest_t *self, const char *msg_key, const char *entity_id)
+{
+    jsonl_t *j = self->state;
+    if (!j->index) {
+        j->index = zhashx_new ();
+        FILE *f = fopen (self->config->path, "r");
+        if (!f)
+            return -1;
+        char *line = NULL;
+        size_t cap = 0;
+        while (getline (&line, &cap, f) > 0) {
+            json_t *obj = json_loads (line, 0, NULL);   //  a torn last line is simply skipped
+            const char *k = json_string_value (json_object_get (obj, "msg_key"));
+            const char *e = json_string_value (json_object_get (obj, "entity"));
+            if (k && e) {
+                char key[1200];
+                snprintf (key, sizeof key, "%s\x1f%s", e, k);
+                zhashx_insert (j->index, key, (void *) 1);
+            }
+            json_decref (obj);
+        }
+        free (line);
+        fclose (f);
+    }
+    char key[1200];
+    snprintf (key, sizeof key, "%s\x1f%s", entity_id, msg_key);
+    return zhashx_lookup (j->index, key) ? 1 : 0;
+}
+
+static void s_jsonl_destroy (dest_t *self)
+{
+    jsonl_t *j = self->state;
+    close (j->fd);
+    zhashx_destroy (&j->index);
+    free (j);
+}
+
+int dest_jsonl_init (dest_t *self)
+{
+    if (!*self->config->path) {
+        plog_error ("destination %s: jsonl needs a \"path\"", self->config->name);
+        return -1;
+    }
+    jsonl_t *j = calloc (1, sizeof *j);
+    j->fd = open (self->config->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (j->fd < 0) {
+        plog_error ("destination %s: cannot open %s: %s", self->config->name, self->config->path,
+                    strerror (errno));
+        free (j);
+        return -1;
+    }
+    self->state = j;
+    self->post = s_jsonl_post;
+    self->pollitems = dest_no_pollitems;
+    self->process = dest_no_process;
+    self->wakeup = dest_no_wakeup;
+    self->was_posted = s_jsonl_was_posted;
+    self->destroy = s_jsonl_destroy;
+    return 0;
+}

@@ -1,0 +1,377 @@
+/*  test_proto - every protocol message round-trips; hostile frames are refused. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/plog.h"
+#include "proto/proto.h"
+
+//  Encodes, decodes, and hands back the decoded message for checks.
+static proto_msg_t s_round_trip (proto_type_t type, const void *body)
+{
+    zmq_msg_t frame;
+    assert_int_equal (proto_encode (type, body, &frame), 0);
+    proto_msg_t msg;
+    char why[256] = "";
+    int rc = proto_decode (zmq_msg_data (&frame), zmq_msg_size (&frame), &msg, why, sizeof why);
+    if (rc != PROTO_OK)
+        fail_msg ("decode failed: %s", why);
+    assert_int_equal (msg.type, type);
+    zmq_msg_close (&frame);
+    return msg;
+}
+
+static uint8_t s_payload[] = {0x92, 0xa1, 'x', 0x01};
+
+static void test_submit_ack (void **state)
+{
+    (void) state;
+    proto_job_spec_t items[2] = {
+        {"demo/lobby/1", "joker", "demo/lobby", "group", 10, 1763900000123ULL, {s_payload, 4}},
+        {"demo/lobby/2", "sage", "demo/lobby", "", 99, 1, {s_payload, 0}},
+    };
+    proto_submit_t submit = {42, items, 2};
+    proto_msg_t msg = s_round_trip (PROTO_SUBMIT, &submit);
+    assert_int_equal (msg.body.submit.seq, 42);
+    assert_int_equal (msg.body.submit.count, 2);
+    assert_string_equal (msg.body.submit.items[0].msg_key, "demo/lobby/1");
+    assert_string_equal (msg.body.submit.items[0].entity, "joker");
+    assert_string_equal (msg.body.submit.items[0].chat_kind, "group");
+    assert_int_equal (msg.body.submit.items[0].priority, 10);
+    assert_int_equal (msg.body.submit.items[0].created_ms, 1763900000123ULL);
+    assert_int_equal (msg.body.submit.items[0].payload.size, 4);
+    assert_memory_equal (msg.body.submit.items[0].payload.data, s_payload, 4);
+    assert_int_equal (msg.body.submit.items[1].priority, 99);
+    assert_int_equal (msg.body.submit.items[1].payload.size, 0);
+    proto_msg_release (&msg);
+
+    proto_reject_t rejected[] = {{1, "unknown entity"}};
+    proto_ack_t ack = {42, 1, 3, rejected, 1};
+    msg = s_round_trip (PROTO_ACK, &ack);
+    assert_int_equal (msg.body.ack.seq, 42);
+    assert_int_equal (msg.body.ack.accepted, 1);
+    assert_int_equal (msg.body.ack.duplicates, 3);
+    assert_int_equal (msg.body.ack.rejected_count, 1);
+    assert_int_equal (msg.body.ack.rejected[0].index, 1);
+    assert_string_equal (msg.body.ack.rejected[0].reason, "unknown entity");
+    proto_msg_release (&msg);
+}
+
+static void test_worker_messages (void **state)
+{
+    (void) state;
+    const char *models[] = {"llama-3-8b", "qwen2.5-7b"};
+    proto_heartbeat_t hb = {"gpu-1", 64, 60, models, 2, "box", 1234, 1};
+    proto_msg_t msg = s_round_trip (PROTO_HEARTBEAT, &hb);
+    assert_string_equal (msg.body.heartbeat.worker_id, "gpu-1");
+    assert_int_equal (msg.body.heartbeat.capacity, 64);
+    assert_int_equal (msg.body.heartbeat.free, 60);
+    assert_int_equal (msg.body.heartbeat.model_count, 2);
+    assert_string_equal (msg.body.heartbeat.models[1], "qwen2.5-7b");
+    assert_int_equal (msg.body.heartbeat.pid, 1234);
+    assert_int_equal (msg.body.heartbeat.draining, 1);
+    proto_msg_release (&msg);
+
+    proto_welcome_t welcome = {0xdeadbeef, 1000, 60000};
+    msg = s_round_trip (PROTO_WELCOME, &welcome);
+    assert_int_equal (msg.body.welcome.epoch, 0xdeadbeef);
+    assert_int_equal (msg.body.welcome.lease_ms, 60000);
+    proto_msg_release (&msg);
+
+    proto_job_t jobs[] = {{7, 0x1234567800000001ULL, 2, "k", "joker", "c", 5, 100, 200, {s_payload, 4}}};
+    proto_jobs_t jb = {jobs, 1};
+    msg = s_round_trip (PROTO_JOB, &jb);
+    assert_int_equal (msg.body.job.count, 1);
+    assert_int_equal (msg.body.job.items[0].job_id, 7);
+    assert_int_equal (msg.body.job.items[0].token, 0x1234567800000001ULL);
+    assert_int_equal (msg.body.job.items[0].attempt, 2);
+    assert_int_equal (msg.body.job.items[0].expires_ms, 200);
+    proto_msg_release (&msg);
+
+    proto_release_item_t rel[] = {{7, 9, PROTO_REL_RETRY, "503 from server", 1500},
+                                  {8, 10, PROTO_REL_DONE, "", 0}};
+    proto_release_t release = {rel, 2};
+    msg = s_round_trip (PROTO_RELEASE, &release);
+    assert_int_equal (msg.body.release.items[0].status, PROTO_REL_RETRY);
+    assert_string_equal (msg.body.release.items[0].reason, "503 from server");
+    assert_int_equal (msg.body.release.items[0].retry_after_ms, 1500);
+    assert_int_equal (msg.body.release.items[1].status, PROTO_REL_DONE);
+    proto_msg_release (&msg);
+
+    proto_result_item_t res[] = {{7, 9, 2, "k", "joker", "c", 100, 0, "héllo ✓", {s_payload, 4}, 1200, 42}};
+    proto_result_t result = {"gpu-1", res, 1};
+    msg = s_round_trip (PROTO_RESULT, &result);
+    assert_string_equal (msg.body.result.worker_id, "gpu-1");
+    assert_string_equal (msg.body.result.items[0].text, "héllo ✓");
+    assert_int_equal (msg.body.result.items[0].llm_ms, 1200);
+    assert_int_equal (msg.body.result.items[0].tokens, 42);
+    proto_msg_release (&msg);
+}
+
+static void test_sink_messages (void **state)
+{
+    (void) state;
+    proto_ref_t refs[] = {{1, 2}, {3, 4}};
+    proto_commit_t commit = {5, refs, 2};
+    proto_msg_t msg = s_round_trip (PROTO_COMMIT, &commit);
+    assert_int_equal (msg.body.commit.count, 2);
+    assert_int_equal (msg.body.commit.items[1].token, 4);
+    proto_msg_release (&msg);
+
+    proto_verdict_item_t v[] = {{1, 2, PROTO_VERDICT_POST}, {3, 4, PROTO_VERDICT_STALE}};
+    proto_verdicts_t verdicts = {5, v, 2};
+    msg = s_round_trip (PROTO_VERDICT, &verdicts);
+    assert_int_equal (msg.body.verdict.items[1].verdict, PROTO_VERDICT_STALE);
+    proto_msg_release (&msg);
+
+    proto_outcome_item_t o[] = {{1, 2, PROTO_OUT_FAILED, "403 Forbidden: bot was kicked", 99}};
+    proto_outcome_t outcome = {6, o, 1};
+    msg = s_round_trip (PROTO_OUTCOME, &outcome);
+    assert_string_equal (msg.body.outcome.items[0].reason, "403 Forbidden: bot was kicked");
+    proto_msg_release (&msg);
+
+    proto_outcome_ack_t ack = {6};
+    msg = s_round_trip (PROTO_OUTCOME_ACK, &ack);
+    assert_int_equal (msg.body.outcome_ack.seq, 6);
+    proto_msg_release (&msg);
+}
+
+static void test_stats_and_ctl (void **state)
+{
+    (void) state;
+    proto_num_t values[] = {{"posted", 12345}, {"latency_p50_ms", 812.5}, {"negative", -3}};
+    proto_component_t comps[] = {{"sink", "host/1", values, 3}, {"broker", "9", values, 0}};
+    proto_stats_t stats = {1763900000000ULL, comps, 2};
+    proto_msg_t msg = s_round_trip (PROTO_STATS, &stats);
+    assert_int_equal (msg.body.stats.count, 2);
+    assert_string_equal (msg.body.stats.components[0].role, "sink");
+    assert_int_equal (msg.body.stats.components[0].count, 3);
+    assert_true (msg.body.stats.components[0].values[1].value == 812.5);
+    assert_true (msg.body.stats.components[0].values[2].value == -3);
+    assert_int_equal (msg.body.stats.components[1].count, 0);
+    proto_msg_release (&msg);
+
+    const char *args[] = {"joker"};
+    proto_ctl_t ctl = {77, "pause", args, 1};
+    msg = s_round_trip (PROTO_CTL, &ctl);
+    assert_string_equal (msg.body.ctl.command, "pause");
+    assert_string_equal (msg.body.ctl.args[0], "joker");
+    proto_msg_release (&msg);
+
+    proto_ctl_reply_t reply = {77, 0, "{\"ok\":true}"};
+    msg = s_round_trip (PROTO_CTL_REPLY, &reply);
+    assert_string_equal (msg.body.ctl_reply.body, "{\"ok\":true}");
+    proto_msg_release (&msg);
+}
+
+static void test_message_record (void **state)
+{
+    (void) state;
+    proto_line_t lines[] = {{"ana", "hi all"}, {"Joker", "hey ana"}};
+    proto_message_t m = {"tg", "-100123", "456", "bob", "42", "@Joker tell a joke", 1763900000000ULL,
+                         PROTO_MSG_MENTION, lines, 2};
+    uint8_t *data;
+    size_t size;
+    assert_int_equal (proto_message_encode (&m, &data, &size), 0);
+    proto_message_t out;
+    void *zone = NULL;
+    char why[256];
+    assert_int_equal (proto_message_decode (data, size, &out, &zone, why, sizeof why), PROTO_OK);
+    assert_string_equal (out.chat_ref, "-100123");
+    assert_string_equal (out.text, "@Joker tell a joke");
+    assert_int_equal (out.flags, PROTO_MSG_MENTION);
+    assert_int_equal (out.context_count, 2);
+    assert_string_equal (out.context[1].author, "Joker");
+    proto_zone_free (&zone);
+    //  Truncated at every length: always refused, never a crash.
+    for (size_t cut = 0; cut < size; cut++) {
+        assert_int_equal (proto_message_decode (data, cut, &out, &zone, why, sizeof why), PROTO_MALFORMED);
+        assert_null (zone);
+    }
+    free (data);
+}
+
+//  --- hostile input ------------------------------------------------------------------
+
+static int s_decode (const void *data, size_t size, char *why, size_t whylen)
+{
+    proto_msg_t msg;
+    int rc = proto_decode (data, size, &msg, why, whylen);
+    if (rc == PROTO_OK)
+        proto_msg_release (&msg);
+    return rc;
+}
+
+static void test_header_checks (void **state)
+{
+    (void) state;
+    char why[256];
+    assert_int_equal (s_decode ("", 0, why, sizeof why), PROTO_MALFORMED);
+    assert_non_null (strstr (why, "shorter than the header"));
+    uint8_t bad_sig[] = {0x00, 0x50, 1, PROTO_ACK, 0x90};
+    assert_int_equal (s_decode (bad_sig, sizeof bad_sig, why, sizeof why), PROTO_MALFORMED);
+    assert_non_null (strstr (why, "signature"));
+    uint8_t bad_version[] = {PROTO_SIG0, PROTO_SIG1, 9, PROTO_ACK, 0x90};
+    assert_int_equal (s_decode (bad_version, sizeof bad_version, why, sizeof why), PROTO_MALFORMED);
+    assert_non_null (strstr (why, "version 9"));
+    uint8_t bad_type[] = {PROTO_SIG0, PROTO_SIG1, 1, 200, 0x90};
+    assert_int_equal (s_decode (bad_type, sizeof bad_type, why, sizeof why), PROTO_MALFORMED);
+    assert_non_null (strstr (why, "unknown message type 200"));
+}
+
+static void test_huge_declared_counts (void **state)
+{
+    (void) state;
+    char why[256];
+    //  An array32 declaring 268 million items in five bytes: msgpack-c 4.0
+    //  would try to allocate gigabytes before reading them.
+    uint8_t bomb[] = {PROTO_SIG0, PROTO_SIG1, 1, PROTO_SUBMIT, 0xdd, 0x0f, 0xff, 0xff, 0xff};
+    assert_int_equal (s_decode (bomb, sizeof bomb, why, sizeof why), PROTO_MALFORMED);
+    assert_non_null (strstr (why, "declares more items than bytes remain"));
+    //  The same inside a valid-looking SUBMIT: [seq, array32(huge)].
+    uint8_t nested[] = {PROTO_SIG0, PROTO_SIG1, 1, PROTO_SUBMIT, 0x92, 0x01, 0xdd, 0xff, 0xff, 0xff, 0xff};
+    assert_int_equal (s_decode (nested, sizeof nested, why, sizeof why), PROTO_MALFORMED);
+    //  A map32 and a str32 that claim more than the frame holds.
+    uint8_t map[] = {PROTO_SIG0, PROTO_SIG1, 1, PROTO_STATS, 0xdf, 0x7f, 0xff, 0xff, 0xff};
+    assert_int_equal (s_decode (map, sizeof map, why, sizeof why), PROTO_MALFORMED);
+    uint8_t str[] = {PROTO_SIG0, PROTO_SIG1, 1, PROTO_CTL_REPLY, 0x93, 0x01, 0x00, 0xdb, 0x7f, 0xff, 0xff, 0xff, 'x'};
+    assert_int_equal (s_decode (str, sizeof str, why, sizeof why), PROTO_MALFORMED);
+    assert_non_null (strstr (why, "runs past the end"));
+    //  Direct check of the walker on the bare 5-byte bomb.
+    const char *reason;
+    assert_int_equal (proto_mp_check (bomb + 4, 5, &reason), -1);
+}
+
+static void test_wrong_shapes (void **state)
+{
+    (void) state;
+    char why[256];
+    //  ACK whose seq is a string.
+    uint8_t ack_str[] = {PROTO_SIG0, PROTO_SIG1, 1, PROTO_ACK, 0x94, 0xa1, 'x', 0x00, 0x00, 0x90};
+    assert_int_equal (s_decode (ack_str, sizeof ack_str, why, sizeof why), PROTO_MALFORMED);
+    assert_non_null (strstr (why, "ACK.seq"));
+    //  SUBMIT with a job whose priority is 120.
+    proto_job_spec_t item = {"k", "e", "c", "", 5, 1, {s_payload, 4}};
+    proto_submit_t submit = {1, &item, 1};
+    zmq_msg_t frame;
+    assert_int_equal (proto_encode (PROTO_SUBMIT, &submit, &frame), 0);
+    uint8_t *bytes = zmq_msg_data (&frame);
+    size_t size = zmq_msg_size (&frame);
+    //  The priority (5) is the first 0x05 after the four strings.
+    for (size_t i = 4; i < size; i++)
+        if (bytes[i] == 0x05) {
+            bytes[i] = 0x78;    //  positive fixint 120
+            break;
+        }
+    assert_int_equal (s_decode (bytes, size, why, sizeof why), PROTO_MALFORMED);
+    assert_non_null (strstr (why, "SUBMIT.items[0].priority"));
+    zmq_msg_close (&frame);
+    //  A missing required field: ACK with only [seq].
+    uint8_t short_ack[] = {PROTO_SIG0, PROTO_SIG1, 1, PROTO_ACK, 0x91, 0x01};
+    assert_int_equal (s_decode (short_ack, sizeof short_ack, why, sizeof why), PROTO_MALFORMED);
+    assert_non_null (strstr (why, "accepted: missing"));
+    //  Invalid UTF-8 in a string.
+    uint8_t bad_utf8[] = {PROTO_SIG0, PROTO_SIG1, 1, PROTO_CTL_REPLY, 0x93, 0x01, 0x00, 0xa2, 0xc3, 0x28};
+    assert_int_equal (s_decode (bad_utf8, sizeof bad_utf8, why, sizeof why), PROTO_MALFORMED);
+    assert_non_null (strstr (why, "UTF-8"));
+    //  Trailing garbage after a valid body.
+    uint8_t trailing[] = {PROTO_SIG0, PROTO_SIG1, 1, PROTO_OUTCOME_ACK, 0x91, 0x01, 0xc0};
+    assert_int_equal (s_decode (trailing, sizeof trailing, why, sizeof why), PROTO_MALFORMED);
+    assert_non_null (strstr (why, "trailing"));
+}
+
+static void test_extra_fields_ignored (void **state)
+{
+    (void) state;
+    //  OUTCOME_ACK [seq, <a field from a newer peer>] still decodes.
+    uint8_t newer[] = {PROTO_SIG0, PROTO_SIG1, 1, PROTO_OUTCOME_ACK, 0x92, 0x07, 0xa3, 'n', 'e', 'w'};
+    proto_msg_t msg;
+    char why[256];
+    assert_int_equal (proto_decode (newer, sizeof newer, &msg, why, sizeof why), PROTO_OK);
+    assert_int_equal (msg.body.outcome_ack.seq, 7);
+    proto_msg_release (&msg);
+    //  HEARTBEAT without the optional trailing `draining` decodes as 0.
+    const char *models[] = {"m"};
+    proto_heartbeat_t hb = {"w", 1, 1, models, 1, "h", 1, 0};
+    zmq_msg_t frame;
+    assert_int_equal (proto_encode (PROTO_HEARTBEAT, &hb, &frame), 0);
+    uint8_t *bytes = zmq_msg_data (&frame);
+    size_t size = zmq_msg_size (&frame);
+    bytes[4] = 0x96;    //  claim 6 fields instead of 7 and drop the last byte
+    assert_int_equal (proto_decode (bytes, size - 1, &msg, why, sizeof why), PROTO_OK);
+    assert_int_equal (msg.body.heartbeat.draining, 0);
+    proto_msg_release (&msg);
+    zmq_msg_close (&frame);
+}
+
+//  Mutates valid frames at random: the decoder must refuse or accept, never crash.
+static void test_random_mutations (void **state)
+{
+    (void) state;
+    proto_line_t lines[] = {{"a", "b"}};
+    proto_message_t m = {"s", "c", "m", "a", "i", "text", 1, 0, lines, 1};
+    uint8_t *payload;
+    size_t psize;
+    proto_message_encode (&m, &payload, &psize);
+    proto_job_spec_t items[3] = {{"k1", "e", "c", "", 1, 2, {payload, (uint32_t) psize}},
+                                 {"k2", "e", "c", "", 1, 2, {payload, (uint32_t) psize}},
+                                 {"k3", "e", "c", "", 1, 2, {payload, (uint32_t) psize}}};
+    proto_submit_t submit = {1, items, 3};
+    zmq_msg_t frame;
+    proto_encode (PROTO_SUBMIT, &submit, &frame);
+    size_t size = zmq_msg_size (&frame);
+    uint8_t *copy = malloc (size);
+    srandom (1234);
+    size_t accepted = 0;
+    for (int round = 0; round < 20000; round++) {
+        memcpy (copy, zmq_msg_data (&frame), size);
+        int flips = 1 + (int) (random () % 4);
+        for (int f = 0; f < flips; f++)
+            copy[4 + (size_t) random () % (size - 4)] = (uint8_t) random ();
+        size_t len = (random () % 4 == 0) ? (size_t) random () % size : size;
+        char why[256];
+        proto_msg_t msg;
+        if (proto_decode (copy, len, &msg, why, sizeof why) == PROTO_OK) {
+            accepted++;
+            proto_msg_release (&msg);
+        }
+    }
+    //  Some mutations stay valid (a changed letter), most do not.
+    assert_true (accepted > 0 && accepted < 20000);
+    free (copy);
+    free (payload);
+    zmq_msg_close (&frame);
+}
+
+static void test_encode_refuses_out_of_range (void **state)
+{
+    (void) state;
+    proto_job_spec_t item = {"k", "e", "c", "", 100, 1, {s_payload, 4}};
+    proto_submit_t submit = {1, &item, 1};
+    zmq_msg_t frame;
+    plog_level = -1;    //  the refusal is logged; keep the test output clean
+    assert_int_equal (proto_encode (PROTO_SUBMIT, &submit, &frame), -1);
+}
+
+int main (void)
+{
+    plog_init ("test", PLOG_ERROR);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test (test_submit_ack),
+        cmocka_unit_test (test_worker_messages),
+        cmocka_unit_test (test_sink_messages),
+        cmocka_unit_test (test_stats_and_ctl),
+        cmocka_unit_test (test_message_record),
+        cmocka_unit_test (test_header_checks),
+        cmocka_unit_test (test_huge_declared_counts),
+        cmocka_unit_test (test_wrong_shapes),
+        cmocka_unit_test (test_extra_fields_ignored),
+        cmocka_unit_test (test_random_mutations),
+        cmocka_unit_test (test_encode_refuses_out_of_range),
+    };
+    return cmocka_run_group_tests (tests, NULL, NULL);
+}

@@ -1,0 +1,76 @@
+/*  backend - what writes the replies.
+
+    A backend takes jobs (backend->start) and reports each one exactly once
+    through the done callback, from backend->process. It may wait on file
+    descriptors (HTTP sockets) and timers; the worker's loop asks for both.
+    Backends: template (built in, no LLM) and openai (any OpenAI-compatible
+    server over libcurl).
+*/
+#ifndef BACKEND_H_INCLUDED
+#define BACKEND_H_INCLUDED
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <zmq.h>
+
+#include "common/pconfig.h"
+#include "proto/proto.h"
+
+typedef struct wjob_s {
+    uint64_t id;
+    uint64_t token;
+    uint64_t attempt;
+    char *msg_key;
+    char *chat;
+    int entity;                 //  index into the configuration's entities
+    uint8_t priority;
+    int64_t created_ms;
+    int64_t expires_ms;         //  0 = never
+    proto_bin_t payload;        //  owned copy of the MESSAGE record
+    proto_message_t message;    //  decoded payload
+    void *zone;                 //  owns `message`
+    int64_t started_at;
+    void *backend_data;         //  the backend's own per-job state
+    struct wjob_s *next;        //  in the worker's list of jobs in hand
+    struct wjob_s *prev;
+} wjob_t;
+
+typedef struct backend_s backend_t;
+
+//  How a job ended: status is a proto_release_status_t. For DONE, `text`
+//  is the reply; otherwise it is the reason. `retry_after_ms` advises the
+//  broker for RETRY.
+typedef void (backend_done_fn) (void *ctx, wjob_t *job, int status, const char *text,
+                                uint64_t tokens, int64_t retry_after_ms);
+
+struct backend_s {
+    const pcfg_t *config;
+    backend_done_fn *done;
+    void *ctx;
+    void *state;
+    //  Begin a job. Returns 0, or -1 if it cannot (done is not called).
+    int (*start) (backend_t *self, wjob_t *job, int64_t now);
+    int (*pollitems) (backend_t *self, zmq_pollitem_t *items, int max);
+    //  Make progress; calls done for finished jobs.
+    void (*process) (backend_t *self, int64_t now, zmq_pollitem_t *items, int count);
+    //  When process must run next (Unix ms); INT64_MAX = only on fd activity.
+    int64_t (*wakeup) (backend_t *self, int64_t now);
+    //  Abandon a job (shutdown); done is not called.
+    void (*cancel) (backend_t *self, wjob_t *job);
+    //  Models hot on this backend's servers; returns how many were written.
+    size_t (*models) (backend_t *self, const char **out, size_t max);
+    void (*destroy) (backend_t *self);
+};
+
+backend_t *backend_new (const pcfg_t *config, backend_done_fn *done, void *ctx);
+void backend_destroy (backend_t **self_p);
+
+int backend_template_init (backend_t *self);
+
+//  The template backend's reply for a job (also used by tests): one of the
+//  entity's templates, chosen by the message key, with placeholders filled.
+//  Caller owns the result.
+char *backend_template_reply (const pcfg_entity_t *entity, const proto_message_t *message,
+                              const char *msg_key);
+
+#endif
