@@ -559,7 +559,8 @@ static void s_sample_value (FILE *out, const pcfg_field_t *f, int depth)
         json_decref (def);
         return;
     }
-    fputs (f->def ? f->def : f->example ? f->example : "null", out);
+    //  Inside an example element, an example says more than an empty default.
+    fputs (f->example ? f->example : f->def ? f->def : "null", out);
 }
 
 static void s_sample_object (FILE *out, const pcfg_schema_t *schema, int depth)

@@ -85,8 +85,8 @@ static const pcfg_schema_t s_entity_schema = SCHEMA ("entities[]", pcfg_entity_t
 
 static const pcfg_field_t s_llm_fields[] = {
     F_STR (pcfg_llm_server_t, "name", name, "\"\"", NULL, NONE, "Name used in logs and stats."),
-    F_STR (pcfg_llm_server_t, "url", url, "\"\"", NULL, NONE,
-           "Base URL of an OpenAI-compatible server, e.g. http://10.0.0.102:1234."),
+    {"url", PCFG_STR, offsetof (pcfg_llm_server_t, url), "\"\"", ANY, NULL, NULL, 0, NULL,
+     "\"http://127.0.0.1:8080\"", "Base URL of an OpenAI-compatible server, e.g. http://10.0.0.102:1234."},
     F_STR (pcfg_llm_server_t, "ip", ip, "\"\"", NULL, NONE,
            "Host of the server when url is not given (the seeds' shape)."),
     F_INT (pcfg_llm_server_t, "port", port, "1234", 1, 65535, NONE, "Port used with ip."),

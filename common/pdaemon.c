@@ -99,7 +99,8 @@ static void s_usage (const pdaemon_info_t *info, FILE *out)
              "Usage: %s [options]\n"
              "%s\n\n"
              "Options:\n"
-             "  -c, --config FILE      configuration file (default: the embedded demo)\n"
+             "  -c, --config FILE      configuration file (default: $PARLEY_CONFIG, else the\n"
+             "                         embedded demo)\n"
              "  -s, --set PATH=VALUE   override one setting, e.g. --set worker.concurrency=8\n"
              "      --strict-config    unknown configuration keys are errors\n"
              "  -v, --verbose          more logging (twice for trace)\n"
@@ -154,6 +155,9 @@ void pdaemon_start (pdaemon_t *self, const pdaemon_info_t *info, int argc, char 
         fprintf (stderr, "%s: unexpected argument '%s' (see --help)\n", info->name, argv[optind]);
         exit (2);
     }
+    //  In containers the configuration file is easier to give by environment.
+    if (!self->config_path && getenv ("PARLEY_CONFIG") && *getenv ("PARLEY_CONFIG"))
+        self->config_path = strdup (getenv ("PARLEY_CONFIG"));
     plog_init (info->role, PLOG_INFO);
     char err[1024];
     self->config = pdaemon_load_config (self->config_path, sets, nsets, strict, err, sizeof err);

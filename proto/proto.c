@@ -544,7 +544,14 @@ const char *proto_type_name (int type)
 static const char *s_ftype_name (const proto_field_t *f, char *buf, size_t len)
 {
     switch (f->type) {
-    case PF_UINT: snprintf (buf, len, "uint (0..%llu)", (unsigned long long) f->max); break;
+    case PF_UINT:
+        if (f->max == UINT64_MAX)
+            snprintf (buf, len, "uint64");
+        else if (f->max == UINT32_MAX)
+            snprintf (buf, len, "uint32");
+        else
+            snprintf (buf, len, "uint (0..%llu)", (unsigned long long) f->max);
+        break;
     case PF_F64: snprintf (buf, len, "float64"); break;
     case PF_STR: snprintf (buf, len, "str (UTF-8, <= %llu bytes)", (unsigned long long) f->max); break;
     case PF_BIN: snprintf (buf, len, "bin (<= %llu bytes)", (unsigned long long) f->max); break;

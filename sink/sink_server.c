@@ -96,6 +96,7 @@ typedef struct {
     int64_t next_log;
     scounters_t counters;
     uint64_t last_posted;       //  for the per-interval rate
+    uint64_t log_posted;        //  posted at the last log line
     int64_t last_rate_at;
     double posted_per_s;
     int64_t latencies[LATENCY_SAMPLES];
@@ -550,11 +551,13 @@ static void s_publish (sink_t *self)
     free (components);
 
     if (self->config->stats_log_interval_ms > 0 && self->now >= self->next_log) {
+        double rate = (double) (self->counters.posted - self->log_posted) * 1000.0
+                      / (double) self->config->stats_log_interval_ms;
+        self->log_posted = self->counters.posted;
         self->next_log = self->now + self->config->stats_log_interval_ms;
         plog_info ("stats: posted %" PRIu64 " (%.1f/s) | queued %.0f | in flight %.0f | workers %.0f"
                    " | expired %.0f | dead %.0f | p50 %.0f ms p95 %.0f ms",
-                   self->counters.posted, self->posted_per_s,
-                   s_snapshot_value (self, "broker", "queued"),
+                   self->counters.posted, rate, s_snapshot_value (self, "broker", "queued"),
                    s_snapshot_value (self, "broker", "in_flight"),
                    s_snapshot_value (self, "broker", "workers"),
                    s_snapshot_value (self, "broker", "expired"),

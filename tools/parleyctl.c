@@ -353,13 +353,23 @@ int main (int argc, char **argv)
         case 't': self.timeout_ms = atoi (optarg); break;
         case 'j': self.json = true; break;
         case 'o': self.once = true; break;
-        case 'h': s_usage (stdout); return 0;
-        case 'V': printf ("parleyctl %s\n", PARLEY_VERSION); return 0;
-        default: s_usage (stderr); return 2;
+        case 'h':
+            s_usage (stdout);
+            free (sets);
+            return 0;
+        case 'V':
+            printf ("parleyctl %s\n", PARLEY_VERSION);
+            free (sets);
+            return 0;
+        default:
+            s_usage (stderr);
+            free (sets);
+            return 2;
         }
     }
     if (optind >= argc) {
         s_usage (stderr);
+        free (sets);
         return 2;
     }
     plog_init ("parleyctl", PLOG_WARN);
@@ -367,6 +377,7 @@ int main (int argc, char **argv)
     self.config = pdaemon_load_config (path, sets, nsets, false, err, sizeof err);
     if (!self.config) {
         fprintf (stderr, "parleyctl: configuration error: %s\n", err);
+        free (sets);
         return 2;
     }
     proto_net_defaults (&self.net);

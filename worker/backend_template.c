@@ -23,12 +23,13 @@ typedef struct {
     unsigned short rand[3];
 } template_t;
 
-//  The few words a reply can quote: mentions dropped, at most six words.
+//  What a reply can quote: the text without mentions or trailing
+//  punctuation; a long text is cut to its first eight words.
 static void s_topic (const char *text, char *out, size_t len)
 {
     size_t n = 0, words = 0;
     const char *p = text;
-    while (*p && words < 6 && n + 2 < len) {
+    while (*p && n + 4 < len) {
         while (*p && isspace ((unsigned char) *p))
             p++;
         if (*p == '@') {
@@ -38,13 +39,18 @@ static void s_topic (const char *text, char *out, size_t len)
         }
         if (!*p)
             break;
+        if (words == 8) {
+            memcpy (out + n, "...", 3);
+            n += 3;
+            break;
+        }
         if (n)
             out[n++] = ' ';
-        while (*p && !isspace ((unsigned char) *p) && n + 1 < len)
+        while (*p && !isspace ((unsigned char) *p) && n + 4 < len)
             out[n++] = *p++;
         words++;
     }
-    while (n > 0 && strchr ("?!.,;:", out[n - 1]))
+    while (n > 0 && strchr ("?!.,;:", out[n - 1]) && !(n >= 3 && !strncmp (out + n - 3, "...", 3)))
         n--;
     out[n] = 0;
     if (n == 0)

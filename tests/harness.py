@@ -1,0 +1,340 @@
+"""Runs real Parley daemons for integration tests.
+
+Every daemon is a separate process bound to 127.0.0.1 on ephemeral ports:
+the broker and sink bind "tcp://127.0.0.1:*" and report the ports they got
+in a ready file; the others are started pointing at those. Every wait has
+a deadline; every process is stopped by PID when the test ends, whatever
+happens (atexit and signal handlers).
+"""
+import argparse
+import atexit
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+_ALL = []   # every Proc ever started, for the last-resort cleanup
+
+
+def _cleanup():
+    for p in _ALL:
+        p.kill()
+
+
+atexit.register(_cleanup)
+for _sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    signal.signal(_sig, lambda *_: sys.exit(3))
+
+
+class TestFailure(Exception):
+    pass
+
+
+def check(condition, message):
+    if not condition:
+        raise TestFailure(message)
+
+
+def wait_until(predicate, timeout, what, interval=0.05):
+    """Polls `predicate` until it returns a true value; fails after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise TestFailure("timed out after %.0f s waiting for %s (last: %r)" % (timeout, what, last))
+
+
+class Proc:
+    def __init__(self, name, argv, log, env, ready=None):
+        self.name = name
+        self.argv = argv
+        self.log_path = log
+        self.ready_path = ready
+        self.env = env
+        self.popen = None
+        self.ready = None
+
+    def start(self):
+        if self.ready_path and os.path.exists(self.ready_path):
+            os.unlink(self.ready_path)
+        log = open(self.log_path, "ab")
+        self.popen = subprocess.Popen(self.argv, stdout=log, stderr=log, env=self.env,
+                                      stdin=subprocess.DEVNULL)
+        log.close()
+        _ALL.append(self)
+        if self.ready_path:
+            self.ready = wait_until(self._read_ready, 15, "%s to be ready" % self.name)
+        return self
+
+    def _read_ready(self):
+        if self.popen.poll() is not None:
+            raise TestFailure("%s exited with %s before it was ready:\n%s"
+                              % (self.name, self.popen.returncode, self.tail()))
+        try:
+            with open(self.ready_path) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    @property
+    def pid(self):
+        return self.popen.pid if self.popen else None
+
+    def alive(self):
+        return self.popen is not None and self.popen.poll() is None
+
+    def signal(self, sig):
+        if self.alive():
+            os.kill(self.popen.pid, sig)
+
+    def stop(self, timeout=20):
+        """SIGTERM, then SIGKILL after `timeout`; returns the exit status."""
+        if not self.popen:
+            return None
+        if self.alive():
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+        return self.popen.returncode
+
+    def kill(self):
+        if self.popen and self.popen.poll() is None:
+            self.popen.kill()
+            try:
+                self.popen.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def tail(self, lines=30):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return "".join(f.readlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class Pipeline:
+    """A broker, a sink, and any number of workers and pollers."""
+
+    def __init__(self, bin_dir, config, name="pipeline"):
+        """config: a dict written to parley.json, or None for the embedded default."""
+        self.bin = bin_dir
+        self.dir = tempfile.mkdtemp(prefix="parley-%s-" % name)
+        self.config = config
+        self.config_path = None
+        if config is not None:
+            self.config_path = os.path.join(self.dir, "parley.json")
+            self.write_config(config)
+        self.procs = {}
+        self.frontend = self.backend = self.results = self.stats = None
+        self.output = os.path.join(self.dir, "posted.jsonl")
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def write_config(self, config):
+        with open(self.config_path, "w") as f:
+            json.dump(config, f, indent=2)
+
+    def _binary(self, name):
+        for sub in (name.replace("parley-", ""), "tools", ""):
+            p = os.path.join(self.bin, sub, name)
+            if os.path.exists(p):
+                return p
+        raise TestFailure("binary %s not found under %s" % (name, self.bin))
+
+    def _env(self, extra):
+        env = dict(os.environ)
+        for k in list(env):
+            if k.startswith("PARLEY_") or k == "WORKER_ID":
+                del env[k]
+        env.update(extra or {})
+        return env
+
+    def _start(self, key, binary, sets, env=None, args=()):
+        argv = [self._binary(binary), "--ready-file", self.path(key + ".ready")]
+        if self.config_path:
+            argv += ["--config", self.config_path]
+        for s in sets:
+            argv += ["--set", s]
+        argv += list(args)
+        proc = Proc(key, argv, self.path(key + ".log"), self._env(env), self.path(key + ".ready"))
+        self.procs[key] = proc
+        return proc.start()
+
+    def endpoint_sets(self):
+        return ["network.brokerFrontend=%s" % self.frontend,
+                "network.brokerBackend=%s" % self.backend,
+                "network.sinkResults=%s" % self.results,
+                "network.statsPublish=%s" % self.stats]
+
+    def start_broker(self, sets=(), env=None):
+        # First start: any free port. Restarts: the same ports, so peers reconnect.
+        front = self.frontend or "tcp://127.0.0.1:*"
+        back = self.backend or "tcp://127.0.0.1:*"
+        p = self._start("broker", "parley-broker",
+                        ["network.brokerFrontend=" + front, "network.brokerBackend=" + back]
+                        + list(sets), env)
+        self.frontend, self.backend = p.ready["frontend"], p.ready["backend"]
+        return p
+
+    def start_sink(self, sets=(), env=None):
+        check(self.frontend, "start the broker before the sink")
+        results = self.results or "tcp://127.0.0.1:*"
+        stats = self.stats or "tcp://127.0.0.1:*"
+        p = self._start("sink", "parley-sink",
+                        ["network.brokerFrontend=" + self.frontend,
+                         "network.sinkResults=" + results, "network.statsPublish=" + stats]
+                        + list(sets), env)
+        self.results, self.stats = p.ready["results"], p.ready["stats"]
+        return p
+
+    def start_program(self, key, argv, env=None):
+        """Any other program (no ready file), logged and stopped like the daemons."""
+        proc = Proc(key, list(argv), self.path(key + ".log"), self._env(env))
+        self.procs[key] = proc
+        return proc.start()
+
+    def start_worker(self, key="worker", sets=(), env=None):
+        return self._start(key, "parley-worker", self.endpoint_sets() + list(sets), env)
+
+    def start_poller(self, key="poller", sets=(), env=None):
+        return self._start(key, "parley-poller", self.endpoint_sets() + list(sets), env)
+
+    def ctl_text(self, *args, timeout=10):
+        """parleyctl's plain output (no --json)."""
+        argv = [self._binary("parleyctl"), "--timeout", "3000"]
+        if self.config_path:
+            argv += ["--config", self.config_path]
+        for s in self.endpoint_sets():
+            argv += ["--set", s]
+        out = subprocess.run(argv + list(args), capture_output=True, text=True, timeout=timeout,
+                             env=self._env(None))
+        if out.returncode != 0:
+            raise TestFailure("parleyctl %s failed (%d): %s" % (" ".join(args), out.returncode,
+                                                                out.stderr.strip()))
+        return out.stdout
+
+    def ctl(self, *args, timeout=10):
+        argv = [self._binary("parleyctl"), "--json", "--timeout", "3000"]
+        if self.config_path:
+            argv += ["--config", self.config_path]
+        for s in self.endpoint_sets():
+            argv += ["--set", s]
+        argv += list(args)
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                             env=self._env(None))
+        if out.returncode != 0:
+            raise TestFailure("parleyctl %s failed (%d): %s" % (" ".join(args), out.returncode,
+                                                                out.stderr.strip()))
+        return json.loads(out.stdout)
+
+    def broker_stats(self):
+        return self.ctl("broker-stats")
+
+    def posted(self, path=None):
+        """The replies in the JSON-lines output, in posting order."""
+        lines = []
+        try:
+            with open(path or self.output) as f:
+                for line in f:
+                    if line.strip():
+                        lines.append(json.loads(line))
+        except FileNotFoundError:
+            pass
+        return lines
+
+    def stop(self):
+        """Stops everything: pollers and workers first, then sink, then broker.
+
+        Fails if any process reported a sanitizer error or a leak in its log."""
+        order = sorted(self.procs, key=lambda k: ("poller" not in k, "worker" not in k,
+                                                   k == "broker"))
+        codes = {}
+        for k in order:
+            codes[k] = self.procs[k].stop()
+        self.check_sanitizers()
+        return codes
+
+    def check_sanitizers(self):
+        for k, p in self.procs.items():
+            try:
+                with open(p.log_path, errors="replace") as f:
+                    text = f.read()
+            except OSError:
+                continue
+            for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+                at = text.find(marker)
+                if at >= 0:
+                    raise TestFailure("%s (pid %s) reported a sanitizer error:\n%s"
+                                      % (k, p.pid, text[max(0, at - 200):at + 3000]))
+
+    def logs(self):
+        return "\n".join("--- %s (pid %s)\n%s" % (k, p.pid, p.tail()) for k, p in self.procs.items())
+
+    def cleanup(self, keep=False):
+        for p in self.procs.values():
+            p.kill()
+        if not keep:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def base_config(entities, **sections):
+    """A test configuration: no delays, no caps, fast heartbeats."""
+    config = {
+        "botSettings": {"pollingInterval": 1000},
+        "queueSettings": {
+            "globalMaxInFlight": 0, "perEntityMaxInFlight": 0, "maxAgeSeconds": 0,
+            "staleClaimTimeout": 5000, "retryBaseMs": 100, "retryMaxMs": 1000,
+            "responseDelays": {"urgent": {"minMs": 0, "maxMs": 0},
+                               "normal": {"minMs": 0, "maxMs": 0},
+                               "low": {"minMs": 0, "maxMs": 0}},
+        },
+        "network": {"heartbeatMs": 200, "resendMs": 500},
+        "entities": entities,
+        "worker": {"templateLatencyMs": 0, "templateJitterMs": 0, "concurrency": 16,
+                   "drainTimeoutMs": 5000},
+        "sink": {"statsIntervalMs": 200, "statsLogIntervalMs": 0},
+        "poller": {"sources": []},
+    }
+    for key, value in sections.items():
+        config.setdefault(key, {}).update(value)
+    return config
+
+
+def write_jsonl(path, messages):
+    with open(path, "w") as f:
+        for m in messages:
+            f.write(json.dumps(m) + "\n")
+
+
+def main(tests):
+    """Runs test functions (each takes the bin dir); prints a summary line."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bin", required=True, help="the CMake build directory")
+    parser.add_argument("--only", help="run only tests whose name contains this")
+    args = parser.parse_args()
+    passed = failed = 0
+    for test in tests:
+        if args.only and args.only not in test.__name__:
+            continue
+        start = time.monotonic()
+        try:
+            test(os.path.abspath(args.bin))
+            passed += 1
+            print("PASS %s (%.1f s)" % (test.__name__, time.monotonic() - start), flush=True)
+        except Exception as e:   # any failure of one test is reported, the rest still run
+            failed += 1
+            print("FAIL %s: %s" % (test.__name__, e), flush=True)
+    print("%d passed, %d failed" % (passed, failed))
+    sys.exit(1 if failed or not passed else 0)

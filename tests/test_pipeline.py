@@ -1,0 +1,186 @@
+"""End to end through the real daemons: every message answered once, in priority order."""
+import collections
+import os
+import signal
+import sys
+
+from harness import Pipeline, base_config, check, main, wait_until, write_jsonl, TestFailure
+
+ENTITIES = [
+    {"id": "alpha", "responseChance": 0},
+    {"id": "beta", "name": "Beta", "aliases": ["b2"], "responseChance": 0},
+    # gamma answers every unaddressed message, but only in the "bulk" chat
+    {"id": "gamma", "responseChance": 1, "allowChats": ["in/bulk"]},
+]
+
+
+def messages(n, offset=0):
+    """n messages: 40% mention alpha or beta in "room" (urgent), 60% plain in "bulk" (normal)."""
+    out = []
+    for i in range(offset, offset + n):
+        if i % 5 < 2:
+            who = "@alpha" if i % 2 else "@BETA"
+            out.append({"id": "m%d" % i, "chat": "room", "author": "user%d" % (i % 17),
+                        "text": "%s question number %d?" % (who, i)})
+        else:
+            out.append({"id": "m%d" % i, "chat": "bulk", "author": "user%d" % (i % 17),
+                        "text": "just chatting, line %d" % i})
+    return out
+
+
+def expected_entity(m):
+    if m["chat"] == "bulk":
+        return "gamma"
+    return "alpha" if "@alpha" in m["text"] else "beta"
+
+
+def jsonl_source(path):
+    return [{"name": "in", "type": "jsonl", "path": path}]
+
+
+def test_thousand_messages_once_each_in_priority_order(bin_dir):
+    config = base_config(ENTITIES, sink={"destinations": []})
+    p = Pipeline(bin_dir, config, "thousand")
+    try:
+        config["sink"]["destinations"] = [{"name": "out", "type": "jsonl", "path": p.output}]
+        msgs = messages(1000)
+        write_jsonl(p.path("in.jsonl"), msgs)
+        config["poller"]["sources"] = jsonl_source(p.path("in.jsonl"))
+        p.write_config(config)
+        p.start_broker()
+        p.start_sink()
+        # No worker yet: everything queues, so the order of dispatch is the scheduler's alone.
+        p.start_poller()
+        wait_until(lambda: p.broker_stats()["queued"] == 1000, 30, "1000 queued jobs")
+        p.start_worker(sets=["worker.concurrency=1"])
+        wait_until(lambda: len(p.posted()) >= 1000, 60, "1000 posted replies")
+        # Give a duplicate the chance to show up before judging.
+        wait_until(lambda: p.broker_stats()["jobs"] == 0, 10, "the broker to finish every job")
+        posted = p.posted()
+        check(len(posted) == 1000, "expected 1000 posts, got %d" % len(posted))
+        pairs = collections.Counter((r["msg_key"], r["entity"]) for r in posted)
+        twice = [k for k, n in pairs.items() if n > 1]
+        check(not twice, "posted more than once: %s" % twice[:5])
+        want = {("in/%s/%s" % (m["chat"], m["id"]), expected_entity(m)) for m in msgs}
+        check(set(pairs) == want, "wrong (message, entity) pairs: missing %s, extra %s"
+              % (sorted(want - set(pairs))[:5], sorted(set(pairs) - want)[:5]))
+        # Every urgent reply (mentions in "room") came before every normal one.
+        last_urgent = max(i for i, r in enumerate(posted) if r["chat"] == "in/room")
+        first_normal = min(i for i, r in enumerate(posted) if r["chat"] == "in/bulk")
+        check(last_urgent < first_normal,
+              "priority not respected: normal reply at %d before urgent reply at %d"
+              % (first_normal, last_urgent))
+        # Replies answer the right message.
+        for r in posted[:50]:
+            check(r["reply_to"] == r["msg_key"].split("/")[-1], "reply_to mismatch in %r" % r)
+        codes = p.stop()
+        check(all(c == 0 for c in codes.values()), "unclean exits: %s" % codes)
+    except TestFailure:
+        print(p.logs())
+        raise
+    finally:
+        p.cleanup()
+
+
+def test_second_worker_joins_and_takes_work(bin_dir):
+    # Only alpha and beta: every demo message mentions one of them.
+    config = base_config(ENTITIES[:2], sink={"destinations": []})
+    p = Pipeline(bin_dir, config, "join")
+    try:
+        config["sink"]["destinations"] = [{"name": "out", "type": "jsonl", "path": p.output}]
+        config["poller"]["sources"] = [{"name": "in", "type": "demo", "ratePerSecond": 300,
+                                        "chats": 4, "mentionRate": 1.0, "limit": 1500}]
+        config["worker"].update({"templateLatencyMs": 20, "concurrency": 4})
+        p.write_config(config)
+        p.start_broker()
+        p.start_sink()
+        p.start_worker("w1", env={"WORKER_ID": "first"})
+        p.start_poller()
+        wait_until(lambda: len(p.posted()) >= 100, 30, "the first worker to post 100 replies")
+        p.start_worker("w2", env={"WORKER_ID": "second"})
+        wait_until(lambda: len(p.posted()) >= 1500, 60, "1500 posted replies")
+        workers = {w["id"]: w for w in p.ctl("workers")}
+        check(set(workers) == {"first", "second"}, "workers seen: %s" % sorted(workers))
+        check(workers["second"]["dispatched"] > 100,
+              "the second worker took only %d jobs" % workers["second"]["dispatched"])
+        pairs = collections.Counter((r["msg_key"], r["entity"]) for r in p.posted())
+        check(max(pairs.values()) == 1, "a reply was posted twice")
+    except TestFailure:
+        print(p.logs())
+        raise
+    finally:
+        p.stop()
+        p.cleanup()
+
+
+def test_worker_lost_jobs_come_back(bin_dir):
+    """A worker killed with jobs in hand: after its lease, another worker does them."""
+    config = base_config(ENTITIES, sink={"destinations": []})
+    config["queueSettings"]["staleClaimTimeout"] = 1500
+    p = Pipeline(bin_dir, config, "lost")
+    try:
+        config["sink"]["destinations"] = [{"name": "out", "type": "jsonl", "path": p.output}]
+        msgs = messages(200)
+        write_jsonl(p.path("in.jsonl"), msgs)
+        config["poller"]["sources"] = jsonl_source(p.path("in.jsonl"))
+        p.write_config(config)
+        p.start_broker()
+        p.start_sink()
+        # A slow worker that will hold jobs when it dies.
+        slow = p.start_worker("slow", sets=["worker.templateLatencyMs=60000", "worker.concurrency=20"])
+        p.start_poller()
+        wait_until(lambda: p.broker_stats()["in_flight"] == 20, 20, "the slow worker to hold 20 jobs")
+        slow.signal(signal.SIGKILL)
+        p.start_worker("fast")
+        wait_until(lambda: len(p.posted()) >= 200, 60, "200 posted replies")
+        stats = p.broker_stats()
+        check(stats["lost_workers"] == 1, "lost_workers = %d" % stats["lost_workers"])
+        check(stats["retried"] >= 20, "retried = %d" % stats["retried"])
+        pairs = collections.Counter((r["msg_key"], r["entity"]) for r in p.posted())
+        check(len(pairs) == 200 and max(pairs.values()) == 1, "not exactly one reply per job")
+    except TestFailure:
+        print(p.logs())
+        raise
+    finally:
+        p.stop()
+        p.cleanup()
+
+
+def test_python_worker_written_from_the_spec(bin_dir):
+    """tests/pyworker.py speaks PROTOCOL.md; the real broker and sink accept its work."""
+    config = base_config(ENTITIES, sink={"destinations": []})
+    p = Pipeline(bin_dir, config, "pyworker")
+    try:
+        config["sink"]["destinations"] = [{"name": "out", "type": "jsonl", "path": p.output}]
+        msgs = messages(300)
+        write_jsonl(p.path("in.jsonl"), msgs)
+        config["poller"]["sources"] = jsonl_source(p.path("in.jsonl"))
+        p.write_config(config)
+        p.start_broker()
+        p.start_sink()
+        here = os.path.dirname(os.path.abspath(__file__))
+        p.start_program("pyworker", [sys.executable, os.path.join(here, "pyworker.py"),
+                                     "--broker", p.backend, "--sink", p.results, "--id", "snake"])
+        p.start_poller()
+        wait_until(lambda: len(p.posted()) >= 300, 30, "300 replies from the Python worker")
+        posted = p.posted()
+        pairs = collections.Counter((r["msg_key"], r["entity"]) for r in posted)
+        check(len(pairs) == 300 and max(pairs.values()) == 1, "not exactly one reply per job")
+        check(all(r["text"].startswith(r["entity"] + " here, ") for r in posted),
+              "a reply did not come from the Python worker: %r" % posted[0])
+        workers = p.ctl("workers")
+        check([w["id"] for w in workers] == ["snake"], "workers: %s" % workers)
+        check(p.procs["pyworker"].stop() == 0, "the Python worker did not stop cleanly")
+    except TestFailure:
+        print(p.logs())
+        raise
+    finally:
+        p.stop()
+        p.cleanup()
+
+
+if __name__ == "__main__":
+    main([test_thousand_messages_once_each_in_priority_order,
+          test_second_worker_joins_and_takes_work,
+          test_worker_lost_jobs_come_back,
+          test_python_worker_written_from_the_spec])
