@@ -358,8 +358,14 @@ static void s_poll_sources (poller_t *self, zmq_pollitem_t *items, int *owner, i
         int budget = used >= window ? 0 : (int) (window - used);
         if (budget > 10000)
             budget = 10000;
-        if (budget > 0)
+        if (budget > 0) {
             src->poll (src, self->now, budget, s_on_message, self);
+            //  Nothing is stored yet in memory mode: what was read is as
+            //  committed as it will ever be.
+            const char *cursor = src->cursor (src);
+            if (cursor)
+                src->committed (src, cursor);
+        }
     }
 }
 

@@ -46,6 +46,16 @@ struct source_s {
     int (*pollitems) (source_t *self, zmq_pollitem_t *items, int max);
     //  True when it will never produce again (demo limit, end of file).
     bool (*finished) (source_t *self);
+    //  Resuming after a restart. cursor() returns where reading continues
+    //  after the messages emitted so far (a short string: a file offset, an
+    //  update id), or NULL when the source cannot resume (a live chat). The
+    //  poller stores it together with those messages' jobs; then it calls
+    //  committed() with it, and only then may the source tell the platform
+    //  that those messages are consumed (e.g. Telegram's getUpdates offset).
+    //  restore() is called once, before the first poll, with the stored one.
+    const char *(*cursor) (source_t *self);
+    void (*committed) (source_t *self, const char *cursor);
+    void (*restore) (source_t *self, const char *cursor);
     void (*destroy) (source_t *self);
     uint64_t errors;                //  bad input skipped (counted, logged)
 };

@@ -13,11 +13,13 @@
 #include <string.h>
 
 typedef struct {
-    unsigned short rand[3];     //  erand48 state
+    uint64_t seed;
+    unsigned short rand[3];     //  erand48 state, set afresh for every message
     double interval_ms;         //  between two messages
     double next_at;             //  when the next message is due
     uint64_t produced;
     int64_t limit;              //  0 = endless
+    char cursor[32];
     char **entity_names;
     size_t entity_count;
 } demo_t;
@@ -65,6 +67,19 @@ static const char *s_lines[] = {
 
 #define COUNT(a) (sizeof (a) / sizeof (a)[0])
 
+//  Each message's draws depend only on (seed, message number), so a restart
+//  resumes the same conversation from the stored message count.
+static void s_reseed (demo_t *d, uint64_t index)
+{
+    uint64_t x = d->seed + index * 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+    d->rand[0] = (unsigned short) x;
+    d->rand[1] = (unsigned short) (x >> 16);
+    d->rand[2] = (unsigned short) (x >> 32);
+}
+
 static size_t s_pick (demo_t *d, size_t n)
 {
     return (size_t) (erand48 (d->rand) * (double) n) % n;
@@ -77,10 +92,7 @@ static void s_poll (source_t *self, int64_t now, int budget, source_emit_fn *emi
     if (d->next_at == 0)
         d->next_at = (double) now;
     while (budget-- > 0 && d->next_at <= (double) now && (d->limit == 0 || (int64_t) d->produced < d->limit)) {
-        //  Draw everything from the generator before emitting, so a
-        //  message refused now comes out the same when it is retried.
-        unsigned short saved[3];
-        memcpy (saved, d->rand, sizeof saved);
+        s_reseed (d, d->produced);
         size_t user = s_pick (d, (size_t) c->users);
         size_t room = s_pick (d, (size_t) c->chats);
         const char *line = s_lines[s_pick (d, COUNT (s_lines))];
@@ -102,10 +114,8 @@ static void s_poll (source_t *self, int64_t now, int budget, source_emit_fn *emi
             snprintf (text, sizeof text, "%s", line);
         chat_msg_t msg = {msg_ref, chat, "group", author, author_id, text, NULL,
                           (int64_t) d->next_at, false};
-        if (!emit (ctx, self, &msg)) {
-            memcpy (d->rand, saved, sizeof saved);
-            return;
-        }
+        if (!emit (ctx, self, &msg))
+            return;     //  the same message again next time
         d->produced++;
         d->next_at += d->interval_ms;
     }
@@ -135,6 +145,24 @@ static bool s_finished (source_t *self)
     return d->limit && (int64_t) d->produced >= d->limit;
 }
 
+static const char *s_cursor (source_t *self)
+{
+    demo_t *d = self->state;
+    snprintf (d->cursor, sizeof d->cursor, "%llu", (unsigned long long) d->produced);
+    return d->cursor;
+}
+
+static void s_committed (source_t *self, const char *cursor)
+{
+    (void) self, (void) cursor;
+}
+
+static void s_restore (source_t *self, const char *cursor)
+{
+    demo_t *d = self->state;
+    d->produced = strtoull (cursor, NULL, 10);
+}
+
 static void s_destroy (source_t *self)
 {
     demo_t *d = self->state;
@@ -148,9 +176,7 @@ int source_demo_init (source_t *self, uint64_t seed)
 {
     demo_t *d = calloc (1, sizeof *d);
     const pcfg_source_t *c = self->config;
-    d->rand[0] = (unsigned short) (seed ^ 0x330e);
-    d->rand[1] = (unsigned short) (seed >> 16);
-    d->rand[2] = (unsigned short) (seed >> 32);
+    d->seed = seed;
     d->interval_ms = c->rate_per_second > 0 ? 1000.0 / c->rate_per_second : 1e18;
     d->limit = c->limit;
     d->entity_names = calloc (self->root->entities.count + 1, sizeof (char *));
@@ -164,6 +190,9 @@ int source_demo_init (source_t *self, uint64_t seed)
     self->wakeup = s_wakeup;
     self->pollitems = s_pollitems;
     self->finished = s_finished;
+    self->cursor = s_cursor;
+    self->committed = s_committed;
+    self->restore = s_restore;
     self->destroy = s_destroy;
     return 0;
 }

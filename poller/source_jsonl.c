@@ -29,6 +29,8 @@ typedef struct {
     size_t len;             //  bytes in buf
     size_t pos;             //  next unread byte
     uint64_t line_no;
+    uint64_t offset;        //  file offset of buf[0]
+    char cursor[32];
     plog_limiter_t log;
 } jsonl_t;
 
@@ -132,6 +134,7 @@ static void s_poll (source_t *self, int64_t now, int budget, source_emit_fn *emi
         if (j->eof)
             break;
         //  Need more bytes: compact, then read.
+        j->offset += j->pos;
         memmove (j->buf, j->buf + j->pos, j->len - j->pos);
         j->len -= j->pos;
         j->pos = 0;
@@ -139,6 +142,7 @@ static void s_poll (source_t *self, int64_t now, int budget, source_emit_fn *emi
             j->line_no++;
             s_bad_line (self, j, "line longer than 1 MiB");
             j->skipping = true;
+            j->offset += j->len;
             j->len = 0;
         }
         ssize_t got = read (j->fd, j->buf + j->len, MAX_LINE - j->len);
@@ -159,6 +163,7 @@ static void s_poll (source_t *self, int64_t now, int budget, source_emit_fn *emi
                     return;
                 }
             }
+            j->offset += j->len;
             j->len = j->pos = 0;
             j->eof = true;
             plog_info ("source %s: end of %s after %llu lines", self->config->name,
@@ -194,6 +199,35 @@ static bool s_finished (source_t *self)
     return ((jsonl_t *) self->state)->eof;
 }
 
+//  The cursor is the byte offset of the first line not yet emitted.
+static const char *s_cursor (source_t *self)
+{
+    jsonl_t *j = self->state;
+    if (j->is_stdin)
+        return NULL;    //  a pipe cannot be re-read
+    snprintf (j->cursor, sizeof j->cursor, "%llu", (unsigned long long) (j->offset + j->pos));
+    return j->cursor;
+}
+
+static void s_committed (source_t *self, const char *cursor)
+{
+    (void) self, (void) cursor;
+}
+
+static void s_restore (source_t *self, const char *cursor)
+{
+    jsonl_t *j = self->state;
+    if (j->is_stdin)
+        return;
+    off_t at = (off_t) strtoull (cursor, NULL, 10);
+    if (lseek (j->fd, at, SEEK_SET) == at) {
+        j->offset = (uint64_t) at;
+        j->len = j->pos = 0;
+        plog_info ("source %s: resuming %s at byte %lld", self->config->name, self->config->path,
+                   (long long) at);
+    }
+}
+
 static void s_destroy (source_t *self)
 {
     jsonl_t *j = self->state;
@@ -222,6 +256,9 @@ int source_jsonl_init (source_t *self)
     self->wakeup = s_wakeup;
     self->pollitems = s_pollitems;
     self->finished = s_finished;
+    self->cursor = s_cursor;
+    self->committed = s_committed;
+    self->restore = s_restore;
     self->destroy = s_destroy;
     return 0;
 }
