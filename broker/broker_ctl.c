@@ -132,19 +132,19 @@ static json_t *s_dlq_apply (broker_t *self, const char *which, bool retry, int *
 {
     bool all = streq (which, "all");
     uint64_t id = all ? 0 : strtoull (which, NULL, 10);
+    //  Pick first, then act: requeueing and deleting must not disturb the walk.
+    zlistx_t *picked = zlistx_new ();
+    for (bdead_t *d = zlistx_first (self->dead); d; d = zlistx_next (self->dead))
+        if (all || d->id == id)
+            zlistx_add_end (picked, d);
     size_t done = 0;
-    bdead_t *d = zlistx_first (self->dead);
-    while (d) {
-        bdead_t *next = zlistx_next (self->dead);
-        if (all || d->id == id) {
-            if (retry)
-                broker_requeue_dead (self, d);
-            void *handle = zlistx_find (self->dead, d);
-            zlistx_delete (self->dead, handle);
-            done++;
-        }
-        d = next;
+    for (bdead_t *d = zlistx_first (picked); d; d = zlistx_next (picked)) {
+        if (retry)
+            broker_requeue_dead (self, d);
+        zlistx_delete (self->dead, zlistx_find (self->dead, d));
+        done++;
     }
+    zlistx_destroy (&picked);
     if (!all && done == 0) {
         *status = 1;
         return json_pack ("{s:s}", "error", "no dead letter with that id");

@@ -697,10 +697,24 @@ static void s_send_batch (broker_t *self, bworker_t *w)
     w->batch_count = 0;
 }
 
+//  How many jobs may be dispatched now: free worker slots, and room under
+//  maxPendingResults (jobs dispatched but not yet posted), so that when the
+//  sink or its destination falls behind, dispatching waits instead of
+//  burying it.
+static size_t s_dispatch_budget (broker_t *self)
+{
+    size_t budget = s_free_credit (self);
+    size_t pending = self->state_count[JOB_DISPATCHED] + self->state_count[JOB_HANDED_OFF]
+                     + self->state_count[JOB_COMMITTED];
+    size_t cap = (size_t) self->config->max_pending_results;
+    size_t room = pending < cap ? cap - pending : 0;
+    return budget < room ? budget : room;
+}
+
 static void s_dispatch (broker_t *self)
 {
-    //  Each popped job takes one free slot, so the loop ends with the slots.
-    for (size_t budget = s_free_credit (self); budget > 0; budget--) {
+    //  Each popped job takes one unit of budget, so the loop ends with it.
+    for (size_t budget = s_dispatch_budget (self); budget > 0; budget--) {
         sched_job_t *sj = sched_pop (self->sched, self->now);
         if (!sj)
             break;
@@ -729,7 +743,7 @@ static void s_dispatch (broker_t *self)
             job->payload};
         self->counters.dispatched++;
         //  A full batch goes at once, so large bursts stream to the worker.
-        if (w->batch_count >= 256 || w->batch_count >= w->credit)
+        if (w->batch_count >= PROTO_BATCH / 4 || w->batch_count >= w->credit)
             s_send_batch (self, w);
     }
     for (bworker_t *w = zhashx_first (self->workers); w; w = zhashx_next (self->workers))
@@ -778,7 +792,7 @@ static int64_t s_next_timer (broker_t *self)
     //  The scheduler's next moment matters only when a worker can take work;
     //  otherwise a credit arriving wakes the loop.
     int64_t wake = sched_wakeup (self->sched, self->now);
-    if (s_free_credit (self) > 0 && wake < at)
+    if (s_dispatch_budget (self) > 0 && wake < at)
         at = wake;
     else {
         //  Expiry still has to run without workers.

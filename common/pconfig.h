@@ -138,6 +138,7 @@ typedef struct {
     int64_t global_max_in_flight;
     int64_t entity_max_in_flight;
     int64_t aging_seconds;
+    int64_t max_pending_results;
     int64_t urgent_below;        //  priorities below this use the urgent delay
     int64_t low_from;            //  priorities from this use the low delay
     pcfg_delay_t delay_urgent, delay_normal, delay_low;

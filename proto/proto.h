@@ -36,6 +36,12 @@
 #define PROTO_MAX_STR     (1u << 20)  //  bytes in one string
 #define PROTO_MAX_KEY     512         //  bytes in a key, id or name
 
+//  Senders split their batches (SUBMIT, JOB, RELEASE, RESULT, COMMIT,
+//  VERDICT, OUTCOME) into frames of at most this many items, so a frame
+//  stays far below network.maxFrameBytes however large a backlog grows.
+//  RESULT items carry text and context, so they go at most a quarter of it.
+#define PROTO_BATCH       1024
+
 typedef enum {
     PROTO_SUBMIT = 1,       //  poller -> broker: new jobs
     PROTO_ACK = 2,          //  broker -> poller: jobs stored

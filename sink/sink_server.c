@@ -245,32 +245,30 @@ static void s_send_broker (sink_t *self, proto_type_t type, const void *body)
         zmq_msg_close (&frame);     //  the resend timer tries again
 }
 
-//  Sends COMMIT for new results and again for those without a verdict.
+//  Sends COMMIT for new results and again for those without a verdict, in
+//  frames of at most PROTO_BATCH items.
 static void s_commit (sink_t *self)
 {
-    size_t n = zlistx_size (self->received);
-    sentry_t *e = zlistx_first (self->committing);
-    while (e && self->now - e->sent_at >= self->config->resend_ms) {
-        n++;
-        e = zlistx_next (self->committing);
+    proto_ref_t refs[PROTO_BATCH];
+    for (;;) {
+        size_t k = 0;
+        sentry_t *e;
+        while (k < PROTO_BATCH && (e = zlistx_first (self->committing))
+               && self->now - e->sent_at >= self->config->resend_ms) {
+            refs[k++] = (proto_ref_t) {e->job_id, e->token};
+            e->sent_at = self->now;
+            s_move (e, self->committing, E_COMMITTING);     //  to the end: newest send
+        }
+        while (k < PROTO_BATCH && (e = zlistx_first (self->received))) {
+            refs[k++] = (proto_ref_t) {e->job_id, e->token};
+            e->sent_at = self->now;
+            s_move (e, self->committing, E_COMMITTING);
+        }
+        if (!k)
+            return;
+        proto_commit_t commit = {++self->next_seq, refs, k};
+        s_send_broker (self, PROTO_COMMIT, &commit);
     }
-    if (!n)
-        return;
-    proto_ref_t *refs = calloc (n, sizeof *refs);
-    size_t k = 0;
-    while (k < n && (e = zlistx_first (self->committing)) && self->now - e->sent_at >= self->config->resend_ms) {
-        refs[k++] = (proto_ref_t) {e->job_id, e->token};
-        e->sent_at = self->now;
-        s_move (e, self->committing, E_COMMITTING);     //  to the end: newest send
-    }
-    while (k < n && (e = zlistx_first (self->received))) {
-        refs[k++] = (proto_ref_t) {e->job_id, e->token};
-        e->sent_at = self->now;
-        s_move (e, self->committing, E_COMMITTING);
-    }
-    proto_commit_t commit = {++self->next_seq, refs, k};
-    s_send_broker (self, PROTO_COMMIT, &commit);
-    free (refs);
 }
 
 static void s_on_verdict (sink_t *self, const proto_verdicts_t *verdicts)
@@ -316,25 +314,28 @@ static void s_report (sink_t *self)
         if (zlistx_first (self->obatches) == b)
             break;
     }
-    size_t n = zlistx_size (self->reported);
-    if (!n)
-        return;
-    b = calloc (1, sizeof *b);
-    b->seq = ++self->next_seq;
-    b->sent_at = self->now;
-    b->entries = calloc (n, sizeof (sentry_t *));
-    proto_outcome_item_t *items = calloc (n, sizeof *items);
-    sentry_t *e;
-    while ((e = zlistx_first (self->reported))) {
-        s_move (e, NULL, E_REPORTING);
-        items[b->count] = (proto_outcome_item_t) {e->job_id, e->token, e->outcome, e->reason,
-                                                  (uint64_t) e->outcome_at};
-        b->entries[b->count++] = e;
+    //  New outcomes, in frames of at most PROTO_BATCH items.
+    while (zlistx_size (self->reported)) {
+        size_t n = zlistx_size (self->reported);
+        if (n > PROTO_BATCH)
+            n = PROTO_BATCH;
+        b = calloc (1, sizeof *b);
+        b->seq = ++self->next_seq;
+        b->sent_at = self->now;
+        b->entries = calloc (n, sizeof (sentry_t *));
+        proto_outcome_item_t *items = calloc (n, sizeof *items);
+        sentry_t *e;
+        while (b->count < n && (e = zlistx_first (self->reported))) {
+            s_move (e, NULL, E_REPORTING);
+            items[b->count] = (proto_outcome_item_t) {e->job_id, e->token, e->outcome, e->reason,
+                                                      (uint64_t) e->outcome_at};
+            b->entries[b->count++] = e;
+        }
+        proto_outcome_t outcome = {b->seq, items, b->count};
+        s_send_broker (self, PROTO_OUTCOME, &outcome);
+        free (items);
+        zlistx_add_end (self->obatches, b);
     }
-    proto_outcome_t outcome = {b->seq, items, b->count};
-    s_send_broker (self, PROTO_OUTCOME, &outcome);
-    free (items);
-    zlistx_add_end (self->obatches, b);
 }
 
 static void s_on_outcome_ack (sink_t *self, uint64_t seq)

@@ -251,27 +251,32 @@ static void s_send (zsock_t *sock, proto_type_t type, const void *body)
 static void s_flush (worker_t *self)
 {
     //  Results go first: the broker waits for the sink's COMMIT after a RELEASE.
-    if (self->result_count) {
-        proto_result_t body = {self->id, self->results, self->result_count};
+    //  Frames stay small: a quarter batch of results, a full batch of releases.
+    for (size_t done = 0; done < self->result_count; done += PROTO_BATCH / 4) {
+        size_t n = self->result_count - done;
+        if (n > PROTO_BATCH / 4)
+            n = PROTO_BATCH / 4;
+        proto_result_t body = {self->id, self->results + done, n};
         zmq_msg_t frame;
         if (proto_encode (PROTO_RESULT, &body, &frame) == 0
-            && zmq_msg_send (&frame, zsock_resolve (self->sink), 0) == -1) {
-            //  Only on shutdown; the broker's lease brings the jobs back.
-            zmq_msg_close (&frame);
-        }
-        for (size_t i = 0; i < self->result_count; i++) {
-            free (self->result_texts[i]);
-            s_job_free (&self->result_jobs[i]);
-        }
-        self->result_count = 0;
+            && zmq_msg_send (&frame, zsock_resolve (self->sink), 0) == -1)
+            zmq_msg_close (&frame);     //  only on shutdown; the broker's lease brings the jobs back
     }
-    if (self->release_count) {
-        proto_release_t body = {self->releases, self->release_count};
+    for (size_t i = 0; i < self->result_count; i++) {
+        free (self->result_texts[i]);
+        s_job_free (&self->result_jobs[i]);
+    }
+    self->result_count = 0;
+    for (size_t done = 0; done < self->release_count; done += PROTO_BATCH) {
+        size_t n = self->release_count - done;
+        if (n > PROTO_BATCH)
+            n = PROTO_BATCH;
+        proto_release_t body = {self->releases + done, n};
         s_send (self->broker, PROTO_RELEASE, &body);
-        for (size_t i = 0; i < self->release_count; i++)
-            free (self->release_reasons[i]);
-        self->release_count = 0;
     }
+    for (size_t i = 0; i < self->release_count; i++)
+        free (self->release_reasons[i]);
+    self->release_count = 0;
 }
 
 static void s_heartbeat (worker_t *self)
