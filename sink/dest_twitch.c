@@ -88,17 +88,21 @@ static s_sent_t *s_first_for (tw_account_t *acc, const char *channel)
     return NULL;
 }
 
-//  NOTICE msg-ids that mean "not now" rather than "never".
+//  NOTICE msg-ids that mean "not now" rather than "never", and how long to
+//  wait; 0 for the others (followers-only, banned, unique-chat: the same
+//  message would be refused again).
 static int64_t s_retry_ms (const char *msg_id)
 {
     static const struct {
         const char *id;
         int64_t ms;
-    } retry[] = {{"msg_ratelimit", 30000}, {"msg_slowmode", 5000},   {"msg_duplicate", 30000},
-                 {"msg_timedout", 60000},  {"msg_followersonly", 0}, {"msg_r9k", 30000}};
+    } retry[] = {{"msg_ratelimit", 30000},
+                 {"msg_slowmode", 5000},
+                 {"msg_duplicate", 30000},
+                 {"msg_timedout", 60000}};
     for (size_t i = 0; i < sizeof retry / sizeof retry[0]; i++)
         if (streq (msg_id, retry[i].id))
-            return retry[i].ms ? retry[i].ms : -1;
+            return retry[i].ms;
     return 0;
 }
 
@@ -134,7 +138,7 @@ static bool s_on_line (void *arg, const pirc_msg_t *m)
         }
         else if (sent) {
             int64_t retry = s_retry_ms (msg_id);
-            s_settle (acc, sent, retry ? DEST_RETRY : DEST_FAIL, why, retry > 0 ? retry : 0);
+            s_settle (acc, sent, retry ? DEST_RETRY : DEST_FAIL, why, retry);
         }
         else
             plog_info ("destination %s: notice in #%s: %s", acc->dest->config->name, channel, text);
