@@ -96,10 +96,30 @@ typedef struct {
     json_t *headers;
     char *token_env;
     int64_t polling_interval_ms;
+    int64_t max_polling_interval_ms;  //  idle backoff cap; 0 = 4 x the interval
+    int64_t page_size;           //  http: a page this long counts as full
     json_t *fields;              //  field mapping for the generic HTTP source
+    char *default_chat;          //  http: chat of messages that name none
+    char *chat_kind;             //  http: kind of its chats
+    int64_t long_poll_seconds;   //  telegram
+    int64_t timeout_ms;          //  one request
+    int64_t max_response_bytes;
+    pcfg_strs_t bot_authors;     //  authors whose messages count as a bot's
     pcfg_strs_t channels;
     char *nick;
 } pcfg_source_t;
+
+typedef struct {
+    char *entity;                //  entity id
+    char *token_env;             //  its own bot token / OAuth token
+    char *nick;                  //  twitch: its login
+} pcfg_account_t;
+
+typedef struct {
+    char *scope;                 //  all | chat | group | private
+    int64_t count;
+    int64_t per_ms;
+} pcfg_post_limit_t;
 
 typedef struct {
     char *name;
@@ -110,8 +130,17 @@ typedef struct {
     char *url;
     json_t *headers;
     json_t *body;
+    char *method;                //  http: POST | PUT
     char *token_env;
+    char *nick;                  //  twitch: login of the default account
+    pcfg_arr_t accounts;         //  pcfg_account_t: entities posting as themselves
+    char *text_template;
     int64_t max_length;
+    char *over_length;           //  split | trim
+    bool platform_limits;
+    bool moderator;              //  twitch: the bot is a moderator
+    pcfg_arr_t limits;           //  pcfg_post_limit_t
+    int64_t timeout_ms;
 } pcfg_destination_t;
 
 typedef struct {

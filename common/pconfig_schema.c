@@ -142,20 +142,57 @@ static const pcfg_field_t s_source_fields[] = {
            "jsonl: file of one JSON message per line; \"-\" reads standard input."),
     F_BOOL (pcfg_source_t, "follow", follow, "false",
             "jsonl: keep reading as the file grows (like tail -f)."),
-    F_STR (pcfg_source_t, "url", url, "\"\"", NULL, NONE, "http/telegram/twitch: endpoint URL."),
-    F_JSON (pcfg_source_t, "headers", headers, "{}", "http: extra request headers."),
+    F_STR (pcfg_source_t, "url", url, "\"\"", NULL, NONE,
+           "http: the URL polled (\"{since}\" becomes the newest message time seen, Unix ms); telegram: the Bot API base, empty means https://api.telegram.org; twitch: the IRC server, empty means ircs://irc.chat.twitch.tv:6697."),
+    F_JSON (pcfg_source_t, "headers", headers, "{}",
+            "http: extra request headers; \"{token}\" in a value becomes the token from tokenEnv."),
     F_STR (pcfg_source_t, "tokenEnv", token_env, "\"\"", NULL, NONE,
-           "Environment variable holding the bot token or API key."),
+           "Environment variable holding the bot token, OAuth token or API key (never written in the file or the logs)."),
     F_INT (pcfg_source_t, "pollingInterval", polling_interval_ms, "0", 0, 86400000, NONE,
-           "Milliseconds between polls; 0 means botSettings.pollingInterval."),
+           "http: milliseconds between polls while messages come; 0 means botSettings.pollingInterval."),
+    F_INT (pcfg_source_t, "maxPollingInterval", max_polling_interval_ms, "0", 0, 86400000, NONE,
+           "http: polls of an idle source slow down to this; 0 means four times pollingInterval."),
+    F_INT (pcfg_source_t, "pageSize", page_size, "50", 1, 1000000, NONE,
+           "http: a response with this many new messages counts as a full page, and the source is polled again at once."),
     F_JSON (pcfg_source_t, "fields", fields, "{}",
-            "http: where id, chat, author, text, time and replyTo are found in each message."),
-    F_STRS (pcfg_source_t, "channels", channels, "[]", "twitch: channels to join."),
-    F_STR (pcfg_source_t, "nick", nick, "\"\"", NULL, NONE, "twitch: the bot's login name."),
+            "http: where the message list is (\"list\") and where each message keeps id, chat, chatKind, author, authorId, text, time, replyTo, replyToAuthor and isBot; each a dotted path or a list of paths to try; unset ones use common names."),
+    F_STR (pcfg_source_t, "defaultChat", default_chat, "\"main\"", NULL, NONE,
+           "http: chat id of messages that carry none (a single-room API)."),
+    F_STR (pcfg_source_t, "chatKind", chat_kind, "\"group\"", "group|private", NONE,
+           "http: kind of chat of messages that carry none (selects chatLimits rules)."),
+    F_INT (pcfg_source_t, "longPollSeconds", long_poll_seconds, "25", 0, 50, NONE,
+           "telegram: how long one getUpdates call waits for news; 0 means short polling."),
+    F_INT (pcfg_source_t, "timeoutMs", timeout_ms, "30000", 1000, 600000, NONE,
+           "http/telegram: time one request may take (telegram adds the long poll)."),
+    F_INT (pcfg_source_t, "maxResponseBytes", max_response_bytes, "8388608", 1024, 1073741824, NONE,
+           "http/telegram: larger responses are refused and counted as errors."),
+    F_STRS (pcfg_source_t, "botAuthors", bot_authors, "[]",
+            "Authors (names or ids, any case) whose messages count as a bot's, e.g. \"nightbot\"; entities answer them only with answerBots."),
+    F_STRS (pcfg_source_t, "channels", channels, "[]", "twitch: channels to join (without '#')."),
+    F_STR (pcfg_source_t, "nick", nick, "\"\"", NULL, NONE,
+           "twitch: the login that reads the chat; empty reads anonymously."),
 };
 static const pcfg_schema_t s_source_schema = SCHEMA ("poller.sources[]", pcfg_source_t, s_source_fields);
 
 //  --- sink.destinations[] ---------------------------------------------------
+
+static const pcfg_field_t s_account_fields[] = {
+    F_REQ_STR (pcfg_account_t, "entity", entity, "\"joker\"", "Entity id this account posts for."),
+    F_STR (pcfg_account_t, "tokenEnv", token_env, "\"\"", NULL, NONE,
+           "Environment variable holding this account's bot token (telegram) or OAuth token (twitch)."),
+    F_STR (pcfg_account_t, "nick", nick, "\"\"", NULL, NONE, "twitch: this account's login."),
+};
+static const pcfg_schema_t s_account_schema =
+    SCHEMA ("sink.destinations[].accounts[]", pcfg_account_t, s_account_fields);
+
+static const pcfg_field_t s_post_limit_fields[] = {
+    F_STR (pcfg_post_limit_t, "scope", scope, "\"all\"", "all|chat|group|private", NONE,
+           "What is counted: all posts of the account, or those to each chat (any, group or private kind)."),
+    F_INT (pcfg_post_limit_t, "count", count, "1", 1, 1000000, NONE, "Posts allowed in the window."),
+    F_INT (pcfg_post_limit_t, "perMs", per_ms, "1000", 1, 86400000, NONE, "Length of the sliding window in ms."),
+};
+static const pcfg_schema_t s_post_limit_schema =
+    SCHEMA ("sink.destinations[].limits[]", pcfg_post_limit_t, s_post_limit_fields);
 
 static const pcfg_field_t s_dest_fields[] = {
     F_REQ_STR (pcfg_destination_t, "name", name, "\"console\"", "Unique destination name."),
@@ -165,14 +202,33 @@ static const pcfg_field_t s_dest_fields[] = {
     F_STR (pcfg_destination_t, "source", source, "\"*\"", NULL, NONE,
            "Replies to messages from this source go here; \"*\" takes every source."),
     F_STR (pcfg_destination_t, "path", path, "\"\"", NULL, NONE, "jsonl: file the replies are appended to."),
-    F_STR (pcfg_destination_t, "url", url, "\"\"", NULL, NONE, "http/telegram: endpoint URL."),
-    F_JSON (pcfg_destination_t, "headers", headers, "{}", "http: extra request headers."),
+    F_STR (pcfg_destination_t, "url", url, "\"\"", NULL, NONE,
+           "http: the URL replies are sent to; telegram: the Bot API base, empty means https://api.telegram.org; twitch: the IRC server, empty means ircs://irc.chat.twitch.tv:6697."),
+    F_STR (pcfg_destination_t, "method", method, "\"POST\"", "POST|PUT", NONE, "http: request method."),
+    F_JSON (pcfg_destination_t, "headers", headers, "{}",
+            "http: extra request headers; values are templates like body (\"{token}\" is the token from tokenEnv)."),
     F_JSON (pcfg_destination_t, "body", body, "null",
-            "http: body template; strings like \"{text}\" are filled in."),
+            "http: JSON body template; \"{text}\", \"{chat_ref}\", \"{msg_ref}\", \"{entity}\", \"{entity_name}\", \"{author}\", \"{msg_key}\", \"{source}\" in strings are filled in; null means a default body with all of them."),
     F_STR (pcfg_destination_t, "tokenEnv", token_env, "\"\"", NULL, NONE,
-           "Environment variable holding the bot token or API key."),
+           "Environment variable holding the bot token, OAuth token or API key of the default account."),
+    F_STR (pcfg_destination_t, "nick", nick, "\"\"", NULL, NONE,
+           "twitch: login of the default account."),
+    F_ARR (pcfg_destination_t, "accounts", accounts, "[]", s_account_schema,
+           "Entities that post as their own bot or user; the others post as the default account."),
+    F_STR (pcfg_destination_t, "textTemplate", text_template, "\"{text}\"", NULL, NONE,
+           "telegram/twitch: text posted; e.g. \"{entity_name}: {text}\" when one account speaks for several entities."),
     F_INT (pcfg_destination_t, "maxLength", max_length, "0", 0, 10000000, NONE,
-           "Longest text posted; longer replies are trimmed. 0 means the platform's limit."),
+           "Longest text of one post, in the platform's units; 0 means the platform's limit (Telegram 4096 UTF-16 units, Twitch 500 characters, http none)."),
+    F_STR (pcfg_destination_t, "overLength", over_length, "\"split\"", "split|trim", NONE,
+           "A longer reply is split into several posts, or trimmed with an ellipsis."),
+    F_BOOL (pcfg_destination_t, "platformLimits", platform_limits, "true",
+            "Hold posts within the platform's published limits (Telegram 30/s per bot, 20/min per group, 1/s per private chat; Twitch 20 per 30 s per account, 100 as moderator)."),
+    F_BOOL (pcfg_destination_t, "moderator", moderator, "false",
+            "twitch: the accounts are moderators in the channels, so 100 messages per 30 s apply instead of 20."),
+    F_ARR (pcfg_destination_t, "limits", limits, "[]", s_post_limit_schema,
+           "Further limits held at this destination, per account, besides the platform's."),
+    F_INT (pcfg_destination_t, "timeoutMs", timeout_ms, "30000", 1000, 600000, NONE,
+           "Time one post may take: the HTTP request, or Twitch's confirmation of a message; after it the outcome is in doubt."),
 };
 static const pcfg_schema_t s_dest_schema =
     SCHEMA ("sink.destinations[]", pcfg_destination_t, s_dest_fields);

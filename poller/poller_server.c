@@ -349,7 +349,7 @@ static void s_poll_sources (poller_t *self, zmq_pollitem_t *items, int *owner, i
         source_t *src = self->sources[s];
         bool ready = src->wakeup (src, self->now) <= self->now;
         for (int i = 0; i < nitems; i++)
-            if (owner[i] == (int) s && (items[i].revents & ZMQ_POLLIN))
+            if (owner[i] == (int) s && items[i].revents)   //  in, out (a connect) or error
                 ready = true;
         if (!ready || src->finished (src))
             continue;

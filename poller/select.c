@@ -23,16 +23,25 @@ double select_draw (uint64_t seed, const char *msg_key, const char *entity)
     return (double) x / 72057594037927936.0;    //  2^56
 }
 
+//  Platform user names are ASCII letters, digits and '_'; anything else
+//  (space, punctuation, an emoji, "’s") ends a name.
+static bool s_name_char (unsigned char c)
+{
+    return (c < 0x80 && isalnum (c)) || c == '_';
+}
+
 bool select_mentions (const char *text, const char *name)
 {
     size_t n = strlen (name);
     if (n == 0)
         return false;
     for (const char *at = strchr (text, '@'); at; at = strchr (at + 1, '@')) {
+        //  "ana@joker.com" is an address, not a mention.
+        if (at > text && s_name_char ((unsigned char) at[-1]))
+            continue;
         if (strncasecmp (at + 1, name, n) != 0)
             continue;
-        unsigned char after = (unsigned char) at[1 + n];
-        if (!isalnum (after) && after != '_')
+        if (!s_name_char ((unsigned char) at[1 + n]))
             return true;
     }
     return false;
@@ -83,6 +92,8 @@ int select_entities (const pcfg_t *config, const char *source, const chat_msg_t 
                        || s_is (e, msg->reply_to_author);
         for (size_t a = 0; !mention && a < e->aliases.count; a++)
             mention = select_mentions (msg->text, e->aliases.items[a]);
+        for (size_t m = 0; !mention && msg->mentions && m < msg->mention_count; m++)
+            mention = s_is (e, msg->mentions[m]);
         if (mention)
             out[n++] = (selection_t) {(int) i, (int) config->mention_priority, true};
         else if (e->response_chance >= 1.0

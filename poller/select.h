@@ -4,8 +4,10 @@
     - never its own message; another bot's message only with answerBots
       (so two bots never talk in a loop);
     - not in a chat outside its allowChats or inside its denyChats;
-    - a mention ("@name" or "@alias", any case, not followed by a letter or
-      digit) or a reply to its message selects it at mentionPriority;
+    - a mention ("@name" or "@alias", any case, not inside a word: neither
+      "ana@name.com" nor "@namesake"), a name the platform marked as
+      mentioned (chat_msg_t.mentions), or a reply to its message selects it
+      at mentionPriority;
     - otherwise it answers with its responseChance, at defaultPriority. The
       draw is a pure function of (seed, message key, entity), so a message
       read twice (after a restart) gets the same answer.

@@ -4,6 +4,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 source_t *source_new (const pcfg_source_t *config, const pcfg_t *root, uint64_t seed)
 {
@@ -15,6 +16,12 @@ source_t *source_new (const pcfg_source_t *config, const pcfg_t *root, uint64_t 
         rc = source_demo_init (self, seed);
     else if (strcmp (config->type, "jsonl") == 0)
         rc = source_jsonl_init (self);
+    else if (strcmp (config->type, "http") == 0)
+        rc = source_http_init (self);
+    else if (strcmp (config->type, "telegram") == 0)
+        rc = source_telegram_init (self);
+    else if (strcmp (config->type, "twitch") == 0)
+        rc = source_twitch_init (self);
     else {
         plog_error ("source %s: type \"%s\" is not available in this build", config->name,
                     config->type);
@@ -36,4 +43,38 @@ void source_destroy (source_t **self_p)
         self->destroy (self);
     free (self);
     *self_p = NULL;
+}
+
+const char *source_token (source_t *self, bool required)
+{
+    const char *var = self->config->token_env;
+    if (!*var) {
+        if (required)
+            plog_error ("source %s: %s needs \"tokenEnv\", the environment variable that holds "
+                        "its token", self->config->name, self->config->type);
+        return required ? NULL : "";
+    }
+    const char *token = getenv (var);
+    if (!token || !*token) {
+        plog_error ("source %s: the environment variable %s (tokenEnv) is not set",
+                    self->config->name, var);
+        return NULL;
+    }
+    return token;
+}
+
+bool source_is_bot_author (source_t *self, const char *author, const char *author_id)
+{
+    const pcfg_strs_t *bots = &self->config->bot_authors;
+    for (size_t i = 0; i < bots->count; i++)
+        if ((author && strcasecmp (bots->items[i], author) == 0)
+            || (author_id && strcasecmp (bots->items[i], author_id) == 0))
+            return true;
+    return false;
+}
+
+int64_t source_interval_ms (source_t *self)
+{
+    int64_t ms = self->config->polling_interval_ms;
+    return ms > 0 ? ms : self->root->polling_interval_ms;
 }

@@ -26,6 +26,11 @@ typedef struct {
     const char *reply_to_author;    //  author of the message this one replies to, or NULL
     int64_t ts_ms;                  //  when written, Unix ms
     bool from_bot;                  //  the platform says a bot wrote it
+    //  Names the platform itself marked as mentioned, without '@' (Telegram
+    //  "mention", "text_mention" and "/command@bot" entities); they count
+    //  besides the "@name" found in the text. May be NULL.
+    const char *const *mentions;
+    size_t mention_count;
 } chat_msg_t;
 
 typedef struct source_s source_t;
@@ -67,5 +72,18 @@ void source_destroy (source_t **self_p);
 //  Constructors of the kinds, used by source_new.
 int source_demo_init (source_t *self, uint64_t seed);
 int source_jsonl_init (source_t *self);
+int source_http_init (source_t *self);
+int source_telegram_init (source_t *self);
+int source_twitch_init (source_t *self);
+
+//  Helpers the platform sources share.
+
+//  The secret named by the source's tokenEnv; NULL (logged) when tokenEnv
+//  is set but the variable is not, or when `required` and tokenEnv is empty.
+const char *source_token (source_t *self, bool required);
+//  True if the source's botAuthors lists `author` or `author_id` (any case).
+bool source_is_bot_author (source_t *self, const char *author, const char *author_id);
+//  Milliseconds between polls: the source's own, or botSettings'.
+int64_t source_interval_ms (source_t *self);
 
 #endif

@@ -13,6 +13,7 @@
 #include <zmq.h>
 
 #include "common/pconfig.h"
+#include "common/phttp.h"
 
 typedef enum {
     DEST_OK = 0,        //  posted
@@ -66,6 +67,37 @@ void dest_destroy (dest_t **self_p);
 
 int dest_stdout_init (dest_t *self);
 int dest_jsonl_init (dest_t *self);
+int dest_http_init (dest_t *self);
+int dest_telegram_init (dest_t *self);
+int dest_twitch_init (dest_t *self);
+
+//  --- helpers the platform destinations share -----------------------------
+
+//  The secret in environment variable `var`; NULL (logged, naming `what`)
+//  if `var` is empty or the variable is not set.
+const char *dest_token (dest_t *self, const char *var, const char *what);
+
+//  The accounts[] entry for `entity_id`, or NULL (the default account).
+const pcfg_account_t *dest_account (dest_t *self, const char *entity_id);
+
+//  Template variables of a post: {text} (the given text), {entity},
+//  {entity_name}, {author}, {chat}, {chat_ref}, {msg_ref}, {msg_key},
+//  {source}, {token}. Use with ptext_fill.
+typedef struct {
+    const dest_post_t *post;
+    const char *text;
+    const char *token;
+    char scratch[32];
+} dest_vars_t;
+const char *dest_var (void *ctx, const char *name);
+
+//  What an HTTP answer means for a post that must not be doubled: a 2xx is
+//  DEST_OK; no answer after the request may have left, or a gateway's
+//  502/504, is DEST_IN_DOUBT; 408, 429, 500 and 503 (and failures before
+//  sending) are DEST_RETRY; other statuses are DEST_FAIL. `why` gets the
+//  reason, naming `platform`.
+int dest_http_outcome (const phttp_response_t *response, const char *platform, char *why,
+                       size_t whylen);
 
 //  Shared no-op parts for destinations without sockets or timers.
 int dest_no_pollitems (dest_t *self, zmq_pollitem_t *items, int max);

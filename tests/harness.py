@@ -242,6 +242,21 @@ class Pipeline:
     def broker_stats(self):
         return self.ctl("broker-stats")
 
+    def component(self, role):
+        """The counters of the first component with this role in the stats feed, or {}."""
+        for c in self.ctl("stats")["components"]:
+            if c["role"] == role:
+                return c["values"]
+        return {}
+
+    def log(self, key):
+        """The whole log of process `key`."""
+        try:
+            with open(self.procs[key].log_path, errors="replace") as f:
+                return f.read()
+        except (KeyError, OSError):
+            return ""
+
     def posted(self, path=None):
         """The replies in the JSON-lines output, in posting order."""
         lines = []

@@ -1,0 +1,214 @@
+/*  The sink's safety net for platform limits (dest_limit) and the outbox
+    that holds, splits and resumes posts (dest_outbox), on a virtual clock. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "sink/dest.h"
+#include "sink/dest_limit.h"
+#include "sink/dest_outbox.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void test_sliding_windows (void **state)
+{
+    (void) state;
+    dest_rule_t rules[] = {{DEST_SCOPE_ALL, 3, 1000}, {DEST_SCOPE_GROUP, 2, 10000},
+                           {DEST_SCOPE_PRIVATE, 1, 1000}};
+    dest_limit_t *l = dest_limit_new (rules, 3);
+    int64_t t = 100000;
+    //  A group: 2 per 10 s.
+    assert_int_equal (dest_limit_next (l, "-1", false, t), t);
+    dest_limit_take (l, "-1", false, t);
+    dest_limit_take (l, "-1", false, t + 10);
+    assert_int_equal (dest_limit_next (l, "-1", false, t + 20), t + 10000);
+    //  Another group is not held by the first, but the overall 3/s counts both.
+    assert_int_equal (dest_limit_next (l, "-2", false, t + 20), t + 20);
+    dest_limit_take (l, "-2", false, t + 20);
+    assert_int_equal (dest_limit_next (l, "-3", false, t + 30), t + 1000);
+    //  Private chats: 1 per second each, and the group rule does not apply.
+    assert_int_equal (dest_limit_next (l, "7", true, t + 1000), t + 1000);
+    dest_limit_take (l, "7", true, t + 1000);
+    assert_int_equal (dest_limit_next (l, "7", true, t + 1001), t + 2000);
+    //  A 429 holds everything.
+    dest_limit_pause (l, t + 50000);
+    assert_int_equal (dest_limit_next (l, "9", true, t + 3000), t + 50000);
+    dest_limit_destroy (&l);
+    assert_null (l);
+}
+
+static void test_platform_rules (void **state)
+{
+    (void) state;
+    char err[300];
+    pcfg_t *c = pcfg_load_string (
+        "{\"sink\":{\"destinations\":["
+        "{\"name\":\"tg\",\"type\":\"telegram\"},"
+        "{\"name\":\"tw\",\"type\":\"twitch\",\"moderator\":true,"
+        " \"limits\":[{\"scope\":\"chat\",\"count\":1,\"perMs\":1500}]},"
+        "{\"name\":\"raw\",\"type\":\"twitch\",\"platformLimits\":false}]}}",
+        "test", true, err, sizeof err);
+    assert_non_null (c);
+    const pcfg_destination_t *d = c->destinations.items;
+    dest_rule_t r[DEST_MAX_RULES];
+    assert_int_equal (dest_limit_rules (&d[0], r, DEST_MAX_RULES), 3);
+    assert_true (r[0].scope == DEST_SCOPE_ALL && r[0].count == 30 && r[0].per_ms == 1000);
+    assert_true (r[1].scope == DEST_SCOPE_GROUP && r[1].count == 20 && r[1].per_ms == 60000);
+    assert_true (r[2].scope == DEST_SCOPE_PRIVATE && r[2].count == 1 && r[2].per_ms == 1000);
+    assert_int_equal (dest_limit_rules (&d[1], r, DEST_MAX_RULES), 2);
+    assert_true (r[0].count == 100 && r[0].per_ms == 30000);
+    assert_true (r[1].scope == DEST_SCOPE_CHAT && r[1].count == 1 && r[1].per_ms == 1500);
+    assert_int_equal (dest_limit_rules (&d[2], r, DEST_MAX_RULES), 0);
+    pcfg_destroy (&c);
+}
+
+//  --- the outbox, with a destination that records what it sends ----------------------
+
+typedef struct {
+    char sent[32][600];
+    int sent_count;
+    dest_item_t *last;
+    int ready;              //  send returns 1 while 0
+    int done_status[16];
+    char done_reason[16][600];
+    int done_count;
+} s_rec_t;
+
+static s_rec_t s_rec;
+
+static int s_send (dest_t *dest, dest_item_t *item, int64_t now, char *why, size_t whylen)
+{
+    (void) dest, (void) now;
+    if (!s_rec.ready) {
+        snprintf (why, whylen, "offline");
+        return 1;
+    }
+    snprintf (s_rec.sent[s_rec.sent_count++], 600, "%s", item->parts[item->part_next]);
+    s_rec.last = item;
+    return 0;
+}
+
+static void s_done (void *ctx, void *tag, int status, const char *reason, int64_t retry_after)
+{
+    (void) ctx, (void) tag, (void) retry_after;
+    s_rec.done_status[s_rec.done_count] = status;
+    snprintf (s_rec.done_reason[s_rec.done_count++], 600, "%s", reason ? reason : "");
+}
+
+static dest_t *s_dest (pcfg_t **config, const char *json)
+{
+    char err[300];
+    *config = pcfg_load_string (json, "test", true, err, sizeof err);
+    assert_non_null (*config);
+    dest_t *d = calloc (1, sizeof *d);
+    d->config = (*config)->destinations.items;
+    d->root = *config;
+    d->done = s_done;
+    return d;
+}
+
+static dest_post_t s_post (const char *msg_key, const char *text)
+{
+    dest_post_t p = {msg_key, "joker", "Joker", "tg/-1", "tg", "-1", "5", "ana", text, 0, 1, 1};
+    return p;
+}
+
+static void test_outbox_split_order_and_resume (void **state)
+{
+    (void) state;
+    memset (&s_rec, 0, sizeof s_rec);
+    s_rec.ready = 1;
+    pcfg_t *config;
+    dest_t *d = s_dest (&config, "{\"sink\":{\"destinations\":[{\"name\":\"x\",\"type\":\"http\","
+                                 "\"maxLength\":10}]}}");
+    dest_outbox_t *box = dest_outbox_new (d, s_send, PTEXT_BYTES, 0);
+    dest_rule_t none[1];
+    dest_limit_t *limit = dest_limit_new (none, 0);
+    dest_post_t p = s_post ("tg/-1/5", "one two three four");
+    dest_outbox_add (box, &p, NULL, p.text, "-1", false, NULL, limit);
+    dest_post_t q = s_post ("tg/-1/6", "short");
+    dest_outbox_add (box, &q, NULL, q.text, "-1", false, NULL, limit);
+    dest_outbox_run (box, 1000);
+    //  One post in flight per chat: the second waits for the first.
+    assert_int_equal (s_rec.sent_count, 1);
+    assert_string_equal (s_rec.sent[0], "one two");
+    dest_outbox_part_done (box, s_rec.last, DEST_OK, NULL, 0, 1001);
+    dest_outbox_run (box, 1002);
+    assert_string_equal (s_rec.sent[1], "three four");
+    //  The second part fails: the reply is handed back, the first part remembered.
+    dest_outbox_part_done (box, s_rec.last, DEST_RETRY, "HTTP 503", 0, 1003);
+    assert_int_equal (s_rec.done_count, 1);
+    assert_int_equal (s_rec.done_status[0], DEST_RETRY);
+    assert_string_equal (s_rec.done_reason[0], "part 2 of 2: HTTP 503");
+    dest_outbox_run (box, 1004);
+    assert_string_equal (s_rec.sent[2], "short");
+    dest_outbox_part_done (box, s_rec.last, DEST_OK, NULL, 0, 1005);
+    assert_int_equal (s_rec.done_status[1], DEST_OK);
+    //  The sink retries the first reply: only its second part goes again.
+    dest_outbox_add (box, &p, NULL, p.text, "-1", false, NULL, limit);
+    dest_outbox_run (box, 2000);
+    assert_int_equal (s_rec.sent_count, 4);
+    assert_string_equal (s_rec.sent[3], "three four");
+    dest_outbox_part_done (box, s_rec.last, DEST_OK, NULL, 0, 2001);
+    assert_int_equal (s_rec.done_status[2], DEST_OK);
+    assert_int_equal (dest_outbox_size (box), 0);
+    dest_outbox_destroy (&box);
+    dest_limit_destroy (&limit);
+    free (d);
+    pcfg_destroy (&config);
+}
+
+static void test_outbox_trim_limits_and_timeout (void **state)
+{
+    (void) state;
+    memset (&s_rec, 0, sizeof s_rec);
+    pcfg_t *config;
+    dest_t *d = s_dest (&config, "{\"sink\":{\"destinations\":[{\"name\":\"x\",\"type\":\"http\","
+                                 "\"maxLength\":8,\"overLength\":\"trim\",\"timeoutMs\":5000}]}}");
+    dest_outbox_t *box = dest_outbox_new (d, s_send, PTEXT_CODEPOINTS, 0);
+    dest_rule_t rules[] = {{DEST_SCOPE_ALL, 1, 1000}};
+    dest_limit_t *limit = dest_limit_new (rules, 1);
+    dest_post_t p = s_post ("k/1", "abc def ghi jkl");
+    dest_outbox_add (box, &p, NULL, p.text, "-1", false, NULL, limit);
+    dest_post_t q = s_post ("k/2", "second");
+    dest_outbox_add (box, &q, NULL, q.text, "-2", false, NULL, limit);
+    //  Not ready: both wait, then time out as retries.
+    dest_outbox_run (box, 1000);
+    assert_int_equal (dest_outbox_wakeup (box, 1000), 6000);
+    dest_outbox_run (box, 6000);
+    assert_int_equal (s_rec.done_count, 2);
+    assert_int_equal (s_rec.done_status[0], DEST_RETRY);
+    assert_non_null (strstr (s_rec.done_reason[0], "offline"));
+    //  Ready: the trimmed text, then the 1/s rule holds the next one.
+    s_rec.ready = 1;
+    dest_outbox_add (box, &p, NULL, p.text, "-1", false, NULL, limit);
+    dest_outbox_add (box, &q, NULL, q.text, "-2", false, NULL, limit);
+    dest_outbox_run (box, 7000);
+    assert_int_equal (s_rec.sent_count, 1);
+    assert_string_equal (s_rec.sent[0], "abc def\xE2\x80\xA6");
+    dest_outbox_part_done (box, s_rec.last, DEST_OK, NULL, 0, 7001);
+    dest_outbox_run (box, 7500);
+    assert_int_equal (s_rec.sent_count, 1);
+    assert_int_equal (dest_outbox_wakeup (box, 7500), 8000);
+    dest_outbox_run (box, 8000);
+    assert_int_equal (s_rec.sent_count, 2);
+    assert_string_equal (s_rec.sent[1], "second");
+    dest_outbox_destroy (&box);
+    dest_limit_destroy (&limit);
+    free (d);
+    pcfg_destroy (&config);
+}
+
+int main (void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test (test_sliding_windows),
+        cmocka_unit_test (test_platform_rules),
+        cmocka_unit_test (test_outbox_split_order_and_resume),
+        cmocka_unit_test (test_outbox_trim_limits_and_timeout),
+    };
+    return cmocka_run_group_tests (tests, NULL, NULL);
+}
