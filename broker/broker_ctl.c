@@ -141,6 +141,7 @@ static json_t *s_dlq_apply (broker_t *self, const char *which, bool retry, int *
     for (bdead_t *d = zlistx_first (picked); d; d = zlistx_next (picked)) {
         if (retry)
             broker_requeue_dead (self, d);
+        broker_forget_dead (self, d);
         zlistx_delete (self->dead, zlistx_find (self->dead, d));
         done++;
     }
@@ -171,7 +172,7 @@ char *broker_ctl_handle (broker_t *self, const proto_ctl_t *ctl, int *status)
         int entity = streq (arg, "all") ? -1 : pcfg_entity_index (self->config, arg);
         if (entity < 0 && !streq (arg, "all"))
             return s_error (status, "no entity \"%s\"", arg);
-        sched_pause (self->sched, entity, pause, self->now);
+        broker_set_paused (self, entity, pause);
         plog_info ("%s %s", pause ? "paused" : "resumed", arg);
         out = json_pack ("{s:s, s:b}", "entity", arg, "paused", pause);
     }

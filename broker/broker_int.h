@@ -7,6 +7,7 @@
 #include "broker/broker.h"
 #include "broker/heap.h"
 #include "broker/sched.h"
+#include "broker/store.h"
 #include "common/pdaemon.h"
 #include "common/plog.h"
 #include "proto/proto.h"
@@ -94,6 +95,8 @@ typedef struct broker_s {
     zsock_t *backend;
     proto_net_t net;
     sched_t *sched;
+    store_t *store;             //  durable state; NULL keeps everything in memory
+    int64_t next_prune;
     uint32_t epoch;             //  distinguishes this run's tokens from earlier runs'
     uint64_t next_token;
     uint64_t next_job_id;
@@ -125,5 +128,7 @@ void broker_stats_values (broker_t *self, proto_num_t *values, size_t *count, si
 //  broker_server.c, used by broker_ctl.c
 void broker_requeue_dead (broker_t *self, bdead_t *dead);
 void broker_dead_free (bdead_t **dead_p);
+void broker_set_paused (broker_t *self, int entity, bool paused);
+void broker_forget_dead (broker_t *self, bdead_t *dead);
 
 #endif

@@ -138,6 +138,63 @@ static void s_set_state (broker_t *self, bjob_t *job, int state)
         self->state_count[state]++;
 }
 
+//  --- durability: every state change the broker must not forget ------------------
+
+static store_job_t s_row (broker_t *self, const bjob_t *job)
+{
+    return (store_job_t) {job->id,
+                          pcfg_entity (self->config, job->sj.entity)->id,
+                          job->msg_key,
+                          sched_chat_key (self->sched, job->sj.chat),
+                          sched_chat_kind (self->sched, job->sj.chat),
+                          job->priority,
+                          job->created_ms,
+                          job->sj.enqueued_at,
+                          job->sj.not_before,
+                          job->sj.expires_at,
+                          job->attempt,
+                          job->failures,
+                          job->state == JOB_COMMITTED,
+                          job->state == JOB_COMMITTED ? job->token : 0,
+                          job->payload.data,
+                          job->payload.size,
+                          job->history ? job->history : ""};
+}
+
+static void s_persist_new (broker_t *self, bjob_t *job)
+{
+    if (self->store) {
+        store_job_t row = s_row (self, job);
+        store_job_insert (self->store, &row);
+    }
+}
+
+static void s_persist (broker_t *self, bjob_t *job)
+{
+    if (self->store) {
+        store_job_t row = s_row (self, job);
+        store_job_update (self->store, &row);
+    }
+}
+
+//  A dispatch takes rate slots; remember them if any limit applies.
+static void s_reserve (broker_t *self, bjob_t *job)
+{
+    if (self->store && sched_limited (self->sched, job->sj.entity, job->sj.chat))
+        store_reserve (self->store, job->id, job->sj.reserved_at,
+                       pcfg_entity (self->config, job->sj.entity)->id,
+                       sched_chat_key (self->sched, job->sj.chat),
+                       sched_chat_kind (self->sched, job->sj.chat));
+}
+
+//  The job was not posted and will not be: its rate slots are free again.
+static void s_unreserve (broker_t *self, bjob_t *job)
+{
+    if (self->store && job->sj.reserved_at)
+        store_unreserve (self->store, job->id);
+    sched_unreserve (self->sched, &job->sj, self->now);
+}
+
 static void s_worker_detach (bworker_t *worker, bjob_t *job)
 {
     if (job->wprev)
@@ -172,6 +229,8 @@ static void s_job_finish (broker_t *self, bjob_t *job)
     if (job->worker)
         s_worker_detach (job->worker, job);
     s_set_state (self, job, 0);
+    if (self->store)
+        store_job_finish (self->store, job->id, job->dkey, self->now);
     zhashx_delete (self->jobs, U64_KEY (job->id));
     zhashx_delete (self->active, job->dkey);
     s_remember_finished (self, job->dkey);
@@ -211,6 +270,13 @@ static void s_dead_letter (broker_t *self, bjob_t *job, const char *reason)
     job->payload.data = NULL;
     job->payload.size = 0;
     zlistx_add_end (self->dead, dead);
+    if (self->store) {
+        store_dead_t row = {dead->id,       dead->msg_key,    dead->entity,  dead->chat,
+                            dead->priority, dead->created_ms, dead->dead_at, dead->attempts,
+                            dead->reason,   dead->history,    dead->payload.data,
+                            dead->payload.size};
+        store_dead_insert (self->store, &row);
+    }
     self->counters.dead++;
     plog_warn ("dead-lettered %s for %s after %u attempt(s): %s", dead->msg_key, dead->entity,
                dead->attempts, reason);
@@ -242,6 +308,7 @@ static void s_job_failed (broker_t *self, bjob_t *job, const char *reason, int64
     job->token = 0;
     job->sj.not_before = self->now + delay;
     sched_push (self->sched, &job->sj, self->now);
+    s_persist (self, job);
     self->counters.retried++;
 }
 
@@ -290,7 +357,8 @@ static const char *s_accept_one (broker_t *self, const proto_job_spec_t *spec, b
     memcpy (dkey, spec->entity, elen);
     dkey[elen] = 0x1f;
     memcpy (dkey + elen + 1, spec->msg_key, klen + 1);
-    if (zhashx_lookup (self->active, dkey) || zhashx_lookup (self->finished, dkey)) {
+    if (zhashx_lookup (self->active, dkey) || zhashx_lookup (self->finished, dkey)
+        || (self->store && store_is_done (self->store, dkey))) {
         free (dkey);
         *duplicate = true;
         return NULL;
@@ -320,6 +388,7 @@ static const char *s_accept_one (broker_t *self, const proto_job_spec_t *spec, b
     zhashx_insert (self->jobs, U64_KEY (job->id), job);
     zhashx_insert (self->active, job->dkey, job);
     sched_push (self->sched, &job->sj, self->now);
+    s_persist_new (self, job);
     return NULL;
 }
 
@@ -392,6 +461,7 @@ static void s_on_commit (broker_t *self, zframe_t *route, const proto_commit_t *
             if (job->state != JOB_COMMITTED) {
                 s_set_state (self, job, JOB_COMMITTED);
                 heap_remove (&self->deadlines, job);
+                s_persist (self, job);
                 self->counters.committed++;
             }
             v->verdict = PROTO_VERDICT_POST;
@@ -424,12 +494,12 @@ static void s_on_outcome (broker_t *self, zframe_t *route, const proto_outcome_t
             s_job_finish (self, job);
             break;
         case PROTO_OUT_EXPIRED:
-            sched_unreserve (self->sched, &job->sj, self->now);
+            s_unreserve (self, job);
             self->counters.expired++;
             s_job_finish (self, job);
             break;
         case PROTO_OUT_FAILED:
-            sched_unreserve (self->sched, &job->sj, self->now);
+            s_unreserve (self, job);
             s_append_history (job, self->now, item->reason);
             s_dead_letter (self, job, item->reason);
             break;
@@ -594,21 +664,21 @@ static void s_on_release (broker_t *self, zframe_t *route, const proto_release_t
             heap_push (&self->deadlines, job);
             break;
         case PROTO_REL_RETRY:
-            sched_unreserve (self->sched, &job->sj, self->now);
+            s_unreserve (self, job);
             s_job_failed (self, job, item->reason, (int64_t) item->retry_after_ms);
             break;
         case PROTO_REL_FAIL:
-            sched_unreserve (self->sched, &job->sj, self->now);
+            s_unreserve (self, job);
             s_append_history (job, self->now, item->reason);
             s_dead_letter (self, job, item->reason);
             break;
         case PROTO_REL_EXPIRED:
-            sched_unreserve (self->sched, &job->sj, self->now);
+            s_unreserve (self, job);
             self->counters.expired++;
             s_job_finish (self, job);
             break;
         case PROTO_REL_SKIP:
-            sched_unreserve (self->sched, &job->sj, self->now);
+            s_unreserve (self, job);
             plog_debug ("job %s skipped: %s", job->msg_key, item->reason);
             self->counters.skipped++;
             s_job_finish (self, job);
@@ -616,7 +686,7 @@ static void s_on_release (broker_t *self, zframe_t *route, const proto_release_t
         case PROTO_REL_RETURN:
         default:
             //  Not attempted (the worker is stopping): back at once, no failure counted.
-            sched_unreserve (self->sched, &job->sj, self->now);
+            s_unreserve (self, job);
             s_set_state (self, job, JOB_QUEUED);
             job->token = 0;
             job->sj.not_before = 0;
@@ -637,7 +707,7 @@ static void s_worker_lost (broker_t *self, bworker_t *w, const char *why)
         s_job_unassign (self, job);
         if (job->state != JOB_DISPATCHED)
             continue;   //  committed already: the sink owns it
-        sched_unreserve (self->sched, &job->sj, self->now);
+        s_unreserve (self, job);
         char reason[300];
         snprintf (reason, sizeof reason, "worker %s lost (%s)", w->id, why);
         s_job_failed (self, job, reason, 0);
@@ -688,10 +758,9 @@ static size_t s_free_credit (broker_t *self)
 
 static void s_send_batch (broker_t *self, bworker_t *w)
 {
-    zmq_msg_t frame;
+    //  Through the outbox: the rate slots these jobs took are stored first.
     proto_jobs_t body = {w->batch, w->batch_count};
-    if (proto_encode (PROTO_JOB, &body, &frame) == 0)
-        s_send_now (self->backend, w->route, &frame);
+    s_reply (self, self->backend, w->route, PROTO_JOB, &body);
     w->credit -= (uint32_t) w->batch_count;
     w->dispatched += w->batch_count;
     w->batch_count = 0;
@@ -725,6 +794,7 @@ static void s_dispatch (broker_t *self)
         s_set_state (self, job, JOB_DISPATCHED);
         job->token = ((uint64_t) self->epoch << 32) | (++self->next_token & 0xffffffffu);
         job->attempt++;
+        s_reserve (self, job);
         job->worker = w;
         job->wnext = w->jobs;
         if (w->jobs)
@@ -755,6 +825,10 @@ static void s_dispatch (broker_t *self)
 
 static void s_run_timers (broker_t *self)
 {
+    if (self->store && self->now >= self->next_prune) {
+        store_prune (self->store, self->now, self->config->dedupe_retention_s * 1000);
+        self->next_prune = self->now + 60000;
+    }
     //  Queued jobs that are too old now will never be sent: count them.
     sched_job_t *sj;
     while ((sj = sched_pop_expired (self->sched, self->now))) {
@@ -765,7 +839,7 @@ static void s_run_timers (broker_t *self)
     bjob_t *job;
     while ((job = heap_top (&self->deadlines)) && job->deadline <= self->now) {
         heap_pop (&self->deadlines);
-        sched_unreserve (self->sched, &job->sj, self->now);
+        s_unreserve (self, job);
         s_job_failed (self, job, "result did not reach the sink in time", 0);
     }
     if (self->now >= self->next_heartbeat) {
@@ -935,6 +1009,8 @@ void broker_requeue_dead (broker_t *self, bdead_t *dead)
     dkey[elen] = 0x1f;
     memcpy (dkey + elen + 1, dead->msg_key, klen + 1);
     zhashx_delete (self->finished, dkey);
+    if (self->store)
+        store_forget_done (self->store, dkey);
     free (dkey);
     proto_job_spec_t spec = {dead->msg_key, dead->entity, dead->chat, "", dead->priority,
                              (uint64_t) self->now, dead->payload};
@@ -942,6 +1018,167 @@ void broker_requeue_dead (broker_t *self, bdead_t *dead)
     const char *why = s_accept_one (self, &spec, &duplicate);
     if (why)
         plog_warn ("dead letter %" PRIu64 " not retried: %s", dead->id, why);
+}
+
+void broker_forget_dead (broker_t *self, bdead_t *dead)
+{
+    if (self->store)
+        store_dead_delete (self->store, dead->id);
+}
+
+void broker_set_paused (broker_t *self, int entity, bool paused)
+{
+    sched_pause (self->sched, entity, paused, self->now);
+    if (self->store)
+        store_set_paused (self->store, entity < 0 ? "*" : pcfg_entity (self->config, (size_t) entity)->id,
+                          paused);
+}
+
+//  --- recovery ------------------------------------------------------------------------
+
+static bdead_t *s_dead_new (uint64_t id, const char *msg_key, const char *entity, const char *chat,
+                            int priority, int64_t created_ms, int64_t dead_at, uint32_t attempts,
+                            const char *reason, const char *history, const void *payload,
+                            uint32_t payload_size)
+{
+    bdead_t *dead = calloc (1, sizeof *dead);
+    dead->id = id;
+    dead->msg_key = strdup (msg_key);
+    dead->entity = strdup (entity);
+    dead->chat = strdup (chat);
+    dead->priority = (uint8_t) priority;
+    dead->created_ms = created_ms;
+    dead->dead_at = dead_at;
+    dead->attempts = attempts;
+    dead->reason = strdup (reason);
+    dead->history = strdup (history);
+    uint8_t *copy = malloc (payload_size ? payload_size : 1);
+    memcpy (copy, payload, payload_size);
+    dead->payload = (proto_bin_t) {copy, payload_size};
+    return dead;
+}
+
+static void s_load_dead (void *arg, const store_dead_t *d)
+{
+    broker_t *self = arg;
+    zlistx_add_end (self->dead, s_dead_new (d->id, d->msg_key, d->entity, d->chat, d->priority,
+                                            d->created_ms, d->dead_at, d->attempts, d->reason,
+                                            d->history, d->payload, d->payload_size));
+    if (d->id > self->next_dead_id)
+        self->next_dead_id = d->id;
+}
+
+static void s_load_job (void *arg, const store_job_t *row)
+{
+    broker_t *self = arg;
+    int entity = pcfg_entity_index (self->config, row->entity);
+    if (entity < 0) {
+        //  The configuration lost this entity: nobody can answer, so a person decides.
+        char reason[300];
+        snprintf (reason, sizeof reason, "entity \"%s\" is no longer configured", row->entity);
+        bdead_t *dead = s_dead_new (++self->next_dead_id, row->msg_key, row->entity, row->chat,
+                                    row->priority, row->created_ms, self->now, row->attempt,
+                                    reason, row->history, row->payload, row->payload_size);
+        zlistx_add_end (self->dead, dead);
+        store_dead_t drow = {dead->id,       dead->msg_key,    dead->entity,  dead->chat,
+                             dead->priority, dead->created_ms, dead->dead_at, dead->attempts,
+                             dead->reason,   dead->history,    row->payload,  row->payload_size};
+        store_dead_insert (self->store, &drow);
+        size_t n = strlen (row->entity) + strlen (row->msg_key) + 2;
+        char *dkey = malloc (n);
+        snprintf (dkey, n, "%s\x1f%s", row->entity, row->msg_key);
+        store_job_finish (self->store, row->id, dkey, self->now);
+        free (dkey);
+        plog_warn ("recovered job %s for unknown entity %s: dead-lettered", row->msg_key, row->entity);
+        return;
+    }
+    bjob_t *job = calloc (1, sizeof *job);
+    job->id = row->id;
+    job->priority = (uint8_t) row->priority;
+    job->created_ms = row->created_ms;
+    job->attempt = row->attempt;
+    job->failures = row->failures;
+    size_t elen = strlen (row->entity), klen = strlen (row->msg_key);
+    job->dkey = malloc (elen + klen + 2);
+    memcpy (job->dkey, row->entity, elen);
+    job->dkey[elen] = 0x1f;
+    memcpy (job->dkey + elen + 1, row->msg_key, klen + 1);
+    job->msg_key = job->dkey + elen + 1;
+    job->pos_deadline = HEAP_NONE;
+    uint8_t *payload = malloc (row->payload_size ? row->payload_size : 1);
+    memcpy (payload, row->payload, row->payload_size);
+    job->payload = (proto_bin_t) {payload, row->payload_size};
+    job->history = *row->history ? strdup (row->history) : NULL;
+    char source[128];
+    s_chat_source (row->chat, source, sizeof source);
+    job->sj.priority = job->priority;
+    job->sj.entity = (uint16_t) entity;
+    job->sj.chat = sched_chat_intern (self->sched, row->chat, source, row->chat_kind);
+    job->sj.not_before = row->not_before;
+    job->sj.expires_at = row->expires_ms;
+    job->sj.enqueued_at = row->enqueued_ms;
+    zhashx_insert (self->jobs, U64_KEY (job->id), job);
+    zhashx_insert (self->active, job->dkey, job);
+    if (row->committed) {
+        //  The sink owns posting it; it will report the outcome for this token.
+        s_set_state (self, job, JOB_COMMITTED);
+        job->token = row->token;
+    }
+    else {
+        //  Queued, or in flight when the broker stopped: either way, queued now.
+        s_set_state (self, job, JOB_QUEUED);
+        sched_push (self->sched, &job->sj, self->now);
+    }
+}
+
+static void s_load_reservation (void *arg, int64_t at, const char *entity, const char *chat,
+                                const char *chat_kind)
+{
+    broker_t *self = arg;
+    char source[128];
+    s_chat_source (chat, source, sizeof source);
+    sched_restore_reservation (self->sched, pcfg_entity_index (self->config, entity),
+                               sched_chat_intern (self->sched, chat, source, chat_kind), at);
+}
+
+static void s_load_paused (void *arg, const char *entity)
+{
+    broker_t *self = arg;
+    int index = streq (entity, "*") ? -1 : pcfg_entity_index (self->config, entity);
+    if (index >= 0 || streq (entity, "*")) {
+        sched_pause (self->sched, index, true, self->now);
+        plog_info ("%s is paused (since before the restart)", entity);
+    }
+}
+
+//  Opens the store and rebuilds the broker's state from it.
+static int s_recover (broker_t *self)
+{
+    const pcfg_t *c = self->config;
+    if (!*c->data_dir) {
+        plog_info ("storage.dataDir is empty: state is kept in memory only");
+        return 0;
+    }
+    char err[600];
+    self->store = store_open (c->data_dir, c->fsync, err, sizeof err);
+    if (!self->store) {
+        plog_error ("%s", err);
+        return -1;
+    }
+    int64_t start = zclock_mono ();
+    self->epoch = store_next_epoch (self->store);
+    store_load (self->store, self->now, self, s_load_job, s_load_dead, s_load_reservation,
+                s_load_paused);
+    self->next_job_id = store_last_job_id (self->store);
+    if (store_commit (self->store))
+        return -1;
+    sched_counts_t counts;
+    sched_counts (self->sched, &counts);
+    plog_info ("recovered from %s/broker.db in %" PRId64 " ms: %zu queued, %zu committed to the sink,"
+               " %zu dead letters (run %u)",
+               c->data_dir, zclock_mono () - start, counts.queued, self->state_count[JOB_COMMITTED],
+               zlistx_size (self->dead), self->epoch);
+    return 0;
 }
 
 static void s_config_sched (const pcfg_t *c, sched_config_t *sc, sched_entity_config_t *ents,
@@ -1028,6 +1265,7 @@ static void s_broker_destroy (broker_t **self_p)
     zlistx_destroy (&self->dead);
     zhashx_destroy (&self->poller_stats);
     heap_destroy (&self->deadlines);
+    store_close (&self->store);
     sched_destroy (&self->sched);
     for (size_t i = 0; i < self->outbox_count; i++) {
         zmq_msg_close (&self->outbox[i].body);
@@ -1061,8 +1299,9 @@ static int s_bind (broker_t *self, const char *ready_file)
     return 0;
 }
 
-//  The loop: wait, read in batches, store, reply, timers, dispatch.
-static void s_run (broker_t *self)
+//  The loop: wait, read in batches, timers, dispatch, store, reply.
+//  Returns -1 when the state could not be stored.
+static int s_run (broker_t *self)
 {
     zmq_pollitem_t items[] = {
         {zsock_resolve (self->pipe), 0, ZMQ_POLLIN, 0},
@@ -1091,10 +1330,15 @@ static void s_run (broker_t *self)
             ;
         for (int i = 0; i < BATCH_READ && s_read_routed (self, self->frontend, "frontend"); i++)
             ;
-        s_flush_outbox (self);
         s_run_timers (self);
         s_dispatch (self);
+        //  Group commit: everything this iteration changed is stored before
+        //  anyone hears about it.
+        if (self->store && store_commit (self->store))
+            return -1;
+        s_flush_outbox (self);
     }
+    return 0;
 }
 
 void broker_server (zsock_t *pipe, void *args)
@@ -1102,12 +1346,22 @@ void broker_server (zsock_t *pipe, void *args)
     broker_args_t *a = args;
     broker_t *self = s_broker_new (pipe, a->config);
     zsock_signal (pipe, 0);
+    if (s_recover (self)) {
+        zstr_send (pipe, "cannot open the broker's storage");
+        s_broker_destroy (&self);
+        return;
+    }
     if (s_bind (self, a->ready_file)) {
         zstr_send (pipe, "cannot bind the broker's endpoints");
         s_broker_destroy (&self);
         return;
     }
-    s_run (self);
+    if (s_run (self)) {
+        //  Stop rather than go on with state that is not on disk; a restart recovers.
+        zstr_send (pipe, "storage failed; stopping");
+        s_broker_destroy (&self);
+        return;
+    }
     sched_counts_t counts;
     sched_counts (self->sched, &counts);
     plog_info ("stopping with %zu job(s) queued and %zu in flight", counts.queued, counts.in_flight);

@@ -45,6 +45,7 @@ typedef struct {
 
 typedef struct {
     char *key;
+    char *kind;
     limit_log_t log;
     flow_t **flows;             //  one per entity, made on first use
     flow_t *parked;             //  flows waiting for this chat's limit
@@ -195,6 +196,7 @@ void sched_destroy (sched_t **self_p)
         free (chat->flows);
         limit_log_destroy (&chat->log);
         free (chat->key);
+        free (chat->kind);
         free (chat);
     }
     free (self->chats);
@@ -239,6 +241,7 @@ uint32_t sched_chat_intern (sched_t *self, const char *key, const char *source, 
     }
     chat_t *chat = calloc (1, sizeof *chat);
     chat->key = strdup (key);
+    chat->kind = strdup (kind ? kind : "");
     chat->flows = calloc (self->entity_count + 1, sizeof (flow_t *));
     chat->pos_timer = HEAP_NONE;
     sched_limit_t none = {0, 0, 0};
@@ -263,6 +266,19 @@ size_t sched_chat_count (sched_t *self)
 const char *sched_chat_key (sched_t *self, uint32_t chat)
 {
     return chat < self->chat_count ? self->chats[chat]->key : NULL;
+}
+
+const char *sched_chat_kind (sched_t *self, uint32_t chat)
+{
+    return chat < self->chat_count ? self->chats[chat]->kind : NULL;
+}
+
+bool sched_limited (sched_t *self, int entity, uint32_t chat)
+{
+    return limit_log_active (&self->global_log)
+           || (entity >= 0 && (size_t) entity < self->entity_count
+               && limit_log_active (&self->entities[entity].log))
+           || (chat < self->chat_count && limit_log_active (&self->chats[chat]->log));
 }
 
 static flow_t *s_flow (sched_t *self, uint16_t entity, uint32_t chat)
@@ -395,10 +411,12 @@ void sched_push (sched_t *self, sched_job_t *job, int64_t now)
 {
     if (job->where != SCHED_NOWHERE)
         return;
-    if (job->enqueued_at == 0) {
+    //  First push: its place in line. A job reloaded after a restart keeps
+    //  its enqueue time; reloading in enqueue order keeps FIFO order too.
+    if (job->enqueued_at == 0)
         job->enqueued_at = now;
+    if (job->seq == 0)
         job->seq = ++self->seq;
-    }
     //  Aging: a job enqueued k aging periods earlier ranks k priorities more urgent.
     job->rank = job->priority;
     if (self->aging_ms > 0)

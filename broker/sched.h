@@ -94,6 +94,11 @@ uint32_t sched_chat_intern (sched_t *self, const char *key, const char *source, 
 //  Number of chats known.
 size_t sched_chat_count (sched_t *self);
 const char *sched_chat_key (sched_t *self, uint32_t chat);
+const char *sched_chat_kind (sched_t *self, uint32_t chat);
+
+//  True when a dispatch for (entity, chat) counts against any rate limit
+//  (the entity's, the chat's or the global one), i.e. worth remembering.
+bool sched_limited (sched_t *self, int entity, uint32_t chat);
 
 //  Queues a job (first time or again after a failed attempt).
 void sched_push (sched_t *self, sched_job_t *job, int64_t now);

@@ -192,6 +192,7 @@ typedef struct {
     //  storage
     char *data_dir;
     char *fsync;
+    int64_t dedupe_retention_s;
 
     //  poller
     pcfg_arr_t sources;          //  pcfg_source_t

@@ -334,6 +334,8 @@ static const pcfg_field_t s_storage_fields[] = {
            "Directory of the durable state (SQLite files); empty keeps state in memory only."),
     F_STR (pcfg_t, "fsync", fsync, "\"always\"", "always|batch|off", "PARLEY_FSYNC",
            "always: every acknowledged hand-off survives power loss; batch: survives a process crash, power loss may lose the last moments; off: fastest, a crash of the machine may lose recent work."),
+    F_INT (pcfg_t, "dedupeRetentionSeconds", dedupe_retention_s, "86400", 60, MAX_I, NONE,
+           "How long finished and posted (message, entity) keys are kept to refuse a repeat."),
 };
 static const pcfg_schema_t s_storage_schema = SCHEMA ("storage", pcfg_t, s_storage_fields);
 
