@@ -1,18 +1,25 @@
 /*  http_client - many HTTP calls in flight on one thread. See http_client.h.
 
     libcurl's "multi socket" interface: libcurl reports every socket it wants
-    watched (s_socket_cb) and the one timeout it needs (s_timer_cb); we keep
-    those in a dense array (plus an index by descriptor) that becomes
-    zmq_pollitem_t entries for the caller's zmq_poll, and hand readiness
-    back with curl_multi_socket_action.
+    watched (s_socket_cb) and the one timeout it needs (s_timer_cb). The
+    sockets go into an epoll set, and the caller's zmq_poll watches only the
+    epoll descriptor, so a loop turn costs the same with a thousand calls in
+    flight as with one (poll over a thousand sockets would cost more than
+    the calls themselves). Ready sockets go back to libcurl with
+    curl_multi_socket_action.
 */
 #include "worker/http_client.h"
 
 #include <curl/curl.h>
 #include <czmq.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#define EVENTS_PER_WAIT 256
 
 struct http_call_s {
     http_client_t *client;
@@ -32,17 +39,10 @@ struct http_call_s {
     http_call_t *next, *prev;   //  in the client's list of calls in flight
 };
 
-typedef struct {
-    curl_socket_t fd;
-    short events;               //  ZMQ_POLLIN | ZMQ_POLLOUT
-} s_sock_t;
-
 struct http_client_s {
     CURLM *multi;
-    s_sock_t *socks;            //  sockets libcurl waits on, dense
-    size_t sock_count, sock_cap;
-    int *slot_of;               //  index into socks by descriptor; -1 = none
-    size_t slot_cap;
+    int epoll_fd;               //  the sockets libcurl waits on
+    size_t sockets;             //  how many are in it
     int64_t timer_due;          //  when libcurl wants its timeout; INT64_MAX = none
     http_call_t *calls;         //  in flight
     size_t active;
@@ -50,54 +50,30 @@ struct http_client_s {
 
 //  --- the sockets libcurl waits on ------------------------------------------------
 
-static void s_sock_set (http_client_t *self, curl_socket_t fd, short events)
-{
-    if ((size_t) fd >= self->slot_cap) {
-        size_t cap = self->slot_cap ? self->slot_cap : 256;
-        while (cap <= (size_t) fd)
-            cap *= 2;
-        self->slot_of = realloc (self->slot_of, cap * sizeof (int));
-        for (size_t i = self->slot_cap; i < cap; i++)
-            self->slot_of[i] = -1;
-        self->slot_cap = cap;
-    }
-    int slot = self->slot_of[fd];
-    if (slot < 0) {
-        if (self->sock_count == self->sock_cap) {
-            self->sock_cap = self->sock_cap ? self->sock_cap * 2 : 64;
-            self->socks = realloc (self->socks, self->sock_cap * sizeof (s_sock_t));
-        }
-        slot = (int) self->sock_count++;
-        self->slot_of[fd] = slot;
-        self->socks[slot].fd = fd;
-    }
-    self->socks[slot].events = events;
-}
-
-static void s_sock_remove (http_client_t *self, curl_socket_t fd)
-{
-    if ((size_t) fd >= self->slot_cap || self->slot_of[fd] < 0)
-        return;
-    //  The last entry moves into the hole, so the array stays dense.
-    size_t slot = (size_t) self->slot_of[fd];
-    self->slot_of[fd] = -1;
-    self->sock_count--;
-    if (slot != self->sock_count) {
-        self->socks[slot] = self->socks[self->sock_count];
-        self->slot_of[self->socks[slot].fd] = (int) slot;
-    }
-}
-
 static int s_socket_cb (CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 {
-    (void) easy, (void) socketp;
+    (void) easy;
     http_client_t *self = userp;
-    if (what == CURL_POLL_REMOVE)
-        s_sock_remove (self, fd);
+    if (what == CURL_POLL_REMOVE) {
+        //  The socket may be closed already, which removed it from the set.
+        epoll_ctl (self->epoll_fd, EPOLL_CTL_DEL, fd, NULL);
+        if (socketp)
+            self->sockets--;
+        curl_multi_assign (self->multi, fd, NULL);
+        return 0;
+    }
+    struct epoll_event ev = {0};
+    ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0) | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
+    ev.data.fd = fd;
+    //  socketp marks a socket we have added (libcurl keeps it for us).
+    if (!socketp) {
+        if (epoll_ctl (self->epoll_fd, EPOLL_CTL_ADD, fd, &ev) && errno == EEXIST)
+            epoll_ctl (self->epoll_fd, EPOLL_CTL_MOD, fd, &ev);
+        curl_multi_assign (self->multi, fd, self);
+        self->sockets++;
+    }
     else
-        s_sock_set (self, fd,
-                    (short) ((what & CURL_POLL_IN ? ZMQ_POLLIN : 0)
-                             | (what & CURL_POLL_OUT ? ZMQ_POLLOUT : 0)));
+        epoll_ctl (self->epoll_fd, EPOLL_CTL_MOD, fd, &ev);
     return 0;
 }
 
@@ -285,23 +261,28 @@ static void s_collect (http_client_t *self)
 int http_client_pollitems (http_client_t *self, zmq_pollitem_t *items, int max)
 {
     assert (self);
-    int n = 0;
-    for (size_t i = 0; i < self->sock_count && n < max; i++)
-        items[n++] = (zmq_pollitem_t) {NULL, self->socks[i].fd, self->socks[i].events, 0};
-    return n;
+    if (self->sockets == 0 || max < 1)
+        return 0;
+    items[0] = (zmq_pollitem_t) {NULL, self->epoll_fd, ZMQ_POLLIN, 0};
+    return 1;
 }
 
 void http_client_process (http_client_t *self, int64_t now, const zmq_pollitem_t *items, int count)
 {
     assert (self);
     int running;
-    for (int i = 0; i < count; i++) {
-        short re = items[i].revents;
-        if (!re)
-            continue;
-        int flags = (re & ZMQ_POLLIN ? CURL_CSELECT_IN : 0) | (re & ZMQ_POLLOUT ? CURL_CSELECT_OUT : 0)
-                    | (re & ZMQ_POLLERR ? CURL_CSELECT_ERR : 0);
-        curl_multi_socket_action (self->multi, items[i].fd, flags, &running);
+    if (count > 0 && items[0].revents) {
+        struct epoll_event events[EVENTS_PER_WAIT];
+        int n;
+        do {
+            n = epoll_wait (self->epoll_fd, events, EVENTS_PER_WAIT, 0);
+            for (int i = 0; i < n; i++) {
+                uint32_t e = events[i].events;
+                int flags = (e & EPOLLIN ? CURL_CSELECT_IN : 0) | (e & EPOLLOUT ? CURL_CSELECT_OUT : 0)
+                            | (e & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0);
+                curl_multi_socket_action (self->multi, events[i].data.fd, flags, &running);
+            }
+        } while (n == EVENTS_PER_WAIT);
     }
     if (now >= self->timer_due) {
         self->timer_due = INT64_MAX;
@@ -330,7 +311,12 @@ http_client_t *http_client_new (void)
         return NULL;
     http_client_t *self = calloc (1, sizeof *self);
     self->multi = curl_multi_init ();
-    if (!self->multi) {
+    self->epoll_fd = epoll_create1 (EPOLL_CLOEXEC);
+    if (!self->multi || self->epoll_fd < 0) {
+        if (self->multi)
+            curl_multi_cleanup (self->multi);
+        if (self->epoll_fd >= 0)
+            close (self->epoll_fd);
         free (self);
         curl_global_cleanup ();
         return NULL;
@@ -353,8 +339,7 @@ void http_client_destroy (http_client_t **self_p)
         http_client_cancel (self, &call);
     }
     curl_multi_cleanup (self->multi);
-    free (self->socks);
-    free (self->slot_of);
+    close (self->epoll_fd);
     free (self);
     curl_global_cleanup ();
     *self_p = NULL;

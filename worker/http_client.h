@@ -1,12 +1,13 @@
 /*  http_client - many HTTP calls in flight on one thread (libcurl multi).
 
     The client never blocks and owns no loop: the worker's zmq_poll loop asks
-    it for the sockets to watch (http_client_pollitems) and when to wake
-    (http_client_wakeup), then lets it make progress (http_client_process).
-    libcurl tells us which sockets it needs through CURLMOPT_SOCKETFUNCTION
-    and when it needs a timeout through CURLMOPT_TIMERFUNCTION, so a call
-    costs one socket and no thread. Each call ends exactly once, through its
-    done callback, from http_client_process; or never, if it is cancelled.
+    it what to watch (http_client_pollitems: one epoll descriptor standing
+    for every socket of every call) and when to wake (http_client_wakeup),
+    then lets it make progress (http_client_process). libcurl tells us which
+    sockets it needs through CURLMOPT_SOCKETFUNCTION and when it needs a
+    timeout through CURLMOPT_TIMERFUNCTION, so a call costs one socket and no
+    thread. Each call ends exactly once, through its done callback, from
+    http_client_process; or never, if it is cancelled.
 */
 #ifndef HTTP_CLIENT_H_INCLUDED
 #define HTTP_CLIENT_H_INCLUDED
@@ -66,12 +67,11 @@ http_call_t *http_client_start (http_client_t *self, const http_request_t *reque
 //  Drops a call without calling its done callback; nulls the handle.
 void http_client_cancel (http_client_t *self, http_call_t **call_p);
 
-//  Fills `items` with the sockets libcurl waits on; returns how many. If the
-//  return equals `max`, there may be more: call again with a larger array.
+//  Fills `items` with what to watch (at most one item); returns how many.
 int http_client_pollitems (http_client_t *self, zmq_pollitem_t *items, int max);
 
-//  Acts on ready sockets and due timeouts; completed calls run their done
-//  callbacks from here.
+//  Acts on ready sockets (when the item from pollitems is ready) and due
+//  timeouts; completed calls run their done callbacks from here.
 void http_client_process (http_client_t *self, int64_t now, const zmq_pollitem_t *items, int count);
 
 //  When process must run next (ms, zclock_time clock); INT64_MAX = only on socket activity.
