@@ -7,8 +7,8 @@ import json
 import signal
 import time
 
-from harness import (Pipeline, TestFailure, base_config, check, fake_llm_stats, main, wait_until,
-                     write_jsonl)
+from harness import (Pipeline, TestFailure, base_config, check, fake_llm_control, fake_llm_stats,
+                     main, wait_until, write_jsonl)
 
 
 def pipeline(bin_dir, name, entities, **worker):
@@ -126,17 +126,24 @@ def test_sigterm_finishes_calls_in_flight(bin_dir):
 def test_sigterm_hands_back_what_cannot_finish(bin_dir):
     """Calls still running at drainTimeoutMs, and jobs waiting for a server, go back at once."""
     p, config = pipeline(bin_dir, "llm-handback", [{"id": "alpha", "responseChance": 0}],
-                         concurrency=20, drainTimeoutMs=500)
+                         concurrency=100, drainTimeoutMs=500)
     try:
         slow = p.start_fake_llm("slow", latency_ms=20000)
+        loading = p.start_fake_llm("loading", latency_ms=20000)
         fast = p.start_fake_llm("fast", latency_ms=10)
-        # 5 calls at once: 15 of the 20 jobs in hand wait for a slot.
-        config["lmStudioServers"] = [server("slow", slow, maxConcurrent=5)]
-        source(p, config, messages(20))
+        fake_llm_control(loading.ready["url"], health=503)
+        # 20 slots: the worker holds 20 jobs; 5 calls run on "slow", 15 jobs wait
+        # because "loading" is still loading its model.
+        config["lmStudioServers"] = [server("slow", slow, maxConcurrent=5),
+                                     server("loading", loading, maxConcurrent=15)]
+        source(p, config, messages(30))
         p.write_config(config)
         p.start_broker()
         p.start_sink()
         w = p.start_worker("w-slow")
+        wait_until(lambda: "LLM server loading is down" in log_text(p, "w-slow"), 10,
+                   "the loading server to be marked down")
+        check([x["capacity"] for x in p.ctl("workers")] == [20], "capacity: %s" % p.ctl("workers"))
         p.start_poller()
         wait_until(lambda: p.broker_stats()["in_flight"] == 20
                    and fake_llm_stats(slow.ready["url"])["in_flight"] == 5, 10,
@@ -148,10 +155,11 @@ def test_sigterm_hands_back_what_cannot_finish(bin_dir):
         stats = wait_until(lambda: (lambda s: s if s["returned"] == 20 else None)(p.broker_stats()),
                            5, "20 jobs handed back")
         check(stats["retried"] == 0 and stats["dlq"] == 0, "broker: %s" % stats)
+        check(fake_llm_stats(loading.ready["url"])["calls"] == 0, "a server that was down got calls")
         config["lmStudioServers"] = [server("fast", fast)]
         p.write_config(config)
         p.start_worker("w-fast")
-        wait_until(lambda: len(p.posted()) >= 20, 10, "20 replies from the other worker")
+        wait_until(lambda: len(p.posted()) >= 30, 10, "30 replies from the other worker")
         check(all(r["text"].startswith("[fast/") for r in p.posted()), "a reply from the slow server")
     except TestFailure:
         print(p.logs())

@@ -48,6 +48,9 @@ struct backend_s {
     backend_done_fn *done;
     void *ctx;
     void *state;
+    //  Jobs the backend can work on at once (the LLM servers' slots); 0 =
+    //  no limit. The worker holds no more than this, whatever its concurrency.
+    int64_t max_jobs;
     //  Begin a job. Returns 0, or -1 if it cannot (done is not called).
     int (*start) (backend_t *self, wjob_t *job, int64_t now);
     int (*pollitems) (backend_t *self, zmq_pollitem_t *items, int max);

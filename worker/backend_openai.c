@@ -6,7 +6,9 @@
     (libcurl multi), so a worker holds as many calls as worker.concurrency
     and the servers' maxConcurrent allow, with no thread per call.
 
-    A job waits in `waiting` until a server has a free slot. What a call's
+    A job waits in `waiting` until a server has a free slot (the worker
+    holds no more jobs than its servers have slots, so jobs wait only while
+    servers are paused, down or open, or for a retry's pause). What a call's
     end means for its job (the table in the README, "When an LLM call
     fails"):
 
@@ -508,13 +510,10 @@ static void s_banner (backend_t *backend)
                    s->name, s->shown_url, s->config->type, s->config->weight,
                    s->config->max_concurrent, key);
     }
-    int64_t slots = 0;
-    for (size_t i = 0; i < llm_pool_size (self->pool); i++)
-        slots += llm_pool_server (self->pool, i)->config->max_concurrent;
-    if (slots < self->config->worker_concurrency)
-        plog_info ("  worker.concurrency is %" PRId64 " but the servers take %" PRId64
-                   " calls at once: the rest of the jobs wait for a free slot",
-                   self->config->worker_concurrency, slots);
+    if (backend->max_jobs < self->config->worker_concurrency)
+        plog_info ("  %" PRId64 " slots, not worker.concurrency %" PRId64
+                   ": the servers' maxConcurrent allow no more calls at once",
+                   backend->max_jobs, self->config->worker_concurrency);
 }
 
 static void s_destroy (backend_t *backend)
@@ -554,6 +553,8 @@ int backend_openai_init (backend_t *backend)
     }
     self->probe = llm_probe_new (backend->config, self->pool, self->http);
     self->waiting = zlistx_new ();
+    for (size_t i = 0; i < llm_pool_size (self->pool); i++)
+        backend->max_jobs += llm_pool_server (self->pool, i)->config->max_concurrent;
     backend->state = self;
     backend->start = s_start;
     backend->pollitems = s_pollitems;

@@ -2,7 +2,8 @@
 
     Connects out to the broker (DEALER) and the sink (PUSH), so a worker can
     run on any machine that reaches both. Announces itself with HEARTBEAT
-    (capacity = worker.concurrency), takes JOB batches, has the backend
+    (capacity = worker.concurrency, or fewer if the backend can work on
+    fewer jobs at once), takes JOB batches, has the backend
     write the replies, sends each RESULT to the sink and then RELEASEs the
     job to the broker, which returns the credit. On SIGTERM it drains: it
     tells the broker to send nothing more, finishes what it holds within
@@ -466,6 +467,10 @@ static int s_start (worker_t *self, const char *ready_file)
     self->backend = backend_new (c, s_on_done, self);
     if (!self->broker || !self->sink || !self->backend)
         return -1;
+    //  Jobs beyond what the backend can run would only wait here; in the
+    //  broker's queue they can go to another worker.
+    if (self->backend->max_jobs > 0 && self->backend->max_jobs < (int64_t) self->capacity)
+        self->capacity = (uint32_t) self->backend->max_jobs;
     self->last_broker_seen = zclock_time ();
     plog_info ("WORKER %s STARTED: backend %s, %u slots, broker %s, sink %s", self->id,
                c->worker_backend, self->capacity, c->broker_backend, c->sink_results);
