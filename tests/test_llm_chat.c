@@ -364,6 +364,60 @@ static void test_model_listings (void **state)
     }
 }
 
+//  Mutates real answers at random: every reader refuses or accepts, never
+//  crashes, and a refusal always says why.
+static void test_random_mutations (void **state)
+{
+    (void) state;
+    const char *samples[] = {
+        "{\"choices\":[{\"message\":{\"role\":\"assistant\",\"content\":\"Hi \\u00e9 there\"},"
+        "\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2}}",
+        "{\"choices\":[{\"delta\":{\"content\":\"par\"},\"finish_reason\":null}]}",
+        "{\"error\":{\"code\":400,\"message\":\"the request exceeds the available context size\","
+        "\"type\":\"exceed_context_size_error\"}}",
+        ": keep-alive\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\r\n\r\ndata: [DONE]\n\n",
+        "{\"data\":[{\"id\":\"m1\",\"state\":\"loaded\"},{\"id\":\"m2\",\"state\":\"not-loaded\"}]}",
+        "{\"models\":[{\"name\":\"llama3.2:latest\"}]}",
+    };
+    srandom (4321);
+    char buf[512];
+    for (int round = 0; round < 20000; round++) {
+        const char *sample = samples[round % 6];
+        size_t size = strlen (sample);
+        memcpy (buf, sample, size);
+        int flips = 1 + (int) (random () % 4);
+        for (int f = 0; f < flips; f++)
+            buf[(size_t) random () % size] = (char) random ();
+        size_t len = random () % 4 == 0 ? (size_t) random () % size : size;
+        char why[300] = "";
+        llm_reply_t reply = {0};
+        llm_outcome_t rc = llm_chat_parse (buf, len, &reply, why, sizeof why);
+        assert_non_null (reply.text);
+        assert_true (rc == LLM_OK || *why);
+        llm_reply_clear (&reply);
+        bool text;
+        *why = 0;
+        rc = llm_chat_stream_event (&reply, buf, len, &text, why, sizeof why);
+        assert_true (rc == LLM_OK || *why);
+        llm_reply_clear (&reply);
+        char message[200];
+        llm_chat_classify (400 + random () % 200, buf, len, message, sizeof message);
+        assert_true (strlen (message) < sizeof message);
+        s_seen_t seen = {0};
+        sse_t *sse = sse_new (s_on_event, &seen);
+        for (size_t at = 0; at < len && seen.count < 12; at += 7)
+            sse_feed (sse, buf + at, len - at < 7 ? len - at : 7);
+        if (seen.count < 12)
+            sse_finish (sse);
+        sse_destroy (&sse);
+        const char *names[8];
+        void *doc;
+        llm_probe_parse_models ((llm_list_kind_t) (random () % 3), buf, len, &doc, names, 8, why,
+                                sizeof why);
+        json_decref (doc);
+    }
+}
+
 int main (void)
 {
     plog_init ("test", PLOG_ERROR);
@@ -373,6 +427,7 @@ int main (void)
         cmocka_unit_test (test_classify_errors),    cmocka_unit_test (test_stream_events),
         cmocka_unit_test (test_sse_stream),         cmocka_unit_test (test_sse_ends_and_limits),
         cmocka_unit_test (test_redact),             cmocka_unit_test (test_model_listings),
+        cmocka_unit_test (test_random_mutations),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }
