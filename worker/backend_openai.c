@@ -309,6 +309,9 @@ static void s_call_done (void *arg, const http_response_t *r)
     }
     snprintf (reason, sizeof reason, "LLM call failed %d time%s; last: %s", oj->attempts,
               oj->attempts == 1 ? "" : "s", oj->last_error);
+    if (plog_limiter_allow (&self->fail_log, 10))
+        plog_warn ("job %" PRIu64 " (%s) back to the broker: %s", oj->job->id, oj->job->msg_key,
+                   reason);
     int64_t after = outcome == LLM_RATE_LIMITED || outcome == LLM_BUSY
                         ? llm_pool_server (self->pool, oj->server)->paused_until - now
                         : 0;
@@ -328,6 +331,9 @@ static void s_give_back (oai_t *self, ojob_t *oj, const char *what, int64_t now)
     else
         snprintf (reason, sizeof reason, "%s; servers: %s", what, state);
     int64_t next = llm_pool_next_change (self->pool, now);
+    if (plog_limiter_allow (&self->fail_log, 10))
+        plog_warn ("job %" PRIu64 " (%s) back to the broker: %s", oj->job->id, oj->job->msg_key,
+                   reason);
     s_finish (oj, PROTO_REL_RETRY, reason, 0, next == INT64_MAX ? 0 : next - now);
 }
 

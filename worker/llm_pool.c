@@ -329,7 +329,7 @@ void llm_pool_call_cancelled (llm_pool_t *self, size_t index)
 static void s_succeeded (llm_server_t *s)
 {
     if (s->circuit != LLM_CIRCUIT_CLOSED)
-        plog_info ("LLM server %s: circuit closed, the trial call succeeded", s->name);
+        plog_info ("LLM server %s: circuit closed, a call succeeded", s->name);
     s->circuit = LLM_CIRCUIT_CLOSED;
     s->failures = 0;
     s->pauses = 0;
