@@ -6,6 +6,9 @@ chat messages (see fake_llm.py).
 """
 import collections
 import json
+import os
+import re
+import subprocess
 
 from harness import (Pipeline, TestFailure, base_config, check, fake_llm_stats, main,
                      wait_until, write_jsonl)
@@ -242,7 +245,31 @@ def test_every_failure_has_its_documented_outcome(bin_dir):
         p.cleanup()
 
 
+def test_readme_llm_snippets_are_valid_configurations(bin_dir):
+    """The README's configuration for each kind of LLM server passes parleyctl config check."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "README.md")) as f:
+        text = f.read()
+    section = text[text.index("### LLM servers"):text.index("### Workers on other machines")]
+    snippets = re.findall(r"```jsonc\n(.*?)```", section, re.S)
+    check(len(snippets) == 4, "expected 4 snippets, found %d" % len(snippets))
+    ctl = os.path.join(bin_dir, "tools", "parleyctl")
+    for i, snippet in enumerate(snippets):
+        path = "/tmp/parley-readme-llm-%d-%d.json" % (os.getpid(), i)
+        with open(path, "w") as f:
+            f.write(snippet)
+        try:
+            out = subprocess.run([ctl, "config", "check", path], capture_output=True, text=True,
+                                 timeout=10)
+        finally:
+            os.unlink(path)
+        check(out.returncode == 0 and "unknown key" not in out.stdout + out.stderr,
+              "snippet %d refused (%d): %s%s" % (i, out.returncode, out.stdout, out.stderr))
+        check(json.loads(snippet)["worker"]["backend"] == "openai", "snippet %d: backend" % i)
+
+
 if __name__ == "__main__":
     main([test_replies_prompt_key_and_usage,
           test_streaming_clean_up_and_field_names,
-          test_every_failure_has_its_documented_outcome])
+          test_every_failure_has_its_documented_outcome,
+          test_readme_llm_snippets_are_valid_configurations])
