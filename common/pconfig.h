@@ -69,7 +69,9 @@ typedef struct {
     int64_t max_concurrent;
     pcfg_strs_t models;          //  models this server can serve
     char *api_key_env;           //  environment variable holding the API key
+    char *api_key_file;          //  or a file holding it
     char *type;                  //  openai | llamacpp | lmstudio | ollama | vllm
+    char *max_tokens_field;      //  auto | max_tokens | max_completion_tokens
 } pcfg_llm_server_t;
 
 typedef struct {
@@ -211,6 +213,12 @@ typedef struct {
     int64_t connect_timeout_ms;
     int64_t llm_retries;
     int64_t drain_timeout_ms;
+    bool llm_stream;             //  ask for server-sent events
+    int64_t health_check_ms;     //  0 = no health checks
+    int64_t breaker_failures;
+    int64_t breaker_open_ms;
+    int64_t backoff_ms;
+    int64_t backoff_max_ms;
 
     //  sink
     pcfg_arr_t destinations;     //  pcfg_destination_t

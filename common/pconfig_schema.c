@@ -99,8 +99,13 @@ static const pcfg_field_t s_llm_fields[] = {
             "Models this server can serve; empty means ask the server (/v1/models)."),
     F_STR (pcfg_llm_server_t, "apiKeyEnv", api_key_env, "\"\"", NULL, NONE,
            "Environment variable holding the API key (the key itself never appears in the file)."),
+    F_STR (pcfg_llm_server_t, "apiKeyFile", api_key_file, "\"\"", NULL, NONE,
+           "File whose first line is the API key, used when apiKeyEnv is empty (e.g. a Docker secret)."),
     F_STR (pcfg_llm_server_t, "type", type, "\"openai\"", "openai|llamacpp|lmstudio|ollama|vllm",
-           NONE, "Server flavour; selects the health check and model listing."),
+           NONE, "Server flavour; selects the health check and how loaded models are listed."),
+    F_STR (pcfg_llm_server_t, "maxTokensField", max_tokens_field, "\"auto\"",
+           "auto|max_tokens|max_completion_tokens", NONE,
+           "Request field for the reply length; auto means max_completion_tokens for api.openai.com and max_tokens for every other server."),
     F_IGNORE ("capabilities", "Accepted for compatibility; not used."),
 };
 static const pcfg_schema_t s_llm_schema = SCHEMA ("lmStudioServers[]", pcfg_llm_server_t, s_llm_fields);
@@ -367,9 +372,21 @@ static const pcfg_field_t s_worker_fields[] = {
     F_INT (pcfg_t, "connectTimeoutMs", connect_timeout_ms, "3000", 10, 600000, NONE,
            "Time to connect to an LLM server."),
     F_INT (pcfg_t, "retries", llm_retries, "2", 0, 100, NONE,
-           "Retries of a transient LLM failure before the job is handed back."),
+           "Retries of a failed LLM call (on another server when there is one) before the job goes back to the broker."),
     F_INT (pcfg_t, "drainTimeoutMs", drain_timeout_ms, "30000", 0, 3600000, NONE,
            "On SIGTERM, time to finish jobs in hand before the rest go back to the broker."),
+    F_BOOL (pcfg_t, "stream", llm_stream, "false",
+            "Ask LLM servers to stream replies (server-sent events), which measures the time to first token."),
+    F_INT (pcfg_t, "healthCheckMs", health_check_ms, "10000", 0, 3600000, NONE,
+           "Interval of each LLM server's health check and model listing; 0 disables them."),
+    F_INT (pcfg_t, "breakerFailures", breaker_failures, "5", 1, 100000, NONE,
+           "Consecutive failed calls (5xx, timeouts, refused or reset connections) that open a server's circuit: it gets no calls for breakerOpenMs."),
+    F_INT (pcfg_t, "breakerOpenMs", breaker_open_ms, "10000", 10, 3600000, NONE,
+           "How long an open circuit keeps a server out before one trial call is let through."),
+    F_INT (pcfg_t, "backoffMs", backoff_ms, "1000", 0, 3600000, NONE,
+           "First pause of a server that answered 429 or 503 without Retry-After; doubles with each further one."),
+    F_INT (pcfg_t, "backoffMaxMs", backoff_max_ms, "30000", 0, 3600000, NONE,
+           "Longest pause of a busy server, also the cap on its Retry-After."),
 };
 static const pcfg_schema_t s_worker_schema = SCHEMA ("worker", pcfg_t, s_worker_fields);
 

@@ -8,6 +8,7 @@
 */
 #include "poller/source.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -130,7 +131,8 @@ static int64_t s_wakeup (source_t *self, int64_t now)
     (void) now;
     if (d->limit && (int64_t) d->produced >= d->limit)
         return INT64_MAX;
-    return (int64_t) d->next_at;
+    //  Rounded up: a wakeup before next_at would find nothing due and spin.
+    return (int64_t) ceil (d->next_at);
 }
 
 static int s_pollitems (source_t *self, zmq_pollitem_t *items, int max)

@@ -30,6 +30,7 @@ typedef struct {
     size_t pos;             //  next unread byte
     uint64_t line_no;
     uint64_t offset;        //  file offset of buf[0]
+    int64_t next_check;     //  followed file at its end: when to look for more
     char cursor[32];
     plog_limiter_t log;
 } jsonl_t;
@@ -154,6 +155,8 @@ static void s_poll (source_t *self, int64_t now, int budget, source_emit_fn *emi
             break;
         if (got < 0)
             plog_error ("source %s: read error: %s", self->config->name, strerror (errno));
+        if (got == 0 && self->config->follow && !j->is_stdin)
+            j->next_check = now + FOLLOW_MS;
         if (!self->config->follow || j->is_stdin || got < 0) {
             //  End of input: a last line without a newline still counts.
             if (j->len > j->pos && !j->skipping) {
@@ -181,8 +184,8 @@ static int64_t s_wakeup (source_t *self, int64_t now)
     if (j->is_stdin)
         //  Lines already buffered are due now; otherwise stdin's fd wakes us.
         return memchr (j->buf + j->pos, '\n', j->len - j->pos) ? now : INT64_MAX;
-    //  A regular file is always readable; a followed file is checked now and then.
-    return self->config->follow ? now + FOLLOW_MS : now;
+    //  A regular file is always readable; a followed file at its end is checked now and then.
+    return self->config->follow && j->next_check > now ? j->next_check : now;
 }
 
 static int s_pollitems (source_t *self, zmq_pollitem_t *items, int max)

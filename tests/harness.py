@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 _ALL = []   # every Proc ever started, for the last-resort cleanup
 
@@ -211,6 +212,21 @@ class Pipeline:
     def start_poller(self, key="poller", sets=(), env=None):
         return self._start(key, "parley-poller", self.endpoint_sets() + list(sets), env)
 
+    def start_fake_llm(self, key, models=(), type="llamacpp", latency_ms=0, api_key=""):
+        """tests/fake_llm.py, an OpenAI-compatible server on an ephemeral port.
+
+        Returns the Proc; its base URL is proc.ready["url"]."""
+        here = os.path.dirname(os.path.abspath(__file__))
+        ready = self.path(key + ".ready")
+        argv = [sys.executable, os.path.join(here, "fake_llm.py"), "--ready", ready,
+                "--name", key, "--models", ",".join(models), "--type", type,
+                "--latency-ms", str(latency_ms)]
+        if api_key:
+            argv += ["--api-key", api_key]
+        proc = Proc(key, argv, self.path(key + ".log"), self._env(None), ready)
+        self.procs[key] = proc
+        return proc.start()
+
     def ctl_text(self, *args, timeout=10):
         """parleyctl's plain output (no --json)."""
         argv = [self._binary("parleyctl"), "--timeout", "3000"]
@@ -302,6 +318,20 @@ class Pipeline:
             p.kill()
         if not keep:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def fake_llm_stats(url):
+    """What a fake LLM server has seen (its /_stats)."""
+    with urllib.request.urlopen(url + "/_stats", timeout=5) as r:
+        return json.load(r)
+
+
+def fake_llm_control(url, **change):
+    """Changes a fake LLM server's behaviour (its /_control)."""
+    req = urllib.request.Request(url + "/_control", data=json.dumps(change).encode(),
+                                 method="POST", headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return json.load(r)
 
 
 def base_config(entities, **sections):

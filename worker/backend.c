@@ -14,6 +14,8 @@ backend_t *backend_new (const pcfg_t *config, backend_done_fn *done, void *ctx)
     int rc;
     if (strcmp (config->worker_backend, "template") == 0)
         rc = backend_template_init (self);
+    else if (strcmp (config->worker_backend, "openai") == 0)
+        rc = backend_openai_init (self);
     else {
         plog_error ("backend \"%s\" is not available in this build", config->worker_backend);
         rc = -1;

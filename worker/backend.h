@@ -48,6 +48,9 @@ struct backend_s {
     backend_done_fn *done;
     void *ctx;
     void *state;
+    //  Jobs the backend can work on at once (the LLM servers' slots); 0 =
+    //  no limit. The worker holds no more than this, whatever its concurrency.
+    int64_t max_jobs;
     //  Begin a job. Returns 0, or -1 if it cannot (done is not called).
     int (*start) (backend_t *self, wjob_t *job, int64_t now);
     int (*pollitems) (backend_t *self, zmq_pollitem_t *items, int max);
@@ -60,12 +63,21 @@ struct backend_s {
     //  Models hot on this backend's servers; returns how many were written.
     size_t (*models) (backend_t *self, const char **out, size_t max);
     void (*destroy) (backend_t *self);
+    //  Optional. The worker stops taking work: jobs not started yet are
+    //  handed back at once (done with RETURN).
+    void (*drain) (backend_t *self);
+    //  Optional. The backend's own counters and gauges for STATS; the names
+    //  are static strings. Returns how many were written.
+    size_t (*stats) (backend_t *self, proto_num_t *out, size_t max);
+    //  Optional. Logs what the backend talks to, after the startup banner.
+    void (*banner) (backend_t *self);
 };
 
 backend_t *backend_new (const pcfg_t *config, backend_done_fn *done, void *ctx);
 void backend_destroy (backend_t **self_p);
 
 int backend_template_init (backend_t *self);
+int backend_openai_init (backend_t *self);
 
 //  The template backend's reply for a job (also used by tests): one of the
 //  entity's templates, chosen by the message key, with placeholders filled.

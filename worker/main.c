@@ -1,6 +1,22 @@
 /*  parley-worker - writes replies with an LLM (or the built-in templates). */
 #include "common/pdaemon.h"
+#include "common/plog.h"
 #include "worker/worker.h"
+
+#include <curl/curl.h>
+#include <sys/resource.h>
+
+//  Every LLM call in flight holds a socket: allow as many descriptors as
+//  the system lets this process have, not the usual 1024.
+static void s_raise_fd_limit (void)
+{
+    struct rlimit limit;
+    if (getrlimit (RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+        limit.rlim_cur = limit.rlim_max;
+        if (setrlimit (RLIMIT_NOFILE, &limit))
+            plog_warn ("could not raise the open files limit; many calls in flight may fail");
+    }
+}
 
 int main (int argc, char **argv)
 {
@@ -14,8 +30,13 @@ int main (int argc, char **argv)
         "  WORKER_ID=gpu-box-1 parley-worker --config parley.json"};
     pdaemon_t daemon;
     pdaemon_start (&daemon, &info, argc, argv);
+    s_raise_fd_limit ();
+    //  libcurl, and OpenSSL under it, set up once in the main thread before
+    //  any other thread exists (their global state is not the actor's to own).
+    curl_global_init (CURL_GLOBAL_DEFAULT);
     worker_args_t args = {daemon.config, daemon.ready_file};
     int status = pdaemon_run_actor (worker_server, &args);
+    curl_global_cleanup ();
     pdaemon_finish (&daemon);
     return status;
 }

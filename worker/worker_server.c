@@ -2,7 +2,8 @@
 
     Connects out to the broker (DEALER) and the sink (PUSH), so a worker can
     run on any machine that reaches both. Announces itself with HEARTBEAT
-    (capacity = worker.concurrency), takes JOB batches, has the backend
+    (capacity = worker.concurrency, or fewer if the backend can work on
+    fewer jobs at once), takes JOB batches, has the backend
     write the replies, sends each RESULT to the sink and then RELEASEs the
     job to the broker, which returns the credit. On SIGTERM it drains: it
     tells the broker to send nothing more, finishes what it holds within
@@ -10,6 +11,7 @@
 */
 #include "worker/worker.h"
 #include "worker/backend.h"
+#include "worker/reply.h"
 #include "common/pdaemon.h"
 #include "common/plog.h"
 #include "proto/proto_sock.h"
@@ -21,13 +23,13 @@
 #include <string.h>
 #include <unistd.h>
 
-#define STATS_MS        1000
-#define MAX_BACKEND_FDS 1024
-#define MAX_REPLY       16384   //  longest reply kept; the sink trims per platform
+#define STATS_MS     1000
+#define MAX_REPLY    16384  //  longest reply kept, in bytes, whatever the platform
+#define FIRST_ITEMS  256    //  poll items to start with; grows with the backend's sockets
 
 typedef struct {
     uint64_t received, completed, failed, retried, expired, skipped, returned, malformed;
-    uint64_t llm_ms_total, tokens;
+    uint64_t empty, llm_ms_total, tokens;
 } wcounters_t;
 
 typedef struct {
@@ -120,26 +122,6 @@ static void s_release (worker_t *self, uint64_t job_id, uint64_t token, int stat
     }
 }
 
-//  Trims white space; returns the cleaned reply in place.
-static char *s_clean (char *text)
-{
-    char *start = text;
-    while (*start && isspace ((unsigned char) *start))
-        start++;
-    size_t n = strlen (start);
-    while (n > 0 && isspace ((unsigned char) start[n - 1]))
-        n--;
-    if (n > MAX_REPLY) {
-        //  Cut at a character boundary, never inside a UTF-8 sequence.
-        n = MAX_REPLY;
-        while (n > 0 && ((unsigned char) start[n] & 0xc0) == 0x80)
-            n--;
-    }
-    memmove (text, start, n);
-    text[n] = 0;
-    return text;
-}
-
 //  The backend finished a job.
 static void s_on_done (void *ctx, wjob_t *job, int status, const char *text, uint64_t tokens,
                        int64_t retry_after)
@@ -154,7 +136,9 @@ static void s_on_done (void *ctx, wjob_t *job, int status, const char *text, uin
         s_job_free (&job);
         return;
     }
-    char *reply = s_clean (strdup (text ? text : ""));
+    const pcfg_entity_t *e = pcfg_entity (self->config, (size_t) job->entity);
+    char *reply = reply_clean (strdup (text ? text : ""), e,
+                               reply_limit (self->config, job->message.source), MAX_REPLY);
     if (job->expires_ms && self->now > job->expires_ms) {
         s_release (self, job->id, job->token, PROTO_REL_EXPIRED, "reply written too late", 0);
         free (reply);
@@ -162,6 +146,7 @@ static void s_on_done (void *ctx, wjob_t *job, int status, const char *text, uin
         return;
     }
     if (!*reply) {
+        self->counters.empty++;
         s_release (self, job->id, job->token, PROTO_REL_SKIP, "empty reply", 0);
         free (reply);
         s_job_free (&job);
@@ -173,7 +158,6 @@ static void s_on_done (void *ctx, wjob_t *job, int status, const char *text, uin
         self->result_texts = realloc (self->result_texts, self->result_capacity * sizeof (char *));
         self->result_jobs = realloc (self->result_jobs, self->result_capacity * sizeof (wjob_t *));
     }
-    const pcfg_entity_t *e = pcfg_entity (self->config, (size_t) job->entity);
     self->result_texts[self->result_count] = reply;
     self->result_jobs[self->result_count] = job;
     self->results[self->result_count++] = (proto_result_item_t) {
@@ -300,16 +284,19 @@ static void s_send_stats (worker_t *self)
 {
     const wcounters_t *c = &self->counters;
     uint64_t finished = c->completed + c->failed + c->retried + c->expired + c->skipped;
-    proto_num_t values[] = {
+    proto_num_t values[64] = {
         {"received", (double) c->received},   {"completed", (double) c->completed},
         {"failed", (double) c->failed},       {"retried", (double) c->retried},
         {"expired", (double) c->expired},     {"skipped", (double) c->skipped},
         {"returned", (double) c->returned},   {"malformed", (double) c->malformed},
-        {"in_flight", (double) self->job_count}, {"capacity", (double) self->capacity},
-        {"tokens", (double) c->tokens},
+        {"empty_replies", (double) c->empty}, {"in_flight", (double) self->job_count},
+        {"capacity", (double) self->capacity}, {"tokens", (double) c->tokens},
         {"avg_ms", finished ? (double) c->llm_ms_total / (double) finished : 0},
     };
-    proto_component_t me = {"worker", self->id, values, sizeof values / sizeof values[0]};
+    size_t count = 13;
+    if (self->backend->stats)
+        count += self->backend->stats (self->backend, values + count, 64 - count);
+    proto_component_t me = {"worker", self->id, values, count};
     proto_stats_t stats = {(uint64_t) self->now, &me, 1};
     s_send (self->sink, PROTO_STATS, &stats);
     self->next_stats = self->now + STATS_MS;
@@ -354,16 +341,29 @@ static void s_read_broker (worker_t *self)
 
 //  --- the loop ----------------------------------------------------------------------
 
+//  The backend's sockets after the worker's two; the array grows to fit them.
+static int s_backend_items (worker_t *self, zmq_pollitem_t **items, int *room)
+{
+    for (;;) {
+        int nb = self->backend->pollitems (self->backend, *items + 2, *room);
+        if (nb < *room)
+            return nb;
+        *room *= 2;
+        *items = realloc (*items, (size_t) (2 + *room) * sizeof (zmq_pollitem_t));
+    }
+}
+
 static void s_run (worker_t *self)
 {
-    zmq_pollitem_t items[2 + MAX_BACKEND_FDS];
+    int room = FIRST_ITEMS;
+    zmq_pollitem_t *items = malloc ((size_t) (2 + room) * sizeof (zmq_pollitem_t));
     int64_t drain_until = 0;
     s_heartbeat (self);
     for (;;) {
         self->now = zclock_time ();
         items[0] = (zmq_pollitem_t) {zsock_resolve (self->pipe), 0, ZMQ_POLLIN, 0};
         items[1] = (zmq_pollitem_t) {zsock_resolve (self->broker), 0, ZMQ_POLLIN, 0};
-        int nb = self->backend->pollitems (self->backend, items + 2, MAX_BACKEND_FDS);
+        int nb = s_backend_items (self, &items, &room);
         int64_t wake = self->next_heartbeat < self->next_stats ? self->next_heartbeat : self->next_stats;
         int64_t bw = self->backend->wakeup (self->backend, self->now);
         if (bw < wake)
@@ -386,6 +386,8 @@ static void s_run (worker_t *self)
                 drain_until = self->now + self->config->drain_timeout_ms;
                 plog_info ("draining: finishing %zu job(s) in hand, taking no more", self->job_count);
                 s_heartbeat (self);
+                if (self->backend->drain)
+                    self->backend->drain (self->backend);
             }
         }
         s_read_broker (self);
@@ -415,6 +417,7 @@ static void s_run (worker_t *self)
     }
     s_flush (self);
     s_send_stats (self);
+    free (items);
 }
 
 //  --- life -----------------------------------------------------------------------------
@@ -469,9 +472,15 @@ static int s_start (worker_t *self, const char *ready_file)
     self->backend = backend_new (c, s_on_done, self);
     if (!self->broker || !self->sink || !self->backend)
         return -1;
+    //  Jobs beyond what the backend can run would only wait here; in the
+    //  broker's queue they can go to another worker.
+    if (self->backend->max_jobs > 0 && self->backend->max_jobs < (int64_t) self->capacity)
+        self->capacity = (uint32_t) self->backend->max_jobs;
     self->last_broker_seen = zclock_time ();
     plog_info ("WORKER %s STARTED: backend %s, %u slots, broker %s, sink %s", self->id,
                c->worker_backend, self->capacity, c->broker_backend, c->sink_results);
+    if (self->backend->banner)
+        self->backend->banner (self->backend);
     json_t *ready = json_object ();
     json_object_set_new (ready, "id", json_string (self->id));
     pdaemon_write_ready (ready_file, ready);
