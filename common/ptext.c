@@ -227,3 +227,19 @@ char *ptext_fill (const char *template, ptext_lookup_fn *lookup, void *ctx)
     }
     return b.data;
 }
+
+char *ptext_trim (const char *s, size_t max, ptext_unit_t unit)
+{
+    static const char ellipsis[] = "\xE2\x80\xA6";
+    size_t len = strlen (s);
+    if (!max || ptext_length (s, len, unit) <= max)
+        return strdup (s);
+    size_t mark = ptext_length (ellipsis, strlen (ellipsis), unit);
+    size_t cut = ptext_cut (s, len, max > mark ? max - mark : 0, unit, true);
+    while (cut > 0 && (s[cut - 1] == ' ' || s[cut - 1] == '\n' || s[cut - 1] == '\t'))
+        cut--;
+    char *out = malloc (cut + sizeof ellipsis);
+    memcpy (out, s, cut);
+    memcpy (out + cut, ellipsis, sizeof ellipsis);
+    return out;
+}

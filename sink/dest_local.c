@@ -8,6 +8,7 @@
     the sink check after a crash whether a post it was making went out.
 */
 #include "sink/dest.h"
+#include "common/ptext.h"
 #include "common/plog.h"
 
 #include <czmq.h>
@@ -37,11 +38,19 @@ int64_t dest_no_wakeup (dest_t *self, int64_t now)
 
 //  --- stdout ----------------------------------------------------------------------
 
+//  Local destinations have no platform limit; maxLength, if set, trims.
+static char *s_text (dest_t *self, const dest_post_t *post)
+{
+    return ptext_trim (post->text, (size_t) self->config->max_length, PTEXT_CODEPOINTS);
+}
+
 static int s_stdout_post (dest_t *self, const dest_post_t *post, void *tag, int64_t now)
 {
     (void) now;
-    printf ("[%s] %s -> @%s: %s\n", post->chat, post->entity_name, post->author, post->text);
+    char *text = s_text (self, post);
+    printf ("[%s] %s -> @%s: %s\n", post->chat, post->entity_name, post->author, text);
     fflush (stdout);
+    free (text);
     self->done (self->ctx, tag, DEST_OK, NULL, 0);
     return 0;
 }
@@ -78,13 +87,15 @@ typedef struct {
 static int s_jsonl_post (dest_t *self, const dest_post_t *post, void *tag, int64_t now)
 {
     jsonl_t *j = self->state;
+    char *trimmed = s_text (self, post);
     json_t *line = json_pack ("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I}",
                               "msg_key", post->msg_key, "entity", post->entity_id, "chat", post->chat,
                               "source", post->source, "chat_ref", post->chat_ref, "reply_to",
-                              post->msg_ref, "author", post->author, "text", post->text,
+                              post->msg_ref, "author", post->author, "text", trimmed,
                               "created_ms", (json_int_t) post->created_ms, "posted_ms",
                               (json_int_t) now, "job_id", (json_int_t) post->job_id, "attempt",
                               (json_int_t) post->attempt);
+    free (trimmed);
     char *text = line ? json_dumps (line, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
     json_decref (line);
     if (!text) {

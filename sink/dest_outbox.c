@@ -7,7 +7,6 @@
 #include <string.h>
 
 #define PROGRESS_MAX 10000      //  partly posted replies remembered
-#define ELLIPSIS     "\xE2\x80\xA6"
 
 struct dest_outbox_s {
     dest_t *dest;
@@ -64,14 +63,7 @@ static void s_split (dest_outbox_t *self, dest_item_t *item, const char *text)
         return;
     }
     if (self->trim) {
-        size_t mark = ptext_length (ELLIPSIS, strlen (ELLIPSIS), self->unit);
-        size_t cut = ptext_cut (text, len, self->max_len > mark ? self->max_len - mark : 0,
-                                self->unit, true);
-        char *trimmed = malloc (cut + strlen (ELLIPSIS) + 1);
-        memcpy (trimmed, text, cut);
-        while (cut > 0 && (trimmed[cut - 1] == ' ' || trimmed[cut - 1] == '\n'))
-            cut--;
-        strcpy (trimmed + cut, ELLIPSIS);
+        char *trimmed = ptext_trim (text, self->max_len, self->unit);
         s_add_part (item, trimmed, strlen (trimmed));
         free (trimmed);
         return;

@@ -104,31 +104,12 @@ static void test_clean (void **state)
     pcfg_destroy (&config);
 }
 
-static void test_limit (void **state)
-{
-    (void) state;
-    pcfg_t *config = s_config (
-        "{\"sink\": {\"destinations\": ["
-        "  {\"name\": \"tg\", \"type\": \"telegram\", \"source\": \"tele\"},"
-        "  {\"name\": \"tw\", \"type\": \"twitch\", \"source\": \"twitch\"},"
-        "  {\"name\": \"log\", \"type\": \"jsonl\", \"source\": \"*\"},"
-        "  {\"name\": \"short\", \"type\": \"http\", \"source\": \"web\", \"maxLength\": 280},"
-        "  {\"name\": \"off\", \"type\": \"twitch\", \"source\": \"web\", \"enabled\": false}]}}");
-    assert_int_equal (reply_limit (config, "tele"), 4096);
-    assert_int_equal (reply_limit (config, "twitch"), 500);
-    assert_int_equal (reply_limit (config, "web"), 280);
-    assert_int_equal (reply_limit (config, "demo"), 0);
-    assert_int_equal (reply_limit (config, NULL), 0);
-    pcfg_destroy (&config);
-}
-
 int main (void)
 {
     plog_init ("test", PLOG_ERROR);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test (test_messages),
         cmocka_unit_test (test_clean),
-        cmocka_unit_test (test_limit),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }

@@ -6,32 +6,6 @@
 #include <string.h>
 #include <strings.h>
 
-//  Platforms' own limits, in characters, for destinations without maxLength.
-static const struct {
-    const char *type;
-    size_t limit;
-} s_platform_limits[] = {
-    {"telegram", 4096},     //  sendMessage text
-    {"twitch", 500},        //  one IRC chat message
-};
-
-size_t reply_limit (const pcfg_t *config, const char *source)
-{
-    size_t best = 0;
-    const pcfg_destination_t *d = config->destinations.items;
-    for (size_t i = 0; i < config->destinations.count; i++) {
-        if (!d[i].enabled || (strcmp (d[i].source, "*") && strcmp (d[i].source, source ? source : "")))
-            continue;
-        size_t limit = (size_t) d[i].max_length;
-        for (size_t k = 0; !limit && k < sizeof s_platform_limits / sizeof s_platform_limits[0]; k++)
-            if (!strcmp (d[i].type, s_platform_limits[k].type))
-                limit = s_platform_limits[k].limit;
-        if (limit && (!best || limit < best))
-            best = limit;
-    }
-    return best;
-}
-
 //  Removes <think>...</think> blocks; an unclosed one takes the rest.
 static void s_drop_reasoning (char *text)
 {

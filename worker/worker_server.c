@@ -137,8 +137,7 @@ static void s_on_done (void *ctx, wjob_t *job, int status, const char *text, uin
         return;
     }
     const pcfg_entity_t *e = pcfg_entity (self->config, (size_t) job->entity);
-    char *reply = reply_clean (strdup (text ? text : ""), e,
-                               reply_limit (self->config, job->message.source), MAX_REPLY);
+    char *reply = reply_clean (strdup (text ? text : ""), e, 0, MAX_REPLY);
     if (job->expires_ms && self->now > job->expires_ms) {
         s_release (self, job->id, job->token, PROTO_REL_EXPIRED, "reply written too late", 0);
         free (reply);
