@@ -209,6 +209,7 @@ typedef struct {
     int64_t worker_concurrency;
     int64_t template_latency_ms;
     int64_t template_jitter_ms;
+    char *template_crash_on;
     int64_t request_timeout_ms;
     int64_t connect_timeout_ms;
     int64_t llm_retries;

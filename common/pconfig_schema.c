@@ -367,6 +367,8 @@ static const pcfg_field_t s_worker_fields[] = {
            "template: simulated time to write a reply."),
     F_INT (pcfg_t, "templateJitterMs", template_jitter_ms, "200", 0, 600000, NONE,
            "template: random extra latency, 0..this."),
+    F_STR (pcfg_t, "templateCrashOn", template_crash_on, "\"\"", NULL, NONE,
+           "Fault injection for tests: the template backend kills its worker (abort) on a message containing this text; empty disables."),
     F_INT (pcfg_t, "requestTimeoutMs", request_timeout_ms, "20000", 100, 3600000, NONE,
            "Total time one LLM call may take."),
     F_INT (pcfg_t, "connectTimeoutMs", connect_timeout_ms, "3000", 10, 600000, NONE,

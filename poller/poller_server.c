@@ -1,5 +1,6 @@
 /*  poller_server - the poller actor. See poller.h. */
 #include "poller/poller.h"
+#include "poller/poller_store.h"
 #include "poller/select.h"
 #include "poller/source.h"
 #include "common/pdaemon.h"
@@ -58,8 +59,11 @@ typedef struct {
     proto_job_spec_t *pending;  //  jobs not sent yet (strings and payload owned)
     size_t pending_count;
     size_t pending_capacity;
-    zlistx_t *unacked;          //  batch_t, oldest first
-    size_t unacked_items;
+    zlistx_t *unsent;           //  batch_t made this iteration, sent once stored
+    zlistx_t *unacked;          //  batch_t sent, oldest first
+    size_t unacked_items;       //  jobs in unsent and unacked batches
+    poller_store_t *store;      //  durable state; NULL keeps everything in memory
+    int64_t next_prune;
     uint64_t next_seq;
     int64_t next_stats;
     pcounters_t counters;
@@ -68,13 +72,17 @@ typedef struct {
 
 //  --- seen set and context ------------------------------------------------------
 
+//  The memory set is a cache of recent keys; the store has all of them.
 static bool s_seen (poller_t *self, const char *key)
 {
-    return zhashx_lookup (self->seen, key) != NULL;
+    return zhashx_lookup (self->seen, key) != NULL
+           || (self->store && poller_store_seen (self->store, key));
 }
 
 static void s_mark_seen (poller_t *self, const char *key)
 {
+    if (self->store)
+        poller_store_mark_seen (self->store, key, self->now);
     if (zhashx_insert (self->seen, key, (void *) 1) != 0)
         return;
     zlistx_add_end (self->seen_order, strdup (key));
@@ -235,8 +243,11 @@ static void s_flush (poller_t *self)
             free (batch);
         }
         else {
-            s_send_copy (self, &batch->frame);
-            zlistx_add_end (self->unacked, batch);
+            //  Stored now, sent once the iteration's commit is done.
+            if (self->store)
+                poller_store_batch (self->store, batch->seq, zmq_msg_data (&batch->frame),
+                                    zmq_msg_size (&batch->frame), n);
+            zlistx_add_end (self->unsent, batch);
             self->unacked_items += n;
             self->counters.submitted += n;
         }
@@ -245,6 +256,17 @@ static void s_flush (poller_t *self)
         done += n;
     }
     self->pending_count = 0;
+}
+
+//  Sends the batches made (and stored) this iteration.
+static void s_send_new (poller_t *self)
+{
+    batch_t *batch;
+    while ((batch = zlistx_detach (self->unsent, NULL))) {
+        s_send_copy (self, &batch->frame);
+        batch->sent_at = self->now;
+        zlistx_add_end (self->unacked, batch);
+    }
 }
 
 static void s_batch_free (void **item)
@@ -268,6 +290,8 @@ static void s_on_ack (poller_t *self, const proto_ack_t *ack)
         for (size_t i = 0; i < ack->rejected_count; i++)
             plog_warn ("broker refused job %" PRIu64 " of batch %" PRIu64 ": %s",
                        ack->rejected[i].index, ack->seq, ack->rejected[i].reason);
+        if (self->store)
+            poller_store_acked (self->store, b->seq);
         zlistx_delete (self->unacked, zlistx_cursor (self->unacked));
         return;
     }
@@ -360,16 +384,26 @@ static void s_poll_sources (poller_t *self, zmq_pollitem_t *items, int *owner, i
             budget = 10000;
         if (budget > 0) {
             src->poll (src, self->now, budget, s_on_message, self);
-            //  Nothing is stored yet in memory mode: what was read is as
-            //  committed as it will ever be.
             const char *cursor = src->cursor (src);
-            if (cursor)
-                src->committed (src, cursor);
+            if (cursor && self->store)
+                poller_store_cursor (self->store, src->config->name, cursor);
         }
     }
 }
 
-static void s_run (poller_t *self)
+//  Tells each source its cursor is stored: it may now confirm what it read.
+static void s_confirm_cursors (poller_t *self)
+{
+    for (size_t s = 0; s < self->source_count; s++) {
+        source_t *src = self->sources[s];
+        const char *cursor = src->cursor (src);
+        if (cursor)
+            src->committed (src, cursor);
+    }
+}
+
+//  Returns -1 when the poller's state could not be stored.
+static int s_run (poller_t *self)
 {
     zmq_pollitem_t items[2 + MAX_SOURCE_FDS];
     int owner[2 + MAX_SOURCE_FDS];
@@ -420,16 +454,32 @@ static void s_run (poller_t *self)
         if (!stop_at)
             s_poll_sources (self, items + 2, owner + 2, n - 2);
         s_flush (self);
+        //  Jobs, seen marks and cursors are stored before the broker or the
+        //  platform hears of them.
+        if (self->store && poller_store_commit (self->store))
+            return -1;
+        s_confirm_cursors (self);
+        s_send_new (self);
         s_resend (self);
+        if (self->store && self->now >= self->next_prune) {
+            poller_store_prune (self->store, self->now, self->config->dedupe_retention_s * 1000);
+            self->next_prune = self->now + 60000;
+        }
         if (self->now >= self->next_stats) {
             s_send_stats (self);
             self->next_stats = self->now + STATS_MS;
         }
-        if (stop_at && (self->unacked_items == 0 || self->now >= stop_at))
+        //  With storage, unacknowledged batches are resent after a restart:
+        //  no need to wait for them.
+        if (stop_at && (self->unacked_items == 0 || self->now >= stop_at || self->store))
             break;
     }
-    if (self->unacked_items)
+    if (self->store && self->unacked_items)
+        plog_info ("stopped with %zu jobs not yet acknowledged; stored, they go again at the next start",
+                   self->unacked_items);
+    else if (self->unacked_items)
         plog_warn ("stopped with %zu jobs not acknowledged by the broker", self->unacked_items);
+    return 0;
 }
 
 //  --- life -------------------------------------------------------------------------------
@@ -453,6 +503,8 @@ static poller_t *s_poller_new (zsock_t *pipe, const pcfg_t *config)
     zhashx_set_destructor (self->contexts, s_context_free);
     self->unacked = zlistx_new ();
     zlistx_set_destructor (self->unacked, s_batch_free);
+    self->unsent = zlistx_new ();
+    zlistx_set_destructor (self->unsent, s_batch_free);
     self->selection = calloc (config->entities.count + 1, sizeof (selection_t));
     for (size_t i = 0; i < config->entities.count; i++) {
         size_t k = (size_t) pcfg_entity (config, i)->messages_to_read;
@@ -475,15 +527,44 @@ static void s_poller_destroy (poller_t **self_p)
     zlistx_destroy (&self->seen_order);
     zhashx_destroy (&self->contexts);
     zlistx_destroy (&self->unacked);
+    zlistx_destroy (&self->unsent);
+    poller_store_close (&self->store);
     free (self->selection);
     zsock_destroy (&self->broker);
     free (self);
     *self_p = NULL;
 }
 
+//  A stored, unacknowledged batch: it goes again first thing.
+static void s_load_batch (void *arg, uint64_t seq, const void *frame, size_t size, size_t count)
+{
+    poller_t *self = arg;
+    batch_t *batch = calloc (1, sizeof *batch);
+    batch->seq = seq;
+    batch->count = count;
+    zmq_msg_init_size (&batch->frame, size);
+    memcpy (zmq_msg_data (&batch->frame), frame, size);
+    zlistx_add_end (self->unsent, batch);
+    self->unacked_items += count;
+    if (seq > self->next_seq)
+        self->next_seq = seq;
+}
+
 static int s_start (poller_t *self, const char *ready_file)
 {
     const pcfg_t *c = self->config;
+    if (*c->data_dir) {
+        char err[600];
+        self->store = poller_store_open (c->data_dir, c->fsync, err, sizeof err);
+        if (!self->store) {
+            plog_error ("%s", err);
+            return -1;
+        }
+        poller_store_load_batches (self->store, self, s_load_batch);
+        if (zlistx_size (self->unsent))
+            plog_info ("%zu unacknowledged batch(es) (%zu jobs) from before the restart go again",
+                       zlistx_size (self->unsent), self->unacked_items);
+    }
     self->broker = proto_sock_new (&self->net, ZMQ_DEALER, c->broker_frontend, false, NULL);
     if (!self->broker)
         return -1;
@@ -496,7 +577,14 @@ static int s_start (poller_t *self, const char *ready_file)
         if (!src)
             return -1;
         self->sources[self->source_count++] = src;
-        plog_info ("source %s (%s) ready", configs[i].name, configs[i].type);
+        char *cursor = self->store ? poller_store_get_cursor (self->store, configs[i].name) : NULL;
+        if (cursor) {
+            src->restore (src, cursor);
+            plog_info ("source %s (%s) resumes at %s", configs[i].name, configs[i].type, cursor);
+            free (cursor);
+        }
+        else
+            plog_info ("source %s (%s) ready", configs[i].name, configs[i].type);
     }
     if (self->source_count == 0)
         plog_warn ("no enabled sources: nothing to do");
@@ -517,6 +605,10 @@ void poller_server (zsock_t *pipe, void *args)
         s_poller_destroy (&self);
         return;
     }
-    s_run (self);
+    if (s_run (self)) {
+        zstr_send (pipe, "storage failed; stopping");
+        s_poller_destroy (&self);
+        return;
+    }
     s_poller_destroy (&self);
 }

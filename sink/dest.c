@@ -6,12 +6,13 @@
 #include <string.h>
 
 dest_t *dest_new (const pcfg_destination_t *config, const pcfg_t *root, dest_done_fn *done,
-                  void *ctx)
+                  dest_sending_fn *sending, void *ctx)
 {
     dest_t *self = calloc (1, sizeof *self);
     self->config = config;
     self->root = root;
     self->done = done;
+    self->sending = sending;
     self->ctx = ctx;
     int rc;
     if (strcmp (config->type, "stdout") == 0)

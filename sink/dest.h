@@ -43,12 +43,23 @@ typedef struct dest_s dest_t;
 typedef void (dest_done_fn) (void *ctx, void *tag, int status, const char *reason,
                              int64_t retry_after_ms);
 
+//  Called by a destination that holds posts (see `holds`) right before a
+//  reply's first byte leaves for the platform. The sink records, durably,
+//  that this reply is being posted; it returns 0, or -1 when it could not,
+//  and then the destination must not send (it tries again later).
+typedef int (dest_sending_fn) (void *ctx, void *tag);
+
 struct dest_s {
     const pcfg_destination_t *config;
     const pcfg_t *root;
     dest_done_fn *done;
+    dest_sending_fn *sending;
     void *ctx;
     void *state;
+    //  True if posts may wait inside the destination (platform limits)
+    //  before they are sent; it then calls `sending` as each one leaves.
+    //  False for destinations that write at once, inside post().
+    bool holds;
     //  Posts; calls done (maybe at once). Returns -1 if it cannot start.
     int (*post) (dest_t *self, const dest_post_t *post, void *tag, int64_t now);
     int (*pollitems) (dest_t *self, zmq_pollitem_t *items, int max);
@@ -62,7 +73,7 @@ struct dest_s {
 };
 
 dest_t *dest_new (const pcfg_destination_t *config, const pcfg_t *root, dest_done_fn *done,
-                  void *ctx);
+                  dest_sending_fn *sending, void *ctx);
 void dest_destroy (dest_t **self_p);
 
 int dest_stdout_init (dest_t *self);

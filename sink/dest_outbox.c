@@ -187,6 +187,12 @@ void dest_outbox_run (dest_outbox_t *self, int64_t now)
         if (item->in_flight || zhashx_lookup (self->busy, item->chat)
             || dest_limit_next (item->limit, item->chat, item->is_private, now) > now)
             continue;
+        //  The sink marks the reply as being posted before its first part leaves.
+        if (item->part_next == 0 && !item->announced && self->dest->sending) {
+            if (self->dest->sending (self->dest->ctx, item->tag) != 0)
+                continue;
+            item->announced = true;
+        }
         char why[300] = "not ready";
         int rc = self->send (self->dest, item, now, why, sizeof why);
         if (rc == 0) {
@@ -264,6 +270,7 @@ dest_outbox_t *dest_outbox_new (dest_t *dest, dest_send_fn *send, ptext_unit_t u
 {
     dest_outbox_t *self = calloc (1, sizeof *self);
     self->dest = dest;
+    dest->holds = true;
     self->send = send;
     self->unit = unit;
     self->max_len = dest->config->max_length > 0 ? (size_t) dest->config->max_length : platform_max;

@@ -33,6 +33,7 @@ typedef struct {
     void *account;              //  the destination's, for its send function
     dest_limit_t *limit;        //  the account's limits
     bool in_flight;
+    bool announced;             //  the sink was told it is being sent
     int64_t blocked_since;      //  the destination was not ready; 0 = not blocked
     dest_post_t post;           //  a copy of the post (strings owned by the item)
     void *handle;               //  in the outbox's list

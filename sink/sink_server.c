@@ -11,6 +11,7 @@
 */
 #include "sink/sink.h"
 #include "sink/dest.h"
+#include "sink/sink_store.h"
 #include "common/pdaemon.h"
 #include "common/plog.h"
 #include "proto/proto.h"
@@ -54,6 +55,7 @@ typedef struct {
     char *reason;
     int64_t outcome_at;
     uint64_t llm_ms;
+    bool marked;                //  stored as "being posted"
     zlistx_t *list;             //  the list it is in, and where
     void *handle;
 } sentry_t;
@@ -85,6 +87,7 @@ typedef struct {
     zlistx_t *received;         //  waiting to be committed
     zlistx_t *committing;       //  committed, waiting for a verdict, oldest first
     zlistx_t *to_post;
+    zlistx_t *marked;           //  marked as being posted; posted once that is stored
     zlistx_t *waiting;          //  waiting to retry a post
     zlistx_t *reported;         //  outcome known, not sent yet
     zlistx_t *obatches;         //  obatch_t sent, waiting for OUTCOME_ACK, oldest first
@@ -103,6 +106,8 @@ typedef struct {
     size_t latency_count;
     size_t latency_head;
     plog_limiter_t bad_log;
+    sink_store_t *store;        //  durable state; NULL keeps everything in memory
+    int64_t next_prune;
 } sink_t;
 
 //  --- entries ---------------------------------------------------------------------
@@ -175,6 +180,15 @@ static void s_settle (sink_t *self, sentry_t *e, int outcome, const char *reason
         plog_warn ("reply to %s by %s not posted: %s", e->msg_key, e->entity, e->reason);
         break;
     }
+    if (self->store) {
+        char pair[1200];
+        s_posted_key (e, pair, sizeof pair);
+        sink_pair_t pair_do = outcome == PROTO_OUT_POSTED                                   ? SINK_PAIR_POSTED
+                              : outcome == PROTO_OUT_FAILED || outcome == PROTO_OUT_EXPIRED ? SINK_PAIR_CLEAR
+                                                                                          : SINK_PAIR_KEEP;
+        sink_store_outcome (self->store, e->key, pair, pair_do, outcome, e->reason, e->outcome_at);
+    }
+    e->marked = false;
     s_move (e, self->reported, E_REPORTING);
 }
 
@@ -216,6 +230,14 @@ static void s_on_results (sink_t *self, const proto_result_t *result)
         e->llm_ms = item->llm_ms;
         zhashx_insert (self->entries, e->key, e);
         s_move (e, self->received, E_RECEIVED);
+        if (self->store) {
+            sink_row_t row = {e->key,        e->job_id,        e->token,       e->attempt,
+                              e->msg_key,    e->entity,        e->chat,        e->created_ms,
+                              e->expires_ms, e->text,          e->payload.data, e->payload.size,
+                              e->llm_ms,     SINK_ROW_RECEIVED, 0,             "",
+                              0};
+            sink_store_received (self->store, &row);
+        }
         self->counters.received++;
     }
 }
@@ -288,6 +310,8 @@ static void s_on_verdict (sink_t *self, const proto_verdicts_t *verdicts)
             //  Another attempt owns this job (or it is finished): drop this copy.
             self->counters.stale++;
             plog_debug ("result %s for %s dropped: verdict %" PRIu64, e->key, e->msg_key, v->verdict);
+            if (self->store)
+                sink_store_delete (self->store, e->key);
             s_entry_free (self, e);
         }
     }
@@ -344,8 +368,11 @@ static void s_on_outcome_ack (sink_t *self, uint64_t seq)
         if (b->seq != seq)
             continue;
         zlistx_detach_cur (self->obatches);
-        for (size_t i = 0; i < b->count; i++)
+        for (size_t i = 0; i < b->count; i++) {
+            if (self->store)
+                sink_store_delete (self->store, b->entries[i]->key);
             s_entry_free (self, b->entries[i]);
+        }
         free (b->entries);
         free (b);
         return;
@@ -380,7 +407,14 @@ static void s_on_posted (void *ctx, void *tag, int status, const char *reason, i
         s_settle (self, e, PROTO_OUT_FAILED, why);
     }
     else {
-        //  Exponential backoff with full jitter, or what the platform asked for.
+        //  Certainly not posted: drop the mark, and try again after exponential
+        //  backoff with full jitter, or when the platform asked.
+        if (self->store && e->marked) {
+            char pair[1200];
+            s_posted_key (e, pair, sizeof pair);
+            sink_store_unmark (self->store, e->key, pair);
+        }
+        e->marked = false;
         int64_t ceiling = 500LL << (e->post_attempts < 7 ? e->post_attempts : 7);
         int64_t delay = (int64_t) (random () % (ceiling + 1));
         if (retry_after > delay)
@@ -393,25 +427,33 @@ static void s_on_posted (void *ctx, void *tag, int status, const char *reason, i
     }
 }
 
-static void s_post_one (sink_t *self, sentry_t *e)
+//  A destination that holds posts tells us one is leaving: store the mark
+//  now, before a byte goes out, so a crash cannot make us post it twice.
+static int s_on_sending (void *ctx, void *tag)
 {
-    char key[1200];
-    s_posted_key (e, key, sizeof key);
-    if (zhashx_lookup (self->posted, key)) {
-        s_settle (self, e, PROTO_OUT_DUPLICATE, "already posted");
-        return;
-    }
-    if (e->expires_ms && self->now > e->expires_ms) {
-        s_settle (self, e, PROTO_OUT_EXPIRED, "too late to post");
-        return;
-    }
-    dest_t *dest = s_route (self, e->message.source);
-    if (!dest) {
-        char why[300];
-        snprintf (why, sizeof why, "no destination takes replies for source \"%s\"", e->message.source);
-        s_settle (self, e, PROTO_OUT_FAILED, why);
-        return;
-    }
+    sink_t *self = ctx;
+    sentry_t *e = tag;
+    if (!self->store || e->marked)
+        return 0;
+    char pair[1200];
+    s_posted_key (e, pair, sizeof pair);
+    sink_store_mark (self->store, e->key, pair, self->now);
+    if (sink_store_commit (self->store))
+        return -1;
+    e->marked = true;
+    return 0;
+}
+
+//  Has this (message, entity) been posted already?
+static bool s_already_posted (sink_t *self, const char *pair)
+{
+    if (self->store)
+        return sink_store_posted (self->store, pair) == 1;
+    return zhashx_lookup (self->posted, pair) != NULL;
+}
+
+static void s_start_post (sink_t *self, sentry_t *e, dest_t *dest)
+{
     int entity = pcfg_entity_index (self->config, e->entity);
     dest_post_t post = {e->msg_key,
                         e->entity,
@@ -431,19 +473,61 @@ static void s_post_one (sink_t *self, sentry_t *e)
         s_on_posted (self, e, DEST_RETRY, "destination could not start the post", 0);
 }
 
-static void s_post (sink_t *self)
+//  Decides what to do with a result the broker said to post: settle it at
+//  once (posted before, too late, nowhere to go), hand it to a destination
+//  that holds posts (it asks s_on_sending before sending), or mark it and
+//  post it once the mark is stored (destinations that write at once).
+static void s_prepare_post (sink_t *self, sentry_t *e)
+{
+    char pair[1200];
+    s_posted_key (e, pair, sizeof pair);
+    if (s_already_posted (self, pair)) {
+        s_settle (self, e, PROTO_OUT_DUPLICATE, "already posted");
+        return;
+    }
+    if (e->expires_ms && self->now > e->expires_ms) {
+        s_settle (self, e, PROTO_OUT_EXPIRED, "too late to post");
+        return;
+    }
+    dest_t *dest = s_route (self, e->message.source);
+    if (!dest) {
+        char why[300];
+        snprintf (why, sizeof why, "no destination takes replies for source \"%s\"", e->message.source);
+        s_settle (self, e, PROTO_OUT_FAILED, why);
+        return;
+    }
+    if (dest->holds)
+        s_start_post (self, e, dest);
+    else {
+        if (self->store) {
+            sink_store_mark (self->store, e->key, pair, self->now);
+            e->marked = true;
+        }
+        s_move (e, self->marked, E_POSTING);
+    }
+}
+
+static void s_prepare_posts (sink_t *self)
 {
     sentry_t *e;
     while ((e = zlistx_first (self->to_post)))
-        s_post_one (self, e);
-    //  Visit each waiting entry once: due ones are posted, the rest rotate.
+        s_prepare_post (self, e);
+    //  Visit each waiting entry once: due ones go, the rest rotate.
     for (size_t n = zlistx_size (self->waiting); n > 0; n--) {
         e = zlistx_first (self->waiting);
         if (e->not_before <= self->now)
-            s_post_one (self, e);
+            s_prepare_post (self, e);
         else
             s_move (e, self->waiting, E_WAIT_RETRY);
     }
+}
+
+//  Posts what was marked; their marks are stored by now.
+static void s_post_marked (sink_t *self)
+{
+    sentry_t *e;
+    while ((e = zlistx_first (self->marked)))
+        s_start_post (self, e, s_route (self, e->message.source));
 }
 
 //  --- stats ---------------------------------------------------------------------------------
@@ -620,7 +704,8 @@ static int64_t s_next_wake (sink_t *self, int64_t wake)
     return wake;
 }
 
-static void s_run (sink_t *self)
+//  Returns -1 when the sink's state could not be stored.
+static int s_run (sink_t *self)
 {
     zmq_pollitem_t items[3 + MAX_DEST_FDS];
     int owner[3 + MAX_DEST_FDS];
@@ -664,14 +749,25 @@ static void s_run (sink_t *self)
                 }
             self->dests[d]->process (self->dests[d], self->now, first < 0 ? NULL : items + first, count);
         }
+        s_prepare_posts (self);
+        //  Results, marks and outcomes are stored before anyone hears of them.
+        if (self->store && sink_store_commit (self->store))
+            return -1;
         s_commit (self);
-        s_post (self);
+        s_post_marked (self);
+        if (self->store && sink_store_commit (self->store))
+            return -1;
         s_report (self);
         if (self->now >= self->next_stats) {
             self->next_stats = self->now + self->config->stats_interval_ms;
             s_publish (self);
         }
+        if (self->store && self->now >= self->next_prune) {
+            sink_store_prune (self->store, self->now, self->config->dedupe_retention_s * 1000);
+            self->next_prune = self->now + 60000;
+        }
     }
+    return 0;
 }
 
 //  --- life ----------------------------------------------------------------------------------------
@@ -709,6 +805,7 @@ static sink_t *s_sink_new (zsock_t *pipe, const pcfg_t *config)
     self->received = zlistx_new ();
     self->committing = zlistx_new ();
     self->to_post = zlistx_new ();
+    self->marked = zlistx_new ();
     self->waiting = zlistx_new ();
     self->reported = zlistx_new ();
     self->obatches = zlistx_new ();
@@ -734,6 +831,7 @@ static void s_sink_destroy (sink_t **self_p)
     zlistx_destroy (&self->received);
     zlistx_destroy (&self->committing);
     zlistx_destroy (&self->to_post);
+    zlistx_destroy (&self->marked);
     zlistx_destroy (&self->waiting);
     zlistx_destroy (&self->reported);
     zlistx_destroy (&self->obatches);
@@ -746,8 +844,96 @@ static void s_sink_destroy (sink_t **self_p)
     zsock_destroy (&self->results);
     zsock_destroy (&self->broker);
     zsock_destroy (&self->publisher);
+    sink_store_close (&self->store);
     free (self);
     *self_p = NULL;
+}
+
+//  --- recovery -------------------------------------------------------------------------------
+
+//  One stored result back in memory, in the state it was stored in.
+static void s_load_row (void *arg, const sink_row_t *row)
+{
+    sink_t *self = arg;
+    sentry_t *e = calloc (1, sizeof *e);
+    snprintf (e->key, sizeof e->key, "%s", row->key);
+    uint8_t *payload = malloc (row->payload_size ? row->payload_size : 1);
+    memcpy (payload, row->payload, row->payload_size);
+    e->payload = (proto_bin_t) {payload, row->payload_size};
+    char why[300];
+    if (proto_message_decode (payload, row->payload_size, &e->message, &e->zone, why, sizeof why)) {
+        plog_error ("stored result %s cannot be read (%s); dropped", row->key, why);
+        sink_store_delete (self->store, row->key);
+        free (payload);
+        free (e);
+        return;
+    }
+    e->job_id = row->job_id;
+    e->token = row->token;
+    e->attempt = row->attempt;
+    e->msg_key = strdup (row->msg_key);
+    e->entity = strdup (row->entity);
+    e->chat = strdup (row->chat);
+    e->text = strdup (row->text);
+    e->created_ms = row->created_ms;
+    e->expires_ms = row->expires_ms;
+    e->llm_ms = row->llm_ms;
+    zhashx_insert (self->entries, e->key, e);
+    if (row->state == SINK_ROW_REPORTED) {
+        //  Known outcome, not yet acknowledged: report it again.
+        e->outcome = (uint8_t) row->outcome;
+        e->reason = strdup (row->reason);
+        e->outcome_at = row->outcome_at;
+        s_move (e, self->reported, E_REPORTING);
+        return;
+    }
+    if (row->state == SINK_ROW_POSTING) {
+        //  The sink stopped while posting this: did it go out?
+        e->marked = true;
+        dest_t *dest = s_route (self, e->message.source);
+        int posted = dest ? dest->was_posted (dest, e->msg_key, e->entity) : -1;
+        if (posted == 1) {
+            plog_info ("interrupted post of %s by %s did go out", e->msg_key, e->entity);
+            s_settle (self, e, PROTO_OUT_POSTED, NULL);
+            return;
+        }
+        if (posted == -1) {
+            char reason[300];
+            snprintf (reason, sizeof reason,
+                      "the sink stopped while posting; destination %s cannot tell whether it went out",
+                      dest ? dest->config->name : "(none)");
+            s_settle (self, e, PROTO_OUT_IN_DOUBT, reason);
+            return;
+        }
+        char pair[1200];
+        s_posted_key (e, pair, sizeof pair);
+        sink_store_unmark (self->store, e->key, pair);
+        e->marked = false;
+    }
+    //  Ask the broker again; it answers "post" again if this attempt still owns the job.
+    s_move (e, self->received, E_RECEIVED);
+}
+
+static int s_recover (sink_t *self)
+{
+    const pcfg_t *c = self->config;
+    if (!*c->data_dir)
+        return 0;
+    char err[600];
+    self->store = sink_store_open (c->data_dir, c->fsync, err, sizeof err);
+    if (!self->store) {
+        plog_error ("%s", err);
+        return -1;
+    }
+    int64_t start = zclock_mono ();
+    sink_store_load (self->store, self, s_load_row);
+    if (sink_store_commit (self->store))
+        return -1;
+    plog_info ("recovered from %s/sink.db in %" PRId64 " ms: %zu result(s) to commit, %zu outcome(s)"
+               " to report",
+               c->data_dir, zclock_mono () - start, zlistx_size (self->received),
+               zlistx_size (self->reported));
+    return 0;
 }
 
 static int s_start (sink_t *self, const char *ready_file)
@@ -765,7 +951,7 @@ static int s_start (sink_t *self, const char *ready_file)
     for (size_t i = 0; i < c->destinations.count; i++) {
         if (!configs[i].enabled)
             continue;
-        dest_t *dest = dest_new (&configs[i], c, s_on_posted, self);
+        dest_t *dest = dest_new (&configs[i], c, s_on_posted, s_on_sending, self);
         if (!dest)
             return -1;
         self->dests[self->dest_count++] = dest;
@@ -793,9 +979,19 @@ void sink_server (zsock_t *pipe, void *args)
         s_sink_destroy (&self);
         return;
     }
-    s_run (self);
-    //  Outcomes not yet acknowledged are lost with this process in memory
-    //  mode; the broker's COMMITTED jobs then wait for a sink with storage.
+    //  Destinations first: recovery asks them about interrupted posts.
+    if (s_recover (self)) {
+        zstr_send (pipe, "cannot open the sink's storage");
+        s_sink_destroy (&self);
+        return;
+    }
+    if (s_run (self)) {
+        zstr_send (pipe, "storage failed; stopping");
+        s_sink_destroy (&self);
+        return;
+    }
+    //  Without storage, outcomes not yet acknowledged go with this process;
+    //  the broker's committed jobs then wait for their outcome.
     s_report (self);
     s_sink_destroy (&self);
 }

@@ -6,6 +6,7 @@
     filled in, after templateLatencyMs plus up to templateJitterMs.
 */
 #include "worker/backend.h"
+#include "common/plog.h"
 
 #include <czmq.h>
 #include <ctype.h>
@@ -141,6 +142,12 @@ static void s_process (backend_t *self, int64_t now, zmq_pollitem_t *items, int 
         wjob_t *job = p->job;
         free (p);
         job->backend_data = NULL;
+        const char *crash_on = self->config->template_crash_on;
+        if (*crash_on && strstr (job->message.text, crash_on)) {
+            //  Fault injection (worker.templateCrashOn): a job that kills its worker.
+            plog_error ("message %s contains \"%s\": crashing as configured", job->msg_key, crash_on);
+            abort ();
+        }
         const pcfg_entity_t *e = pcfg_entity (self->config, (size_t) job->entity);
         char *reply = backend_template_reply (e, &job->message, job->msg_key);
         self->done (self->ctx, job, PROTO_REL_DONE, reply, 0, 0);
