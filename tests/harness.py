@@ -124,6 +124,37 @@ class Proc:
             return ""
 
 
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_endpoint():
+    """A free 127.0.0.1 port below the kernel's ephemeral range.
+
+    Listening ports must not come from the ephemeral range when a daemon is
+    restarted on the same port: while it is down, a peer reconnecting to it
+    can be given that very port as its own local port and connect to itself
+    (TCP self-connect), and the restarted daemon then cannot bind."""
+    import random
+    import socket
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = random.randrange(max(1024, low - 12000), low)
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind(("127.0.0.1", port))
+            return "tcp://127.0.0.1:%d" % port
+        except OSError:
+            continue
+        finally:
+            s.close()
+    raise TestFailure("no free port below %d" % low)
+
+
 class Pipeline:
     """A broker, a sink, and any number of workers and pollers."""
 
@@ -180,9 +211,9 @@ class Pipeline:
                 "network.statsPublish=%s" % self.stats]
 
     def start_broker(self, sets=(), env=None):
-        # First start: any free port. Restarts: the same ports, so peers reconnect.
-        front = self.frontend or "tcp://127.0.0.1:*"
-        back = self.backend or "tcp://127.0.0.1:*"
+        # First start: free ports. Restarts: the same ports, so peers reconnect.
+        front = self.frontend or free_endpoint()
+        back = self.backend or free_endpoint()
         p = self._start("broker", "parley-broker",
                         ["network.brokerFrontend=" + front, "network.brokerBackend=" + back]
                         + list(sets), env)
@@ -191,8 +222,8 @@ class Pipeline:
 
     def start_sink(self, sets=(), env=None):
         check(self.frontend, "start the broker before the sink")
-        results = self.results or "tcp://127.0.0.1:*"
-        stats = self.stats or "tcp://127.0.0.1:*"
+        results = self.results or free_endpoint()
+        stats = self.stats or free_endpoint()
         p = self._start("sink", "parley-sink",
                         ["network.brokerFrontend=" + self.frontend,
                          "network.sinkResults=" + results, "network.statsPublish=" + stats]

@@ -29,6 +29,26 @@ def test_help_and_version(bin_dir):
         check(out.returncode == 2, "%s accepted an unknown option" % d)
 
 
+def test_wildcard_port_is_reported(bin_dir):
+    """Bound to "tcp://127.0.0.1:*", the broker reports the port it got in its ready file."""
+    from harness import Proc
+    ready = "/tmp/parley-wildcard-%d.ready" % os.getpid()
+    argv = [os.path.join(bin_dir, "broker/parley-broker"), "--ready-file", ready,
+            "--set", "network.brokerFrontend=tcp://127.0.0.1:*",
+            "--set", "network.brokerBackend=tcp://127.0.0.1:*"]
+    proc = Proc("broker", argv, ready + ".log", dict(os.environ), ready).start()
+    try:
+        for key in ("frontend", "backend"):
+            port = proc.ready[key].rsplit(":", 1)[1]
+            check(port.isdigit() and int(port) > 0, "ready file: %s" % proc.ready)
+        check(proc.stop() == 0, "the broker did not stop cleanly")
+    finally:
+        proc.kill()
+        for f in (ready, ready + ".log"):
+            if os.path.exists(f):
+                os.unlink(f)
+
+
 def test_bad_configuration_is_refused_with_its_path(bin_dir):
     broker = os.path.join(bin_dir, "broker/parley-broker")
     bad = "/tmp/parley-bad-config.json"
@@ -81,6 +101,7 @@ def test_compose_file_is_valid(bin_dir):
 
 
 if __name__ == "__main__":
-    main([test_help_and_version, test_bad_configuration_is_refused_with_its_path,
+    main([test_help_and_version, test_wildcard_port_is_reported,
+          test_bad_configuration_is_refused_with_its_path,
           test_embedded_demo_replies_within_ten_seconds, test_generated_docs_are_current,
           test_compose_file_is_valid])
