@@ -76,6 +76,7 @@ def restart_time(build, queued):
         p.config = config(0, p.path("data"), "batch")
         p.config["poller"]["sources"] = []
         p.config["queueSettings"]["maxQueueSize"] = queued + 1
+        p.config["logLevel"] = "info"     #  the broker reports its recovery time at info
         p.config_path = p.path("parley.json")
         p.write_config(p.config)
         p.start_broker()
