@@ -23,9 +23,9 @@
     every URL, so no URL is ever logged and errors are redacted.
 */
 #include "poller/source.h"
-#include "common/phttp.h"
 #include "common/plog.h"
-#include "common/ptext.h"
+#include "net/phttp.h"
+#include "net/ptext.h"
 
 #include <czmq.h>
 #include <stdlib.h>

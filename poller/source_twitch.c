@@ -15,8 +15,8 @@
     counted in errors and skipped.
 */
 #include "poller/source.h"
-#include "common/pirc.h"
 #include "common/plog.h"
+#include "net/pirc.h"
 
 #include <czmq.h>
 #include <ctype.h>

@@ -23,8 +23,8 @@
 */
 #include "sink/dest.h"
 #include "sink/dest_outbox.h"
-#include "common/pirc.h"
 #include "common/plog.h"
+#include "net/pirc.h"
 
 #include <czmq.h>
 #include <ctype.h>

@@ -1,8 +1,8 @@
 /*  pirc - one IRC connection over libcurl. See pirc.h. */
-#include "common/pirc.h"
-#include "common/phttp.h"
+#include "net/pirc.h"
 #include "common/plog.h"
-#include "common/ptext.h"
+#include "net/phttp.h"
+#include "net/ptext.h"
 
 #include <czmq.h>
 #include <stdlib.h>

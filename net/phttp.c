@@ -1,5 +1,5 @@
 /*  phttp - HTTP on libcurl's multi interface in a zmq_poll loop. See phttp.h. */
-#include "common/phttp.h"
+#include "net/phttp.h"
 
 #include <czmq.h>
 #include <poll.h>
