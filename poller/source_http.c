@@ -67,6 +67,7 @@ typedef struct {
 typedef struct {
     phttp_t *http;
     char *token;                //  from tokenEnv, or NULL
+    const char *bearer;         //  the token, when no header names "{token}"
     char **headers;             //  "Name: value", NULL-terminated
     json_t *fields;             //  field key -> array of paths
     bool list_configured;       //  the user named where the list is
@@ -574,9 +575,12 @@ static const char *s_lookup (void *ctx, const char *name)
 static void s_request (source_t *self, http_src_t *h)
 {
     char *url = ptext_fill (self->config->url, s_lookup, h);
-    phttp_request_t req = {"GET", url, (const char *const *) h->headers, NULL, 0,
-                           self->config->timeout_ms, (size_t) self->config->max_response_bytes};
-    if (phttp_request (h->http, &req, s_on_response, self) == 0)
+    phttp_request_t req = {.url = url,
+                           .headers = (const char *const *) h->headers,
+                           .bearer = h->bearer,
+                           .timeout_ms = self->config->timeout_ms,
+                           .max_response_bytes = (size_t) self->config->max_response_bytes};
+    if (phttp_request (h->http, &req, s_on_response, self))
         h->in_flight = true;
     else {
         plog_error ("source %s: curl could not start a request", self->config->name);
@@ -692,7 +696,7 @@ int source_http_init (source_t *self)
     }
     //  Headers; a token goes where "{token}" is, or as a bearer token.
     size_t n = json_is_object (c->headers) ? json_object_size (c->headers) : 0;
-    h->headers = calloc (n + 2, sizeof (char *));
+    h->headers = calloc (n + 1, sizeof (char *));
     size_t k = 0;
     bool token_used = false;
     const char *key;
@@ -711,11 +715,14 @@ int source_http_init (source_t *self)
             sprintf (h->headers[k++], "%s: %s", key, filled);
             free (filled);
         }
-    if (h->token && !token_used) {
-        h->headers[k] = malloc (strlen (h->token) + 32);
-        sprintf (h->headers[k++], "Authorization: Bearer %s", h->token);
-    }
+    if (!token_used)
+        h->bearer = h->token;
     h->http = phttp_new (h->token);
+    if (!h->http) {
+        plog_error ("source %s: libcurl could not be set up", c->name);
+        s_destroy (self);
+        return -1;
+    }
     h->pending = zlistx_new ();
     zlistx_set_destructor (h->pending, s_pending_free);
     h->seen = zhashx_new ();

@@ -293,12 +293,13 @@ static void s_request (source_t *self, tg_src_t *t)
     snprintf (url, sizeof url, "%s/bot%s/getUpdates?timeout=%lld&limit=%d%s"
               "&allowed_updates=%%5B%%22message%%22%%5D",
               t->base, t->token, (long long) self->config->long_poll_seconds, t->limit, offset);
-    phttp_request_t req = {"GET", url, NULL, NULL, 0,
-                           self->config->timeout_ms + self->config->long_poll_seconds * 1000,
-                           (size_t) self->config->max_response_bytes};
-    int rc = phttp_request (t->http, &req, s_on_response, self);
+    phttp_request_t req = {
+        .url = url,
+        .timeout_ms = self->config->timeout_ms + self->config->long_poll_seconds * 1000,
+        .max_response_bytes = (size_t) self->config->max_response_bytes};
+    bool started = phttp_request (t->http, &req, s_on_response, self) != NULL;
     memset (url, 0, sizeof url);
-    if (rc == 0)
+    if (started)
         t->in_flight = true;
     else {
         plog_error ("source %s: curl could not start getUpdates", self->config->name);
@@ -415,6 +416,11 @@ int source_telegram_init (source_t *self)
     t->http = phttp_new (t->token);
     t->limit = MAX_LIMIT;
     self->state = t;
+    if (!t->http) {
+        plog_error ("source %s: libcurl could not be set up", self->config->name);
+        s_destroy (self);
+        return -1;
+    }
     self->poll = s_poll;
     self->wakeup = s_wakeup;
     self->pollitems = s_pollitems;
