@@ -123,20 +123,6 @@ static json_t *s_field (http_src_t *h, json_t *obj, const char *key, const char 
     return NULL;
 }
 
-static const char *s_type_name (json_t *v)
-{
-    switch (json_typeof (v)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE: return "a boolean";
-    default: return "null";
-    }
-}
-
 static int s_fields_init (source_t *self, http_src_t *h)
 {
     h->fields = json_object ();
@@ -153,7 +139,7 @@ static int s_fields_init (source_t *self, http_src_t *h)
         return 0;
     if (!json_is_object (user)) {
         plog_error ("source %s: fields: expected an object, got %s", self->config->name,
-                    s_type_name (user));
+                    pcfg_json_type (user));
         return -1;
     }
     const char *key;
@@ -174,7 +160,7 @@ static int s_fields_init (source_t *self, http_src_t *h)
             json_array_foreach (value, i, p) {
                 if (!json_is_string (p)) {
                     plog_error ("source %s: fields.%s[%zu]: expected a string, got %s",
-                                self->config->name, key, i, s_type_name (p));
+                                self->config->name, key, i, pcfg_json_type (p));
                     json_decref (paths);
                     return -1;
                 }
@@ -183,7 +169,7 @@ static int s_fields_init (source_t *self, http_src_t *h)
         }
         else {
             plog_error ("source %s: fields.%s: expected a path or a list of paths, got %s",
-                        self->config->name, key, s_type_name (value));
+                        self->config->name, key, pcfg_json_type (value));
             json_decref (paths);
             return -1;
         }
@@ -294,7 +280,7 @@ static pending_t *s_map (source_t *self, http_src_t *h, json_t *obj, const char 
     key[0] = 0;
     if (!json_is_object (obj)) {
         char what[80];
-        snprintf (what, sizeof what, "expected an object, got %s", s_type_name (obj));
+        snprintf (what, sizeof what, "expected an object, got %s", pcfg_json_type (obj));
         s_bad (self, h, where, what);
         return NULL;
     }
@@ -338,7 +324,7 @@ static pending_t *s_map (source_t *self, http_src_t *h, json_t *obj, const char 
         snprintf (path, sizeof path, "%s", where);
     }
     else if (!json_is_string (v)) {
-        snprintf (type_problem, sizeof type_problem, "expected a string, got %s", s_type_name (v));
+        snprintf (type_problem, sizeof type_problem, "expected a string, got %s", pcfg_json_type (v));
         what = type_problem;
     }
     else if (json_string_length (v) > MAX_TEXT)
@@ -625,12 +611,6 @@ static int s_pollitems (source_t *self, zmq_pollitem_t *items, int max)
     return phttp_pollitems (((http_src_t *) self->state)->http, items, max);
 }
 
-static bool s_finished (source_t *self)
-{
-    (void) self;
-    return false;
-}
-
 static const char *s_cursor (source_t *self)
 {
     http_src_t *h = self->state;
@@ -732,7 +712,7 @@ int source_http_init (source_t *self)
     self->poll = s_poll;
     self->wakeup = s_wakeup;
     self->pollitems = s_pollitems;
-    self->finished = s_finished;
+    self->finished = source_endless;
     self->cursor = s_cursor;
     self->committed = s_committed;
     self->restore = s_restore;

@@ -359,12 +359,6 @@ static int s_pollitems (source_t *self, zmq_pollitem_t *items, int max)
     return phttp_pollitems (((tg_src_t *) self->state)->http, items, max);
 }
 
-static bool s_finished (source_t *self)
-{
-    (void) self;
-    return false;
-}
-
 static const char *s_cursor (source_t *self)
 {
     tg_src_t *t = self->state;
@@ -424,7 +418,7 @@ int source_telegram_init (source_t *self)
     self->poll = s_poll;
     self->wakeup = s_wakeup;
     self->pollitems = s_pollitems;
-    self->finished = s_finished;
+    self->finished = source_endless;
     self->cursor = s_cursor;
     self->committed = s_committed;
     self->restore = s_restore;

@@ -183,12 +183,6 @@ static int s_pollitems (source_t *self, zmq_pollitem_t *items, int max)
     return pirc_pollitems (((tw_src_t *) self->state)->irc, items, max);
 }
 
-static bool s_finished (source_t *self)
-{
-    (void) self;
-    return false;
-}
-
 static const char *s_cursor (source_t *self)
 {
     (void) self;
@@ -254,7 +248,7 @@ int source_twitch_init (source_t *self)
     self->poll = s_poll;
     self->wakeup = s_wakeup;
     self->pollitems = s_pollitems;
-    self->finished = s_finished;
+    self->finished = source_endless;
     self->cursor = s_cursor;
     self->committed = s_committed;
     self->restore = s_restore;
