@@ -97,7 +97,15 @@ typedef struct {
     struct MHD_Daemon *daemon;
     char base[64];              //  http://127.0.0.1:port
     char refused_url[64];       //  a port nobody listens on
+    char url[128];              //  see s_url
 } server_t;
+
+//  The server's URL of `path`; valid until the next call.
+static const char *s_url (server_t *s, const char *path)
+{
+    snprintf (s->url, sizeof s->url, "%s%s", s->base, path);
+    return s->url;
+}
 
 //  A socket that listens and never accepts by itself: the kernel completes
 //  connections and takes requests, and no answer ever comes.
@@ -199,11 +207,9 @@ static void test_request_and_answer (void **state)
     server_t *s = *state;
     phttp_t *http = phttp_new (NULL);
     assert_non_null (http);
-    char url[128];
-    snprintf (url, sizeof url, "%s/echo", s->base);
     static const char *const headers[] = {"X-Test: yes", NULL};
     result_t res = {0};
-    phttp_request_t req = {.method = "POST", .url = url, .headers = headers,
+    phttp_request_t req = {.method = "POST", .url = s_url (s, "/echo"), .headers = headers,
                            .body = "{\"a\":1}", .bearer = "sk-key"};
     assert_non_null (phttp_request (http, &req, s_done, &res));
     assert_int_equal (phttp_active (http), 1);
@@ -217,10 +223,10 @@ static void test_request_and_answer (void **state)
     assert_int_equal (phttp_active (http), 0);
 
     //  GET without a key; PUT with an empty body.
-    req = (phttp_request_t) {.url = url};
+    req = (phttp_request_t) {.url = s_url (s, "/echo")};
     s_fetch (http, &req, &res);
     assert_string_equal (res.body, "GET|||");
-    req = (phttp_request_t) {.method = "PUT", .url = url};
+    req.method = "PUT";
     s_fetch (http, &req, &res);
     assert_string_equal (res.body, "PUT|||");
     phttp_destroy (&http);
@@ -231,10 +237,8 @@ static void test_retry_after_and_cap (void **state)
 {
     server_t *s = *state;
     phttp_t *http = phttp_new (NULL);
-    char url[128];
     result_t res = {0};
-    snprintf (url, sizeof url, "%s/busy", s->base);
-    phttp_request_t req = {.url = url};
+    phttp_request_t req = {.url = s_url (s, "/busy")};
     s_fetch (http, &req, &res);
     assert_int_equal (res.r.status, 503);
     assert_null (res.r.error);
@@ -242,8 +246,7 @@ static void test_retry_after_and_cap (void **state)
     assert_string_equal (res.body, "busy");
 
     //  A body over the cap ends the request; its status is still known.
-    snprintf (url, sizeof url, "%s/big", s->base);
-    req = (phttp_request_t) {.url = url, .max_response_bytes = BIG_BODY / 2};
+    req = (phttp_request_t) {.url = s_url (s, "/big"), .max_response_bytes = BIG_BODY / 2};
     s_fetch (http, &req, &res);
     assert_true (res.r.too_large);
     assert_non_null (res.r.error);
@@ -257,10 +260,9 @@ static void test_stream (void **state)
 {
     server_t *s = *state;
     phttp_t *http = phttp_new (NULL);
-    char url[128];
     result_t res = {0};
-    snprintf (url, sizeof url, "%s/stream", s->base);
-    phttp_request_t req = {.method = "POST", .url = url, .body = "{}", .on_data = s_on_data};
+    phttp_request_t req = {.method = "POST", .url = s_url (s, "/stream"), .body = "{}",
+                           .on_data = s_on_data};
     s_fetch (http, &req, &res);
     assert_null (res.r.error);
     assert_string_equal (res.streamed, s_stream);
@@ -268,7 +270,7 @@ static void test_stream (void **state)
     assert_true (res.r.first_byte_ms >= 0);
 
     //  An error answer is kept as a body, whatever its type.
-    snprintf (url, sizeof url, "%s/stream404", s->base);
+    req.url = s_url (s, "/stream404");
     s_fetch (http, &req, &res);
     assert_int_equal (res.r.status, 404);
     assert_int_equal (res.pieces, 0);
@@ -276,7 +278,7 @@ static void test_stream (void **state)
 
     //  The callback may stop the request.
     res.stop = true;
-    snprintf (url, sizeof url, "%s/stream", s->base);
+    req.url = s_url (s, "/stream");
     s_fetch (http, &req, &res);
     assert_true (res.r.aborted);
     assert_non_null (res.r.error);
@@ -330,13 +332,11 @@ static void test_many_in_flight (void **state)
 {
     server_t *s = *state;
     phttp_t *http = phttp_new (NULL);
-    char url[128];
-    snprintf (url, sizeof url, "%s/echo", s->base);
     enum { COUNT = 40 };
     static result_t res[COUNT];
     memset (res, 0, sizeof res);
     int finished = 0;
-    phttp_request_t req = {.url = url};
+    phttp_request_t req = {.url = s_url (s, "/echo")};
     for (int i = 0; i < COUNT; i++)
         assert_non_null (phttp_request (http, &req, s_done, &res[i]));
     assert_int_equal (phttp_active (http), COUNT);
