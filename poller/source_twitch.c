@@ -1,6 +1,6 @@
 /*  source_twitch - chat messages from Twitch channels over IRC.
 
-    One connection (common/pirc: TLS to irc.chat.twitch.tv by default, with
+    One connection (net/pirc: TLS to irc.chat.twitch.tv by default, with
     the tags and commands capabilities) joins the configured channels, at
     most 20 per 10 seconds as Twitch allows, and turns each PRIVMSG into a
     chat message: the "id" tag is the message id, "display-name" the author,
