@@ -33,8 +33,10 @@ static int s_fail (s_ctx_t *ctx, const char *path, const char *fmt, ...)
     return -1;
 }
 
-static const char *s_json_type_name (const json_t *v)
+const char *pcfg_json_type (const json_t *v)
 {
+    if (!v)
+        return "nothing";
     switch (json_typeof (v)) {
     case JSON_OBJECT: return "an object";
     case JSON_ARRAY: return "an array";
@@ -151,7 +153,7 @@ static json_t *s_env_value (const pcfg_field_t *f, const char *text)
 static int s_load_strs (s_ctx_t *ctx, pcfg_strs_t *out, json_t *v, const char *path)
 {
     if (!json_is_array (v))
-        return s_fail (ctx, path, "expected an array of strings, got %s", s_json_type_name (v));
+        return s_fail (ctx, path, "expected an array of strings, got %s", pcfg_json_type (v));
     size_t n = json_array_size (v);
     out->items = calloc (n ? n : 1, sizeof (char *));
     out->count = 0;
@@ -160,7 +162,7 @@ static int s_load_strs (s_ctx_t *ctx, pcfg_strs_t *out, json_t *v, const char *p
         if (!json_is_string (item)) {
             char ipath[PATH_MAX_LEN];
             snprintf (ipath, sizeof ipath, "%s[%zu]", path, i);
-            return s_fail (ctx, ipath, "expected a string, got %s", s_json_type_name (item));
+            return s_fail (ctx, ipath, "expected a string, got %s", pcfg_json_type (item));
         }
         out->items[out->count++] = strdup (json_string_value (item));
     }
@@ -179,7 +181,7 @@ static int s_load_field (s_ctx_t *ctx, const pcfg_field_t *f, char *base, json_t
         else if (json_is_real (v) && floor (json_real_value (v)) == json_real_value (v))
             d = json_real_value (v);
         else
-            return s_fail (ctx, path, "expected an integer, got %s", s_json_type_name (v));
+            return s_fail (ctx, path, "expected an integer, got %s", pcfg_json_type (v));
         if (f->min <= f->max && (d < f->min || d > f->max))
             return s_fail (ctx, path, "%.0f is out of range %.0f..%.0f", d, f->min, f->max);
         *(int64_t *) at = json_is_integer (v) ? json_integer_value (v) : (int64_t) d;
@@ -187,7 +189,7 @@ static int s_load_field (s_ctx_t *ctx, const pcfg_field_t *f, char *base, json_t
     }
     case PCFG_NUM: {
         if (!json_is_number (v))
-            return s_fail (ctx, path, "expected a number, got %s", s_json_type_name (v));
+            return s_fail (ctx, path, "expected a number, got %s", pcfg_json_type (v));
         double d = json_number_value (v);
         if (f->min <= f->max && (d < f->min || d > f->max))
             return s_fail (ctx, path, "%g is out of range %g..%g", d, f->min, f->max);
@@ -196,12 +198,12 @@ static int s_load_field (s_ctx_t *ctx, const pcfg_field_t *f, char *base, json_t
     }
     case PCFG_BOOL:
         if (!json_is_boolean (v))
-            return s_fail (ctx, path, "expected true or false, got %s", s_json_type_name (v));
+            return s_fail (ctx, path, "expected true or false, got %s", pcfg_json_type (v));
         *(bool *) at = json_is_true (v);
         return 0;
     case PCFG_STR: {
         if (!json_is_string (v))
-            return s_fail (ctx, path, "expected a string, got %s", s_json_type_name (v));
+            return s_fail (ctx, path, "expected a string, got %s", pcfg_json_type (v));
         const char *s = json_string_value (v);
         if (f->choices) {
             bool found = false;
@@ -228,7 +230,7 @@ static int s_load_field (s_ctx_t *ctx, const pcfg_field_t *f, char *base, json_t
     case PCFG_OBJ: return s_load_object (ctx, f->sub, base + f->offset, v, path);
     case PCFG_ARR: {
         if (!json_is_array (v))
-            return s_fail (ctx, path, "expected an array, got %s", s_json_type_name (v));
+            return s_fail (ctx, path, "expected an array, got %s", pcfg_json_type (v));
         pcfg_arr_t *arr = (pcfg_arr_t *) at;
         size_t n = json_array_size (v);
         arr->items = calloc (n ? n : 1, f->sub->size);
@@ -251,7 +253,7 @@ static int s_load_object (s_ctx_t *ctx, const pcfg_schema_t *schema, char *base,
                           const char *path)
 {
     if (obj && !json_is_object (obj))
-        return s_fail (ctx, path, "expected an object, got %s", s_json_type_name (obj));
+        return s_fail (ctx, path, "expected an object, got %s", pcfg_json_type (obj));
     for (size_t i = 0; i < schema->count; i++) {
         const pcfg_field_t *f = &schema->fields[i];
         if (f->type == PCFG_IGNORE)

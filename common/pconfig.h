@@ -258,6 +258,11 @@ static inline pcfg_entity_t *pcfg_entity (const pcfg_t *self, size_t index)
     return &((pcfg_entity_t *) self->entities.items)[index];
 }
 
+//  What kind of JSON value `v` is, for messages: "a string", "an integer",
+//  "an object"...; "nothing" for NULL. Other readers of JSON (API pages,
+//  LLM answers) use it too, so every "expected X, got Y" reads alike.
+const char *pcfg_json_type (const json_t *v);
+
 //  Writes the annotated sample configuration (every key at its default with
 //  a sentence above it) to `out`.
 void pcfg_write_sample (FILE *out);

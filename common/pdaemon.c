@@ -1,6 +1,5 @@
 /*  pdaemon - command line, configuration and logging set-up. See pdaemon.h. */
 #include "common/pdaemon.h"
-#include "common/phttp.h"
 #include "common/plog.h"
 
 #include <errno.h>
@@ -169,7 +168,6 @@ void pdaemon_start (pdaemon_t *self, const pdaemon_info_t *info, int argc, char 
     }
     int level = plog_level_parse (self->config->log_level);
     plog_init (info->role, (level < 0 ? PLOG_INFO : level) + self->verbosity);
-    phttp_global_init ();
 }
 
 void pdaemon_finish (pdaemon_t *self)

@@ -78,3 +78,9 @@ int64_t source_interval_ms (source_t *self)
     int64_t ms = self->config->polling_interval_ms;
     return ms > 0 ? ms : self->root->polling_interval_ms;
 }
+
+bool source_endless (source_t *self)
+{
+    (void) self;
+    return false;
+}

@@ -85,5 +85,7 @@ const char *source_token (source_t *self, bool required);
 bool source_is_bot_author (source_t *self, const char *author, const char *author_id);
 //  Milliseconds between polls: the source's own, or botSettings'.
 int64_t source_interval_ms (source_t *self);
+//  finished() of a source that never finishes (a live chat platform).
+bool source_endless (source_t *self);
 
 #endif

@@ -23,9 +23,9 @@
     older messages are not emitted again.
 */
 #include "poller/source.h"
-#include "common/phttp.h"
 #include "common/plog.h"
-#include "common/ptext.h"
+#include "net/phttp.h"
+#include "net/ptext.h"
 
 #include <czmq.h>
 #include <stdlib.h>
@@ -67,6 +67,7 @@ typedef struct {
 typedef struct {
     phttp_t *http;
     char *token;                //  from tokenEnv, or NULL
+    const char *bearer;         //  the token, when no header names "{token}"
     char **headers;             //  "Name: value", NULL-terminated
     json_t *fields;             //  field key -> array of paths
     bool list_configured;       //  the user named where the list is
@@ -122,20 +123,6 @@ static json_t *s_field (http_src_t *h, json_t *obj, const char *key, const char 
     return NULL;
 }
 
-static const char *s_type_name (json_t *v)
-{
-    switch (json_typeof (v)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE: return "a boolean";
-    default: return "null";
-    }
-}
-
 static int s_fields_init (source_t *self, http_src_t *h)
 {
     h->fields = json_object ();
@@ -152,7 +139,7 @@ static int s_fields_init (source_t *self, http_src_t *h)
         return 0;
     if (!json_is_object (user)) {
         plog_error ("source %s: fields: expected an object, got %s", self->config->name,
-                    s_type_name (user));
+                    pcfg_json_type (user));
         return -1;
     }
     const char *key;
@@ -173,7 +160,7 @@ static int s_fields_init (source_t *self, http_src_t *h)
             json_array_foreach (value, i, p) {
                 if (!json_is_string (p)) {
                     plog_error ("source %s: fields.%s[%zu]: expected a string, got %s",
-                                self->config->name, key, i, s_type_name (p));
+                                self->config->name, key, i, pcfg_json_type (p));
                     json_decref (paths);
                     return -1;
                 }
@@ -182,7 +169,7 @@ static int s_fields_init (source_t *self, http_src_t *h)
         }
         else {
             plog_error ("source %s: fields.%s: expected a path or a list of paths, got %s",
-                        self->config->name, key, s_type_name (value));
+                        self->config->name, key, pcfg_json_type (value));
             json_decref (paths);
             return -1;
         }
@@ -293,7 +280,7 @@ static pending_t *s_map (source_t *self, http_src_t *h, json_t *obj, const char 
     key[0] = 0;
     if (!json_is_object (obj)) {
         char what[80];
-        snprintf (what, sizeof what, "expected an object, got %s", s_type_name (obj));
+        snprintf (what, sizeof what, "expected an object, got %s", pcfg_json_type (obj));
         s_bad (self, h, where, what);
         return NULL;
     }
@@ -337,7 +324,7 @@ static pending_t *s_map (source_t *self, http_src_t *h, json_t *obj, const char 
         snprintf (path, sizeof path, "%s", where);
     }
     else if (!json_is_string (v)) {
-        snprintf (type_problem, sizeof type_problem, "expected a string, got %s", s_type_name (v));
+        snprintf (type_problem, sizeof type_problem, "expected a string, got %s", pcfg_json_type (v));
         what = type_problem;
     }
     else if (json_string_length (v) > MAX_TEXT)
@@ -574,9 +561,12 @@ static const char *s_lookup (void *ctx, const char *name)
 static void s_request (source_t *self, http_src_t *h)
 {
     char *url = ptext_fill (self->config->url, s_lookup, h);
-    phttp_request_t req = {"GET", url, (const char *const *) h->headers, NULL, 0,
-                           self->config->timeout_ms, (size_t) self->config->max_response_bytes};
-    if (phttp_request (h->http, &req, s_on_response, self) == 0)
+    phttp_request_t req = {.url = url,
+                           .headers = (const char *const *) h->headers,
+                           .bearer = h->bearer,
+                           .timeout_ms = self->config->timeout_ms,
+                           .max_response_bytes = (size_t) self->config->max_response_bytes};
+    if (phttp_request (h->http, &req, s_on_response, self))
         h->in_flight = true;
     else {
         plog_error ("source %s: curl could not start a request", self->config->name);
@@ -619,12 +609,6 @@ static int64_t s_wakeup (source_t *self, int64_t now)
 static int s_pollitems (source_t *self, zmq_pollitem_t *items, int max)
 {
     return phttp_pollitems (((http_src_t *) self->state)->http, items, max);
-}
-
-static bool s_finished (source_t *self)
-{
-    (void) self;
-    return false;
 }
 
 static const char *s_cursor (source_t *self)
@@ -692,7 +676,7 @@ int source_http_init (source_t *self)
     }
     //  Headers; a token goes where "{token}" is, or as a bearer token.
     size_t n = json_is_object (c->headers) ? json_object_size (c->headers) : 0;
-    h->headers = calloc (n + 2, sizeof (char *));
+    h->headers = calloc (n + 1, sizeof (char *));
     size_t k = 0;
     bool token_used = false;
     const char *key;
@@ -711,11 +695,14 @@ int source_http_init (source_t *self)
             sprintf (h->headers[k++], "%s: %s", key, filled);
             free (filled);
         }
-    if (h->token && !token_used) {
-        h->headers[k] = malloc (strlen (h->token) + 32);
-        sprintf (h->headers[k++], "Authorization: Bearer %s", h->token);
-    }
+    if (!token_used)
+        h->bearer = h->token;
     h->http = phttp_new (h->token);
+    if (!h->http) {
+        plog_error ("source %s: libcurl could not be set up", c->name);
+        s_destroy (self);
+        return -1;
+    }
     h->pending = zlistx_new ();
     zlistx_set_destructor (h->pending, s_pending_free);
     h->seen = zhashx_new ();
@@ -725,7 +712,7 @@ int source_http_init (source_t *self)
     self->poll = s_poll;
     self->wakeup = s_wakeup;
     self->pollitems = s_pollitems;
-    self->finished = s_finished;
+    self->finished = source_endless;
     self->cursor = s_cursor;
     self->committed = s_committed;
     self->restore = s_restore;

@@ -23,9 +23,9 @@
     every URL, so no URL is ever logged and errors are redacted.
 */
 #include "poller/source.h"
-#include "common/phttp.h"
 #include "common/plog.h"
-#include "common/ptext.h"
+#include "net/phttp.h"
+#include "net/ptext.h"
 
 #include <czmq.h>
 #include <stdlib.h>
@@ -293,12 +293,13 @@ static void s_request (source_t *self, tg_src_t *t)
     snprintf (url, sizeof url, "%s/bot%s/getUpdates?timeout=%lld&limit=%d%s"
               "&allowed_updates=%%5B%%22message%%22%%5D",
               t->base, t->token, (long long) self->config->long_poll_seconds, t->limit, offset);
-    phttp_request_t req = {"GET", url, NULL, NULL, 0,
-                           self->config->timeout_ms + self->config->long_poll_seconds * 1000,
-                           (size_t) self->config->max_response_bytes};
-    int rc = phttp_request (t->http, &req, s_on_response, self);
+    phttp_request_t req = {
+        .url = url,
+        .timeout_ms = self->config->timeout_ms + self->config->long_poll_seconds * 1000,
+        .max_response_bytes = (size_t) self->config->max_response_bytes};
+    bool started = phttp_request (t->http, &req, s_on_response, self) != NULL;
     memset (url, 0, sizeof url);
-    if (rc == 0)
+    if (started)
         t->in_flight = true;
     else {
         plog_error ("source %s: curl could not start getUpdates", self->config->name);
@@ -358,12 +359,6 @@ static int s_pollitems (source_t *self, zmq_pollitem_t *items, int max)
     return phttp_pollitems (((tg_src_t *) self->state)->http, items, max);
 }
 
-static bool s_finished (source_t *self)
-{
-    (void) self;
-    return false;
-}
-
 static const char *s_cursor (source_t *self)
 {
     tg_src_t *t = self->state;
@@ -415,10 +410,15 @@ int source_telegram_init (source_t *self)
     t->http = phttp_new (t->token);
     t->limit = MAX_LIMIT;
     self->state = t;
+    if (!t->http) {
+        plog_error ("source %s: libcurl could not be set up", self->config->name);
+        s_destroy (self);
+        return -1;
+    }
     self->poll = s_poll;
     self->wakeup = s_wakeup;
     self->pollitems = s_pollitems;
-    self->finished = s_finished;
+    self->finished = source_endless;
     self->cursor = s_cursor;
     self->committed = s_committed;
     self->restore = s_restore;

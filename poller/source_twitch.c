@@ -1,6 +1,6 @@
 /*  source_twitch - chat messages from Twitch channels over IRC.
 
-    One connection (common/pirc: TLS to irc.chat.twitch.tv by default, with
+    One connection (net/pirc: TLS to irc.chat.twitch.tv by default, with
     the tags and commands capabilities) joins the configured channels, at
     most 20 per 10 seconds as Twitch allows, and turns each PRIVMSG into a
     chat message: the "id" tag is the message id, "display-name" the author,
@@ -15,8 +15,8 @@
     counted in errors and skipped.
 */
 #include "poller/source.h"
-#include "common/pirc.h"
 #include "common/plog.h"
+#include "net/pirc.h"
 
 #include <czmq.h>
 #include <ctype.h>
@@ -183,12 +183,6 @@ static int s_pollitems (source_t *self, zmq_pollitem_t *items, int max)
     return pirc_pollitems (((tw_src_t *) self->state)->irc, items, max);
 }
 
-static bool s_finished (source_t *self)
-{
-    (void) self;
-    return false;
-}
-
 static const char *s_cursor (source_t *self)
 {
     (void) self;
@@ -254,7 +248,7 @@ int source_twitch_init (source_t *self)
     self->poll = s_poll;
     self->wakeup = s_wakeup;
     self->pollitems = s_pollitems;
-    self->finished = s_finished;
+    self->finished = source_endless;
     self->cursor = s_cursor;
     self->committed = s_committed;
     self->restore = s_restore;

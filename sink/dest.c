@@ -108,7 +108,7 @@ int dest_http_outcome (const phttp_response_t *r, const char *platform, char *wh
 {
     if (r->status >= 200 && r->status <= 299)
         return DEST_OK;     //  accepted, even if the rest of the answer was lost
-    if (r->error) {
+    if (r->error && !r->too_large) {   //  a body cut off at the cap still has its status
         snprintf (why, whylen, "%s: %s%s", platform, r->error,
                   r->maybe_sent ? " (after the request was sent: it may have been posted)" : "");
         return r->maybe_sent ? DEST_IN_DOUBT : DEST_RETRY;

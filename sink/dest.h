@@ -13,7 +13,7 @@
 #include <zmq.h>
 
 #include "common/pconfig.h"
-#include "common/phttp.h"
+#include "net/phttp.h"
 
 typedef enum {
     DEST_OK = 0,        //  posted

@@ -96,7 +96,7 @@ static int s_send (dest_t *dest, dest_item_t *item, int64_t now, char *why, size
     //  Headers: ours, then the configured ones (filled in).
     json_t *conf = dest->config->headers;
     size_t n = json_is_object (conf) ? json_object_size (conf) : 0;
-    char **headers = calloc (n + 4, sizeof (char *));
+    char **headers = calloc (n + 3, sizeof (char *));
     size_t k = 0;
     headers[k++] = strdup ("Content-Type: application/json");
     if (!h->own_idempotency_key) {
@@ -109,10 +109,6 @@ static int s_send (dest_t *dest, dest_item_t *item, int64_t now, char *why, size
             sprintf (headers[k++], "Idempotency-Key: %.*s/%s", (int) (sep - item->key), item->key,
                      sep + 1);
     }
-    if (h->token && !h->token_in_headers) {
-        headers[k] = malloc (strlen (h->token) + 32);
-        sprintf (headers[k++], "Authorization: Bearer %s", h->token);
-    }
     const char *key;
     json_t *value;
     if (n)
@@ -122,16 +118,20 @@ static int s_send (dest_t *dest, dest_item_t *item, int64_t now, char *why, size
             sprintf (headers[k++], "%s: %s", key, filled);
             free (filled);
         }
-    phttp_request_t req = {dest->config->method, dest->config->url, (const char *const *) headers,
-                           text, text ? strlen (text) : 0, dest->config->timeout_ms, 0};
-    int rc = text ? phttp_request (h->http, &req, s_on_response, item) : -1;
+    phttp_request_t req = {.method = dest->config->method,
+                           .url = dest->config->url,
+                           .headers = (const char *const *) headers,
+                           .body = text,
+                           .bearer = h->token_in_headers ? NULL : h->token,
+                           .timeout_ms = dest->config->timeout_ms};
+    bool started = text && phttp_request (h->http, &req, s_on_response, item);
     for (size_t i = 0; i < k; i++) {
         memset (headers[i], 0, strlen (headers[i]));
         free (headers[i]);
     }
     free (headers);
     free (text);
-    if (rc) {
+    if (!started) {
         snprintf (why, whylen, "curl could not start the request");
         return 1;
     }
@@ -225,6 +225,11 @@ int dest_http_init (dest_t *self)
     dest_rule_t rules[DEST_MAX_RULES];
     h->limit = dest_limit_new (rules, dest_limit_rules (c, rules, DEST_MAX_RULES));
     h->outbox = dest_outbox_new (self, s_send, PTEXT_BYTES, 0);
+    if (!h->http) {
+        plog_error ("destination %s: libcurl could not be set up", c->name);
+        s_destroy (self);
+        return -1;
+    }
     self->post = s_post;
     self->pollitems = s_pollitems;
     self->process = s_process;

@@ -8,8 +8,8 @@
     the sink check after a crash whether a post it was making went out.
 */
 #include "sink/dest.h"
-#include "common/ptext.h"
 #include "common/plog.h"
+#include "net/ptext.h"
 
 #include <czmq.h>
 #include <errno.h>

@@ -15,7 +15,7 @@
 #ifndef DEST_OUTBOX_H_INCLUDED
 #define DEST_OUTBOX_H_INCLUDED
 
-#include "common/ptext.h"
+#include "net/ptext.h"
 #include "sink/dest.h"
 #include "sink/dest_limit.h"
 

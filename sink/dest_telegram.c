@@ -97,12 +97,15 @@ static int s_send (dest_t *dest, dest_item_t *item, int64_t now, char *why, size
     char url[1200];
     snprintf (url, sizeof url, "%s/bot%s/sendMessage", t->base, acc->token);
     static const char *const headers[] = {"Content-Type: application/json", NULL};
-    phttp_request_t req = {"POST", url, headers, text, text ? strlen (text) : 0,
-                           dest->config->timeout_ms, 0};
-    int rc = text ? phttp_request (acc->http, &req, s_on_response, item) : -1;
+    phttp_request_t req = {.method = "POST",
+                           .url = url,
+                           .headers = headers,
+                           .body = text,
+                           .timeout_ms = dest->config->timeout_ms};
+    bool started = text && phttp_request (acc->http, &req, s_on_response, item);
     memset (url, 0, sizeof url);
     free (text);
-    if (rc) {
+    if (!started) {
         snprintf (why, whylen, "curl could not start the request");
         return 1;
     }
@@ -212,6 +215,11 @@ static tg_account_t *s_account_new (dest_t *self, const char *entity, const char
     acc->entity = entity ? strdup (entity) : NULL;
     acc->token = strdup (token);
     acc->http = phttp_new (token);
+    if (!acc->http) {
+        plog_error ("destination %s: libcurl could not be set up", self->config->name);
+        s_account_free (acc);
+        return NULL;
+    }
     dest_rule_t rules[DEST_MAX_RULES];
     size_t n = dest_limit_rules (self->config, rules, DEST_MAX_RULES);
     acc->limit = dest_limit_new (rules, n);
@@ -238,9 +246,7 @@ int dest_telegram_init (dest_t *self)
     int rc = 0;
     if (*c->token_env) {
         const char *token = dest_token (self, c->token_env, "the bot token");
-        if (token)
-            t->accounts[0] = s_account_new (self, NULL, token);
-        else
+        if (!token || !(t->accounts[0] = s_account_new (self, NULL, token)))
             rc = -1;
     }
     const pcfg_account_t *accounts = c->accounts.items;
@@ -248,10 +254,11 @@ int dest_telegram_init (dest_t *self)
         char what[300];
         snprintf (what, sizeof what, "the bot token of %s", accounts[i].entity);
         const char *token = dest_token (self, accounts[i].token_env, what);
-        if (!token)
+        tg_account_t *acc = token ? s_account_new (self, accounts[i].entity, token) : NULL;
+        if (!acc)
             rc = -1;
         else
-            t->accounts[t->account_count++] = s_account_new (self, accounts[i].entity, token);
+            t->accounts[t->account_count++] = acc;
     }
     self->post = s_post;
     self->pollitems = s_pollitems;

@@ -1,6 +1,6 @@
 /*  dest_twitch - replies posted to Twitch chat over IRC.
 
-    One connection (common/pirc) per account: the default login (nick,
+    One connection (net/pirc) per account: the default login (nick,
     tokenEnv) and one per entity in accounts[], each logged in at start so
     replies go out at once. A reply is a PRIVMSG tagged
     @reply-parent-msg-id, so it shows as a reply to the message it answers;
@@ -23,8 +23,8 @@
 */
 #include "sink/dest.h"
 #include "sink/dest_outbox.h"
-#include "common/pirc.h"
 #include "common/plog.h"
+#include "net/pirc.h"
 
 #include <czmq.h>
 #include <ctype.h>

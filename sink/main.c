@@ -1,5 +1,6 @@
 /*  parley-sink - posts replies and publishes the pipeline's live stats. */
 #include "common/pdaemon.h"
+#include "net/phttp.h"
 #include "sink/sink.h"
 
 int main (int argc, char **argv)
@@ -13,6 +14,7 @@ int main (int argc, char **argv)
         "(subscribe here, e.g. with `parleyctl top`)."};
     pdaemon_t daemon;
     pdaemon_start (&daemon, &info, argc, argv);
+    phttp_global_init ();   //  before the actor thread exists (see phttp.h)
     sink_args_t args = {daemon.config, daemon.ready_file};
     int status = pdaemon_run_actor (sink_server, &args);
     pdaemon_finish (&daemon);

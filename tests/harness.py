@@ -388,10 +388,24 @@ def base_config(entities, **sections):
     return config
 
 
-def write_jsonl(path, messages):
-    with open(path, "w") as f:
+def write_jsonl(path, messages, mode="w"):
+    """Writes one JSON object a line; mode "a" appends."""
+    with open(path, mode) as f:
         for m in messages:
             f.write(json.dumps(m) + "\n")
+
+
+def mentions(n, start=0, who="alpha"):
+    """Messages m<start>... in one room, each mentioning `who`."""
+    return [{"id": "m%d" % i, "chat": "room", "author": "user%d" % (i % 7),
+             "text": "@%s message %d" % (who, i)} for i in range(start, start + n)]
+
+
+def jsonl_input(p, config, msgs, follow=False):
+    """Makes the pipeline's in.jsonl, holding `msgs`, the poller's only source."""
+    write_jsonl(p.path("in.jsonl"), msgs)
+    config["poller"]["sources"] = [{"name": "in", "type": "jsonl", "path": p.path("in.jsonl"),
+                                    "follow": follow}]
 
 
 def main(tests):

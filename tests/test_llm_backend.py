@@ -60,11 +60,6 @@ def dead_letters(p):
     return {d["msg_key"]: d for d in p.ctl("dlq", "list", "1000")["items"]}
 
 
-def log_text(p, key):
-    with open(p.procs[key].log_path, errors="replace") as f:
-        return f.read()
-
-
 def test_replies_prompt_key_and_usage(bin_dir):
     """Each job is one chat completion with the entity's settings; usage and hot models flow on."""
     p, config = pipeline(bin_dir, "llm-prompt", [entity(stop=["\nuser"])])
@@ -112,7 +107,7 @@ def test_replies_prompt_key_and_usage(bin_dir):
         check(values["servers_usable"] == 1 and values["health_checks"] >= 1, "stats: %s" % values)
         codes = p.stop()
         check(codes["worker"] == 0, "worker exit %s" % codes["worker"])
-        log = log_text(p, "worker")
+        log = p.log("worker")
         check("WORKER llm-1 STARTED" in log and "LLM SERVER s1: %s" % s1.ready["url"] in log
               and "API key from FAKE_LLM_KEY" in log, "banner missing:\n%s" % log[:2000])
         check(SECRET not in log, "the API key appears in the worker's log")
@@ -236,7 +231,7 @@ def test_every_failure_has_its_documented_outcome(bin_dir):
         check(worker.alive(), "the worker died")
         codes = p.stop()
         check(codes["worker"] == 0, "worker exit %s" % codes["worker"])
-        log = log_text(p, "worker")
+        log = p.log("worker")
         check(SECRET not in log, "the API key appears in the worker's log")
     except TestFailure:
         print(p.logs())

@@ -3,11 +3,10 @@
 Real daemons, real HTTP on 127.0.0.1 to tests/fake_llm.py servers.
 """
 import collections
-import json
 import signal
 
 from harness import (Pipeline, TestFailure, base_config, check, fake_llm_control, fake_llm_stats,
-                     main, wait_until, write_jsonl)
+                     jsonl_input, main, mentions, wait_until, write_jsonl)
 
 
 def entity(eid, model="m1"):
@@ -30,23 +29,6 @@ def pipeline(bin_dir, name, entities, **worker):
     return p, config
 
 
-def messages(n, start=0, who="alpha"):
-    return [{"id": "m%d" % i, "chat": "room", "author": "user%d" % (i % 7),
-             "text": "@%s message %d" % (who, i)} for i in range(start, start + n)]
-
-
-def follow_source(p, config, msgs):
-    write_jsonl(p.path("in.jsonl"), msgs)
-    config["poller"]["sources"] = [{"name": "in", "type": "jsonl", "path": p.path("in.jsonl"),
-                                    "follow": True}]
-
-
-def append(p, msgs):
-    with open(p.path("in.jsonl"), "a") as f:
-        for m in msgs:
-            f.write(json.dumps(m) + "\n")
-
-
 def servers_of(posted):
     """Which fake server wrote each reply ("[s2/m1] reply to: ...")."""
     return collections.Counter(r["text"].split("/", 1)[0].lstrip("[") for r in posted)
@@ -56,11 +38,6 @@ def once_each(p, n):
     pairs = collections.Counter((r["msg_key"], r["entity"]) for r in p.posted())
     check(len(pairs) == n, "%d distinct replies, expected %d" % (len(pairs), n))
     check(max(pairs.values()) == 1, "a reply was posted twice")
-
-
-def log_text(p, key):
-    with open(p.procs[key].log_path, errors="replace") as f:
-        return f.read()
 
 
 def test_429_and_503_pause_only_that_server(bin_dir):
@@ -73,7 +50,7 @@ def test_429_and_503_pause_only_that_server(bin_dir):
         fake_llm_control(s2.ready["url"], fail_status=503)
         config["lmStudioServers"] = [server("s1", s1, maxConcurrent=2),
                                      server("s2", s2, maxConcurrent=2), server("s3", s3)]
-        follow_source(p, config, messages(80))
+        jsonl_input(p, config, mentions(80), follow=True)
         p.write_config(config)
         p.start_broker()
         p.start_sink()
@@ -87,7 +64,7 @@ def test_429_and_503_pause_only_that_server(bin_dir):
             seen = fake_llm_stats(proc.ready["url"])["statuses"]
             check(list(seen) == [status] and seen[status] <= 2, "%s answered %s" % (proc.name, seen))
         check(p.broker_stats()["dlq"] == 0, "dead letters: %s" % p.ctl("dlq", "list"))
-        log = log_text(p, "worker")
+        log = p.log("worker")
         check("LLM server s1: HTTP 429" in log and "LLM server s2: HTTP 503" in log
               and "no calls for 5000 ms" in log, "pauses not logged")
     except TestFailure:
@@ -106,7 +83,7 @@ def test_circuit_breaker_opens_then_a_trial_closes_it(bin_dir):
         s2 = p.start_fake_llm("s2", models=["m1"], latency_ms=20)
         fake_llm_control(s1.ready["url"], fail_status=500)
         config["lmStudioServers"] = [server("s1", s1, maxConcurrent=2), server("s2", s2)]
-        follow_source(p, config, messages(60))
+        jsonl_input(p, config, mentions(60), follow=True)
         p.write_config(config)
         p.start_broker()
         p.start_sink()
@@ -116,17 +93,17 @@ def test_circuit_breaker_opens_then_a_trial_closes_it(bin_dir):
         check(servers_of(p.posted()) == {"s2": 60}, "writers: %s" % servers_of(p.posted()))
         failed = fake_llm_stats(s1.ready["url"])["statuses"].get("500", 0)
         check(3 <= failed <= 10, "s1 was called %d times while failing" % failed)
-        wait_until(lambda: "circuit open" in log_text(p, "worker"), 5, "the circuit to open")
+        wait_until(lambda: "circuit open" in p.log("worker"), 5, "the circuit to open")
         # s1 recovers: after breakerOpenMs one trial call, then it serves again.
         fake_llm_control(s1.ready["url"], fail_status=0)
         for round_ in range(20):
-            append(p, messages(10, 60 + 10 * round_))
+            write_jsonl(p.path("in.jsonl"), mentions(10, 60 + 10 * round_), "a")
             want = 70 + 10 * round_
             wait_until(lambda: len(p.posted()) >= want, 10, "%d replies" % want)
             if servers_of(p.posted()).get("s1"):
                 break
         check(servers_of(p.posted()).get("s1"), "s1 never served again")
-        check("circuit closed" in log_text(p, "worker"), "closing not logged")
+        check("circuit closed" in p.log("worker"), "closing not logged")
         once_each(p, len(p.posted()))
         check(p.broker_stats()["dlq"] == 0, "dead letters")
     except TestFailure:
@@ -148,7 +125,7 @@ def test_health_checks_and_model_listings(bin_dir):
         fake_llm_control(s1.ready["url"], health=503)
         config["lmStudioServers"] = [server("s1", s1), server("s2", s2, type="ollama"),
                                      server("s3", s3, type="lmstudio")]
-        follow_source(p, config, messages(10, 0, "alpha"))
+        jsonl_input(p, config, mentions(10, 0, "alpha"), follow=True)
         p.write_config(config)
         p.start_broker()
         p.start_sink()
@@ -160,16 +137,16 @@ def test_health_checks_and_model_listings(bin_dir):
 
         wait_until(lambda: {"m2", "m3"} <= hot(), 10, "m2 and m3 to be hot")
         check("m1" not in hot() and "not-in-memory" not in hot(), "hot: %s" % hot())
-        wait_until(lambda: "LLM server s1 is down: /health answered HTTP 503" in log_text(p, "worker"),
+        wait_until(lambda: "LLM server s1 is down: /health answered HTTP 503" in p.log("worker"),
                    5, "s1 to be marked down")
         p.start_poller()
         wait_until(lambda: len(p.posted()) >= 10, 20, "10 replies")
         check("s1" not in servers_of(p.posted()), "a server that is down got calls")
         fake_llm_control(s1.ready["url"], health=200)
         wait_until(lambda: "m1" in hot(), 5, "m1 to be hot once s1 is up")
-        check("LLM server s1 is up" in log_text(p, "worker"), "recovery not logged")
+        check("LLM server s1 is up" in p.log("worker"), "recovery not logged")
         # Hot first: with s1 up, alpha's model m1 is loaded only there.
-        append(p, messages(10, 10, "alpha"))
+        write_jsonl(p.path("in.jsonl"), mentions(10, 10, "alpha"), "a")
         wait_until(lambda: len(p.posted()) >= 20, 20, "20 replies")
         late = [r for r in p.posted() if int(r["msg_key"].split("/m")[-1]) >= 10]
         check(servers_of(late) == {"s1": 10}, "writers after recovery: %s" % servers_of(late))
@@ -190,8 +167,8 @@ def test_two_servers_one_killed_mid_run_all_replies_arrive(bin_dir):
         s1 = p.start_fake_llm("s1", models=["m1"], latency_ms=100)
         s2 = p.start_fake_llm("s2", models=["m1"], latency_ms=100)
         config["lmStudioServers"] = [server("s1", s1), server("s2", s2)]
-        msgs = messages(150, 0, "alpha") + messages(150, 150, "beta")
-        follow_source(p, config, msgs)
+        msgs = mentions(150, 0, "alpha") + mentions(150, 150, "beta")
+        jsonl_input(p, config, msgs, follow=True)
         p.write_config(config)
         p.start_broker()
         p.start_sink()
@@ -206,7 +183,7 @@ def test_two_servers_one_killed_mid_run_all_replies_arrive(bin_dir):
         stats = p.broker_stats()
         check(stats["dlq"] == 0, "dead letters: %s" % p.ctl("dlq", "list"))
         check(worker.alive(), "the worker died")
-        log = log_text(p, "worker")
+        log = p.log("worker")
         check("LLM server s2: circuit open" in log or "LLM server s2 is down" in log,
               "the dead server was not noticed")
         codes = p.stop()

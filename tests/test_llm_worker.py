@@ -3,12 +3,10 @@
 Real daemons, real HTTP on 127.0.0.1 to tests/fake_llm.py servers.
 """
 import collections
-import json
-import signal
 import time
 
 from harness import (Pipeline, TestFailure, base_config, check, fake_llm_control, fake_llm_stats,
-                     main, wait_until, write_jsonl)
+                     jsonl_input, main, mentions, wait_until, write_jsonl)
 
 
 def pipeline(bin_dir, name, entities, **worker):
@@ -27,28 +25,6 @@ def server(name, proc, **extra):
     return s
 
 
-def messages(n, start=0, who="alpha"):
-    return [{"id": "m%d" % i, "chat": "room", "author": "user%d" % (i % 7),
-             "text": "@%s message %d" % (who, i)} for i in range(start, start + n)]
-
-
-def source(p, config, msgs, follow=False):
-    write_jsonl(p.path("in.jsonl"), msgs)
-    config["poller"]["sources"] = [{"name": "in", "type": "jsonl", "path": p.path("in.jsonl"),
-                                    "follow": follow}]
-
-
-def append(p, msgs):
-    with open(p.path("in.jsonl"), "a") as f:
-        for m in msgs:
-            f.write(json.dumps(m) + "\n")
-
-
-def log_text(p, key):
-    with open(p.procs[key].log_path, errors="replace") as f:
-        return f.read()
-
-
 def test_jobs_go_to_the_worker_with_the_model_hot(bin_dir):
     """Two workers, each with a server that has a different model loaded."""
     entities = [{"id": "alpha", "responseChance": 0, "model": "model-a"},
@@ -57,9 +33,9 @@ def test_jobs_go_to_the_worker_with_the_model_hot(bin_dir):
     try:
         sa = p.start_fake_llm("sa", models=["model-a"], latency_ms=50)
         sb = p.start_fake_llm("sb", models=["model-b"], latency_ms=50)
-        msgs = messages(40, 0, "alpha") + messages(40, 40, "beta")
+        msgs = mentions(40, 0, "alpha") + mentions(40, 40, "beta")
         msgs = [m for pair in zip(msgs[:40], msgs[40:]) for m in pair]  # interleaved
-        source(p, config, msgs)
+        jsonl_input(p, config, msgs)
         # Each worker knows only its own server (workers on two GPU boxes).
         config["lmStudioServers"] = [server("sa", sa)]
         p.write_config(config)
@@ -98,7 +74,7 @@ def test_sigterm_finishes_calls_in_flight(bin_dir):
     try:
         s1 = p.start_fake_llm("s1", latency_ms=1500)
         config["lmStudioServers"] = [server("s1", s1)]
-        source(p, config, messages(30))
+        jsonl_input(p, config, mentions(30))
         p.write_config(config)
         p.start_broker()
         p.start_sink()
@@ -114,7 +90,7 @@ def test_sigterm_finishes_calls_in_flight(bin_dir):
         wait_until(lambda: len(p.posted()) >= 10, 5, "the 10 drained replies")
         stats = p.broker_stats()
         check(stats["returned"] == 0 and stats["queued"] == 20, "broker: %s" % stats)
-        check("draining: finishing 10 job(s)" in log_text(p, "worker"), "drain not logged")
+        check("draining: finishing 10 job(s)" in p.log("worker"), "drain not logged")
     except TestFailure:
         print(p.logs())
         raise
@@ -136,12 +112,12 @@ def test_sigterm_hands_back_what_cannot_finish(bin_dir):
         # because "loading" is still loading its model.
         config["lmStudioServers"] = [server("slow", slow, maxConcurrent=5),
                                      server("loading", loading, maxConcurrent=15)]
-        source(p, config, messages(30))
+        jsonl_input(p, config, mentions(30))
         p.write_config(config)
         p.start_broker()
         p.start_sink()
         w = p.start_worker("w-slow")
-        wait_until(lambda: "LLM server loading is down" in log_text(p, "w-slow"), 10,
+        wait_until(lambda: "LLM server loading is down" in p.log("w-slow"), 10,
                    "the loading server to be marked down")
         check([x["capacity"] for x in p.ctl("workers")] == [20], "capacity: %s" % p.ctl("workers"))
         p.start_poller()
@@ -174,7 +150,7 @@ def test_worker_keeps_serving_across_a_broker_restart(bin_dir):
     try:
         s1 = p.start_fake_llm("s1", latency_ms=10)
         config["lmStudioServers"] = [server("s1", s1)]
-        source(p, config, messages(10), follow=True)
+        jsonl_input(p, config, mentions(10), follow=True)
         p.write_config(config)
         p.start_broker()
         p.start_sink()
@@ -185,10 +161,10 @@ def test_worker_keeps_serving_across_a_broker_restart(bin_dir):
         p.start_broker()
         wait_until(lambda: [x["id"] for x in p.ctl("workers")] == ["steady"], 10,
                    "the worker to join the new broker")
-        append(p, messages(10, 10))
+        write_jsonl(p.path("in.jsonl"), mentions(10, 10), "a")
         wait_until(lambda: len(p.posted()) >= 20, 15, "10 more replies after the restart")
         check(w.alive(), "the worker was restarted or died")
-        check("broker restarted" in log_text(p, "worker"), "the restart was not noticed")
+        check("broker restarted" in p.log("worker"), "the restart was not noticed")
         check(fake_llm_stats(s1.ready["url"])["calls"] == 20, "calls to the LLM")
     except TestFailure:
         print(p.logs())

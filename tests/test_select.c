@@ -7,7 +7,7 @@
 #include <cmocka.h>
 
 #include "common/pconfig.h"
-#include "common/ptext.h"
+#include "net/ptext.h"
 #include "poller/select.h"
 
 #include <stdio.h>

@@ -6,9 +6,9 @@
 #include <stddef.h>
 #include <cmocka.h>
 
-#include "common/phttp.h"
-#include "common/pirc.h"
-#include "common/ptext.h"
+#include "net/phttp.h"
+#include "net/pirc.h"
+#include "net/ptext.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -2,7 +2,7 @@
 
     Every job becomes a chat completion call (prompt.c builds it, llm_chat.c
     reads the answer) to a server the pool picks (llm_pool.c). All calls of
-    the process are in flight at once on one thread through http_client
+    the process are in flight at once on one thread through phttp
     (libcurl multi), so a worker holds as many calls as worker.concurrency
     and the servers' maxConcurrent allow, with no thread per call.
 
@@ -26,13 +26,13 @@
     requestTimeoutMs goes back the same way, so another worker may do it.
 */
 #include "worker/backend.h"
-#include "worker/http_client.h"
 #include "worker/llm_chat.h"
 #include "worker/llm_pool.h"
 #include "worker/llm_probe.h"
 #include "worker/prompt.h"
 #include "worker/sse.h"
 #include "common/plog.h"
+#include "net/phttp.h"
 
 #include <czmq.h>
 #include <inttypes.h>
@@ -55,7 +55,7 @@ typedef struct {
     int64_t waiting_since;
     int64_t not_before;         //  earliest next call
     size_t server;              //  of the call in flight
-    http_call_t *call;
+    phttp_call_t *call;
     int64_t call_started;
     //  Streaming
     sse_t *sse;
@@ -76,7 +76,7 @@ typedef struct {
 struct oai_s {
     backend_t *backend;
     const pcfg_t *config;
-    http_client_t *http;
+    phttp_t *http;
     llm_pool_t *pool;
     llm_probe_t *probe;
     zlistx_t *waiting;          //  ojob_t, oldest first (retries go to the front)
@@ -164,32 +164,32 @@ static int s_on_data (void *arg, const char *data, size_t size)
 }
 
 //  What the answer of a finished call means; `why` explains anything but LLM_OK.
-static llm_outcome_t s_outcome (ojob_t *oj, const http_response_t *r, char *why, size_t whylen)
+static llm_outcome_t s_outcome (ojob_t *oj, const phttp_response_t *r, char *why, size_t whylen)
 {
     oai_t *self = oj->owner;
     if (r->aborted && oj->stream_outcome != LLM_OK) {
         snprintf (why, whylen, "%s", oj->stream_why);
         return oj->stream_outcome;
     }
-    if (!r->transport_ok && !(oj->reply.done && r->status == 200)) {
+    if (r->error && !(oj->reply.done && r->status == 200)) {
         if (r->timed_out) {
             snprintf (why, whylen, "no complete answer within %" PRId64 " ms",
                       self->config->request_timeout_ms);
             return LLM_TIMEOUT;
         }
-        snprintf (why, whylen, "%s", r->error ? r->error : "connection failed");
+        snprintf (why, whylen, "%s", r->error);
         return LLM_TRANSPORT;
     }
     if (r->status < 200 || r->status >= 300) {
         char message[300];
-        llm_outcome_t rc = llm_chat_classify (r->status, r->body, r->body_len, message, sizeof message);
+        llm_outcome_t rc = llm_chat_classify (r->status, r->body, r->size, message, sizeof message);
         snprintf (why, whylen, "HTTP %ld%s%s", r->status, *message ? ": " : "", message);
         return rc;
     }
-    if (r->body_len || !oj->sse) {
+    if (r->size || !oj->sse) {
         //  Not streamed: asked not to, or the server ignored "stream".
         llm_reply_clear (&oj->reply);
-        return llm_chat_parse (r->body, r->body_len, &oj->reply, why, whylen);
+        return llm_chat_parse (r->body, r->size, &oj->reply, why, whylen);
     }
     if (sse_finish (oj->sse) || oj->stream_outcome != LLM_OK) {
         snprintf (why, whylen, "%s", oj->stream_why);
@@ -202,7 +202,7 @@ static llm_outcome_t s_outcome (ojob_t *oj, const http_response_t *r, char *why,
     return LLM_OK;
 }
 
-static void s_call_done (void *arg, const http_response_t *r);
+static void s_call_done (void *arg, const phttp_response_t *r);
 
 static void s_start_call (oai_t *self, ojob_t *oj, size_t server, int64_t now)
 {
@@ -218,15 +218,15 @@ static void s_start_call (oai_t *self, ojob_t *oj, size_t server, int64_t now)
     char *body = llm_chat_request_body (&request);
     char url[2048];
     snprintf (url, sizeof url, "%s/v1/chat/completions", s->base);
-    http_request_t call = {"POST",
-                           url,
-                           body,
-                           s->api_key,
-                           self->config->connect_timeout_ms,
-                           self->config->request_timeout_ms,
-                           self->config->llm_stream ? s_on_data : NULL,
-                           s_call_done,
-                           oj};
+    static const char *const headers[] = {"Content-Type: application/json", NULL};
+    phttp_request_t call = {.method = "POST",
+                            .url = url,
+                            .headers = headers,
+                            .body = body,
+                            .bearer = s->api_key,
+                            .connect_timeout_ms = self->config->connect_timeout_ms,
+                            .timeout_ms = self->config->request_timeout_ms,
+                            .on_data = self->config->llm_stream ? s_on_data : NULL};
     oj->server = server;
     oj->attempts++;
     oj->tried[server] = true;
@@ -240,16 +240,18 @@ static void s_start_call (oai_t *self, ojob_t *oj, size_t server, int64_t now)
         self->counters.retries++;
     llm_pool_call_started (self->pool, server, now);
     self->in_call++;
-    oj->call = body ? http_client_start (self->http, &call) : NULL;
+    oj->call = body ? phttp_request (self->http, &call, s_call_done, oj) : NULL;
     free (body);
     if (!oj->call) {
         //  Only when libcurl is out of memory: as a failed call.
-        http_response_t failed = {.error = "could not start the request", .retry_after_ms = -1};
+        phttp_response_t failed = {.error = "could not start the request",
+                                   .retry_after_ms = -1,
+                                   .first_byte_ms = -1};
         s_call_done (oj, &failed);
     }
 }
 
-static void s_call_done (void *arg, const http_response_t *r)
+static void s_call_done (void *arg, const phttp_response_t *r)
 {
     ojob_t *oj = arg;
     oai_t *self = oj->owner;
@@ -398,24 +400,25 @@ static int s_start (backend_t *backend, wjob_t *job, int64_t now)
 static int s_pollitems (backend_t *backend, zmq_pollitem_t *items, int max)
 {
     oai_t *self = backend->state;
-    return http_client_pollitems (self->http, items, max);
+    return phttp_pollitems (self->http, items, max);
 }
 
 static void s_process (backend_t *backend, int64_t now, zmq_pollitem_t *items, int count)
 {
+    (void) items, (void) count;
     oai_t *self = backend->state;
-    http_client_process (self->http, now, items, count);
+    phttp_process (self->http);
     llm_probe_run (self->probe, now);
     s_dispatch (self, now);
     //  New calls want libcurl's attention now, not after another poll.
-    if (http_client_wakeup (self->http) <= now)
-        http_client_process (self->http, now, NULL, 0);
+    if (phttp_wakeup (self->http) <= now)
+        phttp_process (self->http);
 }
 
 static int64_t s_wakeup (backend_t *backend, int64_t now)
 {
     oai_t *self = backend->state;
-    int64_t wake = http_client_wakeup (self->http);
+    int64_t wake = phttp_wakeup (self->http);
     int64_t probe = llm_probe_wakeup (self->probe);
     if (probe < wake)
         wake = probe;
@@ -440,7 +443,7 @@ static void s_cancel (backend_t *backend, wjob_t *job)
     if (!oj)
         return;
     if (oj->call) {
-        http_client_cancel (self->http, &oj->call);
+        phttp_cancel (self->http, &oj->call);
         llm_pool_call_cancelled (self->pool, oj->server);
         self->in_call--;
     }
@@ -533,7 +536,7 @@ static void s_destroy (backend_t *backend)
     }
     zlistx_destroy (&self->waiting);
     llm_probe_destroy (&self->probe);
-    http_client_destroy (&self->http);
+    phttp_destroy (&self->http);
     llm_pool_destroy (&self->pool);
     free (self);
 }
@@ -550,7 +553,7 @@ int backend_openai_init (backend_t *backend)
         free (self);
         return -1;
     }
-    self->http = http_client_new ();
+    self->http = phttp_new (NULL);
     if (!self->http) {
         plog_error ("libcurl could not be initialised");
         llm_pool_destroy (&self->pool);

@@ -17,23 +17,6 @@
 //  Longest error text we keep from a server.
 #define MESSAGE_MAX 300
 
-static const char *s_type_name (const json_t *v)
-{
-    if (!v)
-        return "nothing";
-    switch (json_typeof (v)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE: return "a boolean";
-    case JSON_NULL: return "null";
-    }
-    return "something else";
-}
-
 static llm_outcome_t s_fail (char *why, size_t whylen, const char *fmt, ...)
     __attribute__ ((format (printf, 3, 4)));
 
@@ -233,7 +216,7 @@ static int s_content (llm_reply_t *reply, json_t *content, const char *path, cha
         }
         return 0;
     }
-    s_fail (why, whylen, "%s: expected a string, got %s", path, s_type_name (content));
+    s_fail (why, whylen, "%s: expected a string, got %s", path, pcfg_json_type (content));
     return -1;
 }
 
@@ -261,7 +244,7 @@ static json_t *s_load (const char *body, size_t len, char *why, size_t whylen)
         return NULL;
     }
     if (!json_is_object (root)) {
-        s_fail (why, whylen, "expected a JSON object, got %s", s_type_name (root));
+        s_fail (why, whylen, "expected a JSON object, got %s", pcfg_json_type (root));
         json_decref (root);
         return NULL;
     }
@@ -288,14 +271,14 @@ llm_outcome_t llm_chat_parse (const char *body, size_t len, llm_reply_t *reply, 
     if (!choices && json_object_get (root, "error"))
         rc = s_embedded_error (root, why, whylen);
     else if (!json_is_array (choices))
-        rc = s_fail (why, whylen, "choices: expected an array, got %s", s_type_name (choices));
+        rc = s_fail (why, whylen, "choices: expected an array, got %s", pcfg_json_type (choices));
     else if (!choice)
         rc = s_fail (why, whylen, "choices: empty, no reply in the answer");
     else if (!json_is_object (choice))
-        rc = s_fail (why, whylen, "choices[0]: expected an object, got %s", s_type_name (choice));
+        rc = s_fail (why, whylen, "choices[0]: expected an object, got %s", pcfg_json_type (choice));
     else if (!json_is_object (message))
         rc = s_fail (why, whylen, "choices[0].message: expected an object, got %s",
-                     s_type_name (message));
+                     pcfg_json_type (message));
     else if (s_content (reply, json_object_get (message, "content"), "choices[0].message.content",
                         why, whylen))
         rc = LLM_MALFORMED;
@@ -328,16 +311,16 @@ llm_outcome_t llm_chat_stream_event (llm_reply_t *reply, const char *data, size_
     if (json_object_get (root, "error"))
         rc = s_embedded_error (root, why, whylen);
     else if (choices && !json_is_array (choices))
-        rc = s_fail (why, whylen, "choices: expected an array, got %s", s_type_name (choices));
+        rc = s_fail (why, whylen, "choices: expected an array, got %s", pcfg_json_type (choices));
     else if (choice && !json_is_object (choice))
-        rc = s_fail (why, whylen, "choices[0]: expected an object, got %s", s_type_name (choice));
+        rc = s_fail (why, whylen, "choices[0]: expected an object, got %s", pcfg_json_type (choice));
     else {
         //  Chunks without choices are allowed: the last one carries only usage.
         size_t before = reply->len;
         json_t *delta = json_object_get (choice, "delta");
         if (delta && !json_is_object (delta))
             rc = s_fail (why, whylen, "choices[0].delta: expected an object, got %s",
-                         s_type_name (delta));
+                         pcfg_json_type (delta));
         else if (s_content (reply, json_object_get (delta, "content"), "choices[0].delta.content",
                             why, whylen))
             rc = LLM_MALFORMED;

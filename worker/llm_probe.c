@@ -16,7 +16,7 @@ typedef enum { STAGE_HEALTH, STAGE_MODELS } s_stage_t;
 typedef struct {
     llm_probe_t *owner;
     size_t index;               //  the server in the pool
-    http_call_t *call;          //  the check in flight, or NULL
+    phttp_call_t *call;         //  the check in flight, or NULL
     s_stage_t stage;
     int64_t due;                //  next check
     bool no_lmstudio_api;       //  /api/v0/models answered 404: use /v1/models
@@ -25,7 +25,7 @@ typedef struct {
 struct llm_probe_s {
     const pcfg_t *config;
     llm_pool_t *pool;
-    http_client_t *http;
+    phttp_t *http;
     s_check_t *checks;          //  one per server
     size_t count;
     uint64_t probes, failures;
@@ -106,14 +106,14 @@ static void s_finish (s_check_t *check, bool up, const char *why)
     check->due = zclock_time () + self->config->health_check_ms;
 }
 
-static void s_read_listing (s_check_t *check, llm_list_kind_t kind, const http_response_t *r)
+static void s_read_listing (s_check_t *check, llm_list_kind_t kind, const phttp_response_t *r)
 {
     llm_probe_t *self = check->owner;
     llm_server_t *s = llm_pool_server (self->pool, check->index);
     const char *names[MAX_LISTED];
     void *doc = NULL;
     char why[200];
-    int n = llm_probe_parse_models (kind, r->body, r->body_len, &doc, names, MAX_LISTED, why,
+    int n = llm_probe_parse_models (kind, r->body, r->size, &doc, names, MAX_LISTED, why,
                                     sizeof why);
     if (n >= 0)
         llm_pool_set_loaded (self->pool, check->index, names, (size_t) n);
@@ -126,15 +126,15 @@ static void s_read_listing (s_check_t *check, llm_list_kind_t kind, const http_r
     json_decref ((json_t *) doc);
 }
 
-static void s_on_done (void *arg, const http_response_t *r)
+static void s_on_done (void *arg, const phttp_response_t *r)
 {
     s_check_t *check = arg;
     llm_probe_t *self = check->owner;
     check->call = NULL;
     const pcfg_llm_server_t *c = llm_pool_server (self->pool, check->index)->config;
     char why[300];
-    if (!r->transport_ok) {
-        snprintf (why, sizeof why, "%s", r->error ? r->error : "no answer");
+    if (r->error) {
+        snprintf (why, sizeof why, "%s", r->error);
         s_finish (check, false, why);
         return;
     }
@@ -177,17 +177,12 @@ static void s_start (s_check_t *check, int64_t now)
     }
     char url[2048];
     snprintf (url, sizeof url, "%s%s", s->base, path);
-    http_request_t request = {"GET",
-                              url,
-                              NULL,
-                              s->api_key,
-                              self->config->connect_timeout_ms,
-                              self->config->request_timeout_ms,
-                              NULL,
-                              s_on_done,
-                              check};
+    phttp_request_t request = {.url = url,
+                               .bearer = s->api_key,
+                               .connect_timeout_ms = self->config->connect_timeout_ms,
+                               .timeout_ms = self->config->request_timeout_ms};
     self->probes++;
-    check->call = http_client_start (self->http, &request);
+    check->call = phttp_request (self->http, &request, s_on_done, check);
     if (!check->call) {
         s_finish (check, false, "could not start the request");
         return;
@@ -229,7 +224,7 @@ uint64_t llm_probe_failures (llm_probe_t *self)
     return self->failures;
 }
 
-llm_probe_t *llm_probe_new (const pcfg_t *config, llm_pool_t *pool, http_client_t *http)
+llm_probe_t *llm_probe_new (const pcfg_t *config, llm_pool_t *pool, phttp_t *http)
 {
     llm_probe_t *self = calloc (1, sizeof *self);
     self->config = config;
@@ -251,7 +246,7 @@ void llm_probe_destroy (llm_probe_t **self_p)
         return;
     llm_probe_t *self = *self_p;
     for (size_t i = 0; i < self->count; i++)
-        http_client_cancel (self->http, &self->checks[i].call);
+        phttp_cancel (self->http, &self->checks[i].call);
     free (self->checks);
     free (self);
     *self_p = NULL;

@@ -22,7 +22,7 @@
 #include <stdint.h>
 
 #include "common/pconfig.h"
-#include "worker/http_client.h"
+#include "net/phttp.h"
 #include "worker/llm_pool.h"
 
 typedef enum {
@@ -34,7 +34,7 @@ typedef enum {
 typedef struct llm_probe_s llm_probe_t;
 
 //  Caller owns the result; the pool and client are borrowed.
-llm_probe_t *llm_probe_new (const pcfg_t *config, llm_pool_t *pool, http_client_t *http);
+llm_probe_t *llm_probe_new (const pcfg_t *config, llm_pool_t *pool, phttp_t *http);
 void llm_probe_destroy (llm_probe_t **self_p);
 
 //  Starts the checks that are due.

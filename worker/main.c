@@ -1,9 +1,9 @@
 /*  parley-worker - writes replies with an LLM (or the built-in templates). */
 #include "common/pdaemon.h"
 #include "common/plog.h"
+#include "net/phttp.h"
 #include "worker/worker.h"
 
-#include <curl/curl.h>
 #include <sys/resource.h>
 
 //  Every LLM call in flight holds a socket: allow as many descriptors as
@@ -31,12 +31,9 @@ int main (int argc, char **argv)
     pdaemon_t daemon;
     pdaemon_start (&daemon, &info, argc, argv);
     s_raise_fd_limit ();
-    //  libcurl, and OpenSSL under it, set up once in the main thread before
-    //  any other thread exists (their global state is not the actor's to own).
-    curl_global_init (CURL_GLOBAL_DEFAULT);
+    phttp_global_init ();   //  before the actor thread exists (see phttp.h)
     worker_args_t args = {daemon.config, daemon.ready_file};
     int status = pdaemon_run_actor (worker_server, &args);
-    curl_global_cleanup ();
     pdaemon_finish (&daemon);
     return status;
 }

@@ -1,5 +1,5 @@
 /*  ptext - text chores for chat platforms. See ptext.h. */
-#include "common/ptext.h"
+#include "net/ptext.h"
 
 #include <stdint.h>
 #include <stdlib.h>

@@ -58,11 +58,11 @@ typedef const char *(ptext_lookup_fn) (void *ctx, const char *name);
 
 //  Fills "{name}" placeholders in `template` with lookup's values; unknown
 //  names are left as they are. Caller owns the result.
+char *ptext_fill (const char *template, ptext_lookup_fn *lookup, void *ctx);
+
 //  A copy of `s` no longer than `max` units: cut at a space where it can
 //  be, ending with an ellipsis ("…", which counts toward `max`). Caller
 //  owns the result.
 char *ptext_trim (const char *s, size_t max, ptext_unit_t unit);
-
-char *ptext_fill (const char *template, ptext_lookup_fn *lookup, void *ctx);
 
 #endif

@@ -1,39 +1,49 @@
-/*  phttp - HTTP on libcurl's multi interface in a zmq_poll loop. See phttp.h. */
-#include "common/phttp.h"
+/*  phttp - HTTP on libcurl's multi interface in a zmq_poll loop. See phttp.h.
+
+    libcurl's "multi socket" interface: libcurl reports every socket it wants
+    watched (s_socket_cb) and the one timeout it needs (s_timer_cb). The
+    sockets go into an epoll set and the owner's zmq_poll watches only the
+    epoll descriptor, so a loop turn costs the same with a thousand requests
+    in flight as with one. Ready sockets go back to libcurl with
+    curl_multi_socket_action.
+*/
+#include "net/phttp.h"
 
 #include <czmq.h>
-#include <poll.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/epoll.h>
+#include <unistd.h>
 
-typedef struct {
-    curl_socket_t fd;
-    int what;                   //  CURL_POLL_IN / OUT / INOUT
-} s_sock_t;
+#define EVENTS_PER_WAIT 256
 
-typedef struct {
-    phttp_t *owner;
+struct phttp_call_s {
     CURL *easy;
+    void *handle;               //  in the owner's list of calls in flight
     struct curl_slist *headers;
-    char *data;                 //  response body
+    char *data;                 //  the response body so far
     size_t size, cap, max;
-    bool too_large;
-    int64_t retry_after_ms;
+    bool too_large;             //  the body passed max
+    bool aborted;               //  on_data asked to stop
+    int64_t started;            //  zclock_time at start
+    int64_t first_byte;         //  zclock_time of the first body byte; -1 = none yet
     char errbuf[CURL_ERROR_SIZE];
-    phttp_done_fn *done;
-    phttp_connected_fn *connected;
+    phttp_done_fn *done;        //  a request...
+    phttp_data_fn *on_data;
+    phttp_connected_fn *connected;  //  ...or a connection attempt
     void *arg;
-} s_call_t;
+};
 
 struct phttp_s {
     CURLM *multi;
     char *secret;               //  blanked out of error texts
-    s_sock_t *socks;            //  sockets curl asked us to watch
-    size_t sock_count, sock_cap;
+    int epoll_fd;               //  the sockets curl waits on
+    size_t sockets;             //  how many are in it
     int64_t deadline;           //  curl's timer, Unix ms; INT64_MAX = none
-    zlistx_t *calls;            //  s_call_t in flight
+    zlistx_t *calls;            //  phttp_call_t in flight
     zlistx_t *connections;      //  CURL * handed to owners (connect-only)
 };
 
@@ -53,23 +63,29 @@ void phttp_global_init (void)
 
 static int s_socket_cb (CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 {
-    (void) easy, (void) socketp;
+    (void) easy;
     phttp_t *self = userp;
-    for (size_t i = 0; i < self->sock_count; i++)
-        if (self->socks[i].fd == fd) {
-            if (what == CURL_POLL_REMOVE)
-                self->socks[i] = self->socks[--self->sock_count];
-            else
-                self->socks[i].what = what;
-            return 0;
-        }
-    if (what == CURL_POLL_REMOVE)
+    if (what == CURL_POLL_REMOVE) {
+        //  The socket may be closed already, which took it out of the set.
+        epoll_ctl (self->epoll_fd, EPOLL_CTL_DEL, fd, NULL);
+        if (socketp)
+            self->sockets--;
+        curl_multi_assign (self->multi, fd, NULL);
         return 0;
-    if (self->sock_count == self->sock_cap) {
-        self->sock_cap = self->sock_cap ? self->sock_cap * 2 : 8;
-        self->socks = realloc (self->socks, self->sock_cap * sizeof (s_sock_t));
     }
-    self->socks[self->sock_count++] = (s_sock_t) {fd, what};
+    struct epoll_event ev = {0};
+    ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0) | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
+    ev.data.fd = fd;
+    //  socketp marks a socket we have added (libcurl keeps it for us).
+    if (!socketp) {
+        //  A descriptor number closed behind our back may come again.
+        if (epoll_ctl (self->epoll_fd, EPOLL_CTL_ADD, fd, &ev) && errno == EEXIST)
+            epoll_ctl (self->epoll_fd, EPOLL_CTL_MOD, fd, &ev);
+        curl_multi_assign (self->multi, fd, self);
+        self->sockets++;
+    }
+    else
+        epoll_ctl (self->epoll_fd, EPOLL_CTL_MOD, fd, &ev);
     return 0;
 }
 
@@ -81,13 +97,33 @@ static int s_timer_cb (CURLM *multi, long timeout_ms, void *userp)
     return 0;
 }
 
+//  True when the answer is one to stream: a 2xx event stream. An error, or
+//  a server that ignored "stream", answers with a plain body we keep.
+static bool s_streamed (phttp_call_t *call)
+{
+    long status = 0;
+    char *type = NULL;
+    curl_easy_getinfo (call->easy, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_getinfo (call->easy, CURLINFO_CONTENT_TYPE, &type);
+    return status >= 200 && status < 300 && type && !strncasecmp (type, "text/event-stream", 17);
+}
+
 static size_t s_write_cb (char *ptr, size_t size, size_t nmemb, void *userp)
 {
-    s_call_t *call = userp;
+    phttp_call_t *call = userp;
     size_t n = size * nmemb;
+    if (call->first_byte < 0)
+        call->first_byte = zclock_time ();
+    if (call->on_data && s_streamed (call)) {
+        if (call->on_data (call->arg, ptr, n)) {
+            call->aborted = true;
+            return 0;   //  curl ends the transfer with CURLE_WRITE_ERROR
+        }
+        return n;
+    }
     if (call->size + n > call->max) {
         call->too_large = true;
-        return 0;   //  curl stops the transfer
+        return 0;
     }
     if (call->size + n + 1 > call->cap) {
         call->cap = (call->size + n + 1) * 2;
@@ -101,117 +137,112 @@ static size_t s_write_cb (char *ptr, size_t size, size_t nmemb, void *userp)
     return n;
 }
 
-static size_t s_header_cb (char *line, size_t size, size_t nmemb, void *userp)
-{
-    s_call_t *call = userp;
-    size_t n = size * nmemb;
-    static const char name[] = "retry-after:";
-    if (n > sizeof name && strncasecmp (line, name, sizeof name - 1) == 0) {
-        char value[64];
-        size_t vlen = n - (sizeof name - 1);
-        if (vlen >= sizeof value)
-            vlen = sizeof value - 1;
-        memcpy (value, line + sizeof name - 1, vlen);
-        value[vlen] = 0;
-        char *v = value;
-        while (*v == ' ' || *v == '\t')
-            v++;
-        char *end;
-        long long secs = strtoll (v, &end, 10);
-        if (end != v && secs >= 0)
-            call->retry_after_ms = secs * 1000;
-        else {
-            //  An HTTP date.
-            time_t when = curl_getdate (v, NULL);
-            if (when > 0) {
-                int64_t ms = (int64_t) when * 1000 - zclock_time ();
-                call->retry_after_ms = ms > 0 ? ms : 0;
-            }
-        }
-    }
-    return n;
-}
-
 //  --- calls ----------------------------------------------------------------------------
 
-static void s_call_free (s_call_t *call)
+static void s_call_free (phttp_call_t *call)
 {
     curl_slist_free_all (call->headers);
     free (call->data);
     free (call);
 }
 
-static s_call_t *s_call_new (phttp_t *self, const char *url, int64_t timeout_ms)
+static phttp_call_t *s_call_new (const char *url, int64_t connect_timeout_ms, int64_t timeout_ms)
 {
-    s_call_t *call = calloc (1, sizeof *call);
-    call->owner = self;
-    call->retry_after_ms = -1;
+    phttp_call_t *call = calloc (1, sizeof *call);
     call->easy = curl_easy_init ();
     if (!call->easy) {
         free (call);
         return NULL;
     }
+    call->started = zclock_time ();
+    call->first_byte = -1;
+    if (connect_timeout_ms <= 0)
+        connect_timeout_ms = PHTTP_CONNECT_MS;
     CURL *e = call->easy;
     curl_easy_setopt (e, CURLOPT_URL, url);
     curl_easy_setopt (e, CURLOPT_PRIVATE, call);
     curl_easy_setopt (e, CURLOPT_ERRORBUFFER, call->errbuf);
+    //  No signals: we are one thread of many. Timeouts come from the multi timer.
     curl_easy_setopt (e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt (e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt (e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt (e, CURLOPT_CONNECTTIMEOUT_MS,
-                      (long) (timeout_ms < PHTTP_CONNECT_MS ? timeout_ms : PHTTP_CONNECT_MS));
+                      (long) (timeout_ms < connect_timeout_ms ? timeout_ms : connect_timeout_ms));
     curl_easy_setopt (e, CURLOPT_TIMEOUT_MS, (long) timeout_ms);
     return call;
 }
 
-static int s_start (phttp_t *self, s_call_t *call)
+static int s_start (phttp_t *self, phttp_call_t *call)
 {
     if (curl_multi_add_handle (self->multi, call->easy) != CURLM_OK) {
         curl_easy_cleanup (call->easy);
         s_call_free (call);
         return -1;
     }
-    zlistx_add_end (self->calls, call);
+    call->handle = zlistx_add_end (self->calls, call);
     return 0;
 }
 
-int phttp_request (phttp_t *self, const phttp_request_t *r, phttp_done_fn *done, void *arg)
+phttp_call_t *phttp_request (phttp_t *self, const phttp_request_t *r, phttp_done_fn *done,
+                             void *arg)
 {
     assert (self);
-    s_call_t *call =
-        s_call_new (self, r->url, r->timeout_ms > 0 ? r->timeout_ms : PHTTP_TIMEOUT_MS);
+    phttp_call_t *call = s_call_new (r->url, r->connect_timeout_ms,
+                                     r->timeout_ms > 0 ? r->timeout_ms : PHTTP_TIMEOUT_MS);
     if (!call)
-        return -1;
+        return NULL;
     call->done = done;
+    call->on_data = r->on_data;
     call->arg = arg;
     call->max = r->max_response_bytes ? r->max_response_bytes : PHTTP_MAX_RESPONSE;
     CURL *e = call->easy;
     curl_easy_setopt (e, CURLOPT_USERAGENT, "parley/" PARLEY_VERSION);
-    curl_easy_setopt (e, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt (e, CURLOPT_WRITEFUNCTION, s_write_cb);
     curl_easy_setopt (e, CURLOPT_WRITEDATA, call);
-    curl_easy_setopt (e, CURLOPT_HEADERFUNCTION, s_header_cb);
-    curl_easy_setopt (e, CURLOPT_HEADERDATA, call);
     //  A POST must not wait for "100 Continue" from servers that never send it.
     call->headers = curl_slist_append (NULL, "Expect:");
     for (size_t i = 0; r->headers && r->headers[i]; i++)
         call->headers = curl_slist_append (call->headers, r->headers[i]);
+    if (r->on_data)
+        call->headers = curl_slist_append (call->headers, "Accept: text/event-stream");
+    else
+        //  Compressed answers, but not streams: a compressing proxy may hold
+        //  events back until it has a block to compress.
+        curl_easy_setopt (e, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt (e, CURLOPT_HTTPHEADER, call->headers);
+    if (r->bearer && *r->bearer) {
+        curl_easy_setopt (e, CURLOPT_HTTPAUTH, (long) CURLAUTH_BEARER);
+        curl_easy_setopt (e, CURLOPT_XOAUTH2_BEARER, r->bearer);
+    }
     const char *method = r->method ? r->method : "GET";
     if (strcmp (method, "GET") != 0) {
-        curl_easy_setopt (e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) r->body_size);
-        curl_easy_setopt (e, CURLOPT_COPYPOSTFIELDS, r->body ? r->body : "");
+        const char *body = r->body ? r->body : "";
+        curl_easy_setopt (e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) strlen (body));
+        curl_easy_setopt (e, CURLOPT_COPYPOSTFIELDS, body);
         if (strcmp (method, "POST") != 0)
             curl_easy_setopt (e, CURLOPT_CUSTOMREQUEST, method);
     }
-    return s_start (self, call);
+    return s_start (self, call) ? NULL : call;
+}
+
+void phttp_cancel (phttp_t *self, phttp_call_t **call_p)
+{
+    assert (self);
+    if (!call_p || !*call_p)
+        return;
+    phttp_call_t *call = *call_p;
+    zlistx_delete (self->calls, call->handle);
+    curl_multi_remove_handle (self->multi, call->easy);
+    curl_easy_cleanup (call->easy);
+    s_call_free (call);
+    *call_p = NULL;
 }
 
 int phttp_connect (phttp_t *self, const char *url, int64_t timeout_ms, phttp_connected_fn *done,
                    void *arg)
 {
     assert (self);
-    s_call_t *call = s_call_new (self, url, timeout_ms > 0 ? timeout_ms : PHTTP_CONNECT_MS);
+    phttp_call_t *call = s_call_new (url, 0, timeout_ms > 0 ? timeout_ms : PHTTP_CONNECT_MS);
     if (!call)
         return -1;
     call->connected = done;
@@ -241,12 +272,17 @@ void phttp_release (phttp_t *self, CURL **easy_p)
 
 //  --- the loop ----------------------------------------------------------------------------
 
-static void s_finish (phttp_t *self, s_call_t *call, CURLcode result)
+//  Ends a call whose transfer is over: the owner learns of it through done
+//  (or connected), and nothing of it stays here.
+static void s_finish (phttp_t *self, phttp_call_t *call, CURLcode result)
 {
-    zlistx_delete (self->calls, zlistx_find (self->calls, call));
-    char error[CURL_ERROR_SIZE + 160];
-    error[0] = 0;
-    if (result != CURLE_OK && !(call->too_large && result == CURLE_WRITE_ERROR)) {
+    zlistx_delete (self->calls, call->handle);
+    char error[CURL_ERROR_SIZE + 160] = "";
+    if (call->too_large)
+        snprintf (error, sizeof error, "response body too large");
+    else if (call->aborted)
+        snprintf (error, sizeof error, "stopped reading the response");
+    else if (result != CURLE_OK) {
         char raw[CURL_ERROR_SIZE + 120];
         snprintf (raw, sizeof raw, "%s%s%s", curl_easy_strerror (result),
                   call->errbuf[0] ? ": " : "", call->errbuf);
@@ -254,6 +290,8 @@ static void s_finish (phttp_t *self, s_call_t *call, CURLcode result)
     }
     if (call->connected) {
         if (result == CURLE_OK) {
+            //  The handle outlives the call: nothing may point back at it.
+            curl_easy_setopt (call->easy, CURLOPT_PRIVATE, NULL);
             zlistx_add_end (self->connections, call->easy);
             call->connected (call->arg, call->easy, NULL);
         }
@@ -266,14 +304,16 @@ static void s_finish (phttp_t *self, s_call_t *call, CURLcode result)
         return;
     }
     phttp_response_t response = {0};
-    long status = 0;
-    curl_easy_getinfo (call->easy, CURLINFO_RESPONSE_CODE, &status);
-    response.status = status;
+    curl_easy_getinfo (call->easy, CURLINFO_RESPONSE_CODE, &response.status);
+    curl_off_t retry_after = 0;
+    curl_easy_getinfo (call->easy, CURLINFO_RETRY_AFTER, &retry_after);
+    response.retry_after_ms = retry_after > 0 ? (int64_t) retry_after * 1000 : -1;
     response.body = call->data ? call->data : "";
     response.size = call->size;
-    response.retry_after_ms = call->retry_after_ms;
+    response.error = *error ? error : NULL;
     response.too_large = call->too_large;
-    response.error = error[0] ? error : NULL;
+    response.timed_out = result == CURLE_OPERATION_TIMEDOUT;
+    response.aborted = call->aborted;
     if (response.error) {
         //  Whether the request may have reached the server decides between
         //  "try again" and "in doubt" for posts that must not be doubled.
@@ -281,8 +321,11 @@ static void s_finish (phttp_t *self, s_call_t *call, CURLcode result)
         long request_size = 0;
         curl_easy_getinfo (call->easy, CURLINFO_PRETRANSFER_TIME_T, &pretransfer);
         curl_easy_getinfo (call->easy, CURLINFO_REQUEST_SIZE, &request_size);
-        response.maybe_sent = pretransfer > 0 || request_size > 0 || status > 0;
+        response.maybe_sent = pretransfer > 0 || request_size > 0 || response.status > 0;
     }
+    int64_t now = zclock_time ();
+    response.first_byte_ms = call->first_byte < 0 ? -1 : call->first_byte - call->started;
+    response.total_ms = now - call->started;
     curl_multi_remove_handle (self->multi, call->easy);
     curl_easy_cleanup (call->easy);
     call->done (call->arg, &response);
@@ -293,37 +336,35 @@ void phttp_process (phttp_t *self)
 {
     assert (self);
     int running = 0;
-    if (self->sock_count) {
-        //  Which of curl's sockets are ready now (the owner's zmq_poll woke us).
-        size_t n = self->sock_count;
-        struct pollfd *fds = calloc (n, sizeof *fds);
-        for (size_t i = 0; i < n; i++) {
-            fds[i].fd = self->socks[i].fd;
-            fds[i].events = (short) (((self->socks[i].what & CURL_POLL_IN) ? POLLIN : 0)
-                                     | ((self->socks[i].what & CURL_POLL_OUT) ? POLLOUT : 0));
-        }
-        if (poll (fds, (nfds_t) n, 0) > 0)
-            for (size_t i = 0; i < n; i++) {
-                int flags = ((fds[i].revents & POLLIN) ? CURL_CSELECT_IN : 0)
-                            | ((fds[i].revents & POLLOUT) ? CURL_CSELECT_OUT : 0)
-                            | ((fds[i].revents & (POLLERR | POLLHUP)) ? CURL_CSELECT_ERR : 0);
-                if (flags)
-                    curl_multi_socket_action (self->multi, fds[i].fd, flags, &running);
+    if (self->sockets) {
+        //  Which of curl's sockets are ready now (the owner's zmq_poll woke us,
+        //  or it woke for something else: then there are none, for one call).
+        struct epoll_event events[EVENTS_PER_WAIT];
+        int n;
+        do {
+            n = epoll_wait (self->epoll_fd, events, EVENTS_PER_WAIT, 0);
+            for (int i = 0; i < n; i++) {
+                uint32_t e = events[i].events;
+                int flags = (e & EPOLLIN ? CURL_CSELECT_IN : 0) | (e & EPOLLOUT ? CURL_CSELECT_OUT : 0)
+                            | (e & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0);
+                curl_multi_socket_action (self->multi, events[i].data.fd, flags, &running);
             }
-        free (fds);
+        } while (n == EVENTS_PER_WAIT);
     }
     if (zclock_time () >= self->deadline) {
         self->deadline = INT64_MAX;
         curl_multi_socket_action (self->multi, CURL_SOCKET_TIMEOUT, 0, &running);
     }
+    //  One message at a time: a done callback may start or cancel requests,
+    //  and removing a handle also removes its pending message.
     CURLMsg *msg;
     int left;
     while ((msg = curl_multi_info_read (self->multi, &left))) {
         if (msg->msg != CURLMSG_DONE)
             continue;
-        s_call_t *call = NULL;
+        phttp_call_t *call = NULL;
         curl_easy_getinfo (msg->easy_handle, CURLINFO_PRIVATE, (char **) &call);
-        if (call && zlistx_find (self->calls, call))
+        if (call)
             s_finish (self, call, msg->data.result);
     }
 }
@@ -331,13 +372,10 @@ void phttp_process (phttp_t *self)
 int phttp_pollitems (phttp_t *self, zmq_pollitem_t *items, int max)
 {
     assert (self);
-    int n = 0;
-    for (size_t i = 0; i < self->sock_count && n < max; i++) {
-        short events = (short) (((self->socks[i].what & CURL_POLL_IN) ? ZMQ_POLLIN : 0)
-                                | ((self->socks[i].what & CURL_POLL_OUT) ? ZMQ_POLLOUT : 0));
-        items[n++] = (zmq_pollitem_t) {NULL, self->socks[i].fd, events, 0};
-    }
-    return n;
+    if (self->sockets == 0 || max < 1)
+        return 0;
+    items[0] = (zmq_pollitem_t) {NULL, self->epoll_fd, ZMQ_POLLIN, 0};
+    return 1;
 }
 
 int64_t phttp_wakeup (phttp_t *self)
@@ -359,7 +397,12 @@ phttp_t *phttp_new (const char *secret)
     phttp_global_init ();
     phttp_t *self = calloc (1, sizeof *self);
     self->multi = curl_multi_init ();
-    if (!self->multi) {
+    self->epoll_fd = epoll_create1 (EPOLL_CLOEXEC);
+    if (!self->multi || self->epoll_fd < 0) {
+        if (self->multi)
+            curl_multi_cleanup (self->multi);
+        if (self->epoll_fd >= 0)
+            close (self->epoll_fd);
         free (self);
         return NULL;
     }
@@ -379,19 +422,17 @@ void phttp_destroy (phttp_t **self_p)
     if (!self_p || !*self_p)
         return;
     phttp_t *self = *self_p;
-    for (s_call_t *call = zlistx_first (self->calls); call; call = zlistx_next (self->calls)) {
-        curl_multi_remove_handle (self->multi, call->easy);
-        curl_easy_cleanup (call->easy);
-        s_call_free (call);
-    }
+    phttp_call_t *call;
+    while ((call = zlistx_first (self->calls)))
+        phttp_cancel (self, &call);
     zlistx_destroy (&self->calls);
-    for (CURL *e = zlistx_first (self->connections); e; e = zlistx_next (self->connections)) {
-        curl_multi_remove_handle (self->multi, e);
-        curl_easy_cleanup (e);
-    }
+    CURL *easy;
+    while ((easy = zlistx_first (self->connections)))
+        phttp_release (self, &easy);
     zlistx_destroy (&self->connections);
+    //  The multi may still report sockets it closes: the epoll set goes last.
     curl_multi_cleanup (self->multi);
-    free (self->socks);
+    close (self->epoll_fd);
     if (self->secret)
         memset (self->secret, 0, strlen (self->secret));
     free (self->secret);

@@ -1,8 +1,8 @@
 /*  pirc - one IRC connection over libcurl. See pirc.h. */
-#include "common/pirc.h"
-#include "common/phttp.h"
+#include "net/pirc.h"
 #include "common/plog.h"
-#include "common/ptext.h"
+#include "net/phttp.h"
+#include "net/ptext.h"
 
 #include <czmq.h>
 #include <stdlib.h>
@@ -531,6 +531,10 @@ pirc_t *pirc_new (const pirc_config_t *config)
     self->http = phttp_new (self->token);
     self->fd = CURL_SOCKET_BAD;
     self->state = S_IDLE;
+    if (!self->http) {
+        plog_error ("%s: libcurl could not be set up", self->name);
+        pirc_destroy (&self);
+    }
     return self;
 }
 
@@ -539,8 +543,7 @@ void pirc_destroy (pirc_t **self_p)
     if (!self_p || !*self_p)
         return;
     pirc_t *self = *self_p;
-    phttp_release (self->http, &self->easy);
-    phttp_destroy (&self->http);
+    phttp_destroy (&self->http);    //  closes the connection too
     free (self->name);
     free (self->url);
     free (self->nick);
