@@ -75,6 +75,7 @@ def submit_all(endpoint, jobs, payload):
 def one_run(build, jobs):
     config = {
         "entities": [{"id": "e%d" % i, "responseChance": 0} for i in range(10)],
+        "storage": {"dataDir": ""},     #  memory: what the queue itself costs
         "queueSettings": {"globalMaxInFlight": 0, "perEntityMaxInFlight": 0, "maxAgeSeconds": 0,
                           "maxQueueSize": jobs + 1, "congestionThreshold": 0,
                           "responseDelays": {k: {"minMs": 0, "maxMs": 0}

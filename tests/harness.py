@@ -66,8 +66,10 @@ class Proc:
         if self.ready_path and os.path.exists(self.ready_path):
             os.unlink(self.ready_path)
         log = open(self.log_path, "ab")
+        # The working directory is the test's own: relative paths (storage.dataDir's
+        # default, "parley-data") stay inside it.
         self.popen = subprocess.Popen(self.argv, stdout=log, stderr=log, env=self.env,
-                                      stdin=subprocess.DEVNULL)
+                                      stdin=subprocess.DEVNULL, cwd=os.path.dirname(self.log_path))
         log.close()
         _ALL.append(self)
         if self.ready_path:
@@ -366,8 +368,9 @@ def fake_llm_control(url, **change):
 
 
 def base_config(entities, **sections):
-    """A test configuration: no delays, no caps, fast heartbeats."""
+    """A test configuration: no delays, no caps, fast heartbeats, state in memory."""
     config = {
+        "storage": {"dataDir": ""},
         "botSettings": {"pollingInterval": 1000},
         "queueSettings": {
             "globalMaxInFlight": 0, "perEntityMaxInFlight": 0, "maxAgeSeconds": 0,

@@ -23,7 +23,7 @@ ENTITIES = [{"id": e, "responseChance": 0} for e in ("alpha", "beta", "gamma")]
 def chaos_config(p, extra_queue=None):
     config = base_config(ENTITIES, sink={"destinations": [
         {"name": "out", "type": "jsonl", "path": p.output}]})
-    config["storage"] = {"dataDir": p.path("data")}
+    config["storage"] = {"dataDir": "data"}     # inside the test's directory
     config["queueSettings"].update({"staleClaimTimeout": 2000})
     config["queueSettings"].update(extra_queue or {})
     config["worker"].update({"templateLatencyMs": 5, "templateJitterMs": 20, "concurrency": 8})

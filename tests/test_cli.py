@@ -35,7 +35,7 @@ def test_wildcard_port_is_reported(bin_dir):
     ready = "/tmp/parley-wildcard-%d.ready" % os.getpid()
     argv = [os.path.join(bin_dir, "broker/parley-broker"), "--ready-file", ready,
             "--set", "network.brokerFrontend=tcp://127.0.0.1:*",
-            "--set", "network.brokerBackend=tcp://127.0.0.1:*"]
+            "--set", "network.brokerBackend=tcp://127.0.0.1:*", "--set", "storage.dataDir="]
     proc = Proc("broker", argv, ready + ".log", dict(os.environ), ready).start()
     try:
         for key in ("frontend", "backend"):

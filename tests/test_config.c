@@ -60,6 +60,7 @@ static void test_defaults (void **state)
     assert_int_equal (config->delay_low.max_ms, 8000);
     assert_string_equal (config->broker_frontend, "tcp://127.0.0.1:7531");
     assert_string_equal (config->fsync, "always");
+    assert_string_equal (config->data_dir, "parley-data");
     assert_int_equal (config->entities.count, 0);
     //  Defaults of array elements apply to each element.
     pcfg_destroy (&config);
