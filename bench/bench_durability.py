@@ -45,8 +45,7 @@ def config(jobs, data_dir, fsync):
 
 
 def throughput(build, jobs, fsync):
-    p = Pipeline(build, {}, "bench-dur")
-    try:
+    with Pipeline(build, {}, "bench-dur") as p:
         data = p.path("data") if fsync != "memory" else ""
         p.config = config(jobs, data, fsync if fsync != "memory" else "always")
         p.config_path = p.path("parley.json")
@@ -65,14 +64,10 @@ def throughput(build, jobs, fsync):
         last = wait_until(posted, 900, "%d posts" % jobs, interval=0.1)
         t0, n0 = first[0]
         return (last[1] - n0) / max(last[0] - t0, 1e-3)
-    finally:
-        p.stop()
-        p.cleanup()
 
 
 def restart_time(build, queued):
-    p = Pipeline(build, {}, "bench-restart")
-    try:
+    with Pipeline(build, {}, "bench-restart") as p:
         p.config = config(0, p.path("data"), "batch")
         p.config["poller"]["sources"] = []
         p.config["queueSettings"]["maxQueueSize"] = queued + 1
@@ -96,9 +91,6 @@ def restart_time(build, queued):
         if check_queued != queued:
             raise RuntimeError("recovered %d of %d jobs" % (check_queued, queued))
         return reported / 1000.0, listening
-    finally:
-        p.stop()
-        p.cleanup()
 
 
 def main():

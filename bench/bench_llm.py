@@ -55,8 +55,7 @@ def run_point(bin_dir, workers, calls, args):
     config["worker"].update({"backend": "openai", "concurrency": calls,
                              "requestTimeoutMs": args.latency_ms * 10, "healthCheckMs": 10000})
     config["sink"]["statsIntervalMs"] = 1000
-    p = Pipeline(bin_dir, config, "bench-llm")
-    try:
+    with Pipeline(bin_dir, config, "bench-llm") as p:
         config["sink"]["destinations"] = [{"name": "out", "type": "jsonl", "path": p.output}]
         servers = []
         for i in range(args.servers):
@@ -84,10 +83,7 @@ def run_point(bin_dir, workers, calls, args):
         end_count, end = counter.read(), time.monotonic()
         rate = (end_count - start_count) / (end - start)
         dead = p.broker_stats()["dlq"]
-        p.stop()
         return rate, ideal, dead
-    finally:
-        p.cleanup()
 
 
 def main():

@@ -86,8 +86,7 @@ def one_run(build, jobs):
         "poller": {"sources": []},
         "logLevel": "warn",
     }
-    p = Pipeline(build, config, "bench-queue")
-    try:
+    with Pipeline(build, config, "bench-queue") as p:
         message = [ "bench", "c1", "1", "someone", "u1", "a chat message of a typical length, "
                     "asking the bot something", int(time.time() * 1000), 2, [], ]
         payload = msgpack.packb(message, use_bin_type=True)
@@ -106,9 +105,6 @@ def one_run(build, jobs):
         return {"submit_per_s": jobs / submit_s, "rss_per_job": per_job,
                 "beyond_payload": per_job - len(payload), "payload": len(payload),
                 "drain_per_s": jobs / drain_s}
-    finally:
-        p.stop()
-        p.cleanup()
 
 
 def main():

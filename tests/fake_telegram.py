@@ -14,8 +14,9 @@ test to check.
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
+
+from harness import answer_json, serve_http
 
 
 def utf16_len(text):
@@ -57,26 +58,8 @@ class FakeTelegram:
         self.inject = []           # (status, body dict) answers for the next sendMessage calls
         self.next_message = {}     # chat id -> next message_id
         self.closing = False
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                fake._handle(self, None)
-
-            def do_POST(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                fake._handle(self, self.rfile.read(n))
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = serve_http(lambda handler: self._handle(handler, None), self._handle)
         self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
 
     def close(self):
         with self.cond:
@@ -133,34 +116,23 @@ class FakeTelegram:
 
     # --- the API ------------------------------------------------------------------------
 
-    def _reply(self, handler, status, payload):
-        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        try:
-            handler.send_response(status)
-            handler.send_header("Content-Type", "application/json")
-            handler.send_header("Content-Length", str(len(body)))
-            handler.end_headers()
-            handler.wfile.write(body)
-        except OSError:
-            pass
-
     def _handle(self, handler, body):
         url = urlparse(handler.path)
         parts = url.path.split("/")
         if len(parts) != 3 or not parts[1].startswith("bot"):
-            return self._reply(handler, 404, {"ok": False, "error_code": 404,
+            return answer_json(handler, 404, {"ok": False, "error_code": 404,
                                               "description": "Not Found"})
         token, method = parts[1][3:], parts[2]
         bot = self.bots.get(token)
         if not bot:
-            return self._reply(handler, 401, {"ok": False, "error_code": 401,
+            return answer_json(handler, 401, {"ok": False, "error_code": 401,
                                               "description": "Unauthorized"})
         if method == "getUpdates":
             q = {k: v[0] for k, v in parse_qs(url.query).items()}
             return self._get_updates(handler, bot, q)
         if method == "sendMessage":
             return self._send_message(handler, bot, body)
-        return self._reply(handler, 404, {"ok": False, "error_code": 404,
+        return answer_json(handler, 404, {"ok": False, "error_code": 404,
                                           "description": "Not Found: method not found"})
 
     def _get_updates(self, handler, bot, q):
@@ -186,14 +158,14 @@ class FakeTelegram:
                     break
                 self.cond.wait(left)
             if result is None:
-                return self._reply(handler, 409, {
+                return answer_json(handler, 409, {
                     "ok": False, "error_code": 409,
                     "description": "Conflict: terminated by other getUpdates request; make sure "
                                    "that only one bot instance is running"})
             for u, _ in result:
                 bot.delivered[u] = bot.delivered.get(u, 0) + 1
         body = b'{"ok":true,"result":[' + b",".join(raw for _, raw in result) + b"]}"
-        self._reply(handler, 200, body)
+        answer_json(handler, 200, body)
 
     def _refuse_by_limits(self, bot, chat_id, now):
         slack = 0.15   # the network may bring two posts closer than they were sent
@@ -212,21 +184,21 @@ class FakeTelegram:
             req = json.loads(body or b"{}")
             chat_id, text = req["chat_id"], req["text"]
         except (ValueError, KeyError, TypeError):
-            return self._reply(handler, 400, {"ok": False, "error_code": 400,
+            return answer_json(handler, 400, {"ok": False, "error_code": 400,
                                               "description": "Bad Request: chat_id and text needed"})
         with self.cond:
             if self.inject:
                 status, payload = self.inject.pop(0)
-                return self._reply(handler, status, payload)
+                return answer_json(handler, status, payload)
             if not isinstance(text, str) or not text.strip() or utf16_len(text) > 4096:
-                return self._reply(handler, 400, {"ok": False, "error_code": 400,
+                return answer_json(handler, 400, {"ok": False, "error_code": 400,
                                                   "description": "Bad Request: message is too long"
                                                   if text else "Bad Request: message text is empty"})
             now = time.monotonic()
             why = self._refuse_by_limits(bot, chat_id, now)
             if why:
                 self.refused.append((bot.token, chat_id, why))
-                return self._reply(handler, 429, {
+                return answer_json(handler, 429, {
                     "ok": False, "error_code": 429, "description": "Too Many Requests: retry after 1",
                     "parameters": {"retry_after": 1}})
             reply = (req.get("reply_parameters") or {}).get("message_id")
@@ -237,4 +209,4 @@ class FakeTelegram:
                    "date": int(time.time()), "text": text}
             self.sent.append({"token": bot.token, "bot": bot.username, "chat_id": chat_id,
                               "text": text, "reply_to": reply, "at": now, "message": msg})
-        self._reply(handler, 200, {"ok": True, "result": msg})
+        answer_json(handler, 200, {"ok": True, "result": msg})

@@ -15,8 +15,10 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 _ALL = []   # every Proc ever started, for the last-resort cleanup
 
@@ -102,6 +104,8 @@ class Proc:
         if not self.popen:
             return None
         if self.alive():
+            # A process a test froze (SIGSTOP) would not act on SIGTERM until continued.
+            self.popen.send_signal(signal.SIGCONT)
             self.popen.send_signal(signal.SIGTERM)
             try:
                 self.popen.wait(timeout)
@@ -158,7 +162,16 @@ def free_endpoint():
 
 
 class Pipeline:
-    """A broker, a sink, and any number of workers and pollers."""
+    """A broker, a sink, and any number of workers and pollers.
+
+    Used as a context manager, it ends every test the same way:
+
+        with Pipeline(bin_dir, config, "name") as p:
+            p.start_broker()
+            ...
+
+    and whatever happens in the block, its processes are stopped and its
+    directory removed (see __exit__)."""
 
     def __init__(self, bin_dir, config, name="pipeline"):
         """config: a dict written to parley.json, or None for the embedded default."""
@@ -172,6 +185,30 @@ class Pipeline:
         self.procs = {}
         self.frontend = self.backend = self.results = self.stats = None
         self.output = os.path.join(self.dir, "posted.jsonl")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        """Prints the logs if the block raised, then stops everything and cleans up.
+
+        stop() checks the logs for sanitizer reports: after a block that passed,
+        such a report fails the test; after a block that failed, it is printed
+        and the block's own error is the one raised (it says what went wrong first)."""
+        try:
+            if exc_type is not None:
+                print(self.logs())
+            try:
+                self.stop()
+            except Exception as e:
+                if exc_type is None:
+                    raise
+                # Unless it is the block's own error (it failed in its own call of stop()).
+                if str(e) != str(exc):
+                    print("also, while stopping: %s" % e)
+        finally:
+            self.cleanup()
+        return False
 
     def path(self, name):
         return os.path.join(self.dir, name)
@@ -321,7 +358,9 @@ class Pipeline:
     def stop(self):
         """Stops everything: pollers and workers first, then sink, then broker.
 
-        Fails if any process reported a sanitizer error or a leak in its log."""
+        Fails if any process reported a sanitizer error or a leak in its log.
+        Safe to call again (the end of a `with` block does): a process already
+        stopped keeps its exit status."""
         order = sorted(self.procs, key=lambda k: ("poller" not in k, "worker" not in k,
                                                    k == "broker"))
         codes = {}
@@ -365,6 +404,44 @@ def fake_llm_control(url, **change):
                                  method="POST", headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=5) as r:
         return json.load(r)
+
+
+def serve_http(on_get, on_post):
+    """A threaded HTTP/1.1 server on 127.0.0.1 and an ephemeral port, for a fake API.
+
+    on_get(handler) and on_post(handler, body bytes) answer every request (see
+    answer_json); it serves from a daemon thread. Its port is
+    server.server_address[1]; server.shutdown() and server.server_close() end it."""
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            on_get(self)
+
+        def do_POST(self):
+            n = int(self.headers.get("Content-Length") or 0)
+            on_post(self, self.rfile.read(n))
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def answer_json(handler, status, payload):
+    """Answers a request of serve_http: `payload` as JSON, or as is if it is bytes."""
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    try:
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+    except OSError:
+        pass     # the client went away: nothing to answer
 
 
 def base_config(entities, **sections):

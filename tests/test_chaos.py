@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 
-from harness import Pipeline, base_config, check, main, wait_until, write_jsonl, TestFailure
+from harness import Pipeline, base_config, check, main, wait_until, write_jsonl
 
 ENTITIES = [{"id": e, "responseChance": 0} for e in ("alpha", "beta", "gamma")]
 
@@ -68,8 +68,7 @@ def test_kill_anything_lose_nothing(bin_dir):
     seed = rng.randrange(1 << 30)
     rng.seed(seed)
     n = int(os.environ.get("PARLEY_CHAOS_MESSAGES", "5000"))
-    p = Pipeline(bin_dir, {}, "chaos")
-    try:
+    with Pipeline(bin_dir, {}, "chaos") as p:
         msgs, expected = messages(n, rng)
         write_jsonl(p.path("in.jsonl"), msgs)
         p.config = chaos_config(p)
@@ -116,17 +115,10 @@ def test_kill_anything_lose_nothing(bin_dir):
         check(not extra, "posted pairs nobody asked for: %s" % extra[:5])
         check(all(dead.values()), "a dead letter without a reason")
         check(sum(kills.values()) >= 10, "too few kills to mean anything: %s" % dict(kills))
-    except TestFailure:
-        print(p.logs())
-        raise
-    finally:
-        p.stop()
-        p.cleanup()
 
 
 def test_frozen_worker_results_are_refused(bin_dir):
-    p = Pipeline(bin_dir, {}, "frozen")
-    try:
+    with Pipeline(bin_dir, {}, "frozen") as p:
         rng = random.Random(7)
         msgs, expected = messages(60, rng)
         write_jsonl(p.path("in.jsonl"), msgs)
@@ -153,19 +145,10 @@ def test_frozen_worker_results_are_refused(bin_dir):
         posted = collections.Counter((r["msg_key"], r["entity"]) for r in p.posted())
         check(set(posted) == expected and max(posted.values()) == 1,
               "not exactly one post per pair after the thaw")
-    except TestFailure:
-        print(p.logs())
-        raise
-    finally:
-        for proc in p.procs.values():
-            proc.signal(signal.SIGCONT)
-        p.stop()
-        p.cleanup()
 
 
 def test_poison_job_is_dead_lettered(bin_dir):
-    p = Pipeline(bin_dir, {}, "poison")
-    try:
+    with Pipeline(bin_dir, {}, "poison") as p:
         rng = random.Random(11)
         msgs, expected = messages(200, rng)
         msgs.append({"id": "poison", "chat": "room0", "author": "evil",
@@ -199,12 +182,6 @@ def test_poison_job_is_dead_lettered(bin_dir):
         wait_until(lambda: len(p.posted()) >= len(expected), 30, "everything else to be posted")
         posted = collections.Counter((r["msg_key"], r["entity"]) for r in p.posted())
         check(set(posted) == expected and max(posted.values()) == 1, "not exactly one post per pair")
-    except TestFailure:
-        print(p.logs())
-        raise
-    finally:
-        p.stop()
-        p.cleanup()
 
 
 if __name__ == "__main__":

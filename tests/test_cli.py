@@ -67,8 +67,7 @@ def test_bad_configuration_is_refused_with_its_path(bin_dir):
 
 def test_embedded_demo_replies_within_ten_seconds(bin_dir):
     """The README's first command, minus installing: the embedded default end to end."""
-    p = Pipeline(bin_dir, None, "demo")
-    try:
+    with Pipeline(bin_dir, None, "demo") as p:
         p.start_broker()
         p.start_sink()
         p.start_worker()
@@ -81,11 +80,6 @@ def test_embedded_demo_replies_within_ten_seconds(bin_dir):
         check("posted" in top and "queue" in top and "worker" in top, top)
         codes = p.stop()
         check(all(c == 0 for c in codes.values()), "unclean exits: %s" % codes)
-    except TestFailure:
-        print(p.logs())
-        raise
-    finally:
-        p.cleanup()
 
 
 def test_generated_docs_are_current(bin_dir):

@@ -12,9 +12,10 @@ import collections
 import hashlib
 import math
 import time
+from contextlib import closing
 
 from fake_kv import FakeKV
-from harness import Pipeline, base_config, check, main, wait_until, write_jsonl, TestFailure
+from harness import Pipeline, base_config, check, jsonl_input, main, wait_until
 
 SEED = 1234
 
@@ -54,8 +55,7 @@ def test_kv_poll_answer_post_and_no_loop(bin_dir):
     # The first page sees only the newest 50; the rest are "before our time".
     config = base_config(entities, poller={"sources": [kv_source(kv)], "seed": SEED},
                          sink={"destinations": [dest]})
-    p = Pipeline(bin_dir, config, "kv")
-    try:
+    with closing(kv), Pipeline(bin_dir, config, "kv") as p:
         start(p, config, {"KV_TOKEN": "kv-secret-token"})
         # Then 150 more arrive while it runs, in small bursts.
         for i in range(200, 350):
@@ -86,13 +86,6 @@ def test_kv_poll_answer_post_and_no_loop(bin_dir):
         check(poller["source_errors"] == 0, "errors: %s" % poller)
         for key in p.procs:
             check("kv-secret-token" not in p.log(key), "the token appeared in the %s log" % key)
-    except TestFailure:
-        print(p.logs())
-        raise
-    finally:
-        p.stop()
-        p.cleanup()
-        kv.close()
 
 
 def test_full_page_is_polled_again_at_once(bin_dir):
@@ -108,8 +101,7 @@ def test_full_page_is_polled_again_at_once(bin_dir):
                 "limit": 40}]
     config = base_config([{"id": "joker", "responseChance": 0}], poller={"sources": sources},
                          sink={"destinations": []})
-    p = Pipeline(bin_dir, config, "kv-page")
-    try:
+    with closing(kv), Pipeline(bin_dir, config, "kv-page") as p:
         config["sink"]["destinations"] = [{"name": "out", "type": "jsonl", "path": p.output}]
         start(p, config, {})
         wait_until(lambda: len(p.posted()) >= 200, 20, "160 + 40 replies")
@@ -121,13 +113,6 @@ def test_full_page_is_polled_again_at_once(bin_dir):
         check(len(pairs) == 200 and max(pairs.values()) == 1, "not one reply per message")
         sources = collections.Counter(r["source"] for r in p.posted())
         check(sources == {"kv": 160, "demo": 40}, "replies per source: %s" % sources)
-    except TestFailure:
-        print(p.logs())
-        raise
-    finally:
-        p.stop()
-        p.cleanup()
-        kv.close()
 
 
 def test_bad_pages_and_messages_are_skipped(bin_dir):
@@ -148,8 +133,7 @@ def test_bad_pages_and_messages_are_skipped(bin_dir):
     config = base_config([{"id": "joker", "responseChance": 0}],
                          poller={"sources": [kv_source(kv, tokenEnv="", maxResponseBytes=4096)]},
                          sink={"destinations": []})
-    p = Pipeline(bin_dir, config, "kv-bad")
-    try:
+    with closing(kv), Pipeline(bin_dir, config, "kv-bad") as p:
         config["sink"]["destinations"] = [{"name": "out", "type": "jsonl", "path": p.output}]
         start(p, config, {})
         wait_until(lambda: not kv.raw_pages and kv.gets >= 6, 20, "every bad page to be fetched")
@@ -175,23 +159,14 @@ def test_bad_pages_and_messages_are_skipped(bin_dir):
         errors = p.component("poller")["source_errors"]
         check(errors == 3 + 7 + 3, "source_errors = %d (want 3 bad pages + 7 + 3 bad messages)"
               % errors)
-    except TestFailure:
-        print(p.logs())
-        raise
-    finally:
-        p.stop()
-        p.cleanup()
-        kv.close()
 
 
 def test_http_destination_retries_and_dead_letters(bin_dir):
     kv = FakeKV(token="tok")
     kv.post_answers = [(503, {"error": "busy"}), (400, {"error": "text refused"})]
     config = base_config([{"id": "joker", "responseChance": 0}], sink={"destinations": []})
-    p = Pipeline(bin_dir, config, "kv-dest")
-    try:
-        write_jsonl(p.path("in.jsonl"), [{"id": "a", "chat": "c", "author": "ana", "text": "@joker one"}])
-        config["poller"]["sources"] = [{"name": "in", "type": "jsonl", "path": p.path("in.jsonl")}]
+    with closing(kv), Pipeline(bin_dir, config, "kv-dest") as p:
+        jsonl_input(p, config, [{"id": "a", "chat": "c", "author": "ana", "text": "@joker one"}])
         config["sink"]["destinations"] = [{"name": "api", "type": "http", "url": kv.url,
                                            "tokenEnv": "KV_TOKEN"}]
         start(p, config, {"KV_TOKEN": "tok"})
@@ -209,13 +184,6 @@ def test_http_destination_retries_and_dead_letters(bin_dir):
               "body %s" % body)
         sink = p.component("sink")
         check(sink["post_retries"] >= 1 and sink["posted"] == 1, "sink: %s" % sink)
-    except TestFailure:
-        print(p.logs())
-        raise
-    finally:
-        p.stop()
-        p.cleanup()
-        kv.close()
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 import collections
 import time
 
-from harness import Pipeline, base_config, check, main, wait_until, write_jsonl, TestFailure
+from harness import Pipeline, base_config, check, jsonl_input, main, wait_until, TestFailure
 
 
 def ent(id, **settings):
@@ -17,11 +17,9 @@ def mention(i, entity, chat, kind="group"):
 
 def run(bin_dir, name, config, msgs, body, workers=1, worker_sets=()):
     """Starts a pipeline reading `msgs`, runs `body(p)`, and always cleans up."""
-    p = Pipeline(bin_dir, config, name)
-    try:
+    with Pipeline(bin_dir, config, name) as p:
         config["sink"]["destinations"] = [{"name": "out", "type": "jsonl", "path": p.output}]
-        write_jsonl(p.path("in.jsonl"), msgs)
-        config["poller"]["sources"] = [{"name": "in", "type": "jsonl", "path": p.path("in.jsonl")}]
+        jsonl_input(p, config, msgs)
         p.write_config(config)
         p.start_broker()
         p.start_sink()
@@ -31,11 +29,6 @@ def run(bin_dir, name, config, msgs, body, workers=1, worker_sets=()):
         body(p)
         codes = p.stop()
         check(all(c == 0 for c in codes.values()), "unclean exits: %s" % codes)
-    except TestFailure:
-        print(p.logs())
-        raise
-    finally:
-        p.cleanup()
 
 
 def count_by(posted, key):

@@ -10,8 +10,8 @@ import os
 import re
 import subprocess
 
-from harness import (Pipeline, TestFailure, base_config, check, fake_llm_stats, main,
-                     wait_until, write_jsonl)
+from harness import (Pipeline, base_config, check, fake_llm_stats, jsonl_input, main,
+                     wait_until)
 
 SECRET = "sk-test-0123456789abcdefSECRET"
 
@@ -44,8 +44,7 @@ def pipeline(bin_dir, name, entities, worker=None, queue=None, sink=None):
 def feed(p, config, texts, chat="room"):
     msgs = [{"id": "m%d" % i, "chat": chat, "author": "user%d" % (i % 5), "text": t}
             for i, t in enumerate(texts)]
-    write_jsonl(p.path("in.jsonl"), msgs)
-    config["poller"]["sources"] = [{"name": "in", "type": "jsonl", "path": p.path("in.jsonl")}]
+    jsonl_input(p, config, msgs)
     return msgs
 
 
@@ -63,7 +62,7 @@ def dead_letters(p):
 def test_replies_prompt_key_and_usage(bin_dir):
     """Each job is one chat completion with the entity's settings; usage and hot models flow on."""
     p, config = pipeline(bin_dir, "llm-prompt", [entity(stop=["\nuser"])])
-    try:
+    with p:
         s1 = p.start_fake_llm("s1", models=["m1"], api_key=SECRET)
         config["lmStudioServers"] = [server("s1", s1.ready["url"], apiKeyEnv="FAKE_LLM_KEY")]
         texts = ["@alpha question number %d?" % i for i in range(12)]
@@ -111,18 +110,13 @@ def test_replies_prompt_key_and_usage(bin_dir):
         check("WORKER llm-1 STARTED" in log and "LLM SERVER s1: %s" % s1.ready["url"] in log
               and "API key from FAKE_LLM_KEY" in log, "banner missing:\n%s" % log[:2000])
         check(SECRET not in log, "the API key appears in the worker's log")
-    except TestFailure:
-        print(p.logs())
-        raise
-    finally:
-        p.cleanup()
 
 
 def test_streaming_clean_up_and_field_names(bin_dir):
     """Streamed replies (SSE with comments) arrive whole; reasoning, empty and long replies are cleaned."""
     p, config = pipeline(bin_dir, "llm-stream", [entity()], worker={"stream": True},
                          sink={"maxLength": 60})
-    try:
+    with p:
         s1 = p.start_fake_llm("s1", models=["m1"], type="openai", latency_ms=100)
         config["lmStudioServers"] = [server("s1", s1.ready["url"] + "/v1/", type="openai",
                                             maxTokensField="max_completion_tokens")]
@@ -153,11 +147,6 @@ def test_streaming_clean_up_and_field_names(bin_dir):
         check(values["empty_replies"] == 1 and values["completion_tokens"] > 0, "stats: %s" % values)
         codes = p.stop()
         check(codes["worker"] == 0, "worker exit %s" % codes["worker"])
-    except TestFailure:
-        print(p.logs())
-        raise
-    finally:
-        p.cleanup()
 
 
 # directive -> (what must become of the job, words its dead-letter reason must contain)
@@ -185,7 +174,7 @@ def test_every_failure_has_its_documented_outcome(bin_dir):
                          worker={"requestTimeoutMs": 1000, "retries": 2, "backoffMs": 100,
                                  "breakerFailures": 1000},
                          queue={"maxRetries": 0})
-    try:
+    with p:
         s1 = p.start_fake_llm("s1", models=["m1"], api_key=SECRET)
         config["lmStudioServers"] = [server("s1", s1.ready["url"], apiKeyEnv="FAKE_LLM_KEY")]
         texts = ["@alpha %s" % d for d in FAILURES]
@@ -233,11 +222,6 @@ def test_every_failure_has_its_documented_outcome(bin_dir):
         check(codes["worker"] == 0, "worker exit %s" % codes["worker"])
         log = p.log("worker")
         check(SECRET not in log, "the API key appears in the worker's log")
-    except TestFailure:
-        print(p.logs())
-        raise
-    finally:
-        p.cleanup()
 
 
 def test_readme_llm_snippets_are_valid_configurations(bin_dir):

@@ -5,7 +5,7 @@ Real daemons, real HTTP on 127.0.0.1 to tests/fake_llm.py servers.
 import collections
 import signal
 
-from harness import (Pipeline, TestFailure, base_config, check, fake_llm_control, fake_llm_stats,
+from harness import (Pipeline, base_config, check, fake_llm_control, fake_llm_stats,
                      jsonl_input, main, mentions, wait_until, write_jsonl)
 
 
@@ -42,7 +42,7 @@ def once_each(p, n):
 
 def test_429_and_503_pause_only_that_server(bin_dir):
     p, config = pipeline(bin_dir, "llm-pause", [entity("alpha")], backoffMs=5000)
-    try:
+    with p:
         s1 = p.start_fake_llm("s1", models=["m1"])
         s2 = p.start_fake_llm("s2", models=["m1"])
         s3 = p.start_fake_llm("s3", models=["m1"], latency_ms=20)
@@ -67,18 +67,12 @@ def test_429_and_503_pause_only_that_server(bin_dir):
         log = p.log("worker")
         check("LLM server s1: HTTP 429" in log and "LLM server s2: HTTP 503" in log
               and "no calls for 5000 ms" in log, "pauses not logged")
-    except TestFailure:
-        print(p.logs())
-        raise
-    finally:
-        p.stop()
-        p.cleanup()
 
 
 def test_circuit_breaker_opens_then_a_trial_closes_it(bin_dir):
     p, config = pipeline(bin_dir, "llm-breaker", [entity("alpha")], breakerFailures=3,
                          breakerOpenMs=800)
-    try:
+    with p:
         s1 = p.start_fake_llm("s1", models=["m1"])
         s2 = p.start_fake_llm("s2", models=["m1"], latency_ms=20)
         fake_llm_control(s1.ready["url"], fail_status=500)
@@ -106,19 +100,13 @@ def test_circuit_breaker_opens_then_a_trial_closes_it(bin_dir):
         check("circuit closed" in p.log("worker"), "closing not logged")
         once_each(p, len(p.posted()))
         check(p.broker_stats()["dlq"] == 0, "dead letters")
-    except TestFailure:
-        print(p.logs())
-        raise
-    finally:
-        p.stop()
-        p.cleanup()
 
 
 def test_health_checks_and_model_listings(bin_dir):
     """/health 503 keeps a server out; listings of each server type make models hot."""
     entities = [entity("alpha", "m1"), entity("beta", "m2"), entity("gamma", "m3")]
     p, config = pipeline(bin_dir, "llm-health", entities)
-    try:
+    with p:
         s1 = p.start_fake_llm("s1", models=["m1"], type="llamacpp")
         s2 = p.start_fake_llm("s2", models=["m2:latest"], type="ollama")
         s3 = p.start_fake_llm("s3", models=["m3"], type="lmstudio")
@@ -153,17 +141,11 @@ def test_health_checks_and_model_listings(bin_dir):
         # The models s1 lists change (a model was swapped in): the heartbeat follows.
         fake_llm_control(s1.ready["url"], models=["m9"])
         wait_until(lambda: "m9" in hot() and "m1" not in hot(), 5, "the new listing")
-    except TestFailure:
-        print(p.logs())
-        raise
-    finally:
-        p.stop()
-        p.cleanup()
 
 
 def test_two_servers_one_killed_mid_run_all_replies_arrive(bin_dir):
     p, config = pipeline(bin_dir, "llm-kill", [entity("alpha"), entity("beta")])
-    try:
+    with p:
         s1 = p.start_fake_llm("s1", models=["m1"], latency_ms=100)
         s2 = p.start_fake_llm("s2", models=["m1"], latency_ms=100)
         config["lmStudioServers"] = [server("s1", s1), server("s2", s2)]
@@ -188,12 +170,6 @@ def test_two_servers_one_killed_mid_run_all_replies_arrive(bin_dir):
               "the dead server was not noticed")
         codes = p.stop()
         check(codes["worker"] == 0, "worker exit %s" % codes["worker"])
-    except TestFailure:
-        print(p.logs())
-        raise
-    finally:
-        p.stop()
-        p.cleanup()
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ Real daemons, real HTTP on 127.0.0.1 to tests/fake_llm.py servers.
 import collections
 import time
 
-from harness import (Pipeline, TestFailure, base_config, check, fake_llm_control, fake_llm_stats,
+from harness import (Pipeline, base_config, check, fake_llm_control, fake_llm_stats,
                      jsonl_input, main, mentions, wait_until, write_jsonl)
 
 
@@ -30,7 +30,7 @@ def test_jobs_go_to_the_worker_with_the_model_hot(bin_dir):
     entities = [{"id": "alpha", "responseChance": 0, "model": "model-a"},
                 {"id": "beta", "responseChance": 0, "model": "model-b"}]
     p, config = pipeline(bin_dir, "llm-hot", entities, concurrency=64)
-    try:
+    with p:
         sa = p.start_fake_llm("sa", models=["model-a"], latency_ms=50)
         sb = p.start_fake_llm("sb", models=["model-b"], latency_ms=50)
         msgs = mentions(40, 0, "alpha") + mentions(40, 40, "beta")
@@ -59,19 +59,13 @@ def test_jobs_go_to_the_worker_with_the_model_hot(bin_dir):
         workers = {w["id"]: w for w in p.ctl("workers")}
         check(workers["box-a"]["dispatched"] == 40 and workers["box-b"]["dispatched"] == 40,
               "dispatched: %s" % {k: w["dispatched"] for k, w in workers.items()})
-    except TestFailure:
-        print(p.logs())
-        raise
-    finally:
-        p.stop()
-        p.cleanup()
 
 
 def test_sigterm_finishes_calls_in_flight(bin_dir):
     """Calls that end within drainTimeoutMs are finished and posted; the worker exits 0."""
     p, config = pipeline(bin_dir, "llm-drain", [{"id": "alpha", "responseChance": 0}],
                          concurrency=10, drainTimeoutMs=8000)
-    try:
+    with p:
         s1 = p.start_fake_llm("s1", latency_ms=1500)
         config["lmStudioServers"] = [server("s1", s1)]
         jsonl_input(p, config, mentions(30))
@@ -91,19 +85,13 @@ def test_sigterm_finishes_calls_in_flight(bin_dir):
         stats = p.broker_stats()
         check(stats["returned"] == 0 and stats["queued"] == 20, "broker: %s" % stats)
         check("draining: finishing 10 job(s)" in p.log("worker"), "drain not logged")
-    except TestFailure:
-        print(p.logs())
-        raise
-    finally:
-        p.stop()
-        p.cleanup()
 
 
 def test_sigterm_hands_back_what_cannot_finish(bin_dir):
     """Calls still running at drainTimeoutMs, and jobs waiting for a server, go back at once."""
     p, config = pipeline(bin_dir, "llm-handback", [{"id": "alpha", "responseChance": 0}],
                          concurrency=100, drainTimeoutMs=500)
-    try:
+    with p:
         slow = p.start_fake_llm("slow", latency_ms=20000)
         loading = p.start_fake_llm("loading", latency_ms=20000)
         fast = p.start_fake_llm("fast", latency_ms=10)
@@ -137,17 +125,11 @@ def test_sigterm_hands_back_what_cannot_finish(bin_dir):
         p.start_worker("w-fast")
         wait_until(lambda: len(p.posted()) >= 30, 10, "30 replies from the other worker")
         check(all(r["text"].startswith("[fast/") for r in p.posted()), "a reply from the slow server")
-    except TestFailure:
-        print(p.logs())
-        raise
-    finally:
-        p.stop()
-        p.cleanup()
 
 
 def test_worker_keeps_serving_across_a_broker_restart(bin_dir):
     p, config = pipeline(bin_dir, "llm-restart", [{"id": "alpha", "responseChance": 0}])
-    try:
+    with p:
         s1 = p.start_fake_llm("s1", latency_ms=10)
         config["lmStudioServers"] = [server("s1", s1)]
         jsonl_input(p, config, mentions(10), follow=True)
@@ -166,12 +148,6 @@ def test_worker_keeps_serving_across_a_broker_restart(bin_dir):
         check(w.alive(), "the worker was restarted or died")
         check("broker restarted" in p.log("worker"), "the restart was not noticed")
         check(fake_llm_stats(s1.ready["url"])["calls"] == 20, "calls to the LLM")
-    except TestFailure:
-        print(p.logs())
-        raise
-    finally:
-        p.stop()
-        p.cleanup()
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ import os
 import signal
 import sys
 
-from harness import Pipeline, base_config, check, main, wait_until, write_jsonl, TestFailure
+from harness import Pipeline, base_config, check, jsonl_input, main, wait_until
 
 ENTITIES = [
     {"id": "alpha", "responseChance": 0},
@@ -34,18 +34,12 @@ def expected_entity(m):
     return "alpha" if "@alpha" in m["text"] else "beta"
 
 
-def jsonl_source(path):
-    return [{"name": "in", "type": "jsonl", "path": path}]
-
-
 def test_thousand_messages_once_each_in_priority_order(bin_dir):
     config = base_config(ENTITIES, sink={"destinations": []})
-    p = Pipeline(bin_dir, config, "thousand")
-    try:
+    with Pipeline(bin_dir, config, "thousand") as p:
         config["sink"]["destinations"] = [{"name": "out", "type": "jsonl", "path": p.output}]
         msgs = messages(1000)
-        write_jsonl(p.path("in.jsonl"), msgs)
-        config["poller"]["sources"] = jsonl_source(p.path("in.jsonl"))
+        jsonl_input(p, config, msgs)
         p.write_config(config)
         p.start_broker()
         p.start_sink()
@@ -75,18 +69,12 @@ def test_thousand_messages_once_each_in_priority_order(bin_dir):
             check(r["reply_to"] == r["msg_key"].split("/")[-1], "reply_to mismatch in %r" % r)
         codes = p.stop()
         check(all(c == 0 for c in codes.values()), "unclean exits: %s" % codes)
-    except TestFailure:
-        print(p.logs())
-        raise
-    finally:
-        p.cleanup()
 
 
 def test_second_worker_joins_and_takes_work(bin_dir):
     # Only alpha and beta: every demo message mentions one of them.
     config = base_config(ENTITIES[:2], sink={"destinations": []})
-    p = Pipeline(bin_dir, config, "join")
-    try:
+    with Pipeline(bin_dir, config, "join") as p:
         config["sink"]["destinations"] = [{"name": "out", "type": "jsonl", "path": p.output}]
         config["poller"]["sources"] = [{"name": "in", "type": "demo", "ratePerSecond": 300,
                                         "chats": 4, "mentionRate": 1.0, "limit": 1500}]
@@ -105,24 +93,15 @@ def test_second_worker_joins_and_takes_work(bin_dir):
               "the second worker took only %d jobs" % workers["second"]["dispatched"])
         pairs = collections.Counter((r["msg_key"], r["entity"]) for r in p.posted())
         check(max(pairs.values()) == 1, "a reply was posted twice")
-    except TestFailure:
-        print(p.logs())
-        raise
-    finally:
-        p.stop()
-        p.cleanup()
 
 
 def test_worker_lost_jobs_come_back(bin_dir):
     """A worker killed with jobs in hand: after its lease, another worker does them."""
     config = base_config(ENTITIES, sink={"destinations": []})
     config["queueSettings"]["staleClaimTimeout"] = 1500
-    p = Pipeline(bin_dir, config, "lost")
-    try:
+    with Pipeline(bin_dir, config, "lost") as p:
         config["sink"]["destinations"] = [{"name": "out", "type": "jsonl", "path": p.output}]
-        msgs = messages(200)
-        write_jsonl(p.path("in.jsonl"), msgs)
-        config["poller"]["sources"] = jsonl_source(p.path("in.jsonl"))
+        jsonl_input(p, config, messages(200))
         p.write_config(config)
         p.start_broker()
         p.start_sink()
@@ -138,23 +117,14 @@ def test_worker_lost_jobs_come_back(bin_dir):
         check(stats["retried"] >= 20, "retried = %d" % stats["retried"])
         pairs = collections.Counter((r["msg_key"], r["entity"]) for r in p.posted())
         check(len(pairs) == 200 and max(pairs.values()) == 1, "not exactly one reply per job")
-    except TestFailure:
-        print(p.logs())
-        raise
-    finally:
-        p.stop()
-        p.cleanup()
 
 
 def test_python_worker_written_from_the_spec(bin_dir):
     """tests/pyworker.py speaks PROTOCOL.md; the real broker and sink accept its work."""
     config = base_config(ENTITIES, sink={"destinations": []})
-    p = Pipeline(bin_dir, config, "pyworker")
-    try:
+    with Pipeline(bin_dir, config, "pyworker") as p:
         config["sink"]["destinations"] = [{"name": "out", "type": "jsonl", "path": p.output}]
-        msgs = messages(300)
-        write_jsonl(p.path("in.jsonl"), msgs)
-        config["poller"]["sources"] = jsonl_source(p.path("in.jsonl"))
+        jsonl_input(p, config, messages(300))
         p.write_config(config)
         p.start_broker()
         p.start_sink()
@@ -171,12 +141,6 @@ def test_python_worker_written_from_the_spec(bin_dir):
         workers = p.ctl("workers")
         check([w["id"] for w in workers] == ["snake"], "workers: %s" % workers)
         check(p.procs["pyworker"].stop() == 0, "the Python worker did not stop cleanly")
-    except TestFailure:
-        print(p.logs())
-        raise
-    finally:
-        p.stop()
-        p.cleanup()
 
 
 if __name__ == "__main__":

@@ -9,9 +9,10 @@ and counted, and a second reader reported as a 409 conflict.
 """
 import collections
 import json
+from contextlib import closing
 
 from fake_telegram import FakeTelegram, mention_entities, utf16_len
-from harness import Pipeline, base_config, check, main, wait_until, TestFailure
+from harness import Pipeline, base_config, check, main, wait_until
 
 READER, JOKER = "111:READER-secret", "222:JOKER-secret"
 ENV_POLLER = {"TG_READER": READER}
@@ -37,18 +38,22 @@ def destination(tg, **extra):
     return d
 
 
-def setup(name, bin_dir, tg, entities=ENTITIES, **dest):
+def pipeline(name, bin_dir, tg, entities=ENTITIES, **dest):
+    """The pipeline reading and writing through `tg`; start(p) starts it."""
     tg.add_bot(READER, "parleybot")
     tg.add_bot(JOKER, "jokerbot")
     config = base_config(entities, poller={"sources": [source(tg)]},
                          sink={"destinations": [destination(tg, **dest)]})
     p = Pipeline(bin_dir, config, name)
     p.write_config(config)
+    return p
+
+
+def start(p):
     p.start_broker()
     p.start_sink(env=ENV_SINK)
     p.start_worker()
     p.start_poller(env=ENV_POLLER)
-    return p
 
 
 def no_token_in_logs(p):
@@ -60,8 +65,8 @@ def no_token_in_logs(p):
 
 def test_who_answers_and_offsets(bin_dir):
     tg = FakeTelegram()
-    p = setup("tg-who", bin_dir, tg)
-    try:
+    with closing(tg), pipeline("tg-who", bin_dir, tg) as p:
+        start(p)
         want = []       # (bot, chat, message_id answered)
         text = "\U0001F600\U0001F600 @jokerbot what's up"
         m = tg.user_message(READER, GROUP, text, entities=mention_entities(text, ["jokerbot"]))
@@ -111,12 +116,6 @@ def test_who_answers_and_offsets(bin_dir):
         no_token_in_logs(p)
         codes = p.stop()
         check(all(c == 0 for c in codes.values()), "unclean exits: %s" % codes)
-    except TestFailure:
-        print(p.logs())
-        raise
-    finally:
-        p.cleanup()
-        tg.close()
 
 
 def test_burst_within_limits_and_429(bin_dir):
@@ -125,8 +124,9 @@ def test_burst_within_limits_and_429(bin_dir):
     tg = FakeTelegram(limits=[("all", 30, 1.0), ("group", 8, 2.0)])
     tg.inject.append((429, {"ok": False, "error_code": 429, "parameters": {"retry_after": 1},
                             "description": "Too Many Requests: retry after 1"}))
-    p = setup("tg-burst", bin_dir, tg, limits=[{"scope": "group", "count": 8, "perMs": 2000}])
-    try:
+    with closing(tg), pipeline("tg-burst", bin_dir, tg,
+                               limits=[{"scope": "group", "count": 8, "perMs": 2000}]) as p:
+        start(p)
         ids = []
         for i in range(30):
             who = "jokerbot" if i % 2 else "Sage"
@@ -141,21 +141,14 @@ def test_burst_within_limits_and_429(bin_dir):
         check(sink["failed"] == 0 and sink["in_doubt"] == 0, "sink: %s" % sink)
         check("429" in p.log("sink"), "the 429 was not logged")
         no_token_in_logs(p)
-    except TestFailure:
-        print(p.logs())
-        raise
-    finally:
-        p.stop()
-        p.cleanup()
-        tg.close()
 
 
 def test_bad_updates_long_replies_and_conflict(bin_dir):
     tg = FakeTelegram()
     long_reply = " ".join("word%d" % i for i in range(900))     # about 6000 characters
     entities = ENTITIES + [{"id": "poet", "responseChance": 0, "templates": [long_reply]}]
-    p = setup("tg-bad", bin_dir, tg, entities=entities)
-    try:
+    with closing(tg), pipeline("tg-bad", bin_dir, tg, entities=entities) as p:
+        start(p)
         tg.raw_update(READER, b'"message":{"message_id":"seven","chat":{"id":-1001},"text":"@sage"}')
         tg.raw_update(READER, b'"message":{"message_id":8,"chat":{"id":-1001},"date":1,'
                               b'"text":"@sage bad \xff bytes"}')
@@ -180,13 +173,6 @@ def test_bad_updates_long_replies_and_conflict(bin_dir):
         check("only one reader per bot token" in p.log("poller") + p.log("second"),
               "the 409 was not explained")
         no_token_in_logs(p)
-    except TestFailure:
-        print(p.logs())
-        raise
-    finally:
-        p.stop()
-        p.cleanup()
-        tg.close()
 
 
 if __name__ == "__main__":

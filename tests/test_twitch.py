@@ -7,9 +7,10 @@ a dropped connection and a refused login do not stop anything.
 """
 import collections
 import time
+from contextlib import closing
 
 from fake_twitch import FakeTwitch
-from harness import Pipeline, base_config, check, main, wait_until, TestFailure
+from harness import Pipeline, base_config, check, main, wait_until
 
 TOKENS = {"reader": "rtok", "stickyman1776": "stok", "genejacqueman": "gtok"}
 ENV_POLLER = {"TW_READER": "rtok"}
@@ -53,8 +54,7 @@ def test_raid_every_mention_answered_once(bin_dir):
     tw = FakeTwitch(tokens=TOKENS, moderators={"stickyman1776", "genejacqueman"})
     config = base_config(ENTITIES, poller={"sources": [source(tw)]},
                          sink={"destinations": [destination(tw, moderator=True)]})
-    p = Pipeline(bin_dir, config, "tw-raid")
-    try:
+    with closing(tw), Pipeline(bin_dir, config, "tw-raid") as p:
         start(p, tw, config)
         expected = {}      # message id -> set of bots that must answer it
         start_at = time.monotonic()
@@ -96,12 +96,6 @@ def test_raid_every_mention_answered_once(bin_dir):
         check(poller["selected"] == len(expected), "selected %s" % poller)
         codes = p.stop()
         check(all(c == 0 for c in codes.values()), "unclean exits: %s" % codes)
-    except TestFailure:
-        print(p.logs())
-        raise
-    finally:
-        p.cleanup()
-        tw.close()
 
 
 def test_account_limit_held_and_ping(bin_dir):
@@ -111,8 +105,7 @@ def test_account_limit_held_and_ping(bin_dir):
                        limits=[{"scope": "all", "count": 4, "perMs": 2000}])
     config = base_config(ENTITIES[:1], poller={"sources": [source(tw)]},
                          sink={"destinations": [dest]})
-    p = Pipeline(bin_dir, config, "tw-limit")
-    try:
+    with closing(tw), Pipeline(bin_dir, config, "tw-limit") as p:
         p.write_config(config)
         p.start_broker()
         p.start_sink(env=ENV_SINK)
@@ -130,21 +123,13 @@ def test_account_limit_held_and_ping(bin_dir):
         times = [x["at"] for x in posts]
         check(times[-1] - times[0] >= 4.0 - 0.3,
               "10 posts at 4 per 2 s took only %.2f s" % (times[-1] - times[0]))
-    except TestFailure:
-        print(p.logs())
-        raise
-    finally:
-        p.stop()
-        p.cleanup()
-        tw.close()
 
 
 def test_bad_lines_dropped_connections_and_bad_login(bin_dir):
     tw = FakeTwitch(tokens=TOKENS, moderators={"stickyman1776"})
     config = base_config(ENTITIES[:1], poller={"sources": [source(tw)]},
                          sink={"destinations": [destination(tw, accounts=destination(tw)["accounts"][:1])]})
-    p = Pipeline(bin_dir, config, "tw-bad")
-    try:
+    with closing(tw), Pipeline(bin_dir, config, "tw-bad") as p:
         p.write_config(config)
         p.start_broker()
         p.start_sink(env=ENV_SINK)
@@ -182,13 +167,6 @@ def test_bad_lines_dropped_connections_and_bad_login(bin_dir):
         wait_until(lambda: "refused the login" in p.log("wrong"), 15, "the refused login to be logged")
         check("nope" not in p.log("wrong"), "the token appeared in the log")
         check(errors, "no errors counted")
-    except TestFailure:
-        print(p.logs())
-        raise
-    finally:
-        p.stop()
-        p.cleanup()
-        tw.close()
 
 
 if __name__ == "__main__":
