@@ -120,12 +120,30 @@ typedef struct broker_s {
     plog_limiter_t malformed_log;
 } broker_t;
 
+#define U64_KEY(id) ((void *) (uintptr_t) (id))     //  job ids as zhashx keys
+
+//  broker_jobs.c: the job lifecycle and its durability
+const char *broker_accept (broker_t *self, const proto_job_spec_t *spec, bool *duplicate);
+void broker_enforce_queue_limit (broker_t *self);
+void broker_set_state (broker_t *self, bjob_t *job, int state);
+void broker_persist (broker_t *self, bjob_t *job);
+void broker_reserve (broker_t *self, bjob_t *job);
+void broker_unreserve (broker_t *self, bjob_t *job);
+void broker_worker_detach (bworker_t *worker, bjob_t *job);
+void broker_job_unassign (broker_t *self, bjob_t *job);
+void broker_job_finish (broker_t *self, bjob_t *job);
+void broker_job_failed (broker_t *self, bjob_t *job, const char *reason, int64_t retry_after);
+void broker_append_history (bjob_t *job, int64_t now, const char *what);
+void broker_dead_letter (broker_t *self, bjob_t *job, const char *reason);
+void broker_job_free (bjob_t **job_p);
+int broker_recover (broker_t *self);
+
 //  broker_ctl.c
 char *broker_ctl_handle (broker_t *self, const proto_ctl_t *ctl, int *status);
 json_t *broker_stats_json (broker_t *self);
 void broker_stats_values (broker_t *self, proto_num_t *values, size_t *count, size_t max);
 
-//  broker_server.c, used by broker_ctl.c
+//  broker_jobs.c, used by broker_ctl.c
 void broker_requeue_dead (broker_t *self, bdead_t *dead);
 void broker_dead_free (bdead_t **dead_p);
 void broker_set_paused (broker_t *self, int entity, bool paused);

@@ -12,8 +12,9 @@
     answered STALE, so exactly one attempt of a job is ever posted.
 
     The loop, one screen long (s_run): wait for a socket or the next timer,
-    read what is there in batches, store the changes, send the replies that
-    waited for the store, run timers, dispatch.
+    read what is there in batches, run timers, dispatch, store the changes,
+    and send the replies that waited for the store. The job lifecycle and
+    recovery live in broker_jobs.c.
 */
 #include "broker/broker_int.h"
 #include "common/plog.h"
@@ -25,7 +26,6 @@
 #include <unistd.h>
 
 #define BATCH_READ        512     //  frames read from one socket per iteration
-#define FINISHED_KEYS_MAX 262144  //  recently finished (message, entity) keys kept
 #define STATS_STALE_MS    10000   //  poller snapshots older than this are dropped
 
 //  --- small helpers -------------------------------------------------------------
@@ -65,18 +65,9 @@ static zhashx_t *s_u64_table (void)
     return table;
 }
 
-#define U64_KEY(id) ((void *) (uintptr_t) (id))
-
 static bool s_deadline_less (const void *a, const void *b)
 {
     return ((const bjob_t *) a)->deadline < ((const bjob_t *) b)->deadline;
-}
-
-static int64_t s_random (int64_t lo, int64_t hi)
-{
-    if (hi <= lo)
-        return lo;
-    return lo + (int64_t) (random () % (hi - lo + 1));
 }
 
 //  Queue a reply; it is sent once the iteration's changes are stored.
@@ -116,301 +107,7 @@ static void s_flush_outbox (broker_t *self)
     self->outbox_count = 0;
 }
 
-//  --- jobs -------------------------------------------------------------------------
-
-static void s_job_free (bjob_t **job_p)
-{
-    bjob_t *job = *job_p;
-    free (job->dkey);
-    free ((void *) job->payload.data);
-    free (job->history);
-    free (job);
-    *job_p = NULL;
-}
-
-//  All state changes go through here, so the per-state counts stay right.
-static void s_set_state (broker_t *self, bjob_t *job, int state)
-{
-    if (job->state)
-        self->state_count[job->state]--;
-    job->state = (uint8_t) state;
-    if (state)
-        self->state_count[state]++;
-}
-
-//  --- durability: every state change the broker must not forget ------------------
-
-static store_job_t s_row (broker_t *self, const bjob_t *job)
-{
-    return (store_job_t) {job->id,
-                          pcfg_entity (self->config, job->sj.entity)->id,
-                          job->msg_key,
-                          sched_chat_key (self->sched, job->sj.chat),
-                          sched_chat_kind (self->sched, job->sj.chat),
-                          job->priority,
-                          job->created_ms,
-                          job->sj.enqueued_at,
-                          job->sj.not_before,
-                          job->sj.expires_at,
-                          job->attempt,
-                          job->failures,
-                          job->state == JOB_COMMITTED,
-                          job->state == JOB_COMMITTED ? job->token : 0,
-                          job->payload.data,
-                          job->payload.size,
-                          job->history ? job->history : ""};
-}
-
-static void s_persist_new (broker_t *self, bjob_t *job)
-{
-    if (self->store) {
-        store_job_t row = s_row (self, job);
-        store_job_insert (self->store, &row);
-    }
-}
-
-static void s_persist (broker_t *self, bjob_t *job)
-{
-    if (self->store) {
-        store_job_t row = s_row (self, job);
-        store_job_update (self->store, &row);
-    }
-}
-
-//  A dispatch takes rate slots; remember them if any limit applies.
-static void s_reserve (broker_t *self, bjob_t *job)
-{
-    if (self->store && sched_limited (self->sched, job->sj.entity, job->sj.chat))
-        store_reserve (self->store, job->id, job->sj.reserved_at,
-                       pcfg_entity (self->config, job->sj.entity)->id,
-                       sched_chat_key (self->sched, job->sj.chat),
-                       sched_chat_kind (self->sched, job->sj.chat));
-}
-
-//  The job was not posted and will not be: its rate slots are free again.
-static void s_unreserve (broker_t *self, bjob_t *job)
-{
-    if (self->store && job->sj.reserved_at)
-        store_unreserve (self->store, job->id);
-    sched_unreserve (self->sched, &job->sj, self->now);
-}
-
-static void s_worker_detach (bworker_t *worker, bjob_t *job)
-{
-    if (job->wprev)
-        job->wprev->wnext = job->wnext;
-    else
-        worker->jobs = job->wnext;
-    if (job->wnext)
-        job->wnext->wprev = job->wprev;
-    job->wprev = job->wnext = NULL;
-    job->worker = NULL;
-    worker->job_count--;
-}
-
-static void s_remember_finished (broker_t *self, const char *dkey)
-{
-    if (zhashx_insert (self->finished, dkey, (void *) 1) != 0)
-        return;
-    zlistx_add_end (self->finished_order, strdup (dkey));
-    while (zlistx_size (self->finished_order) > FINISHED_KEYS_MAX) {
-        char *oldest = zlistx_detach (self->finished_order, NULL);
-        zhashx_delete (self->finished, oldest);
-        free (oldest);
-    }
-}
-
-//  The job leaves the broker: posted, expired, skipped or dead-lettered.
-static void s_job_finish (broker_t *self, bjob_t *job)
-{
-    sched_done (self->sched, &job->sj, self->now);
-    sched_remove (self->sched, &job->sj);
-    heap_remove (&self->deadlines, job);
-    if (job->worker)
-        s_worker_detach (job->worker, job);
-    s_set_state (self, job, 0);
-    if (self->store)
-        store_job_finish (self->store, job->id, job->dkey, self->now);
-    zhashx_delete (self->jobs, U64_KEY (job->id));
-    zhashx_delete (self->active, job->dkey);
-    s_remember_finished (self, job->dkey);
-    s_job_free (&job);
-}
-
-static void s_append_history (bjob_t *job, int64_t now, const char *what)
-{
-    char line[600];
-    snprintf (line, sizeof line, "%s%" PRId64 " attempt %u: %s", job->history ? "\n" : "", now,
-              job->attempt, what);
-    size_t old = job->history ? strlen (job->history) : 0;
-    //  Bound the history: the last attempts matter most.
-    if (old > 8000) {
-        free (job->history);
-        job->history = NULL;
-        old = 0;
-    }
-    job->history = realloc (job->history, old + strlen (line) + 1);
-    memcpy (job->history + old, line, strlen (line) + 1);
-}
-
-static void s_dead_letter (broker_t *self, bjob_t *job, const char *reason)
-{
-    bdead_t *dead = calloc (1, sizeof *dead);
-    dead->id = ++self->next_dead_id;
-    dead->msg_key = strdup (job->msg_key);
-    dead->entity = strdup (pcfg_entity (self->config, job->sj.entity)->id);
-    dead->chat = strdup (sched_chat_key (self->sched, job->sj.chat));
-    dead->priority = job->priority;
-    dead->created_ms = job->created_ms;
-    dead->dead_at = self->now;
-    dead->attempts = job->attempt;
-    dead->reason = strdup (reason);
-    dead->history = strdup (job->history ? job->history : "");
-    dead->payload = job->payload;
-    job->payload.data = NULL;
-    job->payload.size = 0;
-    zlistx_add_end (self->dead, dead);
-    if (self->store) {
-        store_dead_t row = {dead->id,       dead->msg_key,    dead->entity,  dead->chat,
-                            dead->priority, dead->created_ms, dead->dead_at, dead->attempts,
-                            dead->reason,   dead->history,    dead->payload.data,
-                            dead->payload.size};
-        store_dead_insert (self->store, &row);
-    }
-    self->counters.dead++;
-    plog_warn ("dead-lettered %s for %s after %u attempt(s): %s", dead->msg_key, dead->entity,
-               dead->attempts, reason);
-    s_job_finish (self, job);
-}
-
-//  An attempt failed: back off and retry, or dead-letter after maxRetries.
-static void s_job_failed (broker_t *self, bjob_t *job, const char *reason, int64_t retry_after)
-{
-    s_append_history (job, self->now, reason);
-    job->failures++;
-    if ((int64_t) job->failures > self->config->max_retries) {
-        char why[600];
-        snprintf (why, sizeof why, "gave up after %u failed attempts; last: %s", job->failures,
-                  reason);
-        s_dead_letter (self, job, why);
-        return;
-    }
-    //  Exponential backoff with full jitter: uniform in [0, min(cap, base * 2^(n-1))].
-    int64_t ceiling = self->config->retry_base_ms;
-    for (uint32_t i = 1; i < job->failures && ceiling < self->config->retry_max_ms; i++)
-        ceiling *= 2;
-    if (ceiling > self->config->retry_max_ms)
-        ceiling = self->config->retry_max_ms;
-    int64_t delay = s_random (0, ceiling);
-    if (retry_after > delay)
-        delay = retry_after;
-    s_set_state (self, job, JOB_QUEUED);
-    job->token = 0;
-    job->sj.not_before = self->now + delay;
-    sched_push (self->sched, &job->sj, self->now);
-    s_persist (self, job);
-    self->counters.retried++;
-}
-
-//  Takes a job out of a worker's hands and settles the attempt.
-static void s_job_unassign (broker_t *self, bjob_t *job)
-{
-    if (job->worker)
-        s_worker_detach (job->worker, job);
-    sched_done (self->sched, &job->sj, self->now);
-}
-
-static int64_t s_response_delay (broker_t *self, int priority)
-{
-    const pcfg_t *c = self->config;
-    const pcfg_delay_t *d = priority < c->urgent_below ? &c->delay_urgent
-                            : priority >= c->low_from  ? &c->delay_low
-                                                       : &c->delay_normal;
-    return s_random (d->min_ms, d->max_ms);
-}
-
 //  --- frontend: SUBMIT ------------------------------------------------------------
-
-static void s_chat_source (const char *chat, char *source, size_t len)
-{
-    const char *slash = strchr (chat, '/');
-    size_t n = slash ? (size_t) (slash - chat) : strlen (chat);
-    if (n >= len)
-        n = len - 1;
-    memcpy (source, chat, n);
-    source[n] = 0;
-}
-
-//  Returns NULL when accepted, or why not.
-static const char *s_accept_one (broker_t *self, const proto_job_spec_t *spec, bool *duplicate)
-{
-    *duplicate = false;
-    int entity = pcfg_entity_index (self->config, spec->entity);
-    if (entity < 0)
-        return "unknown entity";
-    if (!*spec->msg_key)
-        return "empty msg_key";
-    if (!*spec->chat)
-        return "empty chat";
-    size_t elen = strlen (spec->entity), klen = strlen (spec->msg_key);
-    char *dkey = malloc (elen + klen + 2);
-    memcpy (dkey, spec->entity, elen);
-    dkey[elen] = 0x1f;
-    memcpy (dkey + elen + 1, spec->msg_key, klen + 1);
-    if (zhashx_lookup (self->active, dkey) || zhashx_lookup (self->finished, dkey)
-        || (self->store && store_is_done (self->store, dkey))) {
-        free (dkey);
-        *duplicate = true;
-        return NULL;
-    }
-    const pcfg_t *c = self->config;
-    const pcfg_entity_t *e = pcfg_entity (c, (size_t) entity);
-    bjob_t *job = calloc (1, sizeof *job);
-    job->id = ++self->next_job_id;
-    s_set_state (self, job, JOB_QUEUED);
-    job->priority = (uint8_t) spec->priority;
-    job->created_ms = (int64_t) spec->created_ms;
-    job->dkey = dkey;
-    job->msg_key = dkey + elen + 1;
-    job->pos_deadline = HEAP_NONE;
-    uint8_t *payload = malloc (spec->payload.size ? spec->payload.size : 1);
-    memcpy (payload, spec->payload.data, spec->payload.size);
-    job->payload.data = payload;
-    job->payload.size = spec->payload.size;
-    char source[128];
-    s_chat_source (spec->chat, source, sizeof source);
-    job->sj.priority = job->priority;
-    job->sj.entity = (uint16_t) entity;
-    job->sj.chat = sched_chat_intern (self->sched, spec->chat, source, spec->chat_kind);
-    job->sj.not_before = job->created_ms + s_response_delay (self, job->priority);
-    int64_t max_age = e->max_age_seconds ? e->max_age_seconds : c->max_age_seconds;
-    job->sj.expires_at = max_age ? job->created_ms + max_age * 1000 : 0;
-    zhashx_insert (self->jobs, U64_KEY (job->id), job);
-    zhashx_insert (self->active, job->dkey, job);
-    sched_push (self->sched, &job->sj, self->now);
-    s_persist_new (self, job);
-    return NULL;
-}
-
-static void s_enforce_queue_limit (broker_t *self)
-{
-    sched_counts_t counts;
-    sched_counts (self->sched, &counts);
-    while (counts.queued > (size_t) self->config->max_queue_size) {
-        bjob_t *victim = (bjob_t *) sched_least_urgent (self->sched);
-        if (!victim)
-            break;
-        plog_debug ("queue full: dropping %s (priority %u)", victim->msg_key, victim->priority);
-        self->counters.dropped++;
-        s_job_finish (self, victim);
-        counts.queued--;
-    }
-    int64_t threshold = self->config->congestion_threshold;
-    if (threshold > 0 && counts.queued > (size_t) threshold && self->now >= self->next_congestion_warning) {
-        plog_warn ("congestion: %zu jobs queued (threshold %" PRId64 ")", counts.queued, threshold);
-        self->next_congestion_warning = self->now + 10000;
-    }
-}
 
 static void s_on_submit (broker_t *self, zframe_t *route, const proto_submit_t *submit)
 {
@@ -418,7 +115,7 @@ static void s_on_submit (broker_t *self, zframe_t *route, const proto_submit_t *
     proto_reject_t rejected[64];
     for (size_t i = 0; i < submit->count; i++) {
         bool duplicate;
-        const char *why = s_accept_one (self, &submit->items[i], &duplicate);
+        const char *why = broker_accept (self, &submit->items[i], &duplicate);
         self->counters.submitted++;
         if (why) {
             self->counters.rejected++;
@@ -437,7 +134,7 @@ static void s_on_submit (broker_t *self, zframe_t *route, const proto_submit_t *
         }
     }
     ack.rejected = rejected;
-    s_enforce_queue_limit (self);
+    broker_enforce_queue_limit (self);
     s_reply (self, self->frontend, route, PROTO_ACK, &ack);
 }
 
@@ -459,9 +156,9 @@ static void s_on_commit (broker_t *self, zframe_t *route, const proto_commit_t *
             v->verdict = PROTO_VERDICT_STALE;
         else {
             if (job->state != JOB_COMMITTED) {
-                s_set_state (self, job, JOB_COMMITTED);
+                broker_set_state (self, job, JOB_COMMITTED);
                 heap_remove (&self->deadlines, job);
-                s_persist (self, job);
+                broker_persist (self, job);
                 self->counters.committed++;
             }
             v->verdict = PROTO_VERDICT_POST;
@@ -487,26 +184,26 @@ static void s_on_outcome (broker_t *self, zframe_t *route, const proto_outcome_t
         switch (item->status) {
         case PROTO_OUT_POSTED:
             self->counters.posted++;
-            s_job_finish (self, job);
+            broker_job_finish (self, job);
             break;
         case PROTO_OUT_DUPLICATE:
             self->counters.duplicate_posts++;
-            s_job_finish (self, job);
+            broker_job_finish (self, job);
             break;
         case PROTO_OUT_EXPIRED:
-            s_unreserve (self, job);
+            broker_unreserve (self, job);
             self->counters.expired++;
-            s_job_finish (self, job);
+            broker_job_finish (self, job);
             break;
         case PROTO_OUT_FAILED:
-            s_unreserve (self, job);
-            s_append_history (job, self->now, item->reason);
-            s_dead_letter (self, job, item->reason);
+            broker_unreserve (self, job);
+            broker_append_history (job, self->now, item->reason);
+            broker_dead_letter (self, job, item->reason);
             break;
         case PROTO_OUT_IN_DOUBT:
         default:
-            s_append_history (job, self->now, item->reason);
-            s_dead_letter (self, job, item->reason);
+            broker_append_history (job, self->now, item->reason);
+            broker_dead_letter (self, job, item->reason);
             break;
         }
     }
@@ -651,43 +348,43 @@ static void s_on_release (broker_t *self, zframe_t *route, const proto_release_t
             continue;   //  superseded attempt: nothing to settle
         if (job->state == JOB_COMMITTED) {
             //  The sink committed before the worker's RELEASE arrived.
-            s_job_unassign (self, job);
+            broker_job_unassign (self, job);
             continue;
         }
         if (job->state != JOB_DISPATCHED)
             continue;
-        s_job_unassign (self, job);
+        broker_job_unassign (self, job);
         switch (item->status) {
         case PROTO_REL_DONE:
-            s_set_state (self, job, JOB_HANDED_OFF);
+            broker_set_state (self, job, JOB_HANDED_OFF);
             job->deadline = self->now + self->config->stale_claim_timeout_ms;
             heap_push (&self->deadlines, job);
             break;
         case PROTO_REL_RETRY:
-            s_unreserve (self, job);
-            s_job_failed (self, job, item->reason, (int64_t) item->retry_after_ms);
+            broker_unreserve (self, job);
+            broker_job_failed (self, job, item->reason, (int64_t) item->retry_after_ms);
             break;
         case PROTO_REL_FAIL:
-            s_unreserve (self, job);
-            s_append_history (job, self->now, item->reason);
-            s_dead_letter (self, job, item->reason);
+            broker_unreserve (self, job);
+            broker_append_history (job, self->now, item->reason);
+            broker_dead_letter (self, job, item->reason);
             break;
         case PROTO_REL_EXPIRED:
-            s_unreserve (self, job);
+            broker_unreserve (self, job);
             self->counters.expired++;
-            s_job_finish (self, job);
+            broker_job_finish (self, job);
             break;
         case PROTO_REL_SKIP:
-            s_unreserve (self, job);
+            broker_unreserve (self, job);
             plog_debug ("job %s skipped: %s", job->msg_key, item->reason);
             self->counters.skipped++;
-            s_job_finish (self, job);
+            broker_job_finish (self, job);
             break;
         case PROTO_REL_RETURN:
         default:
             //  Not attempted (the worker is stopping): back at once, no failure counted.
-            s_unreserve (self, job);
-            s_set_state (self, job, JOB_QUEUED);
+            broker_unreserve (self, job);
+            broker_set_state (self, job, JOB_QUEUED);
             job->token = 0;
             job->sj.not_before = 0;
             sched_push (self->sched, &job->sj, self->now);
@@ -704,13 +401,13 @@ static void s_worker_lost (broker_t *self, bworker_t *w, const char *why)
     self->counters.lost_workers++;
     while (w->jobs) {
         bjob_t *job = w->jobs;
-        s_job_unassign (self, job);
+        broker_job_unassign (self, job);
         if (job->state != JOB_DISPATCHED)
             continue;   //  committed already: the sink owns it
-        s_unreserve (self, job);
+        broker_unreserve (self, job);
         char reason[300];
         snprintf (reason, sizeof reason, "worker %s lost (%s)", w->id, why);
-        s_job_failed (self, job, reason, 0);
+        broker_job_failed (self, job, reason, 0);
     }
     zhashx_delete (self->workers, w->key);
 }
@@ -791,10 +488,10 @@ static void s_dispatch (broker_t *self)
         const pcfg_entity_t *e = pcfg_entity (self->config, job->sj.entity);
         bworker_t *w = s_pick_worker (self, e->model);
         assert (w);     //  budget > 0 means some worker has a free slot
-        s_set_state (self, job, JOB_DISPATCHED);
+        broker_set_state (self, job, JOB_DISPATCHED);
         job->token = ((uint64_t) self->epoch << 32) | (++self->next_token & 0xffffffffu);
         job->attempt++;
-        s_reserve (self, job);
+        broker_reserve (self, job);
         job->worker = w;
         job->wnext = w->jobs;
         if (w->jobs)
@@ -833,14 +530,14 @@ static void s_run_timers (broker_t *self)
     sched_job_t *sj;
     while ((sj = sched_pop_expired (self->sched, self->now))) {
         self->counters.expired++;
-        s_job_finish (self, (bjob_t *) sj);
+        broker_job_finish (self, (bjob_t *) sj);
     }
     //  Results that never reached the sink: the job runs again.
     bjob_t *job;
     while ((job = heap_top (&self->deadlines)) && job->deadline <= self->now) {
         heap_pop (&self->deadlines);
-        s_unreserve (self, job);
-        s_job_failed (self, job, "result did not reach the sink in time", 0);
+        broker_unreserve (self, job);
+        broker_job_failed (self, job, "result did not reach the sink in time", 0);
     }
     if (self->now >= self->next_heartbeat) {
         self->next_heartbeat = self->now + self->config->heartbeat_ms;
@@ -985,202 +682,6 @@ static void s_dead_destructor (void **item)
     broker_dead_free ((bdead_t **) item);
 }
 
-void broker_dead_free (bdead_t **dead_p)
-{
-    bdead_t *d = *dead_p;
-    if (!d)
-        return;
-    free (d->msg_key);
-    free (d->entity);
-    free (d->chat);
-    free (d->reason);
-    free (d->history);
-    free ((void *) d->payload.data);
-    free (d);
-    *dead_p = NULL;
-}
-
-void broker_requeue_dead (broker_t *self, bdead_t *dead)
-{
-    //  A retried dead letter is a new job for the same (message, entity).
-    size_t elen = strlen (dead->entity), klen = strlen (dead->msg_key);
-    char *dkey = malloc (elen + klen + 2);
-    memcpy (dkey, dead->entity, elen);
-    dkey[elen] = 0x1f;
-    memcpy (dkey + elen + 1, dead->msg_key, klen + 1);
-    zhashx_delete (self->finished, dkey);
-    if (self->store)
-        store_forget_done (self->store, dkey);
-    free (dkey);
-    proto_job_spec_t spec = {dead->msg_key, dead->entity, dead->chat, "", dead->priority,
-                             (uint64_t) self->now, dead->payload};
-    bool duplicate;
-    const char *why = s_accept_one (self, &spec, &duplicate);
-    if (why)
-        plog_warn ("dead letter %" PRIu64 " not retried: %s", dead->id, why);
-}
-
-void broker_forget_dead (broker_t *self, bdead_t *dead)
-{
-    if (self->store)
-        store_dead_delete (self->store, dead->id);
-}
-
-void broker_set_paused (broker_t *self, int entity, bool paused)
-{
-    sched_pause (self->sched, entity, paused, self->now);
-    if (self->store)
-        store_set_paused (self->store, entity < 0 ? "*" : pcfg_entity (self->config, (size_t) entity)->id,
-                          paused);
-}
-
-//  --- recovery ------------------------------------------------------------------------
-
-static bdead_t *s_dead_new (uint64_t id, const char *msg_key, const char *entity, const char *chat,
-                            int priority, int64_t created_ms, int64_t dead_at, uint32_t attempts,
-                            const char *reason, const char *history, const void *payload,
-                            uint32_t payload_size)
-{
-    bdead_t *dead = calloc (1, sizeof *dead);
-    dead->id = id;
-    dead->msg_key = strdup (msg_key);
-    dead->entity = strdup (entity);
-    dead->chat = strdup (chat);
-    dead->priority = (uint8_t) priority;
-    dead->created_ms = created_ms;
-    dead->dead_at = dead_at;
-    dead->attempts = attempts;
-    dead->reason = strdup (reason);
-    dead->history = strdup (history);
-    uint8_t *copy = malloc (payload_size ? payload_size : 1);
-    memcpy (copy, payload, payload_size);
-    dead->payload = (proto_bin_t) {copy, payload_size};
-    return dead;
-}
-
-static void s_load_dead (void *arg, const store_dead_t *d)
-{
-    broker_t *self = arg;
-    zlistx_add_end (self->dead, s_dead_new (d->id, d->msg_key, d->entity, d->chat, d->priority,
-                                            d->created_ms, d->dead_at, d->attempts, d->reason,
-                                            d->history, d->payload, d->payload_size));
-    if (d->id > self->next_dead_id)
-        self->next_dead_id = d->id;
-}
-
-static void s_load_job (void *arg, const store_job_t *row)
-{
-    broker_t *self = arg;
-    int entity = pcfg_entity_index (self->config, row->entity);
-    if (entity < 0) {
-        //  The configuration lost this entity: nobody can answer, so a person decides.
-        char reason[300];
-        snprintf (reason, sizeof reason, "entity \"%s\" is no longer configured", row->entity);
-        bdead_t *dead = s_dead_new (++self->next_dead_id, row->msg_key, row->entity, row->chat,
-                                    row->priority, row->created_ms, self->now, row->attempt,
-                                    reason, row->history, row->payload, row->payload_size);
-        zlistx_add_end (self->dead, dead);
-        store_dead_t drow = {dead->id,       dead->msg_key,    dead->entity,  dead->chat,
-                             dead->priority, dead->created_ms, dead->dead_at, dead->attempts,
-                             dead->reason,   dead->history,    row->payload,  row->payload_size};
-        store_dead_insert (self->store, &drow);
-        size_t n = strlen (row->entity) + strlen (row->msg_key) + 2;
-        char *dkey = malloc (n);
-        snprintf (dkey, n, "%s\x1f%s", row->entity, row->msg_key);
-        store_job_finish (self->store, row->id, dkey, self->now);
-        free (dkey);
-        plog_warn ("recovered job %s for unknown entity %s: dead-lettered", row->msg_key, row->entity);
-        return;
-    }
-    bjob_t *job = calloc (1, sizeof *job);
-    job->id = row->id;
-    job->priority = (uint8_t) row->priority;
-    job->created_ms = row->created_ms;
-    job->attempt = row->attempt;
-    job->failures = row->failures;
-    size_t elen = strlen (row->entity), klen = strlen (row->msg_key);
-    job->dkey = malloc (elen + klen + 2);
-    memcpy (job->dkey, row->entity, elen);
-    job->dkey[elen] = 0x1f;
-    memcpy (job->dkey + elen + 1, row->msg_key, klen + 1);
-    job->msg_key = job->dkey + elen + 1;
-    job->pos_deadline = HEAP_NONE;
-    uint8_t *payload = malloc (row->payload_size ? row->payload_size : 1);
-    memcpy (payload, row->payload, row->payload_size);
-    job->payload = (proto_bin_t) {payload, row->payload_size};
-    job->history = *row->history ? strdup (row->history) : NULL;
-    char source[128];
-    s_chat_source (row->chat, source, sizeof source);
-    job->sj.priority = job->priority;
-    job->sj.entity = (uint16_t) entity;
-    job->sj.chat = sched_chat_intern (self->sched, row->chat, source, row->chat_kind);
-    job->sj.not_before = row->not_before;
-    job->sj.expires_at = row->expires_ms;
-    job->sj.enqueued_at = row->enqueued_ms;
-    zhashx_insert (self->jobs, U64_KEY (job->id), job);
-    zhashx_insert (self->active, job->dkey, job);
-    if (row->committed) {
-        //  The sink owns posting it; it will report the outcome for this token.
-        s_set_state (self, job, JOB_COMMITTED);
-        job->token = row->token;
-    }
-    else {
-        //  Queued, or in flight when the broker stopped: either way, queued now.
-        s_set_state (self, job, JOB_QUEUED);
-        sched_push (self->sched, &job->sj, self->now);
-    }
-}
-
-static void s_load_reservation (void *arg, int64_t at, const char *entity, const char *chat,
-                                const char *chat_kind)
-{
-    broker_t *self = arg;
-    char source[128];
-    s_chat_source (chat, source, sizeof source);
-    sched_restore_reservation (self->sched, pcfg_entity_index (self->config, entity),
-                               sched_chat_intern (self->sched, chat, source, chat_kind), at);
-}
-
-static void s_load_paused (void *arg, const char *entity)
-{
-    broker_t *self = arg;
-    int index = streq (entity, "*") ? -1 : pcfg_entity_index (self->config, entity);
-    if (index >= 0 || streq (entity, "*")) {
-        sched_pause (self->sched, index, true, self->now);
-        plog_info ("%s is paused (since before the restart)", entity);
-    }
-}
-
-//  Opens the store and rebuilds the broker's state from it.
-static int s_recover (broker_t *self)
-{
-    const pcfg_t *c = self->config;
-    if (!*c->data_dir) {
-        plog_info ("storage.dataDir is empty: state is kept in memory only");
-        return 0;
-    }
-    char err[600];
-    self->store = store_open (c->data_dir, c->fsync, err, sizeof err);
-    if (!self->store) {
-        plog_error ("%s", err);
-        return -1;
-    }
-    int64_t start = zclock_mono ();
-    self->epoch = store_next_epoch (self->store);
-    store_load (self->store, self->now, self, s_load_job, s_load_dead, s_load_reservation,
-                s_load_paused);
-    self->next_job_id = store_last_job_id (self->store);
-    if (store_commit (self->store))
-        return -1;
-    sched_counts_t counts;
-    sched_counts (self->sched, &counts);
-    plog_info ("recovered from %s/broker.db in %" PRId64 " ms: %zu queued, %zu committed to the sink,"
-               " %zu dead letters (run %u)",
-               c->data_dir, zclock_mono () - start, counts.queued, self->state_count[JOB_COMMITTED],
-               zlistx_size (self->dead), self->epoch);
-    return 0;
-}
-
 static void s_config_sched (const pcfg_t *c, sched_config_t *sc, sched_entity_config_t *ents,
                             sched_chat_rule_t *rules)
 {
@@ -1254,7 +755,7 @@ static void s_broker_destroy (broker_t **self_p)
     bjob_t *job = zhashx_first (self->jobs);
     while (job) {
         bjob_t *next = zhashx_next (self->jobs);
-        s_job_free (&job);
+        broker_job_free (&job);
         job = next;
     }
     zhashx_destroy (&self->jobs);
@@ -1346,7 +847,7 @@ void broker_server (zsock_t *pipe, void *args)
     broker_args_t *a = args;
     broker_t *self = s_broker_new (pipe, a->config);
     zsock_signal (pipe, 0);
-    if (s_recover (self)) {
+    if (broker_recover (self)) {
         zstr_send (pipe, "cannot open the broker's storage");
         s_broker_destroy (&self);
         return;
