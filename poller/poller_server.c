@@ -172,7 +172,8 @@ static bool s_on_message (void *ctx, source_t *source, const chat_msg_t *msg)
                              self->selection);
     if (n == 0) {
         self->counters.unanswered++;
-        if (msg->from_bot)
+        //  Bots include our own entities: their replies come back through the sources.
+        if (msg->from_bot || select_author_entity (self->config, msg) >= 0)
             self->counters.from_bots++;
     }
     else {

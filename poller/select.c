@@ -67,16 +67,21 @@ static bool s_is (const pcfg_entity_t *e, const char *who)
     return false;
 }
 
+int select_author_entity (const pcfg_t *config, const chat_msg_t *msg)
+{
+    int author_entity = -1;
+    for (size_t i = 0; i < config->entities.count; i++)
+        if (s_is (pcfg_entity (config, i), msg->author))
+            author_entity = (int) i;
+    return author_entity;
+}
+
 int select_entities (const pcfg_t *config, const char *source, const chat_msg_t *msg,
                      const char *msg_key, uint64_t seed, selection_t *out)
 {
     char chat_key[600];
     snprintf (chat_key, sizeof chat_key, "%s/%s", source, msg->chat_ref);
-    //  Is the author one of our own entities?
-    int author_entity = -1;
-    for (size_t i = 0; i < config->entities.count; i++)
-        if (s_is (pcfg_entity (config, i), msg->author))
-            author_entity = (int) i;
+    int author_entity = select_author_entity (config, msg);
     bool from_bot = msg->from_bot || author_entity >= 0;
     int n = 0;
     for (size_t i = 0; i < config->entities.count; i++) {

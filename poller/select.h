@@ -28,6 +28,9 @@ typedef struct {
 int select_entities (const pcfg_t *config, const char *source, const chat_msg_t *msg,
                      const char *msg_key, uint64_t seed, selection_t *out);
 
+//  The index of the entity that wrote `msg` (by id, name or alias), or -1.
+int select_author_entity (const pcfg_t *config, const chat_msg_t *msg);
+
 //  The uniform draw in [0, 1) for (seed, key, entity).
 double select_draw (uint64_t seed, const char *msg_key, const char *entity);
 

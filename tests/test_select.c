@@ -136,6 +136,12 @@ static void test_loop_guard_and_self (void **state)
     m = s_msg ("chatty", "@chatty talking to myself");
     n = select_entities (c, "tg", &m, "tg/room/6", 7, sel);
     assert_int_equal (n, 0);
+    //  Who wrote it, for counting: an entity (any case), or nobody of ours.
+    assert_int_equal (select_author_entity (c, &m), 2);
+    m = s_msg ("SAGE", "hi");
+    assert_int_equal (select_author_entity (c, &m), 1);
+    m = s_msg ("nightbot", "hi");
+    assert_int_equal (select_author_entity (c, &m), -1);
     pcfg_destroy (&c);
 }
 
