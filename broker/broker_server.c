@@ -145,7 +145,7 @@ static void s_on_commit (broker_t *self, zframe_t *route, const proto_commit_t *
     proto_verdicts_t answer = {commit->seq, NULL, commit->count};
     answer.items = calloc (commit->count ? commit->count : 1, sizeof (proto_verdict_item_t));
     for (size_t i = 0; i < commit->count; i++) {
-        const proto_ref_t *ref = &commit->items[i];
+        const proto_commit_item_t *ref = &commit->items[i];
         proto_verdict_item_t *v = &answer.items[i];
         v->job_id = ref->job_id;
         v->token = ref->token;

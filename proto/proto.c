@@ -430,8 +430,13 @@ static int s_dec_record (s_dec_t *d, const proto_record_t *rec, char *base, cons
     for (size_t i = 0; i < rec->count; i++) {
         const proto_field_t *f = &rec->fields[i];
         if (i >= n) {
-            if (f->optional)
+            //  A missing optional field reads as zero, or as "" for a string, so
+            //  readers of an older peer's frame never meet a NULL string.
+            if (f->optional) {
+                if (f->type == PF_STR)
+                    *(const char **) (base + f->offset) = "";
                 continue;
+            }
             snprintf (d->why, d->whylen, "%s: missing", f->name);
             return -1;
         }

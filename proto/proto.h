@@ -89,6 +89,7 @@ typedef enum {
 
 //  Result codes of proto_decode.
 #define PROTO_OK         0
+#define PROTO_NONE       1      //  proto_recv: nothing was waiting
 #define PROTO_MALFORMED -2
 
 //  --- decoded forms ----------------------------------------------------------
@@ -121,9 +122,16 @@ typedef struct {
     size_t count;
 } proto_submit_t;
 
+//  Why a submitted job was refused (REJECT.code).
+typedef enum {
+    PROTO_REJECT_INVALID = 0,   //  never acceptable (unknown entity, empty key): not retried
+    PROTO_REJECT_BUSY = 1       //  the queue is full now: keep it and submit it again later
+} proto_reject_code_t;
+
 typedef struct {
     uint64_t index;
     const char *reason;
+    uint64_t code;          //  proto_reject_code_t
 } proto_reject_t;
 
 typedef struct {
@@ -132,7 +140,15 @@ typedef struct {
     uint64_t duplicates;
     proto_reject_t *rejected;
     size_t rejected_count;
+    uint64_t retry_after_ms;    //  for BUSY rejects: submit them again no sooner than this
+    uint64_t rejected_more;     //  rejects left out of the list (it is bounded)
 } proto_ack_t;
+
+//  One attempt of one job: (job id, fencing token).
+typedef struct {
+    uint64_t job_id;
+    uint64_t token;
+} proto_ref_t;
 
 typedef struct {
     const char *worker_id;
@@ -143,12 +159,19 @@ typedef struct {
     const char *host;
     uint64_t pid;
     uint64_t draining;      //  1 = take no new work
+    uint64_t job_seq;       //  every JOB frame up to this seq has arrived or never will
+    proto_ref_t *held;      //  every job the worker holds (received, not released)
+    size_t held_count;
 } proto_heartbeat_t;
 
 typedef struct {
     uint64_t epoch;         //  changes each time the broker starts
     uint64_t heartbeat_ms;
     uint64_t lease_ms;
+    uint64_t job_seq;       //  seq of the last JOB frame sent to this worker
+    proto_ref_t *cancel;    //  jobs the worker holds that are no longer its: drop them
+    size_t cancel_count;
+    uint64_t max_hold_ms;   //  a job is taken back after this long, heartbeats or not
 } proto_welcome_t;
 
 typedef struct {
@@ -167,6 +190,7 @@ typedef struct {
 typedef struct {
     proto_job_t *items;
     size_t count;
+    uint64_t seq;           //  the broker's sequence number of this frame (see HEARTBEAT.job_seq)
 } proto_jobs_t;
 
 typedef struct {
@@ -206,11 +230,12 @@ typedef struct {
 typedef struct {
     uint64_t job_id;
     uint64_t token;
-} proto_ref_t;
+    uint64_t hold;          //  1 = the sink already has the verdict and still holds the job
+} proto_commit_item_t;
 
 typedef struct {
     uint64_t seq;
-    proto_ref_t *items;
+    proto_commit_item_t *items;
     size_t count;
 } proto_commit_t;
 
@@ -218,12 +243,23 @@ typedef struct {
     uint64_t job_id;
     uint64_t token;
     uint64_t verdict;       //  proto_verdict_t
+    //  For POST to a first COMMIT: the job as the broker has it; the sink
+    //  posts this, never what a worker claims. Empty otherwise.
+    const char *msg_key;
+    const char *entity;
+    const char *chat;
+    const char *chat_kind;
+    uint64_t priority;
+    uint64_t created_ms;
+    uint64_t expires_ms;
+    proto_bin_t payload;
 } proto_verdict_item_t;
 
 typedef struct {
     uint64_t seq;
     proto_verdict_item_t *items;
     size_t count;
+    uint64_t lease_ms;      //  a committed job the sink stops holding is taken back after this
 } proto_verdicts_t;
 
 typedef struct {

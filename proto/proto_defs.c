@@ -14,6 +14,9 @@
 #define SL(T, f, n, max, doc) {#f, PF_STRS, offsetof (T, f), offsetof (T, n), max, NULL, false, doc}
 #define L(T, f, n, rec, max, doc)                                                                  \
     {#f, PF_LIST, offsetof (T, f), offsetof (T, n), max, &rec, false, doc}
+#define OB(T, f, max, doc)    {#f, PF_BIN, offsetof (T, f), 0, max, NULL, true, doc}
+#define OL(T, f, n, rec, max, doc)                                                                 \
+    {#f, PF_LIST, offsetof (T, f), offsetof (T, n), max, &rec, true, doc}
 #define N(T, f, n, max, doc)  {#f, PF_NUMS, offsetof (T, f), offsetof (T, n), max, NULL, false, doc}
 #define RECORD(name, T, fields, doc) {name, sizeof (T), fields, sizeof (fields) / sizeof (fields[0]), doc}
 
@@ -62,6 +65,9 @@ static const proto_record_t s_job_spec = RECORD ("JOB_SPEC", proto_job_spec_t, s
 static const proto_field_t s_reject_fields[] = {
     U (proto_reject_t, index, LIST, "position of the job in the SUBMIT"),
     S (proto_reject_t, reason, TEXT, "why it was refused"),
+    OU (proto_reject_t, code, 1,
+        "0 invalid: never acceptable, do not resend; 1 busy: the queue is full, keep the job and "
+        "submit it again later"),
 };
 static const proto_record_t s_reject = RECORD ("REJECT", proto_reject_t, s_reject_fields,
                                                "A submitted job the broker refused.");
@@ -80,6 +86,13 @@ static const proto_field_t s_job_fields[] = {
 };
 static const proto_record_t s_job = RECORD ("JOB_ITEM", proto_job_t, s_job_fields,
                                             "One job handed to a worker.");
+
+static const proto_field_t s_ref_fields[] = {
+    U (proto_ref_t, job_id, U64, "the broker's id of the job"),
+    U (proto_ref_t, token, U64, "the fencing token of the dispatch"),
+};
+static const proto_record_t s_ref = RECORD ("JOB_REF", proto_ref_t, s_ref_fields,
+                                            "One attempt of one job.");
 
 static const proto_field_t s_release_fields[] = {
     U (proto_release_item_t, job_id, U64, "from JOB"),
@@ -110,17 +123,30 @@ static const proto_field_t s_result_fields[] = {
 static const proto_record_t s_result = RECORD ("RESULT_ITEM", proto_result_item_t, s_result_fields,
                                                "A written reply.");
 
-static const proto_field_t s_ref_fields[] = {
-    U (proto_ref_t, job_id, U64, "from RESULT"),
-    U (proto_ref_t, token, U64, "from RESULT"),
+static const proto_field_t s_commit_item_fields[] = {
+    U (proto_commit_item_t, job_id, U64, "from RESULT"),
+    U (proto_commit_item_t, token, U64, "from RESULT"),
+    OU (proto_commit_item_t, hold, 1,
+        "0 = asking (a result just stored); 1 = the sink has the verdict and still holds the "
+        "job (renews the broker's hold on it; answered without the job's fields)"),
 };
-static const proto_record_t s_ref = RECORD ("JOB_REF", proto_ref_t, s_ref_fields,
-                                            "One attempt of one job.");
+static const proto_record_t s_commit_item = RECORD ("COMMIT_ITEM", proto_commit_item_t,
+                                                    s_commit_item_fields,
+                                                    "One attempt the sink asks about, or still holds.");
 
 static const proto_field_t s_verdict_fields[] = {
     U (proto_verdict_item_t, job_id, U64, "from COMMIT"),
     U (proto_verdict_item_t, token, U64, "from COMMIT"),
     U (proto_verdict_item_t, verdict, 3, "0 post, 1 stale (newer attempt), 2 unknown job, 3 already finished"),
+    OS (proto_verdict_item_t, msg_key, KEY, "for post (hold 0): the job's message key, as the broker has it"),
+    OS (proto_verdict_item_t, entity, KEY, "for post (hold 0): the entity that answers"),
+    OS (proto_verdict_item_t, chat, KEY, "for post (hold 0): the chat key"),
+    OS (proto_verdict_item_t, chat_kind, 16, "for post (hold 0): \"group\", \"private\" or \"\""),
+    OU (proto_verdict_item_t, priority, 99, "for post (hold 0): the job's priority"),
+    OU (proto_verdict_item_t, created_ms, U64, "for post (hold 0): when the chat message was written"),
+    OU (proto_verdict_item_t, expires_ms, U64,
+        "for post (hold 0): Unix ms after which the reply must not be posted; 0 = never"),
+    OB (proto_verdict_item_t, payload, TEXT, "for post (hold 0): the MESSAGE record (where to post)"),
 };
 static const proto_record_t s_verdict = RECORD ("VERDICT_ITEM", proto_verdict_item_t,
                                                 s_verdict_fields, "The broker's answer for one attempt.");
@@ -155,6 +181,8 @@ static const proto_field_t s_ack_fields[] = {
     U (proto_ack_t, accepted, LIST, "jobs stored"),
     U (proto_ack_t, duplicates, LIST, "jobs already known (stored earlier); nothing to resend"),
     L (proto_ack_t, rejected, rejected_count, s_reject, LIST, "jobs refused, with reasons"),
+    OU (proto_ack_t, retry_after_ms, U32, "for busy rejects: submit them again no sooner than this"),
+    OU (proto_ack_t, rejected_more, LIST, "rejects not listed (the list holds at most 10000)"),
 };
 static const proto_field_t s_heartbeat_fields[] = {
     S (proto_heartbeat_t, worker_id, KEY, "the worker's name"),
@@ -164,14 +192,26 @@ static const proto_field_t s_heartbeat_fields[] = {
     S (proto_heartbeat_t, host, KEY, "host name"),
     U (proto_heartbeat_t, pid, U32, "process id"),
     OU (proto_heartbeat_t, draining, 1, "1 = shutting down, send no more jobs"),
+    OU (proto_heartbeat_t, job_seq, U64,
+        "every JOB frame up to this seq has arrived or never will: the highest JOB seq received "
+        "or WELCOME job_seq seen, whichever is higher (0 before any)"),
+    OL (proto_heartbeat_t, held, held_count, s_ref, LIST,
+        "every job the worker holds now (received, not yet RELEASEd); renews their leases"),
 };
 static const proto_field_t s_welcome_fields[] = {
     U (proto_welcome_t, epoch, U64, "changes every time the broker starts"),
     U (proto_welcome_t, heartbeat_ms, U32, "how often the worker must send HEARTBEAT"),
-    U (proto_welcome_t, lease_ms, U32, "a job is taken back after this long without a heartbeat"),
+    U (proto_welcome_t, lease_ms, U32,
+       "a job is taken back after this long without a HEARTBEAT that lists it"),
+    OU (proto_welcome_t, job_seq, U64, "seq of the last JOB frame the broker sent to this worker"),
+    OL (proto_welcome_t, cancel, cancel_count, s_ref, LIST,
+        "jobs the worker listed as held that are no longer its: drop them, send no RELEASE"),
+    OU (proto_welcome_t, max_hold_ms, U32,
+        "a job is taken back after this long however often it is renewed; 0 = no bound"),
 };
 static const proto_field_t s_job_msg_fields[] = {
     L (proto_jobs_t, items, count, s_job, LIST, "the jobs; never more than the worker's free credits"),
+    OU (proto_jobs_t, seq, U64, "this frame's number: increases with every JOB the broker sends"),
 };
 static const proto_field_t s_release_msg_fields[] = {
     L (proto_release_t, items, count, s_release, LIST, "the jobs; each returns one credit"),
@@ -182,11 +222,13 @@ static const proto_field_t s_result_msg_fields[] = {
 };
 static const proto_field_t s_commit_fields[] = {
     U (proto_commit_t, seq, U64, "sender's sequence number, echoed in VERDICT"),
-    L (proto_commit_t, items, count, s_ref, LIST, "attempts whose results the sink has stored"),
+    L (proto_commit_t, items, count, s_commit_item, LIST, "attempts whose results the sink has, or still holds"),
 };
 static const proto_field_t s_verdicts_fields[] = {
     U (proto_verdicts_t, seq, U64, "from COMMIT"),
     L (proto_verdicts_t, items, count, s_verdict, LIST, "one per COMMIT item"),
+    OU (proto_verdicts_t, lease_ms, U32,
+        "a committed job is taken back if the sink has not asked about or held it for this long"),
 };
 static const proto_field_t s_outcome_msg_fields[] = {
     U (proto_outcome_t, seq, U64, "sender's sequence number, echoed in OUTCOME_ACK"),

@@ -1,6 +1,9 @@
 /*  proto_sock - socket factory. See proto_sock.h. */
 #include "proto/proto_sock.h"
 #include "common/plog.h"
+#include "proto/proto.h"
+
+#include <string.h>
 
 void proto_net_defaults (proto_net_t *net)
 {
@@ -50,4 +53,125 @@ zsock_t *proto_sock_new (const proto_net_t *net, int type, const char *endpoint,
 char *proto_sock_endpoint (zsock_t *sock)
 {
     return zsock_last_endpoint (sock);
+}
+
+//  --- whole messages ----------------------------------------------------------------
+
+int proto_send_frame (zsock_t *sock, const void *route, size_t route_size, zmq_msg_t *frame)
+{
+    void *handle = zsock_resolve (sock);
+    if (route && zmq_send (handle, route, route_size, ZMQ_SNDMORE | ZMQ_DONTWAIT) == -1) {
+        zmq_msg_close (frame);
+        return -1;
+    }
+    if (zmq_msg_send (frame, handle, ZMQ_DONTWAIT) == -1) {
+        //  With a route already sent, ZeroMQ drops the half message itself.
+        zmq_msg_close (frame);
+        return -1;
+    }
+    return 0;
+}
+
+int proto_send (zsock_t *sock, proto_type_t type, const void *body)
+{
+    zmq_msg_t frame;
+    if (proto_encode (type, body, &frame))
+        return -1;
+    return proto_send_frame (sock, NULL, 0, &frame);
+}
+
+int proto_send_to (zsock_t *sock, const void *route, size_t route_size, proto_type_t type,
+                   const void *body)
+{
+    zmq_msg_t frame;
+    if (proto_encode (type, body, &frame))
+        return -1;
+    return proto_send_frame (sock, route, route_size, &frame);
+}
+
+//  Discards the rest of a multi-part message.
+static void s_drain_parts (void *handle)
+{
+    int more = 1;
+    while (more) {
+        zmq_msg_t junk;
+        zmq_msg_init (&junk);
+        if (zmq_msg_recv (&junk, handle, 0) == -1) {
+            zmq_msg_close (&junk);
+            return;
+        }
+        more = zmq_msg_more (&junk);
+        zmq_msg_close (&junk);
+    }
+}
+
+int proto_recv (zsock_t *sock, proto_msg_t *msg, proto_peer_t *peer, char *why, size_t whylen)
+{
+    void *handle = zsock_resolve (sock);
+    proto_peer_t scratch;
+    if (!peer)
+        peer = &scratch;
+    peer->route_size = 0;
+    peer->user[0] = 0;
+    memset (msg, 0, sizeof *msg);
+    zmq_msg_t part;
+    zmq_msg_init (&part);
+    if (zmq_msg_recv (&part, handle, ZMQ_DONTWAIT) == -1) {
+        zmq_msg_close (&part);
+        return PROTO_NONE;
+    }
+    if (zsock_type (sock) == ZMQ_ROUTER) {
+        size_t n = zmq_msg_size (&part);
+        if (n > sizeof peer->route)
+            n = sizeof peer->route;
+        memcpy (peer->route, zmq_msg_data (&part), n);
+        peer->route_size = n;
+        bool more = zmq_msg_more (&part);
+        zmq_msg_close (&part);
+        if (!more) {
+            snprintf (why, whylen, "no body after the routing id");
+            return PROTO_MALFORMED;
+        }
+        zmq_msg_init (&part);
+        if (zmq_msg_recv (&part, handle, 0) == -1) {
+            zmq_msg_close (&part);
+            snprintf (why, whylen, "body could not be read: %s", zmq_strerror (zmq_errno ()));
+            return PROTO_MALFORMED;
+        }
+    }
+    const char *user = zmq_msg_gets (&part, "User-Id");
+    if (user)
+        snprintf (peer->user, sizeof peer->user, "%s", user);
+    int rc;
+    if (zmq_msg_more (&part)) {
+        //  Every Parley message is one frame.
+        s_drain_parts (handle);
+        snprintf (why, whylen, "a message of several frames (Parley messages are one frame)");
+        rc = PROTO_MALFORMED;
+    }
+    else
+        rc = proto_decode (zmq_msg_data (&part), zmq_msg_size (&part), msg, why, whylen);
+    zmq_msg_close (&part);
+    return rc;
+}
+
+const char *proto_peer_name (const proto_peer_t *peer, char *buf, size_t len)
+{
+    if (*peer->user) {
+        snprintf (buf, len, "%s", peer->user);
+        return buf;
+    }
+    size_t n = 0;
+    buf[0] = 0;
+    for (size_t i = 0; i < peer->route_size && n + 3 < len && i < 24; i++) {
+        uint8_t c = peer->route[i];
+        //  Routing ids Parley sets are printable; others show as hex.
+        if (c >= 0x20 && c < 0x7f && c != '\\')
+            buf[n++] = (char) c;
+        else
+            n += (size_t) snprintf (buf + n, len - n, "\\x%02x", c);
+    }
+    if (n < len)
+        buf[n] = 0;
+    return buf;
 }

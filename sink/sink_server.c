@@ -271,18 +271,18 @@ static void s_send_broker (sink_t *self, proto_type_t type, const void *body)
 //  frames of at most PROTO_BATCH items.
 static void s_commit (sink_t *self)
 {
-    proto_ref_t refs[PROTO_BATCH];
+    proto_commit_item_t refs[PROTO_BATCH];
     for (;;) {
         size_t k = 0;
         sentry_t *e;
         while (k < PROTO_BATCH && (e = zlistx_first (self->committing))
                && self->now - e->sent_at >= self->config->resend_ms) {
-            refs[k++] = (proto_ref_t) {e->job_id, e->token};
+            refs[k++] = (proto_commit_item_t) {e->job_id, e->token, 0};
             e->sent_at = self->now;
             s_move (e, self->committing, E_COMMITTING);     //  to the end: newest send
         }
         while (k < PROTO_BATCH && (e = zlistx_first (self->received))) {
-            refs[k++] = (proto_ref_t) {e->job_id, e->token};
+            refs[k++] = (proto_commit_item_t) {e->job_id, e->token, 0};
             e->sent_at = self->now;
             s_move (e, self->committing, E_COMMITTING);
         }

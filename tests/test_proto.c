@@ -112,20 +112,71 @@ static void test_worker_messages (void **state)
     proto_msg_release (&msg);
 }
 
+static void test_lease_fields (void **state)
+{
+    (void) state;
+    proto_ref_t held[] = {{7, 0xabc}, {8, 0xdef}};
+    const char *models[] = {"m"};
+    proto_heartbeat_t hb = {"w1", 4, 2, models, 1, "host", 42, 0, 17, held, 2};
+    proto_msg_t msg = s_round_trip (PROTO_HEARTBEAT, &hb);
+    assert_int_equal (msg.body.heartbeat.job_seq, 17);
+    assert_int_equal (msg.body.heartbeat.held_count, 2);
+    assert_int_equal (msg.body.heartbeat.held[1].token, 0xdef);
+    proto_msg_release (&msg);
+
+    proto_welcome_t welcome = {9, 1000, 60000, 18, held, 1, 300000};
+    msg = s_round_trip (PROTO_WELCOME, &welcome);
+    assert_int_equal (msg.body.welcome.job_seq, 18);
+    assert_int_equal (msg.body.welcome.cancel_count, 1);
+    assert_int_equal (msg.body.welcome.cancel[0].job_id, 7);
+    assert_int_equal (msg.body.welcome.max_hold_ms, 300000);
+    proto_msg_release (&msg);
+
+    proto_reject_t rejects[] = {{0, "unknown entity", PROTO_REJECT_INVALID},
+                                {1, "queue full", PROTO_REJECT_BUSY}};
+    proto_ack_t ack = {3, 1, 0, rejects, 2, 500, 7};
+    msg = s_round_trip (PROTO_ACK, &ack);
+    assert_int_equal (msg.body.ack.rejected[1].code, PROTO_REJECT_BUSY);
+    assert_int_equal (msg.body.ack.retry_after_ms, 500);
+    assert_int_equal (msg.body.ack.rejected_more, 7);
+    proto_msg_release (&msg);
+
+    //  A HEARTBEAT from a peer that knows none of the optional fields.
+    uint8_t old[] = {0xA5, 0x50, 1, PROTO_HEARTBEAT, 0x96, 0xa2, 'w', '1', 0x04, 0x04, 0x90, 0xa1,
+                     'h', 0x01};
+    char why[256];
+    assert_int_equal (proto_decode (old, sizeof old, &msg, why, sizeof why), PROTO_OK);
+    assert_int_equal (msg.body.heartbeat.job_seq, 0);
+    assert_int_equal (msg.body.heartbeat.held_count, 0);
+    assert_int_equal (msg.body.heartbeat.draining, 0);
+    proto_msg_release (&msg);
+}
+
 static void test_sink_messages (void **state)
 {
     (void) state;
-    proto_ref_t refs[] = {{1, 2}, {3, 4}};
+    proto_commit_item_t refs[] = {{1, 2, 0}, {3, 4, 1}};
     proto_commit_t commit = {5, refs, 2};
     proto_msg_t msg = s_round_trip (PROTO_COMMIT, &commit);
     assert_int_equal (msg.body.commit.count, 2);
     assert_int_equal (msg.body.commit.items[1].token, 4);
+    assert_int_equal (msg.body.commit.items[0].hold, 0);
+    assert_int_equal (msg.body.commit.items[1].hold, 1);
     proto_msg_release (&msg);
 
-    proto_verdict_item_t v[] = {{1, 2, PROTO_VERDICT_POST}, {3, 4, PROTO_VERDICT_STALE}};
-    proto_verdicts_t verdicts = {5, v, 2};
+    uint8_t payload[] = {0x91, 0xa1, 'x'};
+    proto_verdict_item_t v[] = {
+        {1, 2, PROTO_VERDICT_POST, "in/c/m1", "joker", "in/c", "group", 10, 1000, 2000, {payload, 3}},
+        {3, 4, PROTO_VERDICT_STALE, NULL, NULL, NULL, NULL, 0, 0, 0, {NULL, 0}}};
+    proto_verdicts_t verdicts = {5, v, 2, 60000};
     msg = s_round_trip (PROTO_VERDICT, &verdicts);
     assert_int_equal (msg.body.verdict.items[1].verdict, PROTO_VERDICT_STALE);
+    assert_string_equal (msg.body.verdict.items[0].entity, "joker");
+    assert_string_equal (msg.body.verdict.items[0].chat_kind, "group");
+    assert_int_equal (msg.body.verdict.items[0].expires_ms, 2000);
+    assert_int_equal (msg.body.verdict.items[0].payload.size, 3);
+    assert_string_equal (msg.body.verdict.items[1].msg_key, "");
+    assert_int_equal (msg.body.verdict.lease_ms, 60000);
     proto_msg_release (&msg);
 
     proto_outcome_item_t o[] = {{1, 2, PROTO_OUT_FAILED, "403 Forbidden: bot was kicked", 99}};
@@ -294,15 +345,16 @@ static void test_extra_fields_ignored (void **state)
     assert_int_equal (proto_decode (newer, sizeof newer, &msg, why, sizeof why), PROTO_OK);
     assert_int_equal (msg.body.outcome_ack.seq, 7);
     proto_msg_release (&msg);
-    //  HEARTBEAT without the optional trailing `draining` decodes as 0.
+    //  HEARTBEAT without its optional trailing fields (draining, job_seq, held) decodes as 0.
     const char *models[] = {"m"};
     proto_heartbeat_t hb = {"w", 1, 1, models, 1, "h", 1, 0};
     zmq_msg_t frame;
     assert_int_equal (proto_encode (PROTO_HEARTBEAT, &hb, &frame), 0);
     uint8_t *bytes = zmq_msg_data (&frame);
     size_t size = zmq_msg_size (&frame);
-    bytes[4] = 0x96;    //  claim 6 fields instead of 7 and drop the last byte
-    assert_int_equal (proto_decode (bytes, size - 1, &msg, why, sizeof why), PROTO_OK);
+    assert_int_equal (bytes[4], 0x99);
+    bytes[4] = 0x96;    //  claim 6 fields instead of 9 and drop the last three bytes
+    assert_int_equal (proto_decode (bytes, size - 3, &msg, why, sizeof why), PROTO_OK);
     assert_int_equal (msg.body.heartbeat.draining, 0);
     proto_msg_release (&msg);
     zmq_msg_close (&frame);
@@ -363,6 +415,7 @@ int main (void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test (test_submit_ack),
         cmocka_unit_test (test_worker_messages),
+        cmocka_unit_test (test_lease_fields),
         cmocka_unit_test (test_sink_messages),
         cmocka_unit_test (test_stats_and_ctl),
         cmocka_unit_test (test_message_record),
