@@ -57,6 +57,8 @@ typedef struct {
     pcfg_strs_t allow_chats;     //  if non-empty, only these chats
     pcfg_strs_t deny_chats;      //  never these chats
     bool answer_bots;            //  may answer other bots' messages
+    int64_t default_priority;    //  priority of its unaddressed replies; -1 = the source's
+    int64_t mention_priority;    //  priority of its replies to mentions; -1 = the source's
 } pcfg_entity_t;
 
 typedef struct {
@@ -109,6 +111,8 @@ typedef struct {
     pcfg_strs_t bot_authors;     //  authors whose messages count as a bot's
     pcfg_strs_t channels;
     char *nick;
+    int64_t default_priority;    //  -1 = queueSettings.defaultPriority
+    int64_t mention_priority;    //  -1 = queueSettings.mentionPriority
 } pcfg_source_t;
 
 typedef struct {
@@ -143,6 +147,8 @@ typedef struct {
     bool moderator;              //  twitch: the bot is a moderator
     pcfg_arr_t limits;           //  pcfg_post_limit_t
     int64_t timeout_ms;
+    double limit_margin_percent; //  platform windows are held this much longer...
+    int64_t limit_margin_ms;     //  ...and at least this many ms longer
 } pcfg_destination_t;
 
 typedef struct {
@@ -170,6 +176,10 @@ typedef struct {
     int64_t entity_max_in_flight;
     int64_t aging_seconds;
     int64_t max_pending_results;
+    int64_t max_hold_ms;         //  a job is taken back from its worker after this, whatever
+    int64_t max_age_urgent_s;    //  maxAgeByClass: shorter freshness per class; 0 = maxAgeSeconds
+    int64_t max_age_normal_s;
+    int64_t max_age_low_s;
     int64_t urgent_below;        //  priorities below this use the urgent delay
     int64_t low_from;            //  priorities from this use the low delay
     pcfg_delay_t delay_urgent, delay_normal, delay_low;
@@ -190,11 +200,18 @@ typedef struct {
     int64_t heartbeat_ms;
     int64_t max_frame_bytes;
     int64_t hwm;
+    bool insecure;               //  allow plain TCP on non-loopback addresses
+    bool security;               //  CurveZMQ on every TCP socket
+    char *cert_path;             //  this process's certificate (secret part)
+    char *broker_key;            //  the broker's public certificate (clients pin it)
+    char *sink_key;              //  the sink's public certificate
+    char *allow_dir;             //  allow-lists: pollers/ workers/ sinks/ operators/
 
     //  storage
     char *data_dir;
     char *fsync;
     int64_t dedupe_retention_s;
+    int64_t dedupe_max_keys;
 
     //  poller
     pcfg_arr_t sources;          //  pcfg_source_t
@@ -220,6 +237,7 @@ typedef struct {
     int64_t breaker_open_ms;
     int64_t backoff_ms;
     int64_t backoff_max_ms;
+    int64_t worker_max_capacity; //  the broker grants no worker more slots than this
 
     //  sink
     pcfg_arr_t destinations;     //  pcfg_destination_t

@@ -78,6 +78,10 @@ static const pcfg_field_t s_entity_fields[] = {
     F_STRS (pcfg_entity_t, "denyChats", deny_chats, "[]", "This entity never answers in these chats."),
     F_BOOL (pcfg_entity_t, "answerBots", answer_bots, "false",
             "May answer messages written by other bots (never its own)."),
+    F_INT (pcfg_entity_t, "defaultPriority", default_priority, "-1", -1, 99, NONE,
+           "Priority of this entity's replies to messages that do not address it; 99 means it never answers those; -1 means the source's, else queueSettings.defaultPriority."),
+    F_INT (pcfg_entity_t, "mentionPriority", mention_priority, "-1", -1, 99, NONE,
+           "Priority of this entity's replies to mentions of it and replies to it; -1 means the source's, else queueSettings.mentionPriority."),
 };
 static const pcfg_schema_t s_entity_schema = SCHEMA ("entities[]", pcfg_entity_t, s_entity_fields);
 
@@ -176,6 +180,10 @@ static const pcfg_field_t s_source_fields[] = {
     F_STRS (pcfg_source_t, "channels", channels, "[]", "twitch: channels to join (without '#')."),
     F_STR (pcfg_source_t, "nick", nick, "\"\"", NULL, NONE,
            "twitch: the login that reads the chat; empty reads anonymously."),
+    F_INT (pcfg_source_t, "defaultPriority", default_priority, "-1", -1, 99, NONE,
+           "Priority of replies to this source's messages that address nobody; 99 means they are not answered; -1 means queueSettings.defaultPriority."),
+    F_INT (pcfg_source_t, "mentionPriority", mention_priority, "-1", -1, 99, NONE,
+           "Priority of replies to this source's mentions of an entity; -1 means queueSettings.mentionPriority."),
 };
 static const pcfg_schema_t s_source_schema = SCHEMA ("poller.sources[]", pcfg_source_t, s_source_fields);
 
@@ -234,6 +242,10 @@ static const pcfg_field_t s_dest_fields[] = {
            "Further limits held at this destination, per account, besides the platform's."),
     F_INT (pcfg_destination_t, "timeoutMs", timeout_ms, "30000", 1000, 600000, NONE,
            "Time one post may take: the HTTP request, or Twitch's confirmation of a message; after it the outcome is in doubt."),
+    F_NUM (pcfg_destination_t, "limitMarginPercent", limit_margin_percent, "5", 0, 100, NONE,
+           "Safety margin of the platform's limits and limits[]: each window is held this many percent longer than the platform counts it..."),
+    F_INT (pcfg_destination_t, "limitMarginMs", limit_margin_ms, "100", 0, 3600000, NONE,
+           "...and at least this many milliseconds longer, so clock differences and network delay never make the platform see one post too many."),
 };
 static const pcfg_schema_t s_dest_schema =
     SCHEMA ("sink.destinations[]", pcfg_destination_t, s_dest_fields);
@@ -274,6 +286,17 @@ static const pcfg_field_t s_delays_fields[] = {
 };
 static const pcfg_schema_t s_delays_schema = SCHEMA ("queueSettings.responseDelays", pcfg_t, s_delays_fields);
 
+static const pcfg_field_t s_age_class_fields[] = {
+    F_INT (pcfg_t, "urgent", max_age_urgent_s, "0", 0, MAX_I, NONE,
+           "Urgent replies (mentions, replies to an entity; priority below urgentBelow)."),
+    F_INT (pcfg_t, "normal", max_age_normal_s, "300", 0, MAX_I, NONE,
+           "Normal replies (chatter picked by responseChance)."),
+    F_INT (pcfg_t, "low", max_age_low_s, "120", 0, MAX_I, NONE,
+           "Low-priority replies (priority from lowFrom up)."),
+};
+static const pcfg_schema_t s_age_class_schema =
+    SCHEMA ("queueSettings.maxAgeByClass", pcfg_t, s_age_class_fields);
+
 static const pcfg_field_t s_queue_fields[] = {
     F_INT (pcfg_t, "staleClaimTimeout", stale_claim_timeout_ms, "60000", 100, 86400000, NONE,
            "Lease of a dispatched job in ms, renewed by its worker's heartbeats; a silent worker's jobs return to the queue."),
@@ -299,12 +322,30 @@ static const pcfg_field_t s_queue_fields[] = {
            "Jobs being written at once per entity, unless the entity sets maxInFlight; 0 means unlimited."),
     F_INT (pcfg_t, "maxPendingResults", max_pending_results, "20000", 1, MAX_I, NONE,
            "Jobs dispatched but not yet posted, at most; dispatching waits beyond it, so a slow sink or destination is not buried."),
+    F_INT (pcfg_t, "maxHoldMs", max_hold_ms, "300000", 1000, 86400000, NONE,
+           "Longest time a worker may hold one job, however often it renews the lease; then the job is taken back and retried."),
+    F_SECTION ("maxAgeByClass", s_age_class_schema,
+               "Shorter freshness limits per priority class (seconds; 0 means only maxAgeSeconds applies): chatter goes stale sooner than a mention."),
     F_INT (pcfg_t, "agingSeconds", aging_seconds, "0", 0, MAX_I, NONE,
            "Every this many seconds of waiting a job counts one priority more urgent; 0 disables aging."),
     F_SECTION ("responseDelays", s_delays_schema,
                "Natural not-before delays by priority class, so replies do not look robotic."),
 };
 static const pcfg_schema_t s_queue_schema = SCHEMA ("queueSettings", pcfg_t, s_queue_fields);
+
+static const pcfg_field_t s_security_fields[] = {
+    F_BOOL (pcfg_t, "enabled", security, "false",
+            "Encrypt every TCP connection with CurveZMQ and admit only clients whose public key is in the allow-list of their role."),
+    F_STR (pcfg_t, "certificate", cert_path, "\"\"", NULL, "PARLEY_CERT",
+           "This process's certificate: the secret file written by parleyctl keygen (NAME.key_secret)."),
+    F_STR (pcfg_t, "brokerKey", broker_key, "\"\"", NULL, "PARLEY_BROKER_KEY",
+           "The broker's public certificate (NAME.key); clients check they talk to this broker."),
+    F_STR (pcfg_t, "sinkKey", sink_key, "\"\"", NULL, "PARLEY_SINK_KEY",
+           "The sink's public certificate; workers and stats subscribers check they talk to this sink."),
+    F_STR (pcfg_t, "allowDir", allow_dir, "\"\"", NULL, "PARLEY_ALLOW_DIR",
+           "broker and sink: directory with pollers/, workers/, sinks/ and operators/ holding the public certificates each role admits; deleting a file revokes that key."),
+};
+static const pcfg_schema_t s_security_schema = SCHEMA ("network.security", pcfg_t, s_security_fields);
 
 static const pcfg_field_t s_network_fields[] = {
     F_STR (pcfg_t, "brokerFrontend", broker_frontend, "\"tcp://127.0.0.1:7531\"", NULL,
@@ -331,6 +372,10 @@ static const pcfg_field_t s_network_fields[] = {
            "A request not yet answered (SUBMIT, COMMIT, OUTCOME) is sent again after this many ms."),
     F_INT (pcfg_t, "highWaterMark", hwm, "200000", 100, 100000000, NONE,
            "Messages a socket queues per peer before it blocks or drops."),
+    F_BOOL (pcfg_t, "insecure", insecure, "false",
+            "Allow binding a non-loopback TCP address without security (plain text, anyone who reaches the port is trusted); logged as a warning at start."),
+    F_SECTION ("security", s_security_schema,
+               "CurveZMQ encryption and allow-lists of client keys on every TCP socket."),
 };
 static const pcfg_schema_t s_network_schema = SCHEMA ("network", pcfg_t, s_network_fields);
 
@@ -341,6 +386,8 @@ static const pcfg_field_t s_storage_fields[] = {
            "always: every acknowledged hand-off survives power loss; batch: survives a process crash, power loss may lose the last moments; off: fastest, a crash of the machine may lose recent work."),
     F_INT (pcfg_t, "dedupeRetentionSeconds", dedupe_retention_s, "86400", 60, MAX_I, NONE,
            "How long finished and posted (message, entity) keys are kept to refuse a repeat."),
+    F_INT (pcfg_t, "dedupeMaxKeys", dedupe_max_keys, "1000000", 1000, 1000000000, NONE,
+           "At most this many such keys per daemon (the oldest go first; 32 bytes each in memory)."),
 };
 static const pcfg_schema_t s_storage_schema = SCHEMA ("storage", pcfg_t, s_storage_fields);
 
@@ -389,6 +436,8 @@ static const pcfg_field_t s_worker_fields[] = {
            "First pause of a server that answered 429 or 503 without Retry-After; doubles with each further one."),
     F_INT (pcfg_t, "backoffMaxMs", backoff_max_ms, "30000", 0, 3600000, NONE,
            "Longest pause of a busy server, also the cap on its Retry-After."),
+    F_INT (pcfg_t, "maxCapacity", worker_max_capacity, "4096", 1, 1000000, NONE,
+           "The broker gives no worker more jobs at once than this, whatever capacity it announces."),
 };
 static const pcfg_schema_t s_worker_schema = SCHEMA ("worker", pcfg_t, s_worker_fields);
 
