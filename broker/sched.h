@@ -30,7 +30,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "broker/limits.h"
+#include "common/limits.h"
 
 #define SCHED_NEVER INT64_MAX
 

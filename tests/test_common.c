@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/limits.h"
 #include "common/pbackoff.h"
 #include "common/pkey.h"
 #include "common/pseen.h"
@@ -119,6 +120,33 @@ static void test_backoff (void **state)
     assert_int_equal (pbackoff_delay (0, 1000, 3), 0);
 }
 
+static void test_limits_pending_and_pacing (void **state)
+{
+    (void) state;
+    sched_limit_t three_a_minute = {0, 3, 0};
+    limit_log_t log;
+    assert_int_equal (limit_log_init (&log, &three_a_minute), 0);
+    //  Nothing made yet: two pending leave one slot, three leave none.
+    assert_int_equal (limit_log_next_with (&log, 1000, 2, false), 1000);
+    assert_int_equal (limit_log_next_with (&log, 1000, 3, false), LIMITS_NEVER);
+    limit_log_record (&log, 1000);
+    limit_log_record (&log, 2000);
+    //  Two made, one pending: the next waits for the oldest to be a minute old.
+    assert_int_equal (limit_log_next_with (&log, 2500, 1, false), 61000);
+    assert_int_equal (limit_log_next_with (&log, 2500, 0, false), 2500);
+    //  Paced: posts at least 20 s apart (60 s / 3), from the newest.
+    assert_int_equal (limit_log_next_with (&log, 2500, 0, true), 22000);
+    assert_int_equal (limit_log_next_with (&log, 2500, 1, true), LIMITS_NEVER);
+    limit_log_destroy (&log);
+
+    sched_limit_t gap = {500, 0, 0};
+    assert_int_equal (limit_log_init (&log, &gap), 0);
+    limit_log_record (&log, 1000);
+    assert_int_equal (limit_log_next_with (&log, 1200, 0, true), 1500);
+    assert_int_equal (limit_log_next_with (&log, 1200, 1, false), LIMITS_NEVER);
+    limit_log_destroy (&log);
+}
+
 int main (void)
 {
     const struct CMUnitTest tests[] = {
@@ -126,6 +154,7 @@ int main (void)
         cmocka_unit_test (test_seen_bounds),
         cmocka_unit_test (test_seen_iteration_is_oldest_first),
         cmocka_unit_test (test_backoff),
+        cmocka_unit_test (test_limits_pending_and_pacing),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }

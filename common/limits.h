@@ -1,4 +1,8 @@
-/*  limits - exact sliding-window rate limits.
+/*  limits - exact sliding-window rate limits, shared by the broker (which
+    reserves a slot when it dispatches, so it does not dispatch more than can
+    be posted) and the sink (which holds every post until its slot, and
+    records the slot when the post is made: that is where the platform
+    counts).
 
     A limit has up to three parts: a minimum gap between reservations, at
     most N in any 60-second window and at most M in any 3600-second window.
@@ -45,6 +49,18 @@ static inline bool limit_log_active (const limit_log_t *self)
 
 //  Earliest time >= now at which one more reservation is allowed.
 int64_t limit_log_next (const limit_log_t *self, int64_t now);
+
+#define LIMITS_NEVER INT64_MAX
+//  Pacing applies to count limits whose window is at most this long.
+#define LIMITS_PACE_WINDOW_MS LIMITS_MINUTE_MS
+
+//  The same, with `pending` posts under way whose time is not known yet
+//  (they will be recorded when they are made, at a time >= now): they
+//  occupy slots, so LIMITS_NEVER while they fill the limit. With `paced`,
+//  count limits of a minute also keep posts at least window / count apart,
+//  so a saturated budget is spent evenly through the window instead of in
+//  bursts at its start (used for replies that are not urgent).
+int64_t limit_log_next_with (const limit_log_t *self, int64_t now, size_t pending, bool paced);
 
 //  Records a reservation at `at` (times must not decrease).
 void limit_log_record (limit_log_t *self, int64_t at);

@@ -1,5 +1,5 @@
 /*  limits - exact sliding-window rate limits. See limits.h. */
-#include "broker/limits.h"
+#include "common/limits.h"
 
 #include <stdlib.h>
 
@@ -51,6 +51,37 @@ int64_t limit_log_next (const limit_log_t *self, int64_t now)
         at = s_max (at, limit_log_entry (self, (size_t) l->per_minute - 1) + LIMITS_MINUTE_MS);
     if (l->per_hour > 0 && self->count >= (size_t) l->per_hour)
         at = s_max (at, limit_log_entry (self, (size_t) l->per_hour - 1) + LIMITS_HOUR_MS);
+    return at;
+}
+
+int64_t limit_log_next_with (const limit_log_t *self, int64_t now, size_t pending, bool paced)
+{
+    const sched_limit_t *l = &self->limit;
+    if (pending == 0) {
+        int64_t at = limit_log_next (self, now);
+        if (paced && l->per_minute > 0 && self->count >= 1)
+            at = s_max (at, limit_log_entry (self, 0) + LIMITS_MINUTE_MS / l->per_minute);
+        return at;
+    }
+    //  A pending post takes its slot at some time >= now: a gap is not known
+    //  to be kept until it is made, and each pending post uses one count.
+    if (l->gap_ms > 0 || (paced && l->per_minute > 0))
+        return LIMITS_NEVER;
+    int64_t at = now;
+    if (l->per_minute > 0) {
+        if (pending >= (size_t) l->per_minute)
+            return LIMITS_NEVER;
+        size_t k = (size_t) l->per_minute - pending;     //  the k-th newest must be a minute old
+        if (self->count >= k)
+            at = s_max (at, limit_log_entry (self, k - 1) + LIMITS_MINUTE_MS);
+    }
+    if (l->per_hour > 0) {
+        if (pending >= (size_t) l->per_hour)
+            return LIMITS_NEVER;
+        size_t k = (size_t) l->per_hour - pending;
+        if (self->count >= k)
+            at = s_max (at, limit_log_entry (self, k - 1) + LIMITS_HOUR_MS);
+    }
     return at;
 }
 
