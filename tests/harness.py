@@ -183,6 +183,7 @@ class Pipeline:
             self.config_path = os.path.join(self.dir, "parley.json")
             self.write_config(config)
         self.procs = {}
+        self.proxies = []          # in-process TcpProxy objects, closed at cleanup
         self.frontend = self.backend = self.results = self.stats = None
         self.output = os.path.join(self.dir, "posted.jsonl")
 
@@ -297,6 +298,29 @@ class Pipeline:
         self.procs[key] = proc
         return proc.start()
 
+    def proxy(self, target):
+        """An in-process tests/tcpproxy.py TcpProxy to `target` ("tcp://host:port").
+
+        Point a daemon at proxy.endpoint (e.g. sets=["network.brokerBackend=" +
+        px.endpoint]) to inject faults on its link; closed when the pipeline is."""
+        from tcpproxy import TcpProxy
+        px = TcpProxy.to(target)
+        self.proxies.append(px)
+        return px
+
+    def start_proxy(self, key, target):
+        """tests/tcpproxy.py as a process of its own, stopped by PID like the daemons.
+
+        proc.ready holds "endpoint", "port" and "control"; proxy_control(proc, line)
+        sends it a control line."""
+        here = os.path.dirname(os.path.abspath(__file__))
+        ready = self.path(key + ".ready")
+        argv = [sys.executable, os.path.join(here, "tcpproxy.py"), "--target", target,
+                "--ready", ready]
+        proc = Proc(key, argv, self.path(key + ".log"), self._env(None), ready)
+        self.procs[key] = proc
+        return proc.start()
+
     def ctl_text(self, *args, timeout=10):
         """parleyctl's plain output (no --json)."""
         argv = [self._binary("parleyctl"), "--timeout", "3000"]
@@ -388,8 +412,16 @@ class Pipeline:
     def cleanup(self, keep=False):
         for p in self.procs.values():
             p.kill()
+        for px in self.proxies:
+            px.close()
         if not keep:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def proxy_control(proc, line):
+    """Sends a control line ("cut", "hold down 1", "stats", ...) to a proxy of start_proxy."""
+    from tcpproxy import control
+    return control(proc.ready["control"], line)
 
 
 def fake_llm_stats(url):
