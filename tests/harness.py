@@ -443,7 +443,11 @@ def serve_http(on_get, on_post):
 
     on_get(handler) and on_post(handler, body bytes) answer every request (see
     answer_json); it serves from a daemon thread. Its port is
-    server.server_address[1]; server.shutdown() and server.server_close() end it."""
+    server.server_address[1]; server.shutdown() and server.server_close() end it.
+
+    handler.arrival is (time.monotonic(), Unix ms) taken the moment the whole
+    request (with its body) was read, before anything else is done with it:
+    when the request arrived, for fakes that count platform limits."""
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -451,11 +455,14 @@ def serve_http(on_get, on_post):
             pass
 
         def do_GET(self):
+            self.arrival = (time.monotonic(), int(time.time() * 1000))
             on_get(self)
 
         def do_POST(self):
             n = int(self.headers.get("Content-Length") or 0)
-            on_post(self, self.rfile.read(n))
+            body = self.rfile.read(n)
+            self.arrival = (time.monotonic(), int(time.time() * 1000))
+            on_post(self, body)
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
@@ -463,13 +470,16 @@ def serve_http(on_get, on_post):
     return server
 
 
-def answer_json(handler, status, payload):
-    """Answers a request of serve_http: `payload` as JSON, or as is if it is bytes."""
+def answer_json(handler, status, payload, headers=None):
+    """Answers a request of serve_http: `payload` as JSON, or as is if it is bytes;
+    `headers` (a dict) are added, e.g. {"Retry-After": "3"}."""
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     try:
         handler.send_response(status)
         handler.send_header("Content-Type", "application/json")
         handler.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            handler.send_header(k, str(v))
         handler.end_headers()
         handler.wfile.write(body)
     except OSError:
