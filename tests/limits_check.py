@@ -171,19 +171,17 @@ class SlidingWindow:
         """The k-th time of the list with t inserted at index i."""
         return self.times[k] if k < i else t if k == i else self.times[k - 1]
 
-    def admit(self, t):
+    def check(self, t):
+        """(True, 0.0) if t would be admitted, else (False, wait); counts nothing."""
         ts, n = self.times, self.count
         i = bisect.bisect_right(ts, t)
         size = len(ts) + 1
-        full = False
         for j in range(max(0, i - n), i + 1):       # every run of n+1 that holds t
             if j + n >= size:
-                break
+                return True, 0.0
             if self._at(i, t, j + n) - self._at(i, t, j) < self.window:
-                full = True
                 break
-        if not full:
-            ts.insert(i, t)
+        else:
             return True, 0.0
         if n == 0:
             return False, float("inf")
@@ -192,6 +190,16 @@ class SlidingWindow:
         if len(recent) >= n:
             return False, max(recent[len(recent) - n] + self.window - t, 0.0)
         return False, 0.0       # only later arrivals (offered first) are in the way
+
+    def add(self, t):
+        """Counts t (whatever check said: the caller admitted it)."""
+        bisect.insort(self.times, t)
+
+    def admit(self, t):
+        ok, wait = self.check(t)
+        if ok:
+            self.add(t)
+        return ok, wait
 
     def __len__(self):
         return len(self.times)
