@@ -5,7 +5,9 @@ fake_telegram.py (Telegram's own limits, 429 retry_after), fake_twitch.py
 HTTP destination. Plain HTTP and IRC clients; no Parley daemon."""
 import http.client
 import json
+import os
 import socket
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -265,9 +267,28 @@ def test_kv_destination_limits_delay_and_failures(_bin):
         kv.close()
 
 
+def test_seed000_fixture(bin_dir):
+    # Parley reads the fixture; its numbers are the seed's, compressed 10x.
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "seed000.json")
+    out = subprocess.run([os.path.join(bin_dir, "tools", "parleyctl"), "config", "check", path],
+                         capture_output=True, text=True, timeout=30)
+    check(out.returncode == 0 and "10 entities" in out.stdout,
+          "config check: %s %s" % (out.stdout, out.stderr))
+    with open(path) as f:
+        config = json.load(f)
+    limits = {e["id"]: e["rateLimits"] for e in config["entities"]}
+    check(limits["philosopher"] == {"minSecondsBetweenPosts": 4.5, "maxPostsPerMinute": 10,
+                                    "maxPostsPerHour": 200}, "philosopher %s" % limits)
+    per_minute = sum(r["maxPostsPerMinute"] for r in limits.values())
+    # The seed's list sums to 13 per minute (its text says 14).
+    check(per_minute == 130, "the seed's 13 per minute, x10: %d" % per_minute)
+    check(config["botSettings"]["minSecondsBetweenAnyPost"] == 0.5, "global gap")
+
+
 if __name__ == "__main__":
     main([test_telegram_records_every_arrival,
           test_telegram_limits_exact_at_arrival,
           test_telegram_limits_match_the_checker,
           test_twitch_records_and_limits_at_arrival,
-          test_kv_destination_limits_delay_and_failures])
+          test_kv_destination_limits_delay_and_failures,
+          test_seed000_fixture])
