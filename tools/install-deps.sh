@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
     build-essential cmake pkg-config
     libzmq3-dev libczmq-dev libmsgpack-dev libcurl4-openssl-dev libjansson-dev
-    libsqlite3-dev libmicrohttpd-dev libcmocka-dev
+    libsqlite3-dev libmicrohttpd-dev libcmocka-dev zlib1g-dev
     python3 python3-zmq python3-msgpack sqlite3 curl procps docker-compose
 )
 missing=()
