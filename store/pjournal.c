@@ -277,6 +277,10 @@ static int s_segment_close (pjournal_t *self)
     close (seg->fd);
     seg->fd = -1;
     self->open = NULL;
+    //  Closed segments are synced and loaded ones were synced by the load:
+    //  only the open one is ever unsynced, and there is none now.
+    if (rc == 0 && self->policy != S_SYNC_OFF)
+        self->dirty_since = -1;
     return rc;
 }
 
@@ -342,6 +346,10 @@ static int s_quarantine (pjournal_t *self, int kind, uint64_t segment, uint64_t 
     size_t rlen = strlen (reason);
     if (rlen > UINT16_MAX)
         rlen = UINT16_MAX;
+    if (len > UINT32_MAX - S_QUARANTINE_PREFIX - rlen) {
+        plog_error ("journal %s: %zu bytes are too many for one quarantine entry", self->path, len);
+        return -1;
+    }
     unsigned char head[PJOURNAL_RECORD_OVERHEAD + S_QUARANTINE_PREFIX];
     unsigned char *p = head + PJOURNAL_RECORD_OVERHEAD;
     s_put64 (p, segment);
@@ -459,6 +467,8 @@ pjournal_t *pjournal_new (const char *dir, const char *name, const char *fsync_p
         segment_bytes = PJOURNAL_SEGMENT_BYTES;
     if (segment_bytes < PJOURNAL_SEGMENT_BYTES_MIN)
         segment_bytes = PJOURNAL_SEGMENT_BYTES_MIN;
+    if (segment_bytes > PJOURNAL_SEGMENT_BYTES_MAX)
+        segment_bytes = PJOURNAL_SEGMENT_BYTES_MAX;
 
     pjournal_t *self = calloc (1, sizeof *self);
     assert (self);
@@ -581,7 +591,7 @@ static bool s_all_zero (const unsigned char *p, size_t len)
 static void s_cut_damage (pjournal_t *self, s_segment_t *seg, int fd, const unsigned char *data,
                           uint64_t from, uint64_t size, const char *why)
 {
-    s_damage (self, "segment %016llx: %s at offset %llu: %llu bytes to quarantine.pj",
+    s_damage (self, "segment %016llx.pj: %s at offset %llu: %llu bytes to quarantine.pj",
               (unsigned long long) seg->id, why, (unsigned long long) from,
               (unsigned long long) (size - from));
     if (s_quarantine (self, PJOURNAL_QUARANTINE_BYTES, seg->id, from, 0, why, data + from,
@@ -770,11 +780,13 @@ int pjournal_load (pjournal_t *self, pjournal_record_fn *fn, void *arg)
     if (self->logged > S_LOG_BURST)
         plog_warn ("journal %s: %d more damaged or rejected records not shown", self->path,
                    self->logged - S_LOG_BURST);
-    uint64_t sent = self->stats.quarantined - quarantined;
-    plog_info ("journal %s: %llu records from %zu segments in %lld ms%s%llu%s", self->path,
+    char sent[64] = "";
+    if (self->stats.quarantined > quarantined)
+        snprintf (sent, sizeof sent, ", %llu to quarantine.pj",
+                  (unsigned long long) (self->stats.quarantined - quarantined));
+    plog_info ("journal %s: %llu records from %zu segments in %lld ms%s", self->path,
                (unsigned long long) self->stats.records_loaded, self->nsegments,
-               (long long) (zclock_mono () - started), sent ? ", " : "",
-               (unsigned long long) sent, sent ? " to quarantine.pj" : "");
+               (long long) (zclock_mono () - started), sent);
     //  Only now do the refs say what is live: drop what is not.
     s_collect (self);
     return self->failed ? -1 : 0;
@@ -830,6 +842,10 @@ uint64_t pjournal_append (pjournal_t *self, uint8_t type, const void *data, size
     assert (data || len == 0);
     if (len > PJOURNAL_RECORD_MAX)
         return 0;
+    //  Failed: nothing will be written again; do not let the buffer grow
+    //  while the daemon stops.
+    if (self->failed && self->current)
+        return self->current->id;
     size_t size = PJOURNAL_RECORD_OVERHEAD + len;
     s_segment_t *seg = self->current;
     //  A segment with at least one record is closed before it would pass
@@ -916,6 +932,7 @@ static int s_write_piece (pjournal_t *self, s_piece_t *piece)
 int pjournal_commit (pjournal_t *self)
 {
     assert (self);
+    assert (!self->loading);
     if (self->failed)
         return -1;
     if (self->npieces) {
@@ -951,6 +968,15 @@ int pjournal_sync (pjournal_t *self)
     if (self->policy != S_SYNC_OFF && self->dirty_since >= 0)
         s_sync_all (self);
     return self->failed ? -1 : 0;
+}
+
+int64_t pjournal_sync_due (pjournal_t *self)
+{
+    assert (self);
+    if (self->policy == S_SYNC_OFF || self->failed || self->dirty_since < 0)
+        return -1;
+    int64_t left = self->dirty_since + self->batch_ms - zclock_mono ();
+    return left > 0 ? left : 0;
 }
 
 const char *pjournal_error (pjournal_t *self)

@@ -9,7 +9,13 @@
     data is reclaimed by whole files: the journal is cut into segments, a
     segment is deleted once no live object needs it, and the few live
     objects that pin an old segment are copied forward ("migration") so it
-    can go. (The design of beanstalkd's binlog.) Figures: bench/bench_journal.
+    can go. (The design of beanstalkd's binlog.) Measured by
+    bench/bench_journal (1,000,000 records of 150 bytes, turns of 1000, the
+    2-core machine): 0.25-0.4 us of CPU per record, 2.9-3.6 million
+    records/s without fsync and 1.6 million with an fdatasync every turn; a
+    job's life (its record, a tombstone a turn later) costs 0.3-0.45 us
+    against 1.1-2.6 us for SQLite's INSERT + DELETE in the same turns; a
+    million records reload in 0.25 s.
 
     Files, in DIR/NAME/:
         %016llx.pj     segments, ids increasing from 1. Each one starts with
@@ -22,7 +28,8 @@
         u32 length (of the payload) | u32 crc32 (zlib, over type+payload) |
         u8 type | payload
 
-    The loop of a daemon that owns a journal:
+    The loop of a daemon that owns a journal (one loop owns it: it is not
+    thread-safe):
         on start   pjournal_new, then pjournal_load: each record is handed to
                    the owner, which rebuilds its objects and refs the segment
                    of every record it still needs.
@@ -108,6 +115,7 @@ typedef struct pjournal_s pjournal_t;
 //  Segment size when pjournal_new is given 0, and the smallest allowed.
 #define PJOURNAL_SEGMENT_BYTES     (64u * 1024 * 1024)
 #define PJOURNAL_SEGMENT_BYTES_MIN 4096u
+#define PJOURNAL_SEGMENT_BYTES_MAX (1024u * 1024 * 1024)
 //  The largest payload: a bigger length read from disk is damage, not data.
 #define PJOURNAL_RECORD_MAX        (256u * 1024 * 1024)
 //  Record framing and segment header sizes.
@@ -202,6 +210,12 @@ int pjournal_commit (pjournal_t *self);
 //  Syncs now whatever was written and not yet synced (for an idle timer or a
 //  shutdown under "batch"). Returns 0 or -1 (sticky, like commit).
 int pjournal_sync (pjournal_t *self);
+
+//  Milliseconds until written records are due to be synced (0: now), or -1
+//  when nothing waits. A loop that may sleep longer than that uses it as its
+//  timeout and then calls pjournal_commit (or pjournal_sync): the time-based
+//  sync happens only in those calls, never in a thread.
+int64_t pjournal_sync_due (pjournal_t *self);
 
 //  The first storage error, with path and errno text, or NULL.
 const char *pjournal_error (pjournal_t *self);

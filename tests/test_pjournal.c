@@ -722,6 +722,86 @@ static void test_sticky_error (void **state)
     pjournal_destroy (&j);
 }
 
+static void test_failed_new_segment (void **state)
+{
+    const char *dir = *state;
+    pjournal_t *j = s_open (dir, "off", 0);
+    s_seen_t seen;
+    s_load (j, &seen, true);
+    //  Not even the header fits: the new file is removed, not left half made.
+    struct rlimit saved, limit;
+    assert_int_equal (getrlimit (RLIMIT_FSIZE, &saved), 0);
+    void (*old_handler) (int) = signal (SIGXFSZ, SIG_IGN);
+    limit = saved;
+    limit.rlim_cur = 10;
+    assert_int_equal (setrlimit (RLIMIT_FSIZE, &limit), 0);
+    s_append_kept (j, 1, 0, 100);
+    int rc = pjournal_commit (j);
+    assert_int_equal (setrlimit (RLIMIT_FSIZE, &saved), 0);
+    signal (SIGXFSZ, old_handler);
+    assert_int_equal (rc, -1);
+    assert_false (s_segment_on_disk (dir, 1));
+    pjournal_destroy (&j);
+
+    j = s_open (dir, "off", 0);
+    s_load (j, &seen, true);
+    pjournal_stats_t st;
+    pjournal_stats (j, &st);
+    assert_int_equal (seen.count + st.torn_tails + st.quarantined, 0);
+    pjournal_destroy (&j);
+}
+
+static void test_bad_headers (void **state)
+{
+    const char *dir = *state;
+    pjournal_t *j = s_open (dir, "off", 4096);
+    s_seen_t seen;
+    s_load (j, &seen, true);
+    for (uint32_t i = 0; i < 6; i++)
+        assert_int_equal (s_append_kept (j, 1, i, 1500), 1 + i / 2);
+    assert_int_equal (pjournal_commit (j), 0);
+    pjournal_destroy (&j);
+
+    //  Segment 1 no longer looks like a segment: all of it to quarantine.
+    char path[512];
+    s_segment_path (path, sizeof path, dir, 1);
+    off_t size = s_file_size (path);
+    FILE *f = fopen (path, "r+b");
+    assert_non_null (f);
+    fputs ("XX", f);
+    fclose (f);
+    j = s_open (dir, "off", 4096);
+    s_load (j, &seen, true);
+    assert_int_equal (seen.count, 4);
+    s_expect_record (&seen, 0, 1, 2, 1500);
+    assert_false (s_segment_on_disk (dir, 1));
+    pjournal_destroy (&j);
+    s_quarantine_t q;
+    s_read_quarantine (dir, &q, 1);
+    assert_int_equal (q.kind[0], PJOURNAL_QUARANTINE_BYTES);
+    assert_int_equal (q.segment[0], 1);
+    assert_int_equal (q.offset[0], 0);
+    assert_int_equal (q.len[0], (size_t) size);
+
+    //  A newer format is never repaired: the load refuses and touches nothing.
+    s_segment_path (path, sizeof path, dir, 2);
+    f = fopen (path, "r+b");
+    assert_non_null (f);
+    fseek (f, 3, SEEK_SET);
+    fputc (PJOURNAL_FORMAT_VERSION + 1, f);
+    fclose (f);
+    size = s_file_size (path);
+    j = s_open (dir, "off", 4096);
+    memset (&seen, 0, sizeof seen);
+    seen.journal = j;
+    seen.reject_type = -1;
+    assert_int_equal (pjournal_load (j, s_collect_fn, &seen), -1);
+    assert_non_null (strstr (pjournal_error (j), "format version"));
+    pjournal_destroy (&j);
+    assert_int_equal (s_file_size (path), size);
+    assert_true (s_segment_on_disk (dir, 3));
+}
+
 static void test_fsync_always (void **state)
 {
     const char *dir = *state;
@@ -774,6 +854,8 @@ static void test_fsync_batch (void **state)
     }
     pjournal_stats (j, &st);
     assert_int_equal (st.fsyncs, 0);
+    int64_t due = pjournal_sync_due (j);
+    assert_true (due > 0 && due <= 60000);
     //  With a short interval, a commit syncs once it has passed.
     pjournal_set_batch_interval (j, 20);
     int64_t deadline = s_now_ms () + 5000;
@@ -790,6 +872,7 @@ static void test_fsync_batch (void **state)
     s_append (j, 1, i, 100);
     assert_int_equal (pjournal_commit (j), 0);
     assert_int_equal (pjournal_sync (j), 0);
+    assert_int_equal (pjournal_sync_due (j), -1);
     assert_int_equal (pjournal_sync (j), 0);
     pjournal_stats (j, &st);
     assert_int_equal (st.fsyncs, 2);
@@ -880,7 +963,7 @@ static void test_model (void **state)
 int main (void)
 {
     //  Repairs log a warning each; keep the output to failures.
-    plog_init ("test", PLOG_ERROR);
+    plog_init ("test", getenv ("PJOURNAL_TEST_LOG") ? PLOG_INFO : PLOG_ERROR);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown (test_round_trip, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_big_records, s_setup, s_teardown),
@@ -891,6 +974,8 @@ int main (void)
         cmocka_unit_test_setup_teardown (test_rejected_record, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_lock, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_sticky_error, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_failed_new_segment, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_bad_headers, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_fsync_always, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_fsync_batch, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_fsync_off, s_setup, s_teardown),
