@@ -2,7 +2,7 @@
     RELEASEs for the broker. See worker_int.h.
 
     Nothing here blocks. A RESULT ZeroMQ will not take (the sink is not
-    connected, or its queue is full) stays queued and is offered again
+    connected, or its queue is full) stays queued here and is offered again
     every turn; its job's RELEASE done is queued only once the RESULT is,
     so the broker never hears "done" for a reply the sink cannot have.
     A result the sink has not taken for min(lease_ms / 2, resendMs x 4) is
@@ -118,9 +118,11 @@ static void s_flush_results (worker_t *self, int64_t now)
     if (!self->frame)
         self->frame = pmalloc (RESULT_BATCH * sizeof (proto_result_item_t));
     size_t sent = 0;
-    //  ZMQ_EVENTS says at once whether the sink's pipe has room: no need to
-    //  encode frames that would be refused.
-    while (sent < self->result_count && (zsock_events (self->sink) & ZMQ_POLLOUT)) {
+    //  Only to a connected sink (worker_server.c says why); ZMQ_EVENTS says
+    //  at once whether its pipe has room: no need to encode frames that
+    //  would be refused.
+    while (sent < self->result_count && self->sink_fd_up >= 0
+           && (zsock_events (self->sink) & ZMQ_POLLOUT)) {
         size_t n = s_fill_frame (self, sent);
         proto_result_t body = {self->id, self->frame, n};
         if (proto_send (self->sink, PROTO_RESULT, &body))

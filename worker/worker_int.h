@@ -48,6 +48,9 @@ typedef struct {
     prt_t *rt;
     zsock_t *broker;            //  DEALER
     zsock_t *sink;              //  PUSH
+    zsock_t *sink_monitor;      //  PAIR: the sink socket's connection events
+    int sink_fd_connected;      //  descriptor of the latest connection to the sink; -1 = none
+    int sink_fd_up;             //  that of the connection past its handshake; -1 = sink not connected
     proto_net_t net;
     backend_t *backend;
     char id[128];

@@ -181,7 +181,8 @@ static void s_send_stats (worker_t *self, int64_t now)
     proto_component_t me = {"worker", self->id, values, count};
     proto_stats_t stats = {(uint64_t) now, &me, 1};
     //  Stats are a gauge: one the sink cannot take now is simply skipped.
-    proto_send (self->sink, PROTO_STATS, &stats);
+    if (self->sink_fd_up >= 0)
+        proto_send (self->sink, PROTO_STATS, &stats);
 }
 
 static void s_on_stats_timer (void *arg, int64_t now)
@@ -241,6 +242,103 @@ static void s_term (void *arg, int64_t now)
         self->backend->drain (self->backend);
 }
 
+//  --- the sink's connection ---------------------------------------------------------
+//
+//  Whether the sink is connected decides whether a RESULT is offered to
+//  ZeroMQ at all: while it is not (no sink listening, or a handshake that
+//  fails), results stay in the worker, where hand.c bounds how long they may
+//  wait, instead of piling up unseen in a pipe to nowhere. A socket monitor
+//  tells: a connection is up from its handshake until it is disconnected.
+//  (ZMQ_IMMEDIATE would say the same more simply, but it drops what a pipe
+//  holds when its connection breaks: results queued the moment before a
+//  reconnect would be lost. Without it the pipe outlives reconnects.)
+
+static int s_read_sink_monitor (void *arg, zsock_t *sock, int max)
+{
+    worker_t *self = arg;
+    int count = 0;
+    while (count < max) {
+        zmq_msg_t event, endpoint;
+        zmq_msg_init (&event);
+        if (zmq_msg_recv (&event, zsock_resolve (sock), ZMQ_DONTWAIT) == -1) {
+            zmq_msg_close (&event);
+            break;
+        }
+        count++;
+        //  Two frames: event number (16 bits) and value (32 bits), then the endpoint.
+        uint16_t what = 0;
+        int32_t value = -1;
+        if (zmq_msg_size (&event) >= 6) {
+            memcpy (&what, zmq_msg_data (&event), 2);
+            memcpy (&value, (uint8_t *) zmq_msg_data (&event) + 2, 4);
+        }
+        bool more = zmq_msg_more (&event);
+        zmq_msg_close (&event);
+        if (more) {
+            zmq_msg_init (&endpoint);
+            zmq_msg_recv (&endpoint, zsock_resolve (sock), 0);
+            zmq_msg_close (&endpoint);
+        }
+        //  Connections are told apart by their descriptor: the handshake that
+        //  succeeds is that of the latest one connected, and only its own
+        //  disconnection takes the link down.
+        if (what == ZMQ_EVENT_CONNECTED)
+            self->sink_fd_connected = value;
+        else if (what == ZMQ_EVENT_HANDSHAKE_SUCCEEDED && self->sink_fd_connected >= 0) {
+            if (self->sink_fd_up < 0)
+                plog_info ("connected to the sink (%s)", self->config->sink_results);
+            self->sink_fd_up = self->sink_fd_connected;
+        }
+        else if (what == ZMQ_EVENT_DISCONNECTED) {
+            if (value == self->sink_fd_connected)
+                self->sink_fd_connected = -1;
+            if (value == self->sink_fd_up) {
+                self->sink_fd_up = -1;
+                plog_info ("the sink (%s) disconnected; results wait here until it is back",
+                           self->config->sink_results);
+            }
+        }
+    }
+    return count;
+}
+
+static int s_sink_socket (worker_t *self)
+{
+    const char *endpoint = self->config->sink_results;
+    self->sink_fd_connected = self->sink_fd_up = -1;
+    self->sink = proto_sock_new (&self->net, ZMQ_PUSH, endpoint, false, NULL);
+    if (!self->sink)
+        return -1;
+    char address[64];
+    snprintf (address, sizeof address, "inproc://worker-sink-monitor-%p", (void *) self);
+    if (zmq_socket_monitor (zsock_resolve (self->sink), address,
+                            ZMQ_EVENT_CONNECTED | ZMQ_EVENT_HANDSHAKE_SUCCEEDED
+                                | ZMQ_EVENT_DISCONNECTED)) {
+        plog_error ("cannot monitor the sink socket: %s", zmq_strerror (zmq_errno ()));
+        return -1;
+    }
+    self->sink_monitor = zsock_new_pair (address);
+    if (!self->sink_monitor) {
+        plog_error ("cannot read the sink socket's monitor: %s", zmq_strerror (zmq_errno ()));
+        return -1;
+    }
+    //  proto_sock_new has connected already, maybe before the monitor could
+    //  see it: connect again so the monitor sees the whole connection.
+    if (zsock_disconnect (self->sink, "%s", endpoint) || zsock_connect (self->sink, "%s", endpoint)) {
+        plog_error ("cannot connect to %s: %s", endpoint, zmq_strerror (zmq_errno ()));
+        return -1;
+    }
+    return 0;
+}
+
+static void s_sink_close (worker_t *self)
+{
+    if (self->sink && self->sink_monitor)
+        zmq_socket_monitor (zsock_resolve (self->sink), NULL, 0);
+    zsock_destroy (&self->sink_monitor);
+    zsock_destroy (&self->sink);
+}
+
 //  --- life -----------------------------------------------------------------------------
 
 static worker_t *s_worker_new (const pcfg_t *config)
@@ -269,29 +367,10 @@ static void s_worker_destroy (worker_t **self_p)
     worker_jobs_destroy (self);
     worker_hand_destroy (self);
     zsock_destroy (&self->broker);
-    zsock_destroy (&self->sink);
+    s_sink_close (self);
     prt_destroy (&self->rt);
     free (self);
     *self_p = NULL;
-}
-
-//  The sink's socket queues results only on a live connection (ZMQ_IMMEDIATE):
-//  while the sink is down or full, a RESULT is refused and stays in the worker,
-//  where hand.c bounds how long it may wait, instead of piling up unseen in a
-//  pipe to nowhere. The option counts at connect time, so the socket made by
-//  proto_sock_new connects again once it is set.
-static zsock_t *s_sink_socket (worker_t *self)
-{
-    const char *endpoint = self->config->sink_results;
-    zsock_t *sink = proto_sock_new (&self->net, ZMQ_PUSH, endpoint, false, NULL);
-    if (!sink)
-        return NULL;
-    zsock_set_immediate (sink, 1);
-    if (zsock_disconnect (sink, "%s", endpoint) || zsock_connect (sink, "%s", endpoint)) {
-        plog_error ("cannot connect to %s: %s", endpoint, zmq_strerror (zmq_errno ()));
-        zsock_destroy (&sink);
-    }
-    return sink;
 }
 
 static int s_start (worker_t *self, const char *ready_file)
@@ -303,9 +382,10 @@ static int s_start (worker_t *self, const char *ready_file)
     snprintf (identity, sizeof identity, "W:%s:%08x", self->id,
               (unsigned) zclock_time () ^ (unsigned) getpid ());
     self->broker = proto_sock_new (&self->net, ZMQ_DEALER, c->broker_backend, false, identity);
-    self->sink = s_sink_socket (self);
+    if (!self->broker || s_sink_socket (self))
+        return -1;
     self->backend = backend_new (c, worker_jobs_done, self);
-    if (!self->broker || !self->sink || !self->backend)
+    if (!self->backend)
         return -1;
     //  Jobs beyond what the backend can run would only wait here; in the
     //  broker's queue they can go to another worker.
@@ -335,6 +415,7 @@ void worker_server (zsock_t *pipe, void *args)
         return;
     }
     prt_reader (self->rt, self->broker, s_read_broker, self);
+    prt_reader (self->rt, self->sink_monitor, s_read_sink_monitor, self);
     prt_add_io (self->rt, &self->backend->io);
     self->heartbeat_timer = prt_every (self->rt, self->heartbeat_ms, s_on_heartbeat_timer, self);
     prt_every (self->rt, STATS_MS, s_on_stats_timer, self);
