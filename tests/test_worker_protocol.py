@@ -9,6 +9,7 @@ order), so what is checked is what the worker puts on the wire.
 import os
 import re
 import signal
+import socket
 import statistics
 import sys
 import time
@@ -52,8 +53,11 @@ class Fakes:
         self.broker.setsockopt(zmq.LINGER, 0)
         self.broker.bind(self.broker_endpoint)
         self.sink = None
+        self.placeholder = None
         if sink_bound:
             self.bind_sink()
+        else:
+            self.hold_sink_port()
         self.route = None
         self.heartbeats = []        # (t, fields)
         self.releases = []          # (t, item)
@@ -65,7 +69,26 @@ class Fakes:
         self.job_seq = 0            # seq of the last JOB frame "sent" (sent or lost)
         self.answer = True          # answer every HEARTBEAT with a WELCOME
 
+    def hold_sink_port(self):
+        """Keeps the sink's port ours until a sink binds it (other tests share the
+        machine): a TCP socket bound but not listening refuses connections just as
+        a free port does."""
+        for _ in range(20):
+            port = int(self.sink_endpoint.rsplit(":", 1)[1])
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                s.bind(("127.0.0.1", port))
+                self.placeholder = s
+                return
+            except OSError:     # taken since free_endpoint() found it: another one
+                s.close()
+                self.sink_endpoint = free_endpoint()
+        raise TestFailure("no port to hold for the sink")
+
     def bind_sink(self):
+        if self.placeholder:
+            self.placeholder.close()
+            self.placeholder = None
         self.sink = self.ctx.socket(zmq.PULL)
         self.sink.setsockopt(zmq.LINGER, 0)
         self.sink.bind(self.sink_endpoint)
@@ -75,6 +98,8 @@ class Fakes:
         self.sink = None
 
     def close(self):
+        if self.placeholder:
+            self.placeholder.close()
         self.broker.close(0)
         if self.sink:
             self.sink.close(0)

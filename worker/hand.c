@@ -86,6 +86,8 @@ static void s_result_free (wresult_t *result)
 //  Removes the first `n` results (already freed).
 static void s_results_shift (worker_t *self, size_t n)
 {
+    if (!n)
+        return;
     memmove (self->results, self->results + n, (self->result_count - n) * sizeof (wresult_t));
     self->result_count -= n;
 }
@@ -185,6 +187,8 @@ static void s_flush_releases (worker_t *self)
             free ((char *) self->releases[i].reason);
         sent += n;
     }
+    if (!sent)
+        return;
     memmove (self->releases, self->releases + sent,
              (self->release_count - sent) * sizeof (proto_release_item_t));
     self->release_count -= sent;
