@@ -1,393 +1,117 @@
-/*  poller_server - the poller actor. See poller.h. */
+/*  poller_server - the poller actor. See poller.h.
+
+    It runs on the shared loop (common/prt.h). One turn:
+      read     ACKs from the broker (submit.c); each source that is due
+               reads messages within the room left in the submit window,
+               and intake.c turns them into jobs;
+      apply    the jobs are cut into batches and stored, with their
+               messages' seen marks and the sources' cursors;
+      commit   the poller store commits all of it at once;
+      send     the batches go to the broker (new ones, busy ones whose wait
+               is over, unanswered ones again), then each source hears that
+               its cursor is stored: only now may it confirm the messages to
+               its platform (a Telegram offset). Sources are paused while
+               the window is full (taken off the loop) and resumed when
+               there is room.
+*/
 #include "poller/poller.h"
+#include "poller/intake.h"
 #include "poller/poller_store.h"
-#include "poller/select.h"
 #include "poller/source.h"
+#include "poller/submit.h"
+#include "common/palloc.h"
 #include "common/pdaemon.h"
 #include "common/plog.h"
+#include "common/prt.h"
 #include "proto/proto.h"
 #include "proto/proto_sock.h"
 
-#include <errno.h>
 #include <inttypes.h>
-#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#define SEEN_MAX        200000  //  message keys remembered to drop repeats
-#define CONTEXT_MAX     50      //  lines of context kept per chat
 #define STATS_MS        1000
-#define MAX_SOURCE_FDS  16
-#define DRAIN_MS        5000    //  on stop, wait this long for outstanding ACKs
+#define PRUNE_MS        60000
+#define DRAIN_MS        5000    //  on stop without storage, wait this long for outstanding ACKs
+#define MAX_BUDGET      10000   //  messages one source reads in one turn at most
 
 typedef struct {
-    char *author;
-    char *text;
-} line_t;
-
-typedef struct {
-    line_t lines[CONTEXT_MAX];
-    size_t count;
-    size_t head;                //  next slot to write
-} chat_context_t;
-
-typedef struct {
-    uint64_t seq;
-    int64_t sent_at;
-    size_t count;
-    zmq_msg_t frame;            //  kept for resending
-} batch_t;
-
-typedef struct {
-    uint64_t messages, duplicates, selected, unanswered, from_bots, jobs;
-    uint64_t submitted, acked, accepted, broker_duplicates, rejected, resent;
-} pcounters_t;
+    source_t *source;
+    bool attached;              //  on the loop (not paused, not finished)
+    size_t need;                //  room its next message needs (it was refused for less)
+    char *stored_cursor;        //  the cursor last given to the store
+} s_source_t;
 
 typedef struct {
     const pcfg_t *config;
     zsock_t *pipe;
+    prt_t *rt;
     zsock_t *broker;
     proto_net_t net;
-    source_t **sources;
-    size_t source_count;
     char id[128];
-    int64_t now;
-    size_t context_size;        //  lines attached to each job
-    zhashx_t *seen;             //  msg_key -> 1
-    zlistx_t *seen_order;       //  oldest first
-    zhashx_t *contexts;         //  chat key -> chat_context_t
-    proto_job_spec_t *pending;  //  jobs not sent yet (strings and payload owned)
-    size_t pending_count;
-    size_t pending_capacity;
-    zlistx_t *unsent;           //  batch_t made this iteration, sent once stored
-    zlistx_t *unacked;          //  batch_t sent, oldest first
-    size_t unacked_items;       //  jobs in unsent and unacked batches
     poller_store_t *store;      //  durable state; NULL keeps everything in memory
-    int64_t next_prune;
-    uint64_t next_seq;
-    int64_t next_stats;
-    pcounters_t counters;
-    selection_t *selection;     //  scratch, one slot per entity
+    submit_t *submit;
+    intake_t *intake;
+    s_source_t *sources;
+    size_t source_count;
+    int64_t stop_at;            //  draining: stop by then at the latest (0 = not draining)
+    uint64_t malformed;         //  frames from the broker that could not be decoded
+    plog_limiter_t malformed_log;
 } poller_t;
 
-//  --- seen set and context ------------------------------------------------------
+//  --- the sources ----------------------------------------------------------------------
 
-//  The memory set is a cache of recent keys; the store has all of them.
-static bool s_seen (poller_t *self, const char *key)
-{
-    return zhashx_lookup (self->seen, key) != NULL
-           || (self->store && poller_store_seen (self->store, key));
-}
-
-static void s_mark_seen (poller_t *self, const char *key)
-{
-    if (self->store)
-        poller_store_mark_seen (self->store, key, self->now);
-    if (zhashx_insert (self->seen, key, (void *) 1) != 0)
-        return;
-    zlistx_add_end (self->seen_order, strdup (key));
-    while (zlistx_size (self->seen_order) > SEEN_MAX) {
-        char *oldest = zlistx_detach (self->seen_order, NULL);
-        zhashx_delete (self->seen, oldest);
-        free (oldest);
-    }
-}
-
-static void s_context_free (void **item)
-{
-    chat_context_t *c = *item;
-    for (size_t i = 0; i < c->count; i++) {
-        free (c->lines[i].author);
-        free (c->lines[i].text);
-    }
-    free (c);
-    *item = NULL;
-}
-
-static chat_context_t *s_context (poller_t *self, const char *chat_key)
-{
-    chat_context_t *c = zhashx_lookup (self->contexts, chat_key);
-    if (!c) {
-        c = calloc (1, sizeof *c);
-        zhashx_insert (self->contexts, chat_key, c);
-    }
-    return c;
-}
-
-static void s_context_add (chat_context_t *c, const char *author, const char *text)
-{
-    line_t *slot = &c->lines[c->head];
-    if (c->count == CONTEXT_MAX) {
-        free (slot->author);
-        free (slot->text);
-    }
-    else
-        c->count++;
-    slot->author = strdup (author);
-    slot->text = strdup (text);
-    c->head = (c->head + 1) % CONTEXT_MAX;
-}
-
-//  --- making jobs -------------------------------------------------------------------
-
-static void s_pending_add (poller_t *self, const proto_job_spec_t *spec)
-{
-    if (self->pending_count == self->pending_capacity) {
-        self->pending_capacity = self->pending_capacity ? self->pending_capacity * 2 : 256;
-        self->pending = realloc (self->pending, self->pending_capacity * sizeof (proto_job_spec_t));
-    }
-    self->pending[self->pending_count++] = *spec;
-}
-
-static void s_spec_free (proto_job_spec_t *spec)
-{
-    free ((char *) spec->msg_key);
-    free ((char *) spec->entity);
-    free ((char *) spec->chat);
-    free ((char *) spec->chat_kind);
-    free ((void *) spec->payload.data);
-}
-
-//  The source callback: one new chat message.
-static bool s_on_message (void *ctx, source_t *source, const chat_msg_t *msg)
+//  Messages a source may read now: the window's room (a message makes one
+//  job or more; intake refuses one whose jobs do not fit).
+static int s_budget (void *ctx)
 {
     poller_t *self = ctx;
-    size_t room = (size_t) self->config->submit_window;
-    size_t used = self->unacked_items + self->pending_count;
-    if (used + self->config->entities.count > room)
-        return false;   //  window full: the source keeps the message
-
-    const char *name = source->config->name;
-    char chat_key[600], msg_key[1200];
-    snprintf (chat_key, sizeof chat_key, "%s/%s", name, msg->chat_ref);
-    snprintf (msg_key, sizeof msg_key, "%s/%s", chat_key, msg->msg_ref);
-    self->counters.messages++;
-    if (s_seen (self, msg_key)) {
-        self->counters.duplicates++;
-        return true;
-    }
-    s_mark_seen (self, msg_key);
-    chat_context_t *context = s_context (self, chat_key);
-    int n = select_entities (self->config, name, msg, msg_key, (uint64_t) self->config->poller_seed,
-                             self->selection);
-    if (n == 0) {
-        self->counters.unanswered++;
-        //  Bots include our own entities: their replies come back through the sources.
-        if (msg->from_bot || select_author_entity (self->config, msg) >= 0)
-            self->counters.from_bots++;
-    }
-    else {
-        self->counters.selected++;
-        //  The chat's recent lines, oldest first, then this message.
-        proto_line_t lines[CONTEXT_MAX];
-        size_t take = context->count < self->context_size ? context->count : self->context_size;
-        for (size_t i = 0; i < take; i++) {
-            const line_t *l = &context->lines[(context->head + CONTEXT_MAX - take + i) % CONTEXT_MAX];
-            lines[i] = (proto_line_t) {l->author, l->text};
-        }
-        uint64_t flags = msg->from_bot ? PROTO_MSG_FROM_BOT : 0;
-        proto_message_t message = {name,         msg->chat_ref, msg->msg_ref,
-                                   msg->author,  msg->author_id ? msg->author_id : "",
-                                   msg->text,    (uint64_t) msg->ts_ms,
-                                   flags,        lines,
-                                   take};
-        for (int i = 0; i < n; i++) {
-            message.flags = flags | (self->selection[i].mention ? PROTO_MSG_MENTION : 0);
-            uint8_t *payload;
-            size_t size;
-            if (proto_message_encode (&message, &payload, &size)) {
-                plog_warn ("message %s could not be encoded (too large?); skipped", msg_key);
-                source->errors++;
-                break;
-            }
-            const pcfg_entity_t *e = pcfg_entity (self->config, (size_t) self->selection[i].entity);
-            proto_job_spec_t spec = {strdup (msg_key),
-                                     strdup (e->id),
-                                     strdup (chat_key),
-                                     strdup (msg->chat_kind ? msg->chat_kind : ""),
-                                     (uint64_t) self->selection[i].priority,
-                                     (uint64_t) msg->ts_ms,
-                                     {payload, (uint32_t) size}};
-            s_pending_add (self, &spec);
-            self->counters.jobs++;
-        }
-    }
-    s_context_add (context, msg->author, msg->text);
-    return true;
+    if (self->stop_at)
+        return 0;
+    size_t room = submit_room (self->submit);
+    return room > MAX_BUDGET ? MAX_BUDGET : (int) room;
 }
 
-//  --- submitting ---------------------------------------------------------------------
-
-static void s_send_copy (poller_t *self, zmq_msg_t *frame)
+static bool s_emit (void *ctx, source_t *source, const chat_msg_t *msg)
 {
-    zmq_msg_t copy;
-    zmq_msg_init (&copy);
-    zmq_msg_copy (&copy, frame);
-    if (zmq_msg_send (&copy, zsock_resolve (self->broker), ZMQ_DONTWAIT) == -1)
-        zmq_msg_close (&copy);  //  not connected yet: the resend timer retries
+    poller_t *self = ctx;
+    bool taken = intake_message (self->intake, source, msg);
+    for (size_t i = 0; i < self->source_count; i++)
+        if (self->sources[i].source == source)
+            self->sources[i].need = taken ? 0 : intake_refused_need (self->intake);
+    return taken;
 }
 
-static void s_flush (poller_t *self)
+//  Puts each source on the loop or takes it off: paused while the window
+//  has no room (for its next message, if that was refused) or the poller
+//  drains, gone once finished. Only between turns' reads (the loop's items
+//  are built from the list).
+static void s_schedule_sources (poller_t *self)
 {
-    size_t done = 0;
-    while (done < self->pending_count) {
-        size_t n = self->pending_count - done;
-        if (n > (size_t) self->config->submit_batch)
-            n = (size_t) self->config->submit_batch;
-        batch_t *batch = calloc (1, sizeof *batch);
-        batch->seq = ++self->next_seq;
-        batch->count = n;
-        batch->sent_at = self->now;
-        proto_submit_t submit = {batch->seq, self->pending + done, n};
-        if (proto_encode (PROTO_SUBMIT, &submit, &batch->frame)) {
-            plog_error ("a batch of %zu jobs could not be encoded; dropped", n);
-            free (batch);
-        }
-        else {
-            //  Stored now, sent once the iteration's commit is done.
-            if (self->store)
-                poller_store_batch (self->store, batch->seq, zmq_msg_data (&batch->frame),
-                                    zmq_msg_size (&batch->frame), n);
-            zlistx_add_end (self->unsent, batch);
-            self->unacked_items += n;
-            self->counters.submitted += n;
-        }
-        for (size_t i = done; i < done + n; i++)
-            s_spec_free (&self->pending[i]);
-        done += n;
-    }
-    self->pending_count = 0;
-}
-
-//  Sends the batches made (and stored) this iteration.
-static void s_send_new (poller_t *self)
-{
-    batch_t *batch;
-    while ((batch = zlistx_detach (self->unsent, NULL))) {
-        s_send_copy (self, &batch->frame);
-        batch->sent_at = self->now;
-        zlistx_add_end (self->unacked, batch);
-    }
-}
-
-static void s_batch_free (void **item)
-{
-    batch_t *batch = *item;
-    zmq_msg_close (&batch->frame);
-    free (batch);
-    *item = NULL;
-}
-
-static void s_on_ack (poller_t *self, const proto_ack_t *ack)
-{
-    for (batch_t *b = zlistx_first (self->unacked); b; b = zlistx_next (self->unacked)) {
-        if (b->seq != ack->seq)
-            continue;
-        self->unacked_items -= b->count;
-        self->counters.acked += b->count;
-        self->counters.accepted += ack->accepted;
-        self->counters.broker_duplicates += ack->duplicates;
-        self->counters.rejected += ack->rejected_count;
-        for (size_t i = 0; i < ack->rejected_count; i++)
-            plog_warn ("broker refused job %" PRIu64 " of batch %" PRIu64 ": %s",
-                       ack->rejected[i].index, ack->seq, ack->rejected[i].reason);
-        if (self->store)
-            poller_store_acked (self->store, b->seq);
-        zlistx_delete (self->unacked, zlistx_cursor (self->unacked));
-        return;
-    }
-    //  An ACK for a batch already acknowledged (its resend crossed the ACK).
-}
-
-static void s_resend (poller_t *self)
-{
-    //  Oldest first; a resent batch moves to the end, so the list stays in send order.
-    size_t n = zlistx_size (self->unacked);
-    batch_t *b;
-    while (n-- > 0 && (b = zlistx_first (self->unacked))
-           && self->now - b->sent_at >= self->config->resend_ms) {
-        zlistx_detach_cur (self->unacked);
-        s_send_copy (self, &b->frame);
-        b->sent_at = self->now;
-        self->counters.resent += b->count;
-        plog_debug ("resent batch %" PRIu64 " (%zu jobs) without ACK", b->seq, b->count);
-        zlistx_add_end (self->unacked, b);
-    }
-}
-
-//  --- stats ---------------------------------------------------------------------------
-
-static void s_send_stats (poller_t *self)
-{
-    uint64_t errors = 0, finished = 0;
+    size_t room = self->stop_at ? 0 : submit_room (self->submit);
+    bool idle = submit_outstanding (self->submit) == 0;
     for (size_t i = 0; i < self->source_count; i++) {
-        errors += self->sources[i]->errors;
-        finished += self->sources[i]->finished (self->sources[i]);
-    }
-    const pcounters_t *c = &self->counters;
-    proto_num_t values[] = {
-        {"messages", (double) c->messages},     {"duplicates", (double) c->duplicates},
-        {"selected", (double) c->selected},     {"unanswered", (double) c->unanswered},
-        {"from_bots", (double) c->from_bots},   {"jobs", (double) c->jobs},
-        {"submitted", (double) c->submitted},   {"acked", (double) c->acked},
-        {"accepted", (double) c->accepted},     {"broker_duplicates", (double) c->broker_duplicates},
-        {"rejected", (double) c->rejected},     {"resent", (double) c->resent},
-        {"unacked", (double) self->unacked_items},
-        {"source_errors", (double) errors},     {"sources", (double) self->source_count},
-        {"sources_finished", (double) finished},
-    };
-    proto_component_t me = {"poller", self->id, values, sizeof values / sizeof values[0]};
-    proto_stats_t stats = {(uint64_t) self->now, &me, 1};
-    zmq_msg_t frame;
-    if (proto_encode (PROTO_STATS, &stats, &frame) == 0
-        && zmq_msg_send (&frame, zsock_resolve (self->broker), ZMQ_DONTWAIT) == -1)
-        zmq_msg_close (&frame);
-}
-
-//  --- the loop --------------------------------------------------------------------------
-
-static void s_read_broker (poller_t *self)
-{
-    for (int i = 0; i < 1000; i++) {
-        zmq_msg_t frame;
-        zmq_msg_init (&frame);
-        if (zmq_msg_recv (&frame, zsock_resolve (self->broker), ZMQ_DONTWAIT) == -1) {
-            zmq_msg_close (&frame);
-            return;
-        }
-        proto_msg_t msg;
-        char why[256];
-        if (proto_decode (zmq_msg_data (&frame), zmq_msg_size (&frame), &msg, why, sizeof why))
-            plog_warn ("dropped malformed frame from the broker: %s", why);
-        else {
-            if (msg.type == PROTO_ACK)
-                s_on_ack (self, &msg.body.ack);
-            proto_msg_release (&msg);
-        }
-        zmq_msg_close (&frame);
+        s_source_t *s = &self->sources[i];
+        //  With nothing outstanding, a message larger than the window goes alone.
+        bool want = room > 0 && (room >= s->need || idle) && !s->source->finished (s->source);
+        if (want && !s->attached)
+            prt_add_io (self->rt, &s->source->io);
+        else if (!want && s->attached)
+            prt_remove_io (self->rt, &s->source->io);
+        s->attached = want;
     }
 }
 
-static void s_poll_sources (poller_t *self, zmq_pollitem_t *items, int *owner, int nitems)
+//  Stores each source's cursor that moved (with the turn's jobs).
+static void s_store_cursors (poller_t *self)
 {
-    for (size_t s = 0; s < self->source_count; s++) {
-        source_t *src = self->sources[s];
-        bool ready = src->wakeup (src, self->now) <= self->now;
-        for (int i = 0; i < nitems; i++)
-            if (owner[i] == (int) s && items[i].revents)   //  in, out (a connect) or error
-                ready = true;
-        if (!ready || src->finished (src))
-            continue;
-        size_t used = self->unacked_items + self->pending_count;
-        size_t window = (size_t) self->config->submit_window;
-        int budget = used >= window ? 0 : (int) (window - used);
-        if (budget > 10000)
-            budget = 10000;
-        if (budget > 0) {
-            src->poll (src, self->now, budget, s_on_message, self);
-            const char *cursor = src->cursor (src);
-            if (cursor && self->store)
-                poller_store_cursor (self->store, src->config->name, cursor);
+    for (size_t i = 0; i < self->source_count && self->store; i++) {
+        s_source_t *s = &self->sources[i];
+        const char *cursor = s->source->cursor (s->source);
+        if (cursor && (!s->stored_cursor || strcmp (cursor, s->stored_cursor) != 0)) {
+            poller_store_cursor (self->store, s->source->config->name, cursor);
+            free (s->stored_cursor);
+            s->stored_cursor = pstrdup (cursor);
         }
     }
 }
@@ -395,99 +119,136 @@ static void s_poll_sources (poller_t *self, zmq_pollitem_t *items, int *owner, i
 //  Tells each source its cursor is stored: it may now confirm what it read.
 static void s_confirm_cursors (poller_t *self)
 {
-    for (size_t s = 0; s < self->source_count; s++) {
-        source_t *src = self->sources[s];
+    for (size_t i = 0; i < self->source_count; i++) {
+        source_t *src = self->sources[i].source;
         const char *cursor = src->cursor (src);
         if (cursor)
             src->committed (src, cursor);
     }
 }
 
-//  Returns -1 when the poller's state could not be stored.
-static int s_run (poller_t *self)
+//  --- the broker ------------------------------------------------------------------------
+
+static int s_read_broker (void *arg, zsock_t *sock, int max)
 {
-    zmq_pollitem_t items[2 + MAX_SOURCE_FDS];
-    int owner[2 + MAX_SOURCE_FDS];
-    int64_t stop_at = 0;
-    for (;;) {
-        self->now = zclock_time ();
-        int n = 0;
-        items[n++] = (zmq_pollitem_t) {zsock_resolve (self->pipe), 0, ZMQ_POLLIN, 0};
-        items[n++] = (zmq_pollitem_t) {zsock_resolve (self->broker), 0, ZMQ_POLLIN, 0};
-        int64_t wake = self->next_stats;
-        bool window_open = self->unacked_items + self->pending_count < (size_t) self->config->submit_window;
-        for (size_t s = 0; s < self->source_count && !stop_at; s++) {
-            source_t *src = self->sources[s];
-            if (src->finished (src) || !window_open)
-                continue;
-            int k = src->pollitems (src, items + n, 2 + MAX_SOURCE_FDS - n);
-            for (int i = 0; i < k; i++)
-                owner[n + i] = (int) s;
-            n += k;
-            int64_t w = src->wakeup (src, self->now);
-            if (w < wake)
-                wake = w;
-        }
-        batch_t *oldest = zlistx_first (self->unacked);
-        if (oldest && oldest->sent_at + self->config->resend_ms < wake)
-            wake = oldest->sent_at + self->config->resend_ms;
-        if (stop_at && stop_at < wake)
-            wake = stop_at;
-        int64_t timeout = wake - self->now;
-        if (zmq_poll (items, n, timeout < 0 ? 0 : timeout > 60000 ? 60000 : (long) timeout) == -1) {
-            if (zmq_errno () == EINTR)
-                continue;   //  a signal: the pipe brings $TERM
+    poller_t *self = arg;
+    int n = 0;
+    for (; n < max; n++) {
+        proto_msg_t msg;
+        char why[256];
+        int rc = proto_recv (sock, &msg, NULL, why, sizeof why);
+        if (rc == PROTO_NONE)
             break;
+        if (rc != PROTO_OK) {
+            self->malformed++;
+            if (plog_limiter_allow (&self->malformed_log, 20))
+                plog_warn ("dropped malformed frame from the broker: %s", why);
+            continue;
         }
-        self->now = zclock_time ();
-        if (items[0].revents & ZMQ_POLLIN) {
-            char *command = zstr_recv (self->pipe);
-            bool term = !command || streq (command, "$TERM");
-            zstr_free (&command);
-            if (term && !stop_at) {
-                //  Stop reading, but give outstanding batches a moment to be acknowledged.
-                stop_at = self->now + DRAIN_MS;
-                plog_info ("stopping: waiting up to %d ms for %zu unacknowledged jobs", DRAIN_MS,
-                           self->unacked_items);
-            }
-        }
-        s_read_broker (self);
-        if (!stop_at)
-            s_poll_sources (self, items + 2, owner + 2, n - 2);
-        s_flush (self);
-        //  Jobs, seen marks and cursors are stored before the broker or the
-        //  platform hears of them.
-        if (self->store && poller_store_commit (self->store))
-            return -1;
-        s_confirm_cursors (self);
-        s_send_new (self);
-        s_resend (self);
-        if (self->store && self->now >= self->next_prune) {
-            poller_store_prune (self->store, self->now, self->config->dedupe_retention_s * 1000);
-            self->next_prune = self->now + 60000;
-        }
-        if (self->now >= self->next_stats) {
-            s_send_stats (self);
-            self->next_stats = self->now + STATS_MS;
-        }
-        //  With storage, unacknowledged batches are resent after a restart:
-        //  no need to wait for them.
-        if (stop_at && (self->unacked_items == 0 || self->now >= stop_at || self->store))
-            break;
+        if (msg.type == PROTO_ACK)
+            submit_on_ack (self->submit, &msg.body.ack, prt_now (self->rt));
+        proto_msg_release (&msg);
     }
-    if (self->store && self->unacked_items)
-        plog_info ("stopped with %zu jobs not yet acknowledged; stored, they go again at the next start",
-                   self->unacked_items);
-    else if (self->unacked_items)
-        plog_warn ("stopped with %zu jobs not acknowledged by the broker", self->unacked_items);
-    return 0;
+    return n;
+}
+
+static void s_send_stats (void *arg, int64_t now)
+{
+    poller_t *self = arg;
+    uint64_t source_errors = 0, finished = 0;
+    for (size_t i = 0; i < self->source_count; i++) {
+        source_t *src = self->sources[i].source;
+        source_errors += src->errors;
+        finished += src->finished (src);
+    }
+    const intake_counters_t *in = intake_counters (self->intake);
+    const submit_counters_t *out = submit_counters (self->submit);
+    //  Jobs that could not be made or checked are bad input too.
+    source_errors += in->invalid + out->invalid;
+    proto_num_t values[] = {
+        {"messages", (double) in->messages},
+        {"duplicates", (double) in->duplicates},
+        {"selected", (double) in->selected},
+        {"unanswered", (double) in->unanswered},
+        {"skipped", (double) in->skipped},
+        {"from_bots", (double) in->from_bots},
+        {"jobs", (double) in->jobs},
+        {"submitted", (double) out->submitted},
+        {"acked", (double) out->acked},
+        {"accepted", (double) out->accepted},
+        {"broker_duplicates", (double) out->broker_duplicates},
+        {"rejected", (double) out->rejected},
+        {"busy", (double) out->busy},
+        {"resubmitted", (double) out->resubmitted},
+        {"resent", (double) out->resent},
+        {"source_errors", (double) source_errors},
+        {"malformed", (double) self->malformed},
+        {"unacked", (double) submit_outstanding (self->submit)},
+        {"waiting", (double) submit_waiting (self->submit)},
+        {"seen", (double) intake_seen (self->intake)},
+        {"sources", (double) self->source_count},
+        {"sources_finished", (double) finished},
+    };
+    proto_component_t me = {"poller", self->id, values, sizeof values / sizeof values[0]};
+    proto_stats_t stats = {(uint64_t) now, &me, 1};
+    proto_send (self->broker, PROTO_STATS, &stats);
+}
+
+static void s_prune (void *arg, int64_t now)
+{
+    poller_t *self = arg;
+    intake_prune (self->intake, now);
+}
+
+//  --- the turn ---------------------------------------------------------------------------
+
+static void s_apply (void *arg, int64_t now)
+{
+    poller_t *self = arg;
+    submit_flush (self->submit, now);
+    s_store_cursors (self);
+}
+
+static int s_commit (void *arg)
+{
+    poller_t *self = arg;
+    return self->store ? poller_store_commit (self->store) : 0;
+}
+
+static void s_send (void *arg, int64_t now)
+{
+    poller_t *self = arg;
+    submit_send (self->submit, self->broker, now);
+    s_confirm_cursors (self);
+    s_schedule_sources (self);
+    //  With storage, what is not acknowledged goes again at the next start.
+    if (self->stop_at
+        && (self->store || submit_outstanding (self->submit) == 0 || now >= self->stop_at))
+        prt_stop (self->rt);
+}
+
+static int64_t s_wakeup (void *arg, int64_t now)
+{
+    poller_t *self = arg;
+    int64_t at = submit_wakeup (self->submit, now);
+    return self->stop_at && self->stop_at < at ? self->stop_at : at;
+}
+
+static void s_term (void *arg, int64_t now)
+{
+    poller_t *self = arg;
+    //  Stop reading; without storage, give outstanding batches a moment to be acknowledged.
+    self->stop_at = now + (self->store ? 0 : DRAIN_MS);
+    if (!self->store && submit_outstanding (self->submit))
+        plog_info ("stopping: waiting up to %d ms for %zu unacknowledged jobs", DRAIN_MS,
+                   submit_outstanding (self->submit));
 }
 
 //  --- life -------------------------------------------------------------------------------
 
 static poller_t *s_poller_new (zsock_t *pipe, const pcfg_t *config)
 {
-    poller_t *self = calloc (1, sizeof *self);
+    poller_t *self = pcalloc (1, sizeof *self);
     self->pipe = pipe;
     self->config = config;
     char host[64] = "host";
@@ -497,40 +258,23 @@ static poller_t *s_poller_new (zsock_t *pipe, const pcfg_t *config)
     self->net.hwm = (int) config->hwm;
     self->net.max_frame_bytes = (int) config->max_frame_bytes;
     self->net.heartbeat_ms = (int) config->heartbeat_ms;
-    self->seen = zhashx_new ();
-    self->seen_order = zlistx_new ();
-    zlistx_set_destructor (self->seen_order, (zlistx_destructor_fn *) zstr_free);
-    self->contexts = zhashx_new ();
-    zhashx_set_destructor (self->contexts, s_context_free);
-    self->unacked = zlistx_new ();
-    zlistx_set_destructor (self->unacked, s_batch_free);
-    self->unsent = zlistx_new ();
-    zlistx_set_destructor (self->unsent, s_batch_free);
-    self->selection = calloc (config->entities.count + 1, sizeof (selection_t));
-    for (size_t i = 0; i < config->entities.count; i++) {
-        size_t k = (size_t) pcfg_entity (config, i)->messages_to_read;
-        if (k > self->context_size)
-            self->context_size = k > CONTEXT_MAX ? CONTEXT_MAX : k;
-    }
+    static const prt_hooks_t hooks = {s_apply, s_commit, s_send, s_wakeup, s_term};
+    self->rt = prt_new (pipe, &hooks, self);
     return self;
 }
 
 static void s_poller_destroy (poller_t **self_p)
 {
     poller_t *self = *self_p;
-    for (size_t i = 0; i < self->source_count; i++)
-        source_destroy (&self->sources[i]);
+    for (size_t i = 0; i < self->source_count; i++) {
+        source_destroy (&self->sources[i].source);
+        free (self->sources[i].stored_cursor);
+    }
     free (self->sources);
-    for (size_t i = 0; i < self->pending_count; i++)
-        s_spec_free (&self->pending[i]);
-    free (self->pending);
-    zhashx_destroy (&self->seen);
-    zlistx_destroy (&self->seen_order);
-    zhashx_destroy (&self->contexts);
-    zlistx_destroy (&self->unacked);
-    zlistx_destroy (&self->unsent);
+    intake_destroy (&self->intake);
+    submit_destroy (&self->submit);
     poller_store_close (&self->store);
-    free (self->selection);
+    prt_destroy (&self->rt);
     zsock_destroy (&self->broker);
     free (self);
     *self_p = NULL;
@@ -540,15 +284,34 @@ static void s_poller_destroy (poller_t **self_p)
 static void s_load_batch (void *arg, uint64_t seq, const void *frame, size_t size, size_t count)
 {
     poller_t *self = arg;
-    batch_t *batch = calloc (1, sizeof *batch);
-    batch->seq = seq;
-    batch->count = count;
-    zmq_msg_init_size (&batch->frame, size);
-    memcpy (zmq_msg_data (&batch->frame), frame, size);
-    zlistx_add_end (self->unsent, batch);
-    self->unacked_items += count;
-    if (seq > self->next_seq)
-        self->next_seq = seq;
+    submit_restore (self->submit, seq, frame, size, count);
+}
+
+static int s_start_sources (poller_t *self)
+{
+    const pcfg_t *c = self->config;
+    const pcfg_source_t *configs = c->sources.items;
+    self->sources = pcalloc (c->sources.count + 1, sizeof (s_source_t));
+    for (size_t i = 0; i < c->sources.count; i++) {
+        if (!configs[i].enabled)
+            continue;
+        source_t *src = source_new (&configs[i], c, (uint64_t) c->poller_seed + i);
+        if (!src)
+            return -1;
+        source_attach (src, &(source_host_t) {s_emit, s_budget, self});
+        self->sources[self->source_count++] = (s_source_t) {src, false, 0, NULL};
+        char *cursor = self->store ? poller_store_get_cursor (self->store, configs[i].name) : NULL;
+        if (cursor) {
+            src->restore (src, cursor);
+            plog_info ("source %s (%s) resumes at %s", configs[i].name, configs[i].type, cursor);
+            self->sources[self->source_count - 1].stored_cursor = cursor;
+        }
+        else
+            plog_info ("source %s (%s) ready", configs[i].name, configs[i].type);
+    }
+    if (self->source_count == 0)
+        plog_warn ("no enabled sources: nothing to do");
+    return 0;
 }
 
 static int s_start (poller_t *self, const char *ready_file)
@@ -561,34 +324,24 @@ static int s_start (poller_t *self, const char *ready_file)
             plog_error ("%s", err);
             return -1;
         }
+    }
+    self->submit = submit_new (c, self->store);
+    self->intake = intake_new (c, self->rt, self->submit, self->store);
+    if (self->store) {
         poller_store_load_batches (self->store, self, s_load_batch);
-        if (zlistx_size (self->unsent))
-            plog_info ("%zu unacknowledged batch(es) (%zu jobs) from before the restart go again",
-                       zlistx_size (self->unsent), self->unacked_items);
+        if (submit_outstanding (self->submit))
+            plog_info ("%zu unacknowledged jobs from before the restart go again",
+                       submit_outstanding (self->submit));
     }
     self->broker = proto_sock_new (&self->net, ZMQ_DEALER, c->broker_frontend, false, NULL);
     if (!self->broker)
         return -1;
-    const pcfg_source_t *configs = c->sources.items;
-    self->sources = calloc (c->sources.count + 1, sizeof (source_t *));
-    for (size_t i = 0; i < c->sources.count; i++) {
-        if (!configs[i].enabled)
-            continue;
-        source_t *src = source_new (&configs[i], c, (uint64_t) c->poller_seed + i);
-        if (!src)
-            return -1;
-        self->sources[self->source_count++] = src;
-        char *cursor = self->store ? poller_store_get_cursor (self->store, configs[i].name) : NULL;
-        if (cursor) {
-            src->restore (src, cursor);
-            plog_info ("source %s (%s) resumes at %s", configs[i].name, configs[i].type, cursor);
-            free (cursor);
-        }
-        else
-            plog_info ("source %s (%s) ready", configs[i].name, configs[i].type);
-    }
-    if (self->source_count == 0)
-        plog_warn ("no enabled sources: nothing to do");
+    if (s_start_sources (self))
+        return -1;
+    prt_reader (self->rt, self->broker, s_read_broker, self);
+    prt_every (self->rt, STATS_MS, s_send_stats, self);
+    prt_every (self->rt, PRUNE_MS, s_prune, self);
+    s_schedule_sources (self);
     plog_info ("submitting to %s; %zu entities", c->broker_frontend, c->entities.count);
     json_t *ready = json_object ();
     json_object_set_new (ready, "broker", json_string (c->broker_frontend));
@@ -606,10 +359,17 @@ void poller_server (zsock_t *pipe, void *args)
         s_poller_destroy (&self);
         return;
     }
-    if (s_run (self)) {
+    int rc = prt_run (self->rt);
+    size_t left = submit_outstanding (self->submit);
+    if (rc) {
         zstr_send (pipe, "storage failed; stopping");
         s_poller_destroy (&self);
         return;
     }
+    if (self->store && left)
+        plog_info ("stopped with %zu jobs not yet acknowledged; stored, they go again at the next start",
+                   left);
+    else if (left)
+        plog_warn ("stopped with %zu jobs not acknowledged by the broker", left);
     s_poller_destroy (&self);
 }

@@ -1,5 +1,6 @@
 /*  poller_store - the poller's durable state. See poller_store.h. */
 #include "poller/poller_store.h"
+#include "common/palloc.h"
 #include "store/pstore.h"
 
 #include <stdlib.h>
@@ -23,7 +24,7 @@ poller_store_t *poller_store_open (const char *dir, const char *fsync, char *err
     pstore_t *db = pstore_open (dir, "poller", fsync, s_schema, err, errlen);
     if (!db)
         return NULL;
-    poller_store_t *self = calloc (1, sizeof *self);
+    poller_store_t *self = pcalloc (1, sizeof *self);
     self->db = db;
     return self;
 }
@@ -76,7 +77,7 @@ char *poller_store_get_cursor (poller_store_t *self, const char *source)
     sqlite3_bind_text (st, 1, source, -1, SQLITE_STATIC);
     if (pstore_step (self->db, st) != SQLITE_ROW)
         return NULL;
-    return strdup ((const char *) sqlite3_column_text (st, 0));
+    return pstrdup ((const char *) sqlite3_column_text (st, 0));
 }
 
 void poller_store_batch (poller_store_t *self, uint64_t seq, const void *frame, size_t size,
@@ -109,10 +110,20 @@ void poller_store_load_batches (poller_store_t *self, void *arg, poller_store_ba
     sqlite3_finalize (st);
 }
 
-void poller_store_prune (poller_store_t *self, int64_t now, int64_t retention_ms)
+void poller_store_load_seen (poller_store_t *self, void *arg, poller_store_seen_fn *fn)
+{
+    sqlite3_stmt *st;
+    sqlite3_prepare_v2 (pstore_db (self->db), "SELECT msg_key, at FROM seen ORDER BY at", -1, &st,
+                        NULL);
+    while (sqlite3_step (st) == SQLITE_ROW)
+        fn (arg, (const char *) sqlite3_column_text (st, 0), sqlite3_column_int64 (st, 1));
+    sqlite3_finalize (st);
+}
+
+void poller_store_prune (poller_store_t *self, int64_t before)
 {
     pstore_write (self->db);
     sqlite3_stmt *st = pstore_stmt (self->db, S_PRUNE, "DELETE FROM seen WHERE at < ?");
-    sqlite3_bind_int64 (st, 1, now - retention_ms);
+    sqlite3_bind_int64 (st, 1, before);
     pstore_step (self->db, st);
 }

@@ -4,8 +4,14 @@
                  same messages again (a "last 50" API) or a restart does not
                  submit them twice
         cursors  where each source resumes (a file offset, an update id)
-        outbox   SUBMIT frames the broker has not acknowledged yet; resent
-                 after a restart (the broker drops duplicates)
+        outbox   SUBMIT frames the broker has not acknowledged yet, and
+                 the new batches of jobs it refused as busy (stored in the
+                 transaction that forgets the refused batch); resent after
+                 a restart (the broker drops duplicates)
+
+    The seen keys are loaded into memory at start (the poller's seen set,
+    bounded by storage.dedupeMaxKeys and dedupeRetentionSeconds); the
+    table is pruned to match.
 
     A message's jobs, its seen mark and its source's cursor are stored in
     one transaction before the jobs are submitted and before the source may
@@ -40,7 +46,11 @@ typedef void (poller_store_batch_fn) (void *arg, uint64_t seq, const void *frame
                                       size_t count);
 void poller_store_load_batches (poller_store_t *self, void *arg, poller_store_batch_fn *fn);
 
-//  Forgets seen keys older than `retention_ms`.
-void poller_store_prune (poller_store_t *self, int64_t now, int64_t retention_ms);
+//  Every stored seen key, oldest first, with the time it was marked.
+typedef void (poller_store_seen_fn) (void *arg, const char *msg_key, int64_t at);
+void poller_store_load_seen (poller_store_t *self, void *arg, poller_store_seen_fn *fn);
+
+//  Forgets seen keys marked before `before` (Unix ms).
+void poller_store_prune (poller_store_t *self, int64_t before);
 
 #endif

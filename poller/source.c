@@ -1,14 +1,42 @@
 /*  source - creates sources by kind. See source.h. */
 #include "poller/source.h"
+#include "common/palloc.h"
 #include "common/plog.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+//  Due when one of its items is ready (in, out or error: a connect
+//  finishing counts) or its wake-up time has come; then polled within the
+//  host's budget.
+static void s_process (prt_io_t *io, int64_t now, zmq_pollitem_t *items, int count)
+{
+    source_t *self = source_of (io);
+    if (!self->host.emit || self->finished (self))
+        return;
+    bool due = self->io.wakeup && self->io.wakeup (io, now) <= now;
+    for (int i = 0; i < count && !due; i++)
+        if (items[i].revents)
+            due = true;
+    if (!due)
+        return;
+    int budget = self->host.budget (self->host.ctx);
+    if (budget > 0)
+        self->poll (self, now, budget, self->host.emit, self->host.ctx);
+}
+
+void source_attach (source_t *self, const source_host_t *host)
+{
+    assert (self);
+    self->host = *host;
+}
+
 source_t *source_new (const pcfg_source_t *config, const pcfg_t *root, uint64_t seed)
 {
-    source_t *self = calloc (1, sizeof *self);
+    source_t *self = pcalloc (1, sizeof *self);
+    self->io.process = s_process;
     self->config = config;
     self->root = root;
     int rc;

@@ -2,8 +2,17 @@
 
     A source produces chat messages when the poller asks it to. It may have
     file descriptors to wait on (stdin, sockets) and a time it wants to be
-    asked again (polling interval, demo rate). Every kind of source (demo,
-    jsonl, and the platform sources) implements this table of functions.
+    asked again (polling interval, demo rate): that is its `io`, a runtime
+    plugin (common/prt.h) the poller registers with its loop. Every kind of
+    source (demo, jsonl, and the platform sources) fills io.pollitems and
+    io.wakeup and implements the table of functions below; io.process is
+    this module's: when the source is due (an item is ready or its wake-up
+    time has come) it calls the kind's poll with the budget its host
+    grants, and hands the messages to the host's emit.
+
+    A source the poller pauses (its submit window is full) is taken off the
+    loop: its descriptors are not watched and it is not asked for messages
+    until the poller has room again.
 */
 #ifndef SOURCE_H_INCLUDED
 #define SOURCE_H_INCLUDED
@@ -13,6 +22,7 @@
 #include <zmq.h>
 
 #include "common/pconfig.h"
+#include "common/prt.h"
 
 //  One chat message as a source sees it. Strings are borrowed for the
 //  duration of the emit call.
@@ -39,16 +49,26 @@ typedef struct source_s source_t;
 //  cannot take more now (the source keeps the message for later).
 typedef bool (source_emit_fn) (void *ctx, source_t *source, const chat_msg_t *msg);
 
+//  Who takes a source's messages: the poller.
+typedef struct {
+    source_emit_fn *emit;
+    //  How many messages the host takes now; 0 = none (the source is not polled).
+    int (*budget) (void *ctx);
+    void *ctx;
+} source_host_t;
+
 struct source_s {
+    //  The runtime plugin. The kind fills pollitems (descriptors to wait on)
+    //  and wakeup (when it wants to be polled again, Unix ms; PRT_NEVER =
+    //  only on descriptor activity); process is source.c's. First member,
+    //  so the kinds' io functions find their source (source_of).
+    prt_io_t io;
     const pcfg_source_t *config;
     const pcfg_t *root;
     void *state;
+    source_host_t host;
     //  Produce messages due at `now`, at most `budget` of them.
     void (*poll) (source_t *self, int64_t now, int budget, source_emit_fn *emit, void *ctx);
-    //  When it wants to be polled again (Unix ms); INT64_MAX = only on fd activity.
-    int64_t (*wakeup) (source_t *self, int64_t now);
-    //  File descriptors to wait on; returns how many were written (at most max).
-    int (*pollitems) (source_t *self, zmq_pollitem_t *items, int max);
     //  True when it will never produce again (demo limit, end of file).
     bool (*finished) (source_t *self);
     //  Resuming after a restart. cursor() returns where reading continues
@@ -68,6 +88,15 @@ struct source_s {
 //  Creates the source described by `config`; NULL (logged) on error.
 source_t *source_new (const pcfg_source_t *config, const pcfg_t *root, uint64_t seed);
 void source_destroy (source_t **self_p);
+
+//  Gives the source its host; until then io.process polls nothing.
+void source_attach (source_t *self, const source_host_t *host);
+
+//  The source whose `io` this is (for the kinds' io functions).
+static inline source_t *source_of (prt_io_t *io)
+{
+    return (source_t *) io;
+}
 
 //  Constructors of the kinds, used by source_new.
 int source_demo_init (source_t *self, uint64_t seed);

@@ -7,6 +7,7 @@
     ratePerSecond may be high (the benchmark uses it as a load generator).
 */
 #include "poller/source.h"
+#include "common/palloc.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -125,20 +126,21 @@ static void s_poll (source_t *self, int64_t now, int budget, source_emit_fn *emi
         d->next_at = (double) now - 1000;
 }
 
-static int64_t s_wakeup (source_t *self, int64_t now)
+static int64_t s_wakeup (prt_io_t *io, int64_t now)
 {
+    source_t *self = source_of (io);
     demo_t *d = self->state;
     (void) now;
     if (d->limit && (int64_t) d->produced >= d->limit)
-        return INT64_MAX;
+        return PRT_NEVER;
     //  Rounded up: a wakeup before next_at would find nothing due and spin.
     return (int64_t) ceil (d->next_at);
 }
 
-static int s_pollitems (source_t *self, zmq_pollitem_t *items, int max)
+static int s_pollitems (prt_io_t *io, zmq_pollitem_t *items, int max)
 {
-    (void) self, (void) items, (void) max;
-    return 0;
+    (void) io, (void) items, (void) max;
+    return 0;     //  a timer only
 }
 
 static bool s_finished (source_t *self)
@@ -176,21 +178,21 @@ static void s_destroy (source_t *self)
 
 int source_demo_init (source_t *self, uint64_t seed)
 {
-    demo_t *d = calloc (1, sizeof *d);
+    demo_t *d = pcalloc (1, sizeof *d);
     const pcfg_source_t *c = self->config;
     d->seed = seed;
     d->interval_ms = c->rate_per_second > 0 ? 1000.0 / c->rate_per_second : 1e18;
     d->limit = c->limit;
-    d->entity_names = calloc (self->root->entities.count + 1, sizeof (char *));
+    d->entity_names = pcalloc (self->root->entities.count + 1, sizeof (char *));
     for (size_t i = 0; i < self->root->entities.count; i++) {
         const pcfg_entity_t *e = pcfg_entity (self->root, i);
         if (e->enabled)
-            d->entity_names[d->entity_count++] = strdup (e->name);
+            d->entity_names[d->entity_count++] = pstrdup (e->name);
     }
     self->state = d;
     self->poll = s_poll;
-    self->wakeup = s_wakeup;
-    self->pollitems = s_pollitems;
+    self->io.wakeup = s_wakeup;
+    self->io.pollitems = s_pollitems;
     self->finished = s_finished;
     self->cursor = s_cursor;
     self->committed = s_committed;

@@ -23,6 +23,7 @@
     older messages are not emitted again.
 */
 #include "poller/source.h"
+#include "common/palloc.h"
 #include "common/plog.h"
 #include "net/phttp.h"
 #include "net/ptext.h"
@@ -207,8 +208,8 @@ static void s_remember (http_src_t *h, const char *key, const char *author)
 {
     if (zhashx_lookup (h->seen, key))
         return;
-    zhashx_insert (h->seen, key, strdup (author ? author : ""));
-    zlistx_add_end (h->seen_order, strdup (key));
+    zhashx_insert (h->seen, key, pstrdup (author ? author : ""));
+    zlistx_add_end (h->seen_order, pstrdup (key));
     while (zlistx_size (h->seen_order) > SEEN_MAX) {
         char *oldest = zlistx_detach (h->seen_order, NULL);
         zhashx_delete (h->seen, oldest);
@@ -314,7 +315,7 @@ static pending_t *s_map (source_t *self, http_src_t *h, json_t *obj, const char 
         return NULL;
 
     //  From here on, a refused message is remembered, so it is reported once.
-    pending_t *m = calloc (1, sizeof *m);
+    pending_t *m = pcalloc (1, sizeof *m);
     const char *what = NULL;
     char type_problem[80];
     v = s_field (h, obj, "text", &used);
@@ -332,14 +333,14 @@ static pending_t *s_map (source_t *self, http_src_t *h, json_t *obj, const char 
     else if (ptext_has_sentinel (json_string_value (v)))
         what = "invalid UTF-8";
     if (!what) {
-        m->text = strdup (json_string_value (v));
+        m->text = pstrdup (json_string_value (v));
         v = s_field (h, obj, "author", &used);
         snprintf (path, sizeof path, "%.250s.%.200s", where, used);
         const char *author = v ? s_scalar (v, authorbuf, sizeof authorbuf, &problem) : "someone";
         if (!author || strlen (author) > MAX_ID || ptext_has_sentinel (author))
             what = problem ? problem : "too long or invalid UTF-8";
         else
-            m->author = strdup (*author ? author : "someone");
+            m->author = pstrdup (*author ? author : "someone");
     }
     if (!what) {
         v = s_field (h, obj, "authorId", &used);
@@ -348,7 +349,7 @@ static pending_t *s_map (source_t *self, http_src_t *h, json_t *obj, const char 
         if (!aid || strlen (aid) > MAX_ID || ptext_has_sentinel (aid))
             what = problem ? problem : "too long or invalid UTF-8";
         else
-            m->author_id = strdup (aid);
+            m->author_id = pstrdup (aid);
     }
     if (!what) {
         v = s_field (h, obj, "time", &used);
@@ -369,12 +370,12 @@ static pending_t *s_map (source_t *self, http_src_t *h, json_t *obj, const char 
         v = s_field (h, obj, "chatKind", &used);
         const char *kind = json_string_value (v);
         if (kind)
-            m->chat_kind = strdup (strcasecmp (kind, "private") == 0 || strcasecmp (kind, "dm") == 0
+            m->chat_kind = pstrdup (strcasecmp (kind, "private") == 0 || strcasecmp (kind, "dm") == 0
                                            || strcasecmp (kind, "direct") == 0
                                        ? "private"
                                        : "group");
         else
-            m->chat_kind = strdup (self->config->chat_kind);
+            m->chat_kind = pstrdup (self->config->chat_kind);
         v = s_field (h, obj, "replyToAuthor", &used);
         const char *reply_author = json_string_value (v);
         if (!reply_author) {
@@ -388,7 +389,7 @@ static pending_t *s_map (source_t *self, http_src_t *h, json_t *obj, const char 
             }
         }
         if (reply_author && *reply_author && !ptext_has_sentinel (reply_author))
-            m->reply_to_author = strdup (reply_author);
+            m->reply_to_author = pstrdup (reply_author);
         v = s_field (h, obj, "isBot", &used);
         m->from_bot = (v && s_truthy (v)) || source_is_bot_author (self, m->author, m->author_id);
     }
@@ -399,8 +400,8 @@ static pending_t *s_map (source_t *self, http_src_t *h, json_t *obj, const char 
         s_pending_free (&item);
         return NULL;
     }
-    m->id = strdup (id);
-    m->chat = strdup (chat);
+    m->id = pstrdup (id);
+    m->chat = pstrdup (chat);
     return m;
 }
 
@@ -458,7 +459,7 @@ static int s_page (source_t *self, http_src_t *h, const char *body, size_t size,
     }
     size_t n = json_array_size (list);
     *page_len = n;
-    pending_t **fresh = calloc (n + 1, sizeof *fresh);
+    pending_t **fresh = pcalloc (n + 1, sizeof *fresh);
     size_t count = 0, new_count = 0;
     for (size_t i = 0; i < n; i++) {
         char where[300], key[600];
@@ -598,16 +599,18 @@ static void s_poll (source_t *self, int64_t now, int budget, source_emit_fn *emi
         s_request (self, h);
 }
 
-static int64_t s_wakeup (source_t *self, int64_t now)
+static int64_t s_wakeup (prt_io_t *io, int64_t now)
 {
+    source_t *self = source_of (io);
     http_src_t *h = self->state;
     if (zlistx_size (h->pending))
         return now;
     return h->in_flight ? phttp_wakeup (h->http) : h->next_at;
 }
 
-static int s_pollitems (source_t *self, zmq_pollitem_t *items, int max)
+static int s_pollitems (prt_io_t *io, zmq_pollitem_t *items, int max)
 {
+    source_t *self = source_of (io);
     return phttp_pollitems (((http_src_t *) self->state)->http, items, max);
 }
 
@@ -667,16 +670,16 @@ int source_http_init (source_t *self)
     const char *token = source_token (self, false);
     if (!token)
         return -1;
-    http_src_t *h = calloc (1, sizeof *h);
+    http_src_t *h = pcalloc (1, sizeof *h);
     self->state = h;
-    h->token = *token ? strdup (token) : NULL;
+    h->token = *token ? pstrdup (token) : NULL;
     if (s_fields_init (self, h)) {
         s_destroy (self);
         return -1;
     }
     //  Headers; a token goes where "{token}" is, or as a bearer token.
     size_t n = json_is_object (c->headers) ? json_object_size (c->headers) : 0;
-    h->headers = calloc (n + 1, sizeof (char *));
+    h->headers = pcalloc (n + 1, sizeof (char *));
     size_t k = 0;
     bool token_used = false;
     const char *key;
@@ -691,7 +694,7 @@ int source_http_init (source_t *self)
             token_used |= strstr (json_string_value (value), "{token}") != NULL;
             char *filled = ptext_fill (json_string_value (value), s_token_lookup,
                                        h->token ? h->token : (char *) "");
-            h->headers[k] = malloc (strlen (key) + strlen (filled) + 3);
+            h->headers[k] = pmalloc (strlen (key) + strlen (filled) + 3);
             sprintf (h->headers[k++], "%s: %s", key, filled);
             free (filled);
         }
@@ -710,8 +713,8 @@ int source_http_init (source_t *self)
     h->seen_order = zlistx_new ();
     zlistx_set_destructor (h->seen_order, s_str_free);
     self->poll = s_poll;
-    self->wakeup = s_wakeup;
-    self->pollitems = s_pollitems;
+    self->io.wakeup = s_wakeup;
+    self->io.pollitems = s_pollitems;
     self->finished = source_endless;
     self->cursor = s_cursor;
     self->committed = s_committed;

@@ -9,6 +9,7 @@
     With "follow": true the file is watched as it grows.
 */
 #include "poller/source.h"
+#include "common/palloc.h"
 #include "common/plog.h"
 
 #include <errno.h>
@@ -176,20 +177,22 @@ static void s_poll (source_t *self, int64_t now, int budget, source_emit_fn *emi
     }
 }
 
-static int64_t s_wakeup (source_t *self, int64_t now)
+static int64_t s_wakeup (prt_io_t *io, int64_t now)
 {
+    source_t *self = source_of (io);
     jsonl_t *j = self->state;
     if (j->eof)
-        return INT64_MAX;
+        return PRT_NEVER;
     if (j->is_stdin)
         //  Lines already buffered are due now; otherwise stdin's fd wakes us.
-        return memchr (j->buf + j->pos, '\n', j->len - j->pos) ? now : INT64_MAX;
+        return memchr (j->buf + j->pos, '\n', j->len - j->pos) ? now : PRT_NEVER;
     //  A regular file is always readable; a followed file at its end is checked now and then.
     return self->config->follow && j->next_check > now ? j->next_check : now;
 }
 
-static int s_pollitems (source_t *self, zmq_pollitem_t *items, int max)
+static int s_pollitems (prt_io_t *io, zmq_pollitem_t *items, int max)
 {
+    source_t *self = source_of (io);
     jsonl_t *j = self->state;
     if (!j->is_stdin || j->eof || max < 1)
         return 0;
@@ -242,7 +245,7 @@ static void s_destroy (source_t *self)
 
 int source_jsonl_init (source_t *self)
 {
-    jsonl_t *j = calloc (1, sizeof *j);
+    jsonl_t *j = pcalloc (1, sizeof *j);
     const char *path = self->config->path;
     j->is_stdin = strcmp (path, "-") == 0;
     j->fd = j->is_stdin ? STDIN_FILENO : open (path, O_RDONLY | O_CLOEXEC);
@@ -253,11 +256,11 @@ int source_jsonl_init (source_t *self)
     }
     if (j->is_stdin)
         fcntl (j->fd, F_SETFL, fcntl (j->fd, F_GETFL) | O_NONBLOCK);
-    j->buf = malloc (MAX_LINE + 1);
+    j->buf = pmalloc (MAX_LINE + 1);
     self->state = j;
     self->poll = s_poll;
-    self->wakeup = s_wakeup;
-    self->pollitems = s_pollitems;
+    self->io.wakeup = s_wakeup;
+    self->io.pollitems = s_pollitems;
     self->finished = s_finished;
     self->cursor = s_cursor;
     self->committed = s_committed;

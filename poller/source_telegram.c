@@ -23,6 +23,7 @@
     every URL, so no URL is ever logged and errors are redacted.
 */
 #include "poller/source.h"
+#include "common/palloc.h"
 #include "common/plog.h"
 #include "net/phttp.h"
 #include "net/ptext.h"
@@ -342,20 +343,22 @@ static void s_poll (source_t *self, int64_t now, int budget, source_emit_fn *emi
         s_request (self, t);
 }
 
-static int64_t s_wakeup (source_t *self, int64_t now)
+static int64_t s_wakeup (prt_io_t *io, int64_t now)
 {
+    source_t *self = source_of (io);
     tg_src_t *t = self->state;
     if (t->page)
         return now;
     if (t->in_flight)
         return phttp_wakeup (t->http);
     if (t->confirmed < t->read_to)
-        return INT64_MAX;   //  committed() comes first
+        return PRT_NEVER;   //  committed() comes first
     return t->next_at;
 }
 
-static int s_pollitems (source_t *self, zmq_pollitem_t *items, int max)
+static int s_pollitems (prt_io_t *io, zmq_pollitem_t *items, int max)
 {
+    source_t *self = source_of (io);
     return phttp_pollitems (((tg_src_t *) self->state)->http, items, max);
 }
 
@@ -400,10 +403,10 @@ int source_telegram_init (source_t *self)
     const char *token = source_token (self, true);
     if (!token)
         return -1;
-    tg_src_t *t = calloc (1, sizeof *t);
-    t->token = strdup (token);
+    tg_src_t *t = pcalloc (1, sizeof *t);
+    t->token = pstrdup (token);
     const char *base = *self->config->url ? self->config->url : DEFAULT_API;
-    t->base = strdup (base);
+    t->base = pstrdup (base);
     size_t n = strlen (t->base);
     while (n > 0 && t->base[n - 1] == '/')
         t->base[--n] = 0;
@@ -416,8 +419,8 @@ int source_telegram_init (source_t *self)
         return -1;
     }
     self->poll = s_poll;
-    self->wakeup = s_wakeup;
-    self->pollitems = s_pollitems;
+    self->io.wakeup = s_wakeup;
+    self->io.pollitems = s_pollitems;
     self->finished = source_endless;
     self->cursor = s_cursor;
     self->committed = s_committed;

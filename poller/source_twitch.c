@@ -15,6 +15,7 @@
     counted in errors and skipped.
 */
 #include "poller/source.h"
+#include "common/palloc.h"
 #include "common/plog.h"
 #include "net/pirc.h"
 
@@ -81,7 +82,7 @@ static bool s_privmsg (tw_src_t *t, const pirc_msg_t *m)
     const char *text = m->params[1];
     char *action = NULL;
     if (strncmp (text, "\001ACTION ", 8) == 0) {
-        action = strdup (text + 8);
+        action = pstrdup (text + 8);
         size_t n = strlen (action);
         if (n && action[n - 1] == '\001')
             action[n - 1] = 0;
@@ -169,8 +170,9 @@ static void s_poll (source_t *self, int64_t now, int budget, source_emit_fn *emi
     s_count_errors (t);
 }
 
-static int64_t s_wakeup (source_t *self, int64_t now)
+static int64_t s_wakeup (prt_io_t *io, int64_t now)
 {
+    source_t *self = source_of (io);
     tw_src_t *t = self->state;
     int64_t wake = pirc_wakeup (t->irc, now);
     if (t->ready && t->joined < t->channel_count && t->join_at < wake)
@@ -178,8 +180,9 @@ static int64_t s_wakeup (source_t *self, int64_t now)
     return wake;
 }
 
-static int s_pollitems (source_t *self, zmq_pollitem_t *items, int max)
+static int s_pollitems (prt_io_t *io, zmq_pollitem_t *items, int max)
 {
+    source_t *self = source_of (io);
     return pirc_pollitems (((tw_src_t *) self->state)->irc, items, max);
 }
 
@@ -224,12 +227,12 @@ int source_twitch_init (source_t *self)
         plog_error ("source %s: twitch needs \"channels\" to join", c->name);
         return -1;
     }
-    tw_src_t *t = calloc (1, sizeof *t);
+    tw_src_t *t = pcalloc (1, sizeof *t);
     t->self = self;
-    t->channels = calloc (c->channels.count, sizeof (char *));
+    t->channels = pcalloc (c->channels.count, sizeof (char *));
     for (size_t i = 0; i < c->channels.count; i++) {
         const char *name = c->channels.items[i];
-        char *lower = strdup (name[0] == '#' ? name + 1 : name);
+        char *lower = pstrdup (name[0] == '#' ? name + 1 : name);
         for (char *p = lower; *p; p++)
             *p = (char) tolower ((unsigned char) *p);
         t->channels[t->channel_count++] = lower;
@@ -246,8 +249,8 @@ int source_twitch_init (source_t *self)
     }
     self->state = t;
     self->poll = s_poll;
-    self->wakeup = s_wakeup;
-    self->pollitems = s_pollitems;
+    self->io.wakeup = s_wakeup;
+    self->io.pollitems = s_pollitems;
     self->finished = source_endless;
     self->cursor = s_cursor;
     self->committed = s_committed;
