@@ -1,6 +1,7 @@
 /*  store - the broker's durable state. See store.h. */
 #include "broker/store.h"
 #include "store/pstore.h"
+#include "common/palloc.h"
 #include "common/plog.h"
 
 #include <stdlib.h>
@@ -13,7 +14,7 @@ static const char *s_schema =
     "  chat_kind TEXT NOT NULL, priority INTEGER NOT NULL, created_ms INTEGER NOT NULL,"
     "  enqueued_ms INTEGER NOT NULL, not_before INTEGER NOT NULL, expires_ms INTEGER NOT NULL,"
     "  attempt INTEGER NOT NULL, failures INTEGER NOT NULL, committed INTEGER NOT NULL,"
-    "  token INTEGER NOT NULL, payload BLOB, history TEXT);"
+    "  token INTEGER NOT NULL, payload BLOB, history TEXT, crashes INTEGER NOT NULL DEFAULT 0);"
     "CREATE TABLE IF NOT EXISTS done (dkey TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS done_at ON done (at);"
     "CREATE TABLE IF NOT EXISTS reservations ("
@@ -24,12 +25,13 @@ static const char *s_schema =
     "CREATE TABLE IF NOT EXISTS dead ("
     "  id INTEGER PRIMARY KEY, msg_key TEXT NOT NULL, entity TEXT NOT NULL, chat TEXT NOT NULL,"
     "  priority INTEGER NOT NULL, created_ms INTEGER NOT NULL, dead_at INTEGER NOT NULL,"
-    "  attempts INTEGER NOT NULL, reason TEXT NOT NULL, history TEXT NOT NULL, payload BLOB);"
+    "  attempts INTEGER NOT NULL, reason TEXT NOT NULL, history TEXT NOT NULL, payload BLOB,"
+    "  chat_kind TEXT NOT NULL DEFAULT '', maybe_posted INTEGER NOT NULL DEFAULT 0);"
     "CREATE TABLE IF NOT EXISTS paused (entity TEXT PRIMARY KEY);";
 
 //  Statement slots.
 enum {
-    S_META_GET, S_META_SET, S_JOB_INSERT, S_JOB_UPDATE, S_JOB_DELETE, S_DONE_INSERT, S_DONE_GET,
+    S_META_GET, S_META_SET, S_JOB_INSERT, S_JOB_UPDATE, S_JOB_DELETE, S_DONE_INSERT,
     S_DONE_DELETE, S_RESERVE, S_UNRESERVE, S_DEAD_INSERT, S_DEAD_DELETE, S_PAUSE, S_RESUME,
     S_PRUNE_DONE, S_PRUNE_RESERVATIONS
 };
@@ -63,7 +65,11 @@ store_t *store_open (const char *dir, const char *fsync, char *err, size_t errle
     pstore_t *db = pstore_open (dir, "broker", fsync, s_schema, err, errlen);
     if (!db)
         return NULL;
-    store_t *self = calloc (1, sizeof *self);
+    //  Files written before these columns existed get them (errors mean they exist).
+    sqlite3_exec (pstore_db (db), "ALTER TABLE jobs ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0", NULL, NULL, NULL);
+    sqlite3_exec (pstore_db (db), "ALTER TABLE dead ADD COLUMN chat_kind TEXT NOT NULL DEFAULT ''", NULL, NULL, NULL);
+    sqlite3_exec (pstore_db (db), "ALTER TABLE dead ADD COLUMN maybe_posted INTEGER NOT NULL DEFAULT 0", NULL, NULL, NULL);
+    store_t *self = pcalloc (1, sizeof *self);
     self->db = db;
     self->last_job_id = self->stored_job_id = (uint64_t) s_meta_get (self, "last_job_id");
     return self;
@@ -114,6 +120,7 @@ static void s_bind_job_state (sqlite3_stmt *st, const store_job_t *j, int first)
     sqlite3_bind_int (st, first + 3, j->committed);
     sqlite3_bind_int64 (st, first + 4, (int64_t) j->token);
     sqlite3_bind_text (st, first + 5, j->history, -1, SQLITE_STATIC);
+    sqlite3_bind_int (st, first + 6, (int) j->crashes);
 }
 
 void store_job_insert (store_t *self, const store_job_t *j)
@@ -122,8 +129,8 @@ void store_job_insert (store_t *self, const store_job_t *j)
     sqlite3_stmt *st = pstore_stmt (
         self->db, S_JOB_INSERT,
         "INSERT INTO jobs (id, entity, msg_key, chat, chat_kind, priority, created_ms, enqueued_ms,"
-        " expires_ms, payload, not_before, attempt, failures, committed, token, history)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+        " expires_ms, payload, not_before, attempt, failures, committed, token, history, crashes)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
     sqlite3_bind_int64 (st, 1, (int64_t) j->id);
     sqlite3_bind_text (st, 2, j->entity, -1, SQLITE_STATIC);
     sqlite3_bind_text (st, 3, j->msg_key, -1, SQLITE_STATIC);
@@ -145,29 +152,25 @@ void store_job_update (store_t *self, const store_job_t *j)
     pstore_write (self->db);
     sqlite3_stmt *st = pstore_stmt (self->db, S_JOB_UPDATE,
                                     "UPDATE jobs SET not_before = ?, attempt = ?, failures = ?,"
-                                    " committed = ?, token = ?, history = ? WHERE id = ?");
+                                    " committed = ?, token = ?, history = ?, crashes = ? WHERE id = ?");
     s_bind_job_state (st, j, 1);
-    sqlite3_bind_int64 (st, 7, (int64_t) j->id);
+    sqlite3_bind_int64 (st, 8, (int64_t) j->id);
     pstore_step (self->db, st);
 }
 
 void store_job_finish (store_t *self, uint64_t id, const char *dkey, int64_t now)
 {
     pstore_write (self->db);
-    sqlite3_stmt *st = pstore_stmt (self->db, S_JOB_DELETE, "DELETE FROM jobs WHERE id = ?");
-    sqlite3_bind_int64 (st, 1, (int64_t) id);
-    pstore_step (self->db, st);
+    sqlite3_stmt *st;
+    if (id) {
+        st = pstore_stmt (self->db, S_JOB_DELETE, "DELETE FROM jobs WHERE id = ?");
+        sqlite3_bind_int64 (st, 1, (int64_t) id);
+        pstore_step (self->db, st);
+    }
     st = pstore_stmt (self->db, S_DONE_INSERT, "INSERT OR REPLACE INTO done (dkey, at) VALUES (?, ?)");
     sqlite3_bind_text (st, 1, dkey, -1, SQLITE_STATIC);
     sqlite3_bind_int64 (st, 2, now);
     pstore_step (self->db, st);
-}
-
-bool store_is_done (store_t *self, const char *dkey)
-{
-    sqlite3_stmt *st = pstore_stmt (self->db, S_DONE_GET, "SELECT 1 FROM done WHERE dkey = ?");
-    sqlite3_bind_text (st, 1, dkey, -1, SQLITE_STATIC);
-    return pstore_step (self->db, st) == SQLITE_ROW;
 }
 
 void store_forget_done (store_t *self, const char *dkey)
@@ -209,7 +212,7 @@ void store_dead_insert (store_t *self, const store_dead_t *d)
     sqlite3_stmt *st = pstore_stmt (
         self->db, S_DEAD_INSERT,
         "INSERT INTO dead (id, msg_key, entity, chat, priority, created_ms, dead_at, attempts,"
-        " reason, history, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+        " reason, history, payload, chat_kind, maybe_posted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
     sqlite3_bind_int64 (st, 1, (int64_t) d->id);
     sqlite3_bind_text (st, 2, d->msg_key, -1, SQLITE_STATIC);
     sqlite3_bind_text (st, 3, d->entity, -1, SQLITE_STATIC);
@@ -221,6 +224,8 @@ void store_dead_insert (store_t *self, const store_dead_t *d)
     sqlite3_bind_text (st, 9, d->reason, -1, SQLITE_STATIC);
     sqlite3_bind_text (st, 10, d->history, -1, SQLITE_STATIC);
     sqlite3_bind_blob (st, 11, d->payload, (int) d->payload_size, SQLITE_STATIC);
+    sqlite3_bind_text (st, 12, d->chat_kind ? d->chat_kind : "", -1, SQLITE_STATIC);
+    sqlite3_bind_int (st, 13, d->maybe_posted);
     pstore_step (self->db, st);
 }
 
@@ -247,16 +252,16 @@ static const char *s_text (sqlite3_stmt *st, int col)
     return text ? text : "";
 }
 
-int store_load (store_t *self, int64_t now, void *arg, store_job_fn *job_fn, store_dead_fn *dead_fn,
-                store_reservation_fn *reservation_fn, store_paused_fn *paused_fn)
+int store_load (store_t *self, int64_t now, int64_t retention_ms, const store_callbacks_t *fns,
+                void *arg)
 {
     sqlite3 *db = pstore_db (self->db);
     sqlite3_stmt *st;
     //  Jobs in the order they were first queued, so FIFO order survives.
     sqlite3_prepare_v2 (db,
                         "SELECT id, entity, msg_key, chat, chat_kind, priority, created_ms, enqueued_ms,"
-                        " not_before, expires_ms, attempt, failures, committed, token, payload, history"
-                        " FROM jobs ORDER BY enqueued_ms, id",
+                        " not_before, expires_ms, attempt, failures, committed, token, payload, history,"
+                        " crashes FROM jobs ORDER BY enqueued_ms, id",
                         -1, &st, NULL);
     while (sqlite3_step (st) == SQLITE_ROW) {
         store_job_t j = {(uint64_t) sqlite3_column_int64 (st, 0),
@@ -271,6 +276,7 @@ int store_load (store_t *self, int64_t now, void *arg, store_job_fn *job_fn, sto
                          sqlite3_column_int64 (st, 9),
                          (uint32_t) sqlite3_column_int (st, 10),
                          (uint32_t) sqlite3_column_int (st, 11),
+                         (uint32_t) sqlite3_column_int (st, 16),
                          sqlite3_column_int (st, 12) != 0,
                          (uint64_t) sqlite3_column_int64 (st, 13),
                          sqlite3_column_blob (st, 14),
@@ -278,19 +284,21 @@ int store_load (store_t *self, int64_t now, void *arg, store_job_fn *job_fn, sto
                          s_text (st, 15)};
         if (j.id > self->last_job_id)
             self->last_job_id = j.id;
-        job_fn (arg, &j);
+        fns->job (arg, &j);
     }
     sqlite3_finalize (st);
     sqlite3_prepare_v2 (db,
                         "SELECT id, msg_key, entity, chat, priority, created_ms, dead_at, attempts,"
-                        " reason, history, payload FROM dead ORDER BY id",
+                        " reason, history, payload, chat_kind, maybe_posted FROM dead ORDER BY id",
                         -1, &st, NULL);
     while (sqlite3_step (st) == SQLITE_ROW) {
         store_dead_t d = {(uint64_t) sqlite3_column_int64 (st, 0),
                           s_text (st, 1),
                           s_text (st, 2),
                           s_text (st, 3),
+                          s_text (st, 11),
                           sqlite3_column_int (st, 4),
+                          sqlite3_column_int (st, 12) != 0,
                           sqlite3_column_int64 (st, 5),
                           sqlite3_column_int64 (st, 6),
                           (uint32_t) sqlite3_column_int (st, 7),
@@ -298,20 +306,25 @@ int store_load (store_t *self, int64_t now, void *arg, store_job_fn *job_fn, sto
                           s_text (st, 9),
                           sqlite3_column_blob (st, 10),
                           (uint32_t) sqlite3_column_bytes (st, 10)};
-        dead_fn (arg, &d);
+        fns->dead (arg, &d);
     }
+    sqlite3_finalize (st);
+    sqlite3_prepare_v2 (db, "SELECT dkey, at FROM done WHERE at > ? ORDER BY at", -1, &st, NULL);
+    sqlite3_bind_int64 (st, 1, now - retention_ms);
+    while (sqlite3_step (st) == SQLITE_ROW)
+        fns->done (arg, s_text (st, 0), sqlite3_column_int64 (st, 1));
     sqlite3_finalize (st);
     sqlite3_prepare_v2 (db,
                         "SELECT at, entity, chat, chat_kind FROM reservations WHERE at > ? ORDER BY at",
                         -1, &st, NULL);
     sqlite3_bind_int64 (st, 1, now - 3600000);
     while (sqlite3_step (st) == SQLITE_ROW)
-        reservation_fn (arg, sqlite3_column_int64 (st, 0), s_text (st, 1), s_text (st, 2),
+        fns->reservation (arg, sqlite3_column_int64 (st, 0), s_text (st, 1), s_text (st, 2),
                         s_text (st, 3));
     sqlite3_finalize (st);
     sqlite3_prepare_v2 (db, "SELECT entity FROM paused", -1, &st, NULL);
     while (sqlite3_step (st) == SQLITE_ROW)
-        paused_fn (arg, s_text (st, 0));
+        fns->paused (arg, s_text (st, 0));
     sqlite3_finalize (st);
     return 0;
 }

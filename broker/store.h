@@ -39,6 +39,7 @@ typedef struct {
     int64_t expires_ms;
     uint32_t attempt;
     uint32_t failures;
+    uint32_t crashes;           //  workers lost while holding it
     bool committed;             //  the sink owns it
     uint64_t token;             //  when committed: the owning dispatch
     const void *payload;
@@ -51,7 +52,9 @@ typedef struct {
     const char *msg_key;
     const char *entity;
     const char *chat;
+    const char *chat_kind;
     int priority;
+    bool maybe_posted;
     int64_t created_ms;
     int64_t dead_at;
     uint32_t attempts;
@@ -79,9 +82,9 @@ void store_job_insert (store_t *self, const store_job_t *job);
 //  Updates what changes over a job's life: retry state or commitment.
 void store_job_update (store_t *self, const store_job_t *job);
 //  The job is finished (posted, expired, dropped, dead): forget it, remember its key.
-void store_job_finish (store_t *self, uint64_t id, const char *dkey, int64_t now);
-bool store_is_done (store_t *self, const char *dkey);
-void store_forget_done (store_t *self, const char *dkey);
+//  (id 0: only remember the pair as done.)
+void store_job_finish (store_t *self, uint64_t id, const char *pair, int64_t now);
+void store_forget_done (store_t *self, const char *pair);
 
 void store_reserve (store_t *self, uint64_t job_id, int64_t at, const char *entity, const char *chat,
                     const char *chat_kind);
@@ -93,13 +96,17 @@ void store_dead_delete (store_t *self, uint64_t id);
 void store_set_paused (store_t *self, const char *entity, bool paused);
 
 //  Loading at start-up, each in the order it was stored.
-typedef void (store_job_fn) (void *arg, const store_job_t *job);
-typedef void (store_dead_fn) (void *arg, const store_dead_t *dead);
-typedef void (store_reservation_fn) (void *arg, int64_t at, const char *entity, const char *chat,
-                                     const char *chat_kind);
-typedef void (store_paused_fn) (void *arg, const char *entity);
-int store_load (store_t *self, int64_t now, void *arg, store_job_fn *job, store_dead_fn *dead,
-                store_reservation_fn *reservation, store_paused_fn *paused);
+typedef struct {
+    void (*job) (void *arg, const store_job_t *job);
+    void (*dead) (void *arg, const store_dead_t *dead);
+    void (*done) (void *arg, const char *pair, int64_t at);    //  oldest first
+    void (*reservation) (void *arg, int64_t at, const char *entity, const char *chat,
+                         const char *chat_kind);
+    void (*paused) (void *arg, const char *entity);
+} store_callbacks_t;
+//  Finished pairs newer than `retention_ms` are loaded. Returns 0 or -1.
+int store_load (store_t *self, int64_t now, int64_t retention_ms, const store_callbacks_t *fns,
+                void *arg);
 
 //  Drops what no longer matters: reservations older than an hour, done keys
 //  older than `retention_ms`. Call now and then.
