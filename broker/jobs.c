@@ -637,7 +637,13 @@ void bjobs_tick (bjobs_t *self, int64_t now)
         char detail[300];
         switch (job->state) {
         case JOB_DISPATCHED:
-            if (now >= job->dispatched_at + self->config->max_hold_ms) {
+            if (bworkers_is_silent (job->link.worker, now)) {
+                //  Its worker went silent: that is a lost worker, not a slow job.
+                snprintf (detail, sizeof detail, "worker %s lost (no heartbeat within staleClaimTimeout)",
+                          bworkers_name (job->link.worker));
+                bjobs_take_back (self, job, BJOBS_WORKER_LOST, detail, now);
+            }
+            else if (now >= job->dispatched_at + self->config->max_hold_ms) {
                 snprintf (detail, sizeof detail, "held longer than maxHoldMs (%" PRId64 " ms) by worker %s",
                           self->config->max_hold_ms, bworkers_name (job->link.worker));
                 bjobs_take_back (self, job, BJOBS_HELD_TOO_LONG, detail, now);

@@ -115,6 +115,11 @@ void bworkers_destroy (bworkers_t **self_p)
     *self_p = NULL;
 }
 
+bool bworkers_is_silent (const bworker_t *w, int64_t now)
+{
+    return w && now - w->last_seen >= w->owner->config->stale_claim_timeout_ms;
+}
+
 const char *bworkers_name (const bworker_t *worker)
 {
     return worker ? worker->id : "-";

@@ -60,6 +60,8 @@ int64_t bworkers_wakeup (bworkers_t *self, int64_t now);
 
 //  A job leaves its worker's hands (any module may call this).
 void bworkers_unlink (bjob_t *job);
+//  True when the worker has not heartbeated for a lease (it is as good as lost).
+bool bworkers_is_silent (const bworker_t *worker, int64_t now);
 //  A worker's name for logs ("-" for none).
 const char *bworkers_name (const bworker_t *worker);
 
