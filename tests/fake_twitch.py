@@ -11,12 +11,22 @@ reply-parent-*), USERSTATE to the sender of every accepted message, and a
 msg_ratelimit NOTICE (the message is dropped) when an account passes 20
 messages per 30 s, or 100 as a moderator. Messages are relayed to the
 other connections in the channel, so bots see each other, as on Twitch.
+
+Arrivals: every PRIVMSG a client sends is recorded when its bytes are read,
+accepted or not, with time.monotonic() ("mono") and the wall clock
+("wall_ms"): tw.arrivals(nick=..., channel=..., accepted=...). The limit
+is held at arrival on limits_check's half-open sliding window over the
+account's accepted messages (in every channel; a dropped message counts
+for nothing), `slack` seconds short of the window: 0 is Twitch's exact rule,
+the default 0.15 forgives a sender whose spacing is shortened by the way.
 """
 import socket
 import socketserver
 import threading
 import time
 import uuid
+
+from limits_check import SlidingWindow
 
 
 def escape_tag(value):
@@ -51,12 +61,17 @@ class Client:
 
 
 class FakeTwitch:
-    def __init__(self, tokens=None, moderators=(), limit=(20, 30.0), mod_limit=(100, 30.0)):
-        """tokens: login -> token (None accepts any); moderators: logins with mod_limit."""
+    def __init__(self, tokens=None, moderators=(), limit=(20, 30.0), mod_limit=(100, 30.0),
+                 slack=0.15):
+        """tokens: login -> token (None accepts any); moderators: logins with mod_limit;
+        slack: seconds the limits' windows are counted short (0: exactly Twitch's)."""
         self.tokens = tokens
         self.moderators = set(moderators)
         self.limit = limit
         self.mod_limit = mod_limit
+        self.slack = slack
+        self.windows = {}          # (login, count, seconds) -> SlidingWindow
+        self.arrival_log = []      # every PRIVMSG from a client (see arrivals())
         self.lock = threading.Lock()
         self.clients = []
         self.posts = []            # accepted PRIVMSGs from clients
@@ -129,6 +144,19 @@ class FakeTwitch:
         for c in targets:
             c.send("PING :tmi.twitch.tv")
 
+    def arrivals(self, nick=None, channel=None, accepted=None):
+        """Every PRIVMSG clients sent, oldest first, optionally filtered.
+
+        Each is {"mono", "wall_ms", "nick", "channel", "text", "reply_to",
+        "accepted", "notice" (the msg-id of the refusal, else None), "id"
+        (of the accepted message, else None)}. Copies."""
+        with self.lock:
+            out = [dict(a) for a in self.arrival_log
+                   if (nick is None or a["nick"] == nick)
+                   and (channel is None or a["channel"] == channel)
+                   and (accepted is None or a["accepted"] == accepted)]
+        return sorted(out, key=lambda a: a["mono"])
+
     def kick(self, nick):
         """Drops every connection of `nick`, as a network failure would."""
         with self.lock:
@@ -149,12 +177,14 @@ class FakeTwitch:
         try:
             while True:
                 data = sock.recv(65536)
+                arrival = (time.monotonic(), int(time.time() * 1000))
                 if not data:
                     break
                 buf += data
                 while b"\n" in buf:
                     line, buf = buf.split(b"\n", 1)
-                    if not self._line(client, line.rstrip(b"\r").decode("utf-8", "replace")):
+                    if not self._line(client, line.rstrip(b"\r").decode("utf-8", "replace"),
+                                      arrival):
                         return
         except OSError:
             pass
@@ -168,7 +198,8 @@ class FakeTwitch:
             except OSError:
                 pass
 
-    def _line(self, c, line):
+    def _line(self, c, line, arrival):
+        """One line from a client; arrival is when its last bytes were read."""
         tags = {}
         if line.startswith("@"):
             raw, _, line = line.partition(" ")
@@ -210,26 +241,31 @@ class FakeTwitch:
                 c.send(":%s.tmi.twitch.tv 366 %s #%s :End of /NAMES list" % (n, n, channel))
         elif cmd == "PRIVMSG" and c.nick:
             target, _, text = rest.partition(" :")
-            self._privmsg(c, target.lstrip("#"), text, tags)
+            self._privmsg(c, target.lstrip("#"), text, tags, arrival)
         return True
 
-    def _privmsg(self, c, channel, text, tags):
+    def _privmsg(self, c, channel, text, tags, arrival):
         count, seconds = self.mod_limit if c.nick in self.moderators else self.limit
-        now = time.monotonic()
-        slack = 0.15
+        now = arrival[0]
+        parent = tags.get("reply-parent-msg-id")
+        record = {"mono": now, "wall_ms": arrival[1], "nick": c.nick, "channel": channel,
+                  "text": text, "reply_to": parent, "accepted": False, "notice": None, "id": None}
         with self.lock:
-            recent = [p for p in self.posts if p["nick"] == c.nick and p["at"] > now - seconds + slack]
-            if len(recent) >= count:
+            key = (c.nick, count, seconds)
+            if key not in self.windows:
+                self.windows[key] = SlidingWindow(count, seconds - self.slack)
+            refused = not self.windows[key].admit(now)[0]
+            if refused:
                 self.refused.append((c.nick, channel))
-                refused = True
+                record["notice"] = "msg_ratelimit"
             else:
-                refused = False
                 msg_id = str(uuid.uuid4())
-                parent = tags.get("reply-parent-msg-id")
+                record.update(accepted=True, id=msg_id)
                 self.posts.append({"nick": c.nick, "channel": channel, "text": text,
                                    "reply_to": parent, "id": msg_id, "at": now})
                 self.author_of[msg_id] = c.nick
                 others = [o for o in self.clients if o is not c and channel in o.channels]
+            self.arrival_log.append(record)
         if refused:
             c.send("@msg-id=msg_ratelimit :tmi.twitch.tv NOTICE #%s :Your message was not sent "
                    "because you are sending messages too quickly." % channel)

@@ -183,6 +183,7 @@ class Pipeline:
             self.config_path = os.path.join(self.dir, "parley.json")
             self.write_config(config)
         self.procs = {}
+        self.proxies = []          # in-process TcpProxy objects, closed at cleanup
         self.frontend = self.backend = self.results = self.stats = None
         self.output = os.path.join(self.dir, "posted.jsonl")
 
@@ -297,6 +298,29 @@ class Pipeline:
         self.procs[key] = proc
         return proc.start()
 
+    def proxy(self, target):
+        """An in-process tests/tcpproxy.py TcpProxy to `target` ("tcp://host:port").
+
+        Point a daemon at proxy.endpoint (e.g. sets=["network.brokerBackend=" +
+        px.endpoint]) to inject faults on its link; closed when the pipeline is."""
+        from tcpproxy import TcpProxy
+        px = TcpProxy.to(target)
+        self.proxies.append(px)
+        return px
+
+    def start_proxy(self, key, target):
+        """tests/tcpproxy.py as a process of its own, stopped by PID like the daemons.
+
+        proc.ready holds "endpoint", "port" and "control"; proxy_control(proc, line)
+        sends it a control line."""
+        here = os.path.dirname(os.path.abspath(__file__))
+        ready = self.path(key + ".ready")
+        argv = [sys.executable, os.path.join(here, "tcpproxy.py"), "--target", target,
+                "--ready", ready]
+        proc = Proc(key, argv, self.path(key + ".log"), self._env(None), ready)
+        self.procs[key] = proc
+        return proc.start()
+
     def ctl_text(self, *args, timeout=10):
         """parleyctl's plain output (no --json)."""
         argv = [self._binary("parleyctl"), "--timeout", "3000"]
@@ -388,8 +412,16 @@ class Pipeline:
     def cleanup(self, keep=False):
         for p in self.procs.values():
             p.kill()
+        for px in self.proxies:
+            px.close()
         if not keep:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def proxy_control(proc, line):
+    """Sends a control line ("cut", "hold down 1", "stats", ...) to a proxy of start_proxy."""
+    from tcpproxy import control
+    return control(proc.ready["control"], line)
 
 
 def fake_llm_stats(url):
@@ -411,7 +443,11 @@ def serve_http(on_get, on_post):
 
     on_get(handler) and on_post(handler, body bytes) answer every request (see
     answer_json); it serves from a daemon thread. Its port is
-    server.server_address[1]; server.shutdown() and server.server_close() end it."""
+    server.server_address[1]; server.shutdown() and server.server_close() end it.
+
+    handler.arrival is (time.monotonic(), Unix ms) taken the moment the whole
+    request (with its body) was read, before anything else is done with it:
+    when the request arrived, for fakes that count platform limits."""
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -419,11 +455,14 @@ def serve_http(on_get, on_post):
             pass
 
         def do_GET(self):
+            self.arrival = (time.monotonic(), int(time.time() * 1000))
             on_get(self)
 
         def do_POST(self):
             n = int(self.headers.get("Content-Length") or 0)
-            on_post(self, self.rfile.read(n))
+            body = self.rfile.read(n)
+            self.arrival = (time.monotonic(), int(time.time() * 1000))
+            on_post(self, body)
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
@@ -431,13 +470,16 @@ def serve_http(on_get, on_post):
     return server
 
 
-def answer_json(handler, status, payload):
-    """Answers a request of serve_http: `payload` as JSON, or as is if it is bytes."""
+def answer_json(handler, status, payload, headers=None):
+    """Answers a request of serve_http: `payload` as JSON, or as is if it is bytes;
+    `headers` (a dict) are added, e.g. {"Retry-After": "3"}."""
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     try:
         handler.send_response(status)
         handler.send_header("Content-Type", "application/json")
         handler.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            handler.send_header(k, str(v))
         handler.end_headers()
         handler.wfile.write(body)
     except OSError:
