@@ -3,7 +3,7 @@ FROM debian:12 AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential cmake pkg-config \
       libzmq3-dev libczmq-dev libmsgpack-dev libcurl4-openssl-dev libjansson-dev \
-      libsqlite3-dev libmicrohttpd-dev libcmocka-dev python3 \
+      libsqlite3-dev libmicrohttpd-dev libcmocka-dev zlib1g-dev python3 \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .

@@ -1,5 +1,6 @@
 /*  proto - table-driven msgpack codec for the messages in proto_defs.c. */
 #include "proto/proto_defs.h"
+#include "proto/proto_record.h"
 
 #include <msgpack.h>
 #include <stdio.h>
@@ -518,6 +519,22 @@ void proto_msg_release (proto_msg_t *msg)
         msgpack_zone_free (msg->zone);
         msg->zone = NULL;
     }
+}
+
+int proto_record_pack (const proto_record_t *rec, const void *body, msgpack_sbuffer *buf)
+{
+    msgpack_packer pk;
+    msgpack_packer_init (&pk, buf, msgpack_sbuffer_write);
+    return s_pack_record (&pk, rec, body);
+}
+
+int proto_record_unpack (const proto_record_t *rec, const void *data, size_t size, void *out,
+                         void **zone_p, char *why, size_t whylen)
+{
+    msgpack_zone *zone = NULL;
+    int rc = s_decode_record (rec, data, size, out, &zone, why, whylen);
+    *zone_p = zone;
+    return rc;
 }
 
 int proto_message_decode (const void *data, size_t size, proto_message_t *out, void **zone_p,

@@ -6,25 +6,7 @@
 */
 #include "proto/proto_defs.h"
 
-#define U(T, f, max, doc)     {#f, PF_UINT, offsetof (T, f), 0, max, NULL, false, doc}
-#define OU(T, f, max, doc)    {#f, PF_UINT, offsetof (T, f), 0, max, NULL, true, doc}
-#define S(T, f, max, doc)     {#f, PF_STR, offsetof (T, f), 0, max, NULL, false, doc}
-#define OS(T, f, max, doc)    {#f, PF_STR, offsetof (T, f), 0, max, NULL, true, doc}
-#define B(T, f, max, doc)     {#f, PF_BIN, offsetof (T, f), 0, max, NULL, false, doc}
-#define SL(T, f, n, max, doc) {#f, PF_STRS, offsetof (T, f), offsetof (T, n), max, NULL, false, doc}
-#define L(T, f, n, rec, max, doc)                                                                  \
-    {#f, PF_LIST, offsetof (T, f), offsetof (T, n), max, &rec, false, doc}
-#define OB(T, f, max, doc)    {#f, PF_BIN, offsetof (T, f), 0, max, NULL, true, doc}
-#define OL(T, f, n, rec, max, doc)                                                                 \
-    {#f, PF_LIST, offsetof (T, f), offsetof (T, n), max, &rec, true, doc}
-#define N(T, f, n, max, doc)  {#f, PF_NUMS, offsetof (T, f), offsetof (T, n), max, NULL, false, doc}
-#define RECORD(name, T, fields, doc) {name, sizeof (T), fields, sizeof (fields) / sizeof (fields[0]), doc}
-
-#define U32   0xFFFFFFFFull
-#define U64   0xFFFFFFFFFFFFFFFFull
-#define KEY   PROTO_MAX_KEY
-#define TEXT  PROTO_MAX_STR
-#define LIST  PROTO_MAX_LIST
+#include "proto/proto_defs_macros.h"
 
 //  --- records -----------------------------------------------------------------
 

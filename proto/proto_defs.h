@@ -1,4 +1,8 @@
-/*  proto_defs - the message and record tables (private to proto/). */
+/*  proto_defs - the form of the message and record tables.
+
+    proto_defs.c describes the wire with it; a daemon's store describes its
+    durable records the same way and codes them with proto_record.h. The
+    field macros (U, S, B, L, ... RECORD) are in proto_defs_macros.h. */
 #ifndef PROTO_DEFS_H_INCLUDED
 #define PROTO_DEFS_H_INCLUDED
 
