@@ -424,7 +424,6 @@ static int s_recover (broker_t *self)
             plog_error ("%s", err);
             return -1;
         }
-        self->epoch = store_next_epoch (self->store);
     }
     else {
         plog_info ("storage.dataDir is empty: state is kept in memory only");
@@ -433,8 +432,13 @@ static int s_recover (broker_t *self)
     self->dlq = bdlq_new (self->store);
     self->jobs = bjobs_new (c, self->sched, self->store, self->dlq);
     int64_t start = zclock_mono ();
-    if (bjobs_recover (self->jobs, now) || (self->store && store_commit (self->store)))
+    if (bjobs_recover (self->jobs, now))
         return -1;
+    if (self->store) {
+        self->epoch = store_next_epoch (self->store);
+        if (store_commit (self->store))
+            return -1;
+    }
     if (self->store) {
         sched_counts_t counts;
         sched_counts (self->sched, &counts);

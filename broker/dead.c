@@ -3,6 +3,7 @@
 #include "common/palloc.h"
 
 #include <czmq.h>
+#include <string.h>
 
 struct bdlq_s {
     zlistx_t *entries;          //  bdead_t, oldest first
@@ -47,6 +48,7 @@ static bdead_t *s_copy (const bdead_t *e)
 {
     bdead_t *d = pcalloc (1, sizeof *d);
     *d = *e;
+    memset (&d->anchor, 0, sizeof d->anchor);
     d->msg_key = pstrdup (e->msg_key ? e->msg_key : "");
     d->entity = pstrdup (e->entity ? e->entity : "");
     d->chat = pstrdup (e->chat ? e->chat : "");
@@ -57,26 +59,65 @@ static bdead_t *s_copy (const bdead_t *e)
     return d;
 }
 
+static void s_put (bdlq_t *self, bdead_t *d)
+{
+    if (self->store) {
+        store_dead_t row = {d->id,       d->msg_key, d->entity,  d->chat,          d->chat_kind,
+                            d->priority, d->maybe_posted, d->created_ms, d->dead_at, d->attempts,
+                            d->reason,   d->history, d->payload.data, d->payload.size};
+        store_dead_put (self->store, &d->anchor, &row);
+    }
+}
+
 bdead_t *bdlq_add (bdlq_t *self, const bdead_t *entry)
 {
     bdead_t *d = s_copy (entry);
     d->id = ++self->next_id;
     zlistx_add_end (self->entries, d);
-    if (self->store) {
-        store_dead_t row = {d->id,       d->msg_key, d->entity,  d->chat,          d->chat_kind,
-                            d->priority, d->maybe_posted, d->created_ms, d->dead_at, d->attempts,
-                            d->reason,   d->history, d->payload.data, d->payload.size};
-        store_dead_insert (self->store, &row);
-    }
+    s_put (self, d);
     return d;
 }
 
-void bdlq_load (bdlq_t *self, const bdead_t *entry)
+static bdead_t *s_find (bdlq_t *self, uint64_t id)
 {
+    for (bdead_t *d = zlistx_first (self->entries); d; d = zlistx_next (self->entries))
+        if (d->id == id)
+            return d;
+    return NULL;
+}
+
+static void s_drop (bdlq_t *self, bdead_t *d)
+{
+    if (self->store)
+        store_anchor_drop (self->store, &d->anchor);
+    void *handle = zlistx_find (self->entries, d);
+    if (handle)
+        zlistx_delete (self->entries, handle);
+}
+
+void bdlq_load (bdlq_t *self, const bdead_t *entry, uint64_t segment)
+{
+    bdead_t *old = s_find (self, entry->id);
+    if (old)
+        s_drop (self, old);
     bdead_t *d = s_copy (entry);
     zlistx_add_end (self->entries, d);
+    if (self->store)
+        store_anchor_loaded (self->store, &d->anchor, STORE_ANCHOR_DEAD, segment);
     if (d->id > self->next_id)
         self->next_id = d->id;
+}
+
+void bdlq_load_gone (bdlq_t *self, uint64_t id)
+{
+    bdead_t *d = s_find (self, id);
+    if (d)
+        s_drop (self, d);
+}
+
+void bdlq_rewrite (bdlq_t *self, store_anchor_t *anchor)
+{
+    s_put (self, PJOURNAL_CONTAINER (anchor, bdead_t, anchor));
 }
 
 size_t bdlq_size (bdlq_t *self)
@@ -97,7 +138,7 @@ bdead_t *bdlq_next (bdlq_t *self)
 void bdlq_remove (bdlq_t *self, bdead_t *entry)
 {
     if (self->store)
-        store_dead_delete (self->store, entry->id);
+        store_dead_gone (self->store, &entry->anchor, entry->id);
     void *handle = zlistx_find (self->entries, entry);
     if (handle)
         zlistx_delete (self->entries, handle);

@@ -29,6 +29,7 @@ typedef struct {
     char *reason;
     char *history;
     proto_bin_t payload;        //  owned
+    store_anchor_t anchor;      //  its stored record
 } bdead_t;
 
 typedef struct bdlq_s bdlq_t;
@@ -39,8 +40,12 @@ void bdlq_destroy (bdlq_t **self_p);
 
 //  Adds a dead letter (strings and payload are copied); returns it.
 bdead_t *bdlq_add (bdlq_t *self, const bdead_t *entry);
-//  Recovery: an entry loaded from the store (not stored again).
-void bdlq_load (bdlq_t *self, const bdead_t *entry);
+//  Recovery: an entry loaded from the store (a newer one replaces an older
+//  one with the same id); and one that is gone.
+void bdlq_load (bdlq_t *self, const bdead_t *entry, uint64_t segment);
+void bdlq_load_gone (bdlq_t *self, uint64_t id);
+//  Migration: writes the entry holding `anchor` again.
+void bdlq_rewrite (bdlq_t *self, store_anchor_t *anchor);
 
 size_t bdlq_size (bdlq_t *self);
 //  Oldest first; NULL at the end.

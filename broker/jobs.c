@@ -193,12 +193,27 @@ static store_job_t s_row (bjobs_t *self, const bjob_t *job)
                           job->history ? job->history : ""};
 }
 
-static void s_persist (bjobs_t *self, bjob_t *job)
+//  Stores the job whole; `sync` when an acknowledgement depends on it.
+static void s_put (bjobs_t *self, bjob_t *job, bool sync)
 {
     if (self->store) {
         store_job_t row = s_row (self, job);
-        store_job_update (self->store, &row);
+        store_job_put (self->store, &job->anchor, &row, sync);
     }
+}
+
+static void s_persist (bjobs_t *self, bjob_t *job)
+{
+    s_put (self, job, false);
+}
+
+//  A finished pair is remembered (and stored) so a resubmission is a duplicate.
+static void s_remember_done (bjobs_t *self, pkey_fp_t fp, int64_t now)
+{
+    if (pseen_has (self->finished, fp))
+        return;
+    uint32_t tag = self->store ? store_done (self->store, fp, now) : 0;
+    pseen_add (self->finished, fp, now, tag);
 }
 
 //  A dispatch takes rate slots; they are stored when any limit applies, so
@@ -230,10 +245,10 @@ static void s_finish (bjobs_t *self, bjob_t *job, int64_t now)
         bworkers_unlink (job);
     s_set_state (self, job, 0);
     if (self->store)
-        store_job_finish (self->store, job->id, job->pair, now);
+        store_job_gone (self->store, &job->anchor, job->id);
     ptable_remove (self->by_id, &job->id);
     ptable_remove (self->by_pair, job->pair);
-    pseen_add (self->finished, pkey_fp (job->pair, job->pair_len), now, 0);
+    s_remember_done (self, pkey_fp (job->pair, job->pair_len), now);
     s_job_free (job);
 }
 
@@ -374,9 +389,7 @@ bjobs_accept_t bjobs_accept (bjobs_t *self, const proto_job_spec_t *spec, int64_
         //  finished so a resubmission is a duplicate.
         self->counters.accepted++;
         self->counters.skipped++;
-        pseen_add (self->finished, pkey_fp (stack, plen), now, 0);
-        if (self->store)
-            store_job_finish (self->store, 0, stack, now);
+        s_remember_done (self, pkey_fp (stack, plen), now);
         return BJOBS_ACCEPTED;
     }
     sched_counts_t counts;
@@ -402,11 +415,8 @@ bjobs_accept_t bjobs_accept (bjobs_t *self, const proto_job_spec_t *spec, int64_
     ptable_insert (self->by_id, job);
     ptable_insert (self->by_pair, job);
     sched_push (self->sched, &job->sj, now);
-    if (self->store) {
-        store_job_t row = s_row (self, job);
-        store_job_insert (self->store, &row);
-        store_set_last_job_id (self->store, self->next_job_id);
-    }
+    //  The ACK promises it is stored: this turn's commit must reach the disk.
+    s_put (self, job, true);
     self->counters.accepted++;
     return BJOBS_ACCEPTED;
 }
@@ -709,12 +719,10 @@ const bjobs_counters_t *bjobs_counters (bjobs_t *self)
 void bjobs_requeue_dead (bjobs_t *self, const bdead_t *dead, int64_t now)
 {
     //  A retried dead letter is a new job for the same (message, entity).
-    pseen_remove (self->finished, pkey_pair_fp (dead->entity, dead->msg_key));
-    if (self->store) {
-        char *pair = pkey_pair_new (dead->entity, dead->msg_key);
-        store_forget_done (self->store, pair);
-        free (pair);
-    }
+    pkey_fp_t fp = pkey_pair_fp (dead->entity, dead->msg_key);
+    uint32_t tag = 0;
+    if (pseen_remove (self->finished, fp, &tag) && self->store)
+        store_forget_done (self->store, fp, tag);
     proto_job_spec_t spec = {dead->msg_key, dead->entity, dead->chat, dead->chat_kind, dead->priority,
                              (uint64_t) now, dead->payload};
     const char *why = NULL;
@@ -734,88 +742,97 @@ void bjobs_prune (bjobs_t *self, int64_t now)
 {
     pseen_prune (self->finished, now);
     if (self->store)
-        store_prune (self->store, now, self->config->dedupe_retention_s * 1000);
+        store_prune (self->store, now);
 }
 
 //  --- recovery ---------------------------------------------------------------------------------
+
+//  Migration: the store asks for an object to be written again.
+static void s_rewrite (void *arg, store_anchor_t *anchor)
+{
+    bjobs_t *self = arg;
+    if (anchor->kind == STORE_ANCHOR_JOB)
+        s_persist (self, PJOURNAL_CONTAINER (anchor, bjob_t, anchor));
+    else if (anchor->kind == STORE_ANCHOR_DEAD)
+        bdlq_rewrite (self->dlq, anchor);
+}
 
 typedef struct {
     bjobs_t *self;
     int64_t now;
 } s_load_t;
 
-static void s_load_job (void *arg, const store_job_t *row)
+static void s_load_job (void *arg, const store_job_t *row, uint64_t segment)
 {
     s_load_t *load = arg;
     bjobs_t *self = load->self;
-    int entity = pcfg_entity_index (self->config, row->entity);
+    //  A newer version replaces the one loaded before.
+    bjob_t *old = ptable_lookup (self->by_id, &row->id);
+    if (old) {
+        store_anchor_drop (self->store, &old->anchor);
+        ptable_remove (self->by_id, &old->id);
+        ptable_remove (self->by_pair, old->pair);
+        s_job_free (old);
+    }
     bjob_t *job = s_job_new (row->id, row->entity, row->msg_key, row->payload, row->payload_size);
     job->priority = (uint8_t) row->priority;
     job->created_ms = row->created_ms;
     job->attempt = row->attempt;
     job->failures = row->failures;
-    job->crashes = (uint16_t) row->crashes;
+    job->crashes = (uint16_t) (row->crashes < UINT16_MAX ? row->crashes : UINT16_MAX);
     job->history = *row->history ? pstrdup (row->history) : NULL;
-    if (row->id > self->next_job_id)
-        self->next_job_id = row->id;
-    if (entity < 0) {
-        //  The configuration lost this entity: nobody can answer, so a person decides.
-        char reason[300];
-        snprintf (reason, sizeof reason, "entity \"%s\" is no longer configured", row->entity);
-        bdead_t entry = {0,          (char *) row->msg_key, (char *) row->entity, (char *) row->chat,
-                         (char *) row->chat_kind, (uint8_t) row->priority, false, row->created_ms,
-                         load->now,  row->attempt, reason, (char *) row->history,
-                         bjob_payload (job)};
-        bdlq_add (self->dlq, &entry);
-        store_job_finish (self->store, row->id, job->pair, load->now);
-        plog_warn ("recovered job %s for unknown entity %s: dead-lettered", row->msg_key, row->entity);
-        s_job_free (job);
-        return;
-    }
-    char source[128];
-    s_chat_source (row->chat, source, sizeof source);
+    job->token = row->committed ? row->token : 0;
+    job->state = row->committed ? JOB_COMMITTED : JOB_QUEUED;     //  counted when finalised
     job->sj.priority = job->priority;
-    job->sj.entity = (uint16_t) entity;
-    job->sj.chat = sched_chat_intern (self->sched, row->chat, source, row->chat_kind);
     job->sj.not_before = row->not_before;
     job->sj.expires_at = row->expires_ms;
     job->sj.enqueued_at = row->enqueued_ms;
+    if (row->id > self->next_job_id)
+        self->next_job_id = row->id;
     if (ptable_lookup (self->by_pair, job->pair)) {
         plog_warn ("recovered job %" PRIu64 " repeats the active pair %s/%s; dropped", row->id,
                    row->entity, row->msg_key);
-        store_job_finish (self->store, row->id, job->pair, load->now);
         s_job_free (job);
         return;
     }
+    //  An entity the configuration lost is found out at finalisation (UINT16_MAX).
+    char source[128];
+    s_chat_source (row->chat, source, sizeof source);
+    job->sj.chat = sched_chat_intern (self->sched, row->chat, source, row->chat_kind);
+    int entity = pcfg_entity_index (self->config, row->entity);
+    job->sj.entity = entity < 0 ? UINT16_MAX : (uint16_t) entity;
     ptable_insert (self->by_id, job);
     ptable_insert (self->by_pair, job);
-    if (row->committed) {
-        //  The sink holds it under this token; it must renew its hold within a lease.
-        s_set_state (self, job, JOB_COMMITTED);
-        job->token = row->token;
-        s_set_deadline (self, job, load->now + self->config->stale_claim_timeout_ms);
-    }
-    else {
-        //  Queued, or in flight when the broker stopped: either way, queued now.
-        s_set_state (self, job, JOB_QUEUED);
-        sched_push (self->sched, &job->sj, load->now);
-    }
+    store_anchor_loaded (self->store, &job->anchor, STORE_ANCHOR_JOB, segment);
 }
 
-static void s_load_dead (void *arg, const store_dead_t *d)
+static void s_load_job_gone (void *arg, uint64_t id)
+{
+    s_load_t *load = arg;
+    bjobs_t *self = load->self;
+    bjob_t *job = ptable_lookup (self->by_id, &id);
+    if (!job)
+        return;
+    store_anchor_drop (self->store, &job->anchor);
+    ptable_remove (self->by_id, &job->id);
+    ptable_remove (self->by_pair, job->pair);
+    s_job_free (job);
+}
+
+static void s_load_dead (void *arg, const store_dead_t *d, uint64_t segment)
 {
     s_load_t *load = arg;
     bdead_t entry = {d->id,       (char *) d->msg_key, (char *) d->entity, (char *) d->chat,
                      (char *) d->chat_kind, (uint8_t) d->priority, d->maybe_posted, d->created_ms,
                      d->dead_at,  d->attempts, (char *) d->reason, (char *) d->history,
-                     {d->payload, d->payload_size}};
-    bdlq_load (load->self->dlq, &entry);
+                     {d->payload, d->payload_size}, {{0, NULL, NULL}, 0}};
+    bdlq_load (load->self->dlq, &entry, segment);
 }
 
-static void s_load_done (void *arg, const char *pair, int64_t at)
+static void s_load_dead_gone (void *arg, uint64_t id)
 {
     s_load_t *load = arg;
-    pseen_add (load->self->finished, pkey_fp (pair, strlen (pair)), at, 0);
+    bdlq_load_gone (load->self->dlq, id);
 }
 
 static void s_load_reservation (void *arg, int64_t at, const char *entity, const char *chat,
@@ -829,25 +846,85 @@ static void s_load_reservation (void *arg, int64_t at, const char *entity, const
                                sched_chat_intern (self->sched, chat, source, chat_kind), at);
 }
 
-static void s_load_paused (void *arg, const char *entity)
+static void s_load_paused (void *arg, const char *entity, bool paused)
 {
     s_load_t *load = arg;
     bjobs_t *self = load->self;
     int index = streq (entity, "*") ? -1 : pcfg_entity_index (self->config, entity);
     if (index >= 0 || streq (entity, "*")) {
-        sched_pause (self->sched, index, true, load->now);
+        sched_pause (self->sched, index, paused, load->now);
         plog_info ("%s is paused (since before the restart)", entity);
     }
+}
+
+static int s_by_enqueue (const void *a, const void *b)
+{
+    const bjob_t *x = *(const bjob_t *const *) a, *y = *(const bjob_t *const *) b;
+    if (x->sj.enqueued_at != y->sj.enqueued_at)
+        return x->sj.enqueued_at < y->sj.enqueued_at ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+//  After loading: every job where it belongs, in the order it was first queued.
+static void s_finalise (bjobs_t *self, int64_t now)
+{
+    size_t n = ptable_size (self->by_id), k = 0, cursor = 0;
+    bjob_t **list = pcalloc (n + 1, sizeof (bjob_t *));
+    bjob_t *job;
+    while ((job = ptable_next (self->by_id, &cursor)))
+        list[k++] = job;
+    qsort (list, k, sizeof (bjob_t *), s_by_enqueue);
+    for (size_t i = 0; i < k; i++) {
+        job = list[i];
+        int state = job->state;
+        job->state = 0;
+        if (job->sj.entity == UINT16_MAX) {
+            //  The configuration lost this entity: nobody can answer, so a person decides.
+            const char *entity = job->pair;
+            char name[600];
+            snprintf (name, sizeof name, "%.*s", (int) (job->msg_off - 1), entity);
+            char reason[700];
+            snprintf (reason, sizeof reason, "entity \"%s\" is no longer configured", name);
+            bdead_t entry = {0, (char *) bjob_msg_key (job), name,
+                             (char *) sched_chat_key (self->sched, job->sj.chat),
+                             (char *) sched_chat_kind (self->sched, job->sj.chat), job->priority,
+                             false, job->created_ms, now, job->attempt, reason,
+                             job->history ? job->history : "", bjob_payload (job),
+                             {{0, NULL, NULL}, 0}};
+            bdlq_add (self->dlq, &entry);
+            plog_warn ("recovered job %s for unknown entity %s: dead-lettered", bjob_msg_key (job), name);
+            store_job_gone (self->store, &job->anchor, job->id);
+            ptable_remove (self->by_id, &job->id);
+            ptable_remove (self->by_pair, job->pair);
+            s_job_free (job);
+            continue;
+        }
+        if (state == JOB_COMMITTED) {
+            //  The sink holds it under this token; it must renew its hold within a lease.
+            s_set_state (self, job, JOB_COMMITTED);
+            s_set_deadline (self, job, now + self->config->stale_claim_timeout_ms);
+        }
+        else {
+            //  Queued, or in flight when the broker stopped: either way, queued now.
+            job->token = 0;
+            s_set_state (self, job, JOB_QUEUED);
+            sched_push (self->sched, &job->sj, now);
+        }
+    }
+    free (list);
 }
 
 int bjobs_recover (bjobs_t *self, int64_t now)
 {
     if (!self->store)
         return 0;
+    store_set_owner (self->store, s_rewrite, self, self->finished);
     s_load_t load = {self, now};
-    store_callbacks_t fns = {s_load_job, s_load_dead, s_load_done, s_load_reservation, s_load_paused};
+    store_callbacks_t fns = {s_load_job,         s_load_job_gone, s_load_dead, s_load_dead_gone,
+                             s_load_reservation, s_load_paused};
     if (store_load (self->store, now, self->config->dedupe_retention_s * 1000, &fns, &load))
         return -1;
+    s_finalise (self, now);
     if (store_last_job_id (self->store) > self->next_job_id)
         self->next_job_id = store_last_job_id (self->store);
     return 0;

@@ -63,6 +63,7 @@ typedef struct bjob_s {
     int64_t dispatched_at;      //  DISPATCHED: when (for maxHoldMs)
     size_t pos_deadline;
     bjob_link_t link;           //  workers.c's
+    store_anchor_t anchor;      //  its latest stored record
     char *history;              //  a line per attempt that went wrong
     uint32_t attempt;           //  dispatches so far
     uint32_t failures;          //  attempts that failed by the job's own fault
