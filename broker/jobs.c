@@ -349,7 +349,8 @@ static bjob_t *s_job_new (uint64_t id, const char *entity, const char *msg_key, 
                           uint32_t payload_size)
 {
     size_t elen = strlen (entity), klen = strlen (msg_key);
-    bjob_t *job = pcalloc (1, sizeof (bjob_t) + elen + 1 + klen + 1 + payload_size);
+    //  The strings start where the struct's fields end, not after its padding.
+    bjob_t *job = pcalloc (1, offsetof (bjob_t, pair) + elen + 1 + klen + 1 + payload_size);
     job->id = id;
     memcpy (job->pair, entity, elen);
     job->pair[elen] = PKEY_SEP;

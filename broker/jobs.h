@@ -61,19 +61,19 @@ typedef struct bjob_s {
     int64_t created_ms;
     int64_t deadline;           //  see above; in the deadline heap while not QUEUED
     int64_t dispatched_at;      //  DISPATCHED: when (for maxHoldMs)
-    size_t pos_deadline;
     bjob_link_t link;           //  workers.c's
     store_anchor_t anchor;      //  its latest stored record
     char *history;              //  a line per attempt that went wrong
+    uint32_t pos_deadline;
     uint32_t attempt;           //  dispatches so far
     uint32_t failures;          //  attempts that failed by the job's own fault
+    uint32_t payload_size;
     uint16_t crashes;           //  times a worker was lost while holding it
     uint16_t msg_off;           //  the message key is pair + msg_off
     uint16_t pair_len;          //  strlen (pair); the payload follows its NUL
     uint8_t state;              //  bjob_state_t
     uint8_t priority;
     bool alone;                 //  dispatched alone, as a suspect
-    uint32_t payload_size;
     char pair[];                //  "entity \x1f msg_key" NUL, then the payload
 } bjob_t;
 
