@@ -279,6 +279,11 @@ static void s_dead_letter (bjobs_t *self, bjob_t *job, const char *reason, bool 
 //  Queues the job again, eligible at `not_before`.
 static void s_requeue (bjobs_t *self, bjob_t *job, int64_t not_before, int64_t now)
 {
+    //  Out of any worker's hands and out of flight first (a job the sink
+    //  committed may still be with its worker, whose RELEASE is on its way).
+    if (job->link.worker)
+        bworkers_unlink (job);
+    sched_done (self->sched, &job->sj, now);
     heap_remove (&self->deadlines, job);
     s_set_state (self, job, JOB_QUEUED);
     job->token = 0;
@@ -574,7 +579,9 @@ void bjobs_commit (bjobs_t *self, const proto_commit_item_t *item, int64_t lease
         v->verdict = PROTO_VERDICT_POST;
         bool renewal = item->hold && job->state == JOB_COMMITTED;
         if (job->state != JOB_COMMITTED) {
-            //  This attempt owns the job: the sink holds it now, under a lease it renews.
+            //  This attempt owns the job: the sink holds it now, under a lease it
+            //  renews. Its writing is over (the RELEASE may still be on its way).
+            sched_done (self->sched, &job->sj, now);
             s_set_state (self, job, JOB_COMMITTED);
             s_persist (self, job);
             self->counters.committed++;

@@ -129,6 +129,8 @@ const char *bworkers_name (const bworker_t *worker)
 
 static void s_link (bworker_t *w, bjob_t *job, uint64_t frame_seq)
 {
+    if (job->link.worker)
+        bworkers_unlink (job);      //  never in two lists (a list with a cycle never ends)
     job->link = (bjob_link_t) {w, NULL, w->jobs, frame_seq};
     if (w->jobs)
         w->jobs->link.prev = job;

@@ -350,6 +350,44 @@ static void test_verdict_fields_and_sink_hold (void **state)
     s_stop (&b);
 }
 
+//  The sink's COMMIT may overtake the worker's RELEASE: the job leaves the
+//  worker's concurrency then, and a lapsed hold still brings it back.
+static void test_commit_before_release (void **state)
+{
+    (void) state;
+    s_broker_t b;
+    s_start (&b, NULL, NULL);
+    zsock_t *w = s_worker (&b, "W:cbr");
+    s_heartbeat (w, 8, 0, NULL, 0);
+    s_submit (&b, 0, 1, "a");
+    proto_msg_t msg;
+    assert_true (s_expect (w, PROTO_JOB, &msg));
+    proto_ref_t ref = {msg.body.job.items[0].job_id, msg.body.job.items[0].token};
+    uint64_t seq = msg.body.job.seq;
+    proto_msg_release (&msg);
+    proto_commit_item_t item = {ref.job_id, ref.token, 0};
+    proto_commit_t commit = {1, &item, 1};
+    assert_int_equal (proto_send (b.sink, PROTO_COMMIT, &commit), 0);
+    assert_true (s_expect (b.sink, PROTO_VERDICT, &msg));
+    assert_int_equal (msg.body.verdict.items[0].verdict, PROTO_VERDICT_POST);
+    proto_msg_release (&msg);
+    assert_int_equal (s_stat (&b, "in_flight"), 0);
+    assert_int_equal (s_stat (&b, "awaiting_post"), 1);
+    //  No RELEASE and no renewal: the hold lapses and the job goes out again.
+    bool again = false;
+    int64_t until = zclock_mono () + WAIT_MS;
+    while (!again && zclock_mono () < until) {
+        s_heartbeat (w, 8, seq, &ref, 1);
+        if (s_expect_within (w, PROTO_JOB, &msg, 100)) {
+            again = msg.body.job.items[0].job_id == ref.job_id;
+            proto_msg_release (&msg);
+        }
+    }
+    assert_true (again);
+    zsock_destroy (&w);
+    s_stop (&b);
+}
+
 //  A job whose workers die holding it runs alone, and is dead-lettered only
 //  when it kills a worker while alone.
 static void test_suspect_runs_alone (void **state)
@@ -445,9 +483,12 @@ int main (void)
         cmocka_unit_test (test_full_queue_says_busy),
         cmocka_unit_test (test_ack_lists_every_reject),
         cmocka_unit_test (test_verdict_fields_and_sink_hold),
+        cmocka_unit_test (test_commit_before_release),
         cmocka_unit_test (test_suspect_runs_alone),
         cmocka_unit_test (test_max_hold),
         cmocka_unit_test (test_wrong_socket),
     };
+    if (getenv ("TEST_FILTER"))
+        cmocka_set_test_filter (getenv ("TEST_FILTER"));
     return cmocka_run_group_tests (tests, NULL, NULL);
 }
