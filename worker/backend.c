@@ -1,5 +1,6 @@
 /*  backend - creates the configured backend. See backend.h. */
 #include "worker/backend.h"
+#include "common/palloc.h"
 #include "common/plog.h"
 
 #include <stdlib.h>
@@ -7,7 +8,7 @@
 
 backend_t *backend_new (const pcfg_t *config, backend_done_fn *done, void *ctx)
 {
-    backend_t *self = calloc (1, sizeof *self);
+    backend_t *self = pcalloc (1, sizeof *self);
     self->config = config;
     self->done = done;
     self->ctx = ctx;

@@ -1,8 +1,9 @@
 /*  backend - what writes the replies.
 
     A backend takes jobs (backend->start) and reports each one exactly once
-    through the done callback, from backend->process. It may wait on file
-    descriptors (HTTP sockets) and timers; the worker's loop asks for both.
+    through the done callback, from its io.process. It may wait on file
+    descriptors (HTTP sockets) and timers: it is a plugin of the daemon loop
+    (common/prt.h), and the worker registers &backend->io with prt_add_io.
     Backends: template (built in, no LLM) and openai (any OpenAI-compatible
     server over libcurl).
 */
@@ -10,10 +11,12 @@
 #define BACKEND_H_INCLUDED
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <zmq.h>
 
 #include "common/pconfig.h"
+#include "common/prt.h"
 #include "proto/proto.h"
 
 typedef struct wjob_s {
@@ -31,7 +34,9 @@ typedef struct wjob_s {
     void *zone;                 //  owns `message`
     int64_t started_at;
     void *backend_data;         //  the backend's own per-job state
-    struct wjob_s *next;        //  in the worker's list of jobs in hand
+    //  In the worker's list of jobs with the backend. After done, the
+    //  worker keeps the job (off the list) until the sink takes its result.
+    struct wjob_s *next;
     struct wjob_s *prev;
 } wjob_t;
 
@@ -44,6 +49,10 @@ typedef void (backend_done_fn) (void *ctx, wjob_t *job, int status, const char *
                                 uint64_t tokens, int64_t retry_after_ms);
 
 struct backend_s {
+    //  The loop's view of the backend: its descriptors (pollitems), its
+    //  progress (process: calls done for finished jobs) and its deadlines
+    //  (wakeup). Each function gets &backend->io; backend_of finds the backend.
+    prt_io_t io;
     const pcfg_t *config;
     backend_done_fn *done;
     void *ctx;
@@ -53,12 +62,8 @@ struct backend_s {
     int64_t max_jobs;
     //  Begin a job. Returns 0, or -1 if it cannot (done is not called).
     int (*start) (backend_t *self, wjob_t *job, int64_t now);
-    int (*pollitems) (backend_t *self, zmq_pollitem_t *items, int max);
-    //  Make progress; calls done for finished jobs.
-    void (*process) (backend_t *self, int64_t now, zmq_pollitem_t *items, int count);
-    //  When process must run next (Unix ms); INT64_MAX = only on fd activity.
-    int64_t (*wakeup) (backend_t *self, int64_t now);
-    //  Abandon a job (shutdown); done is not called.
+    //  Abandon a job (shutdown, or the broker says it is no longer this
+    //  worker's); done is not called.
     void (*cancel) (backend_t *self, wjob_t *job);
     //  Models hot on this backend's servers; returns how many were written.
     size_t (*models) (backend_t *self, const char **out, size_t max);
@@ -72,6 +77,12 @@ struct backend_s {
     //  Optional. Logs what the backend talks to, after the startup banner.
     void (*banner) (backend_t *self);
 };
+
+//  The backend whose `io` this is.
+static inline backend_t *backend_of (prt_io_t *io)
+{
+    return (backend_t *) ((char *) io - offsetof (backend_t, io));
+}
 
 backend_t *backend_new (const pcfg_t *config, backend_done_fn *done, void *ctx);
 void backend_destroy (backend_t **self_p);

@@ -397,16 +397,16 @@ static int s_start (backend_t *backend, wjob_t *job, int64_t now)
     return 0;
 }
 
-static int s_pollitems (backend_t *backend, zmq_pollitem_t *items, int max)
+static int s_pollitems (prt_io_t *io, zmq_pollitem_t *items, int max)
 {
-    oai_t *self = backend->state;
+    oai_t *self = backend_of (io)->state;
     return phttp_pollitems (self->http, items, max);
 }
 
-static void s_process (backend_t *backend, int64_t now, zmq_pollitem_t *items, int count)
+static void s_process (prt_io_t *io, int64_t now, zmq_pollitem_t *items, int count)
 {
     (void) items, (void) count;
-    oai_t *self = backend->state;
+    oai_t *self = backend_of (io)->state;
     phttp_process (self->http);
     llm_probe_run (self->probe, now);
     s_dispatch (self, now);
@@ -415,9 +415,9 @@ static void s_process (backend_t *backend, int64_t now, zmq_pollitem_t *items, i
         phttp_process (self->http);
 }
 
-static int64_t s_wakeup (backend_t *backend, int64_t now)
+static int64_t s_wakeup (prt_io_t *io, int64_t now)
 {
-    oai_t *self = backend->state;
+    oai_t *self = backend_of (io)->state;
     int64_t wake = phttp_wakeup (self->http);
     int64_t probe = llm_probe_wakeup (self->probe);
     if (probe < wake)
@@ -566,9 +566,9 @@ int backend_openai_init (backend_t *backend)
         backend->max_jobs += llm_pool_server (self->pool, i)->config->max_concurrent;
     backend->state = self;
     backend->start = s_start;
-    backend->pollitems = s_pollitems;
-    backend->process = s_process;
-    backend->wakeup = s_wakeup;
+    backend->io.pollitems = s_pollitems;
+    backend->io.process = s_process;
+    backend->io.wakeup = s_wakeup;
     backend->cancel = s_cancel;
     backend->models = s_models;
     backend->destroy = s_destroy;

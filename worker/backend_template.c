@@ -126,15 +126,16 @@ static int s_start (backend_t *self, wjob_t *job, int64_t now)
     return 0;
 }
 
-static int s_pollitems (backend_t *self, zmq_pollitem_t *items, int max)
+static int s_pollitems (prt_io_t *io, zmq_pollitem_t *items, int max)
 {
-    (void) self, (void) items, (void) max;
+    (void) io, (void) items, (void) max;
     return 0;
 }
 
-static void s_process (backend_t *self, int64_t now, zmq_pollitem_t *items, int count)
+static void s_process (prt_io_t *io, int64_t now, zmq_pollitem_t *items, int count)
 {
     (void) items, (void) count;
+    backend_t *self = backend_of (io);
     template_t *t = self->state;
     pending_t *p;
     while ((p = zlistx_first (t->pending)) && p->due <= now) {
@@ -155,11 +156,11 @@ static void s_process (backend_t *self, int64_t now, zmq_pollitem_t *items, int 
     }
 }
 
-static int64_t s_wakeup (backend_t *self, int64_t now)
+static int64_t s_wakeup (prt_io_t *io, int64_t now)
 {
     (void) now;
-    pending_t *p = zlistx_first (((template_t *) self->state)->pending);
-    return p ? p->due : INT64_MAX;
+    pending_t *p = zlistx_first (((template_t *) backend_of (io)->state)->pending);
+    return p ? p->due : PRT_NEVER;
 }
 
 static void s_cancel (backend_t *self, wjob_t *job)
@@ -199,9 +200,9 @@ int backend_template_init (backend_t *self)
     t->rand[2] = (unsigned short) getpid ();
     self->state = t;
     self->start = s_start;
-    self->pollitems = s_pollitems;
-    self->process = s_process;
-    self->wakeup = s_wakeup;
+    self->io.pollitems = s_pollitems;
+    self->io.process = s_process;
+    self->io.wakeup = s_wakeup;
     self->cancel = s_cancel;
     self->models = s_models;
     self->destroy = s_destroy;

@@ -3,283 +3,159 @@
     Connects out to the broker (DEALER) and the sink (PUSH), so a worker can
     run on any machine that reaches both. Announces itself with HEARTBEAT
     (capacity = worker.concurrency, or fewer if the backend can work on
-    fewer jobs at once), takes JOB batches, has the backend
-    write the replies, sends each RESULT to the sink and then RELEASEs the
-    job to the broker, which returns the credit. On SIGTERM it drains: it
-    tells the broker to send nothing more, finishes what it holds within
-    drainTimeoutMs, and hands the rest back (RELEASE return).
+    fewer jobs at once), takes JOB batches, has the backend write the
+    replies, hands each RESULT to the sink and then RELEASEs the job to the
+    broker, which returns the credit.
+
+    Leases: every HEARTBEAT lists the jobs the worker holds (`held`) and the
+    highest JOB frame seq it knows of (`job_seq`), so the broker renews the
+    held jobs and takes back at once any job it sent that never arrived.
+    The broker's WELCOME sets the heartbeat pace and names jobs to drop
+    (`cancel`).
+
+    Runs on the daemon loop (common/prt.h): the broker socket is read each
+    turn, the backend is a plugin, heartbeat and stats are timers, and the
+    turn's `send` hook hands results and releases out (hand.c) and then
+    sends the heartbeat, so a HEARTBEAT always lists what the turn left
+    held. Nothing ever blocks. On SIGTERM it drains: HEARTBEAT draining=1,
+    the backend hands back what it has not started, what it holds is
+    finished within drainTimeoutMs, and the rest goes back (RELEASE return).
 */
 #include "worker/worker.h"
-#include "worker/backend.h"
-#include "worker/reply.h"
+#include "worker/worker_int.h"
+#include "common/palloc.h"
 #include "common/pdaemon.h"
-#include "common/plog.h"
-#include "proto/proto_sock.h"
 
-#include <ctype.h>
-#include <errno.h>
 #include <inttypes.h>
-#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#define STATS_MS     1000
-#define MAX_REPLY    16384  //  longest reply kept, in bytes, whatever the platform
-#define FIRST_ITEMS  256    //  poll items to start with; grows with the backend's sockets
+#define STATS_MS          1000
+#define HEARTBEAT_MIN_MS  50        //  WELCOME.heartbeat_ms is kept within these
+#define HEARTBEAT_MAX_MS  600000
+#define SILENT_BEATS      3         //  heartbeat intervals without WELCOME: the broker is silent
+#define MAX_MODELS        256
 
-typedef struct {
-    uint64_t received, completed, failed, retried, expired, skipped, returned, malformed;
-    uint64_t empty, llm_ms_total, tokens;
-} wcounters_t;
-
-typedef struct {
-    const pcfg_t *config;
-    zsock_t *pipe;
-    zsock_t *broker;
-    zsock_t *sink;
-    proto_net_t net;
-    backend_t *backend;
-    char id[128];
-    char host[64];
-    int64_t now;
-    wjob_t *jobs;               //  in hand
-    size_t job_count;
-    uint32_t capacity;
-    bool draining;
-    uint64_t broker_epoch;
-    int64_t last_broker_seen;
-    bool broker_silent;
-    int64_t next_heartbeat;
-    int64_t next_stats;
-    proto_result_item_t *results;   //  waiting to go to the sink
-    size_t result_count, result_capacity;
-    char **result_texts;            //  owned texts of `results`
-    wjob_t **result_jobs;           //  jobs whose results are queued (freed after sending)
-    proto_release_item_t *releases; //  waiting to go to the broker
-    size_t release_count, release_capacity;
-    char **release_reasons;
-    wcounters_t counters;
-    plog_limiter_t bad_log;
-} worker_t;
-
-//  --- jobs in hand ---------------------------------------------------------------
-
-static void s_job_free (wjob_t **job_p)
-{
-    wjob_t *job = *job_p;
-    free (job->msg_key);
-    free (job->chat);
-    free ((void *) job->payload.data);
-    proto_zone_free (&job->zone);
-    free (job);
-    *job_p = NULL;
-}
-
-static void s_link (worker_t *self, wjob_t *job)
-{
-    job->prev = NULL;
-    job->next = self->jobs;
-    if (self->jobs)
-        self->jobs->prev = job;
-    self->jobs = job;
-    self->job_count++;
-}
-
-static void s_unlink (worker_t *self, wjob_t *job)
-{
-    if (job->prev)
-        job->prev->next = job->next;
-    else
-        self->jobs = job->next;
-    if (job->next)
-        job->next->prev = job->prev;
-    job->next = job->prev = NULL;
-    self->job_count--;
-}
-
-//  Queues a RELEASE item; the reason is copied.
-static void s_release (worker_t *self, uint64_t job_id, uint64_t token, int status,
-                       const char *reason, int64_t retry_after)
-{
-    if (self->release_count == self->release_capacity) {
-        self->release_capacity = self->release_capacity ? self->release_capacity * 2 : 64;
-        self->releases = realloc (self->releases, self->release_capacity * sizeof (proto_release_item_t));
-        self->release_reasons = realloc (self->release_reasons, self->release_capacity * sizeof (char *));
-    }
-    char *copy = strdup (reason ? reason : "");
-    if (strlen (copy) > 4000)
-        copy[4000] = 0;
-    self->release_reasons[self->release_count] = copy;
-    self->releases[self->release_count++] = (proto_release_item_t) {
-        job_id, token, (uint64_t) status, copy, retry_after > 0 ? (uint64_t) retry_after : 0};
-    switch (status) {
-    case PROTO_REL_DONE: self->counters.completed++; break;
-    case PROTO_REL_RETRY: self->counters.retried++; break;
-    case PROTO_REL_FAIL: self->counters.failed++; break;
-    case PROTO_REL_EXPIRED: self->counters.expired++; break;
-    case PROTO_REL_SKIP: self->counters.skipped++; break;
-    default: self->counters.returned++; break;
-    }
-}
-
-//  The backend finished a job.
-static void s_on_done (void *ctx, wjob_t *job, int status, const char *text, uint64_t tokens,
-                       int64_t retry_after)
-{
-    worker_t *self = ctx;
-    s_unlink (self, job);
-    int64_t took = self->now - job->started_at;
-    self->counters.llm_ms_total += (uint64_t) (took > 0 ? took : 0);
-    self->counters.tokens += tokens;
-    if (status != PROTO_REL_DONE) {
-        s_release (self, job->id, job->token, status, text, retry_after);
-        s_job_free (&job);
-        return;
-    }
-    const pcfg_entity_t *e = pcfg_entity (self->config, (size_t) job->entity);
-    char *reply = reply_clean (strdup (text ? text : ""), e, 0, MAX_REPLY);
-    if (job->expires_ms && self->now > job->expires_ms) {
-        s_release (self, job->id, job->token, PROTO_REL_EXPIRED, "reply written too late", 0);
-        free (reply);
-        s_job_free (&job);
-        return;
-    }
-    if (!*reply) {
-        self->counters.empty++;
-        s_release (self, job->id, job->token, PROTO_REL_SKIP, "empty reply", 0);
-        free (reply);
-        s_job_free (&job);
-        return;
-    }
-    if (self->result_count == self->result_capacity) {
-        self->result_capacity = self->result_capacity ? self->result_capacity * 2 : 64;
-        self->results = realloc (self->results, self->result_capacity * sizeof (proto_result_item_t));
-        self->result_texts = realloc (self->result_texts, self->result_capacity * sizeof (char *));
-        self->result_jobs = realloc (self->result_jobs, self->result_capacity * sizeof (wjob_t *));
-    }
-    self->result_texts[self->result_count] = reply;
-    self->result_jobs[self->result_count] = job;
-    self->results[self->result_count++] = (proto_result_item_t) {
-        job->id,          job->token,  job->attempt, job->msg_key,          e->id,
-        job->chat,        (uint64_t) job->created_ms, (uint64_t) job->expires_ms, reply,
-        job->payload,     (uint64_t) (took > 0 ? took : 0), tokens};
-    s_release (self, job->id, job->token, PROTO_REL_DONE, NULL, 0);
-}
-
-static void s_on_jobs (worker_t *self, const proto_jobs_t *jobs)
-{
-    for (size_t i = 0; i < jobs->count; i++) {
-        const proto_job_t *item = &jobs->items[i];
-        self->counters.received++;
-        if (self->draining) {
-            s_release (self, item->job_id, item->token, PROTO_REL_RETURN, "worker draining", 0);
-            continue;
-        }
-        int entity = pcfg_entity_index (self->config, item->entity);
-        if (entity < 0) {
-            char why[600];
-            snprintf (why, sizeof why, "unknown entity \"%s\" (is this worker's configuration current?)",
-                      item->entity);
-            s_release (self, item->job_id, item->token, PROTO_REL_FAIL, why, 0);
-            continue;
-        }
-        if (item->expires_ms && (int64_t) item->expires_ms < self->now) {
-            s_release (self, item->job_id, item->token, PROTO_REL_EXPIRED, "expired before writing", 0);
-            continue;
-        }
-        wjob_t *job = calloc (1, sizeof *job);
-        job->id = item->job_id;
-        job->token = item->token;
-        job->attempt = item->attempt;
-        job->msg_key = strdup (item->msg_key);
-        job->chat = strdup (item->chat);
-        job->entity = entity;
-        job->priority = (uint8_t) item->priority;
-        job->created_ms = (int64_t) item->created_ms;
-        job->expires_ms = (int64_t) item->expires_ms;
-        uint8_t *payload = malloc (item->payload.size ? item->payload.size : 1);
-        memcpy (payload, item->payload.data, item->payload.size);
-        job->payload.data = payload;
-        job->payload.size = item->payload.size;
-        char why[300];
-        if (proto_message_decode (payload, item->payload.size, &job->message, &job->zone, why,
-                                  sizeof why)) {
-            char reason[400];
-            snprintf (reason, sizeof reason, "malformed message payload: %s", why);
-            self->counters.malformed++;
-            s_release (self, job->id, job->token, PROTO_REL_FAIL, reason, 0);
-            s_job_free (&job);
-            continue;
-        }
-        job->started_at = self->now;
-        s_link (self, job);
-        if (self->backend->start (self->backend, job, self->now)) {
-            s_unlink (self, job);
-            s_release (self, job->id, job->token, PROTO_REL_RETRY, "backend could not start the job", 0);
-            s_job_free (&job);
-        }
-    }
-}
-
-//  --- talking to the broker and the sink ------------------------------------------
-
-static void s_send (zsock_t *sock, proto_type_t type, const void *body)
-{
-    zmq_msg_t frame;
-    if (proto_encode (type, body, &frame) == 0
-        && zmq_msg_send (&frame, zsock_resolve (sock), ZMQ_DONTWAIT) == -1)
-        zmq_msg_close (&frame);
-}
-
-static void s_flush (worker_t *self)
-{
-    //  Results go first: the broker waits for the sink's COMMIT after a RELEASE.
-    //  Frames stay small: a quarter batch of results, a full batch of releases.
-    for (size_t done = 0; done < self->result_count; done += PROTO_BATCH / 4) {
-        size_t n = self->result_count - done;
-        if (n > PROTO_BATCH / 4)
-            n = PROTO_BATCH / 4;
-        proto_result_t body = {self->id, self->results + done, n};
-        zmq_msg_t frame;
-        if (proto_encode (PROTO_RESULT, &body, &frame) == 0
-            && zmq_msg_send (&frame, zsock_resolve (self->sink), 0) == -1)
-            zmq_msg_close (&frame);     //  only on shutdown; the broker's lease brings the jobs back
-    }
-    for (size_t i = 0; i < self->result_count; i++) {
-        free (self->result_texts[i]);
-        s_job_free (&self->result_jobs[i]);
-    }
-    self->result_count = 0;
-    for (size_t done = 0; done < self->release_count; done += PROTO_BATCH) {
-        size_t n = self->release_count - done;
-        if (n > PROTO_BATCH)
-            n = PROTO_BATCH;
-        proto_release_t body = {self->releases + done, n};
-        s_send (self->broker, PROTO_RELEASE, &body);
-    }
-    for (size_t i = 0; i < self->release_count; i++)
-        free (self->release_reasons[i]);
-    self->release_count = 0;
-}
+//  --- the broker conversation ----------------------------------------------------------
 
 static void s_heartbeat (worker_t *self)
 {
-    const char *models[256];
-    size_t nmodels = self->backend->models (self->backend, models, 256);
-    uint32_t held = (uint32_t) self->job_count;
-    proto_heartbeat_t hb = {self->id,
-                            self->capacity,
-                            held < self->capacity ? self->capacity - held : 0,
-                            models,
-                            nmodels,
-                            self->host,
-                            (uint64_t) getpid (),
-                            self->draining ? 1 : 0};
-    s_send (self->broker, PROTO_HEARTBEAT, &hb);
-    self->next_heartbeat = self->now + self->config->heartbeat_ms;
+    self->heartbeat_due = false;
+    const char *models[MAX_MODELS];
+    size_t nmodels = self->backend->models (self->backend, models, MAX_MODELS);
+    size_t held = worker_held (self);
+    proto_ref_t *refs = pmalloc ((held ? held : 1) * sizeof (proto_ref_t));
+    size_t count = worker_jobs_refs (self, refs);
+    count += worker_hand_refs (self, refs + count);
+    proto_heartbeat_t hb = {
+        .worker_id = self->id,
+        .capacity = self->capacity,
+        .free = held < self->capacity ? self->capacity - held : 0,
+        .models = models,
+        .model_count = nmodels,
+        .host = self->host,
+        .pid = (uint64_t) getpid (),
+        .draining = self->draining ? 1 : 0,
+        .job_seq = self->job_seq,
+        .held = refs,
+        .held_count = count,
+    };
+    //  One that ZeroMQ will not take (no broker connected) is not kept: the
+    //  next one, a heartbeat interval later, says the same and more.
+    if (proto_send (self->broker, PROTO_HEARTBEAT, &hb))
+        plog_debug ("HEARTBEAT not queued: the broker is not connected");
+    free (refs);
 }
 
-static void s_send_stats (worker_t *self)
+static void s_on_heartbeat_timer (void *arg, int64_t now)
+{
+    worker_t *self = arg;
+    self->heartbeat_due = true;
+    int64_t silence = now - self->last_welcome;
+    if (!self->broker_silent && silence >= SILENT_BEATS * self->heartbeat_ms) {
+        plog_warn ("broker silent: no WELCOME for %" PRId64 " ms; still trying %s", silence,
+                   self->config->broker_backend);
+        self->broker_silent = true;
+    }
+}
+
+static void s_on_welcome (worker_t *self, const proto_welcome_t *welcome, int64_t now)
+{
+    self->last_welcome = now;
+    if (self->broker_silent) {
+        plog_info ("broker is back");
+        self->broker_silent = false;
+    }
+    if (welcome->epoch != self->epoch) {
+        if (self->epoch)
+            plog_info ("broker restarted; %zu job(s) held will be judged by the new one",
+                       worker_held (self));
+        else
+            plog_info ("registered with the broker");
+        self->epoch = welcome->epoch;
+        //  A new broker numbers its JOB frames afresh.
+        self->job_seq = 0;
+    }
+    if (welcome->job_seq > self->job_seq)
+        self->job_seq = welcome->job_seq;
+    if (welcome->heartbeat_ms) {
+        int64_t ms = (int64_t) welcome->heartbeat_ms;
+        ms = ms < HEARTBEAT_MIN_MS ? HEARTBEAT_MIN_MS : ms > HEARTBEAT_MAX_MS ? HEARTBEAT_MAX_MS : ms;
+        if (ms != self->heartbeat_ms) {
+            plog_info ("heartbeat every %" PRId64 " ms, as the broker asks", ms);
+            self->heartbeat_ms = ms;
+            prt_timer_interval (self->rt, self->heartbeat_timer, ms);
+        }
+    }
+    if (welcome->lease_ms)
+        self->lease_ms = (int64_t) welcome->lease_ms;
+    //  Jobs the broker no longer counts as ours: drop them without a RELEASE
+    //  (another attempt owns them, or nobody does).
+    size_t dropped = 0;
+    for (size_t i = 0; i < welcome->cancel_count; i++)
+        if (worker_jobs_cancel (self, welcome->cancel[i]) || worker_hand_cancel (self, welcome->cancel[i]))
+            dropped++;
+    if (dropped) {
+        self->counters.cancelled += dropped;
+        plog_info ("dropped %zu job(s) the broker says are no longer this worker's", dropped);
+    }
+}
+
+static int s_read_broker (void *arg, zsock_t *sock, int max)
+{
+    worker_t *self = arg;
+    int64_t now = prt_now (self->rt);
+    int count = 0;
+    while (count < max) {
+        proto_msg_t msg;
+        char why[256];
+        int rc = proto_recv (sock, &msg, NULL, why, sizeof why);
+        if (rc == PROTO_NONE)
+            break;
+        count++;
+        if (rc != PROTO_OK) {
+            if (plog_limiter_allow (&self->bad_log, 10))
+                plog_warn ("dropped malformed frame from the broker: %s", why);
+            continue;
+        }
+        if (msg.type == PROTO_JOB) {
+            if (msg.body.job.seq > self->job_seq)
+                self->job_seq = msg.body.job.seq;
+            worker_jobs_take (self, &msg.body.job, now);
+        }
+        else if (msg.type == PROTO_WELCOME)
+            s_on_welcome (self, &msg.body.welcome, now);
+        else if (plog_limiter_allow (&self->bad_log, 10))
+            plog_warn ("dropped %s from the broker: not a message for a worker",
+                       proto_type_name (msg.type));
+        proto_msg_release (&msg);
+    }
+    return count;
+}
+
+//  --- stats ---------------------------------------------------------------------------------
+
+static void s_send_stats (worker_t *self, int64_t now)
 {
     const wcounters_t *c = &self->counters;
     uint64_t finished = c->completed + c->failed + c->retried + c->expired + c->skipped;
@@ -291,140 +167,183 @@ static void s_send_stats (worker_t *self)
         {"empty_replies", (double) c->empty}, {"in_flight", (double) self->job_count},
         {"capacity", (double) self->capacity}, {"tokens", (double) c->tokens},
         {"avg_ms", finished ? (double) c->llm_ms_total / (double) finished : 0},
+        {"held", (double) worker_held (self)},
+        {"results_waiting", (double) self->result_count},
+        {"releases_waiting", (double) self->release_count},
+        {"sink_handed_back", (double) c->sink_handed_back},
+        {"cancelled", (double) c->cancelled},
+        {"over_capacity", (double) c->over_capacity},
+        {"releases_dropped", (double) c->releases_dropped},
     };
-    size_t count = 13;
+    size_t count = 20;
     if (self->backend->stats)
         count += self->backend->stats (self->backend, values + count, 64 - count);
     proto_component_t me = {"worker", self->id, values, count};
-    proto_stats_t stats = {(uint64_t) self->now, &me, 1};
-    s_send (self->sink, PROTO_STATS, &stats);
-    self->next_stats = self->now + STATS_MS;
+    proto_stats_t stats = {(uint64_t) now, &me, 1};
+    //  Stats are a gauge: one the sink cannot take now is simply skipped.
+    if (self->sink_fd_up >= 0)
+        proto_send (self->sink, PROTO_STATS, &stats);
 }
 
-static void s_read_broker (worker_t *self)
+static void s_on_stats_timer (void *arg, int64_t now)
 {
-    for (int i = 0; i < 1000; i++) {
-        zmq_msg_t frame;
-        zmq_msg_init (&frame);
-        if (zmq_msg_recv (&frame, zsock_resolve (self->broker), ZMQ_DONTWAIT) == -1) {
-            zmq_msg_close (&frame);
-            return;
-        }
-        self->last_broker_seen = self->now;
-        if (self->broker_silent) {
-            plog_info ("broker is back");
-            self->broker_silent = false;
-        }
-        proto_msg_t msg;
-        char why[256];
-        if (proto_decode (zmq_msg_data (&frame), zmq_msg_size (&frame), &msg, why, sizeof why)) {
-            if (plog_limiter_allow (&self->bad_log, 10))
-                plog_warn ("dropped malformed frame from the broker: %s", why);
-        }
-        else {
-            if (msg.type == PROTO_JOB)
-                s_on_jobs (self, &msg.body.job);
-            else if (msg.type == PROTO_WELCOME && msg.body.welcome.epoch != self->broker_epoch) {
-                if (self->broker_epoch)
-                    plog_info ("broker restarted; %zu job(s) in hand will be judged by the new one",
-                               self->job_count);
-                else
-                    plog_info ("registered with the broker");
-                self->broker_epoch = msg.body.welcome.epoch;
-            }
-            proto_msg_release (&msg);
-        }
-        zmq_msg_close (&frame);
-    }
+    s_send_stats (arg, now);
 }
 
-//  --- the loop ----------------------------------------------------------------------
+//  --- the turn -------------------------------------------------------------------------------
 
-//  The backend's sockets after the worker's two; the array grows to fit them.
-static int s_backend_items (worker_t *self, zmq_pollitem_t **items, int *room)
+//  The end of a drain: what is still held goes back to the broker for another worker.
+static void s_finish (worker_t *self, int64_t now)
 {
-    for (;;) {
-        int nb = self->backend->pollitems (self->backend, *items + 2, *room);
-        if (nb < *room)
-            return nb;
-        *room *= 2;
-        *items = realloc (*items, (size_t) (2 + *room) * sizeof (zmq_pollitem_t));
-    }
+    if (self->job_count || self->result_count)
+        plog_info ("drain over: %zu job(s) go back to the broker",
+                   self->job_count + self->result_count);
+    worker_jobs_return_all (self, "worker stopped");
+    worker_hand_return_results (self, "worker stopped before the sink took the result");
+    worker_hand_flush (self, now);
+    if (self->release_count)
+        plog_warn ("%zu RELEASE(s) could not be queued for the broker; it takes those jobs back "
+                   "when their leases end", self->release_count);
+    s_send_stats (self, now);
+    prt_stop (self->rt);
 }
 
-static void s_run (worker_t *self)
+static void s_send (void *arg, int64_t now)
 {
-    int room = FIRST_ITEMS;
-    zmq_pollitem_t *items = malloc ((size_t) (2 + room) * sizeof (zmq_pollitem_t));
-    int64_t drain_until = 0;
+    worker_t *self = arg;
+    worker_hand_flush (self, now);
+    if (self->heartbeat_due)
+        s_heartbeat (self);
+    if (self->draining && (worker_held (self) == 0 || now >= self->drain_until))
+        s_finish (self, now);
+}
+
+static int64_t s_wakeup (void *arg, int64_t now)
+{
+    worker_t *self = arg;
+    if (self->heartbeat_due)
+        return now;
+    int64_t at = worker_hand_wakeup (self, now);
+    if (self->draining && self->drain_until < at)
+        at = self->drain_until;
+    return at;
+}
+
+static void s_term (void *arg, int64_t now)
+{
+    worker_t *self = arg;
+    self->draining = true;
+    self->drain_until = now + self->config->drain_timeout_ms;
+    plog_info ("draining: finishing %zu job(s) in hand, taking no more", worker_held (self));
+    //  Tell the broker now, before any RELEASE gives it credit back: it must
+    //  not spend that credit on new jobs for a worker that is leaving.
     s_heartbeat (self);
-    for (;;) {
-        self->now = zclock_time ();
-        items[0] = (zmq_pollitem_t) {zsock_resolve (self->pipe), 0, ZMQ_POLLIN, 0};
-        items[1] = (zmq_pollitem_t) {zsock_resolve (self->broker), 0, ZMQ_POLLIN, 0};
-        int nb = s_backend_items (self, &items, &room);
-        int64_t wake = self->next_heartbeat < self->next_stats ? self->next_heartbeat : self->next_stats;
-        int64_t bw = self->backend->wakeup (self->backend, self->now);
-        if (bw < wake)
-            wake = bw;
-        if (drain_until && drain_until < wake)
-            wake = drain_until;
-        int64_t timeout = wake - self->now;
-        if (zmq_poll (items, 2 + nb, timeout < 0 ? 0 : timeout > 60000 ? 60000 : (long) timeout) == -1) {
-            if (zmq_errno () == EINTR)
-                continue;   //  a signal: the pipe brings $TERM
+    if (self->backend->drain)
+        self->backend->drain (self->backend);
+}
+
+//  --- the sink's connection ---------------------------------------------------------
+//
+//  Whether the sink is connected decides whether a RESULT is offered to
+//  ZeroMQ at all: while it is not (no sink listening, or a handshake that
+//  fails), results stay in the worker, where hand.c bounds how long they may
+//  wait, instead of piling up unseen in a pipe to nowhere. A socket monitor
+//  tells: a connection is up from its handshake until it is disconnected.
+//  (ZMQ_IMMEDIATE would say the same more simply, but it drops what a pipe
+//  holds when its connection breaks: results queued the moment before a
+//  reconnect would be lost. Without it the pipe outlives reconnects.)
+
+static int s_read_sink_monitor (void *arg, zsock_t *sock, int max)
+{
+    worker_t *self = arg;
+    int count = 0;
+    while (count < max) {
+        zmq_msg_t event, endpoint;
+        zmq_msg_init (&event);
+        if (zmq_msg_recv (&event, zsock_resolve (sock), ZMQ_DONTWAIT) == -1) {
+            zmq_msg_close (&event);
             break;
         }
-        self->now = zclock_time ();
-        if (items[0].revents & ZMQ_POLLIN) {
-            char *command = zstr_recv (self->pipe);
-            bool term = !command || streq (command, "$TERM");
-            zstr_free (&command);
-            if (term && !self->draining) {
-                self->draining = true;
-                drain_until = self->now + self->config->drain_timeout_ms;
-                plog_info ("draining: finishing %zu job(s) in hand, taking no more", self->job_count);
-                s_heartbeat (self);
-                if (self->backend->drain)
-                    self->backend->drain (self->backend);
+        count++;
+        //  Two frames: event number (16 bits) and value (32 bits), then the endpoint.
+        uint16_t what = 0;
+        int32_t value = -1;
+        if (zmq_msg_size (&event) >= 6) {
+            memcpy (&what, zmq_msg_data (&event), 2);
+            memcpy (&value, (uint8_t *) zmq_msg_data (&event) + 2, 4);
+        }
+        bool more = zmq_msg_more (&event);
+        zmq_msg_close (&event);
+        if (more) {
+            zmq_msg_init (&endpoint);
+            zmq_msg_recv (&endpoint, zsock_resolve (sock), 0);
+            zmq_msg_close (&endpoint);
+        }
+        //  Connections are told apart by their descriptor: the handshake that
+        //  succeeds is that of the latest one connected, and only its own
+        //  disconnection takes the link down.
+        if (what == ZMQ_EVENT_CONNECTED)
+            self->sink_fd_connected = value;
+        else if (what == ZMQ_EVENT_HANDSHAKE_SUCCEEDED && self->sink_fd_connected >= 0) {
+            if (self->sink_fd_up < 0)
+                plog_info ("connected to the sink (%s)", self->config->sink_results);
+            self->sink_fd_up = self->sink_fd_connected;
+        }
+        else if (what == ZMQ_EVENT_DISCONNECTED) {
+            if (value == self->sink_fd_connected)
+                self->sink_fd_connected = -1;
+            if (value == self->sink_fd_up) {
+                self->sink_fd_up = -1;
+                plog_info ("the sink (%s) disconnected; results wait here until it is back",
+                           self->config->sink_results);
             }
         }
-        s_read_broker (self);
-        self->backend->process (self->backend, self->now, items + 2, nb);
-        s_flush (self);
-        if (self->now >= self->next_heartbeat) {
-            s_heartbeat (self);
-            int64_t silence = self->now - self->last_broker_seen;
-            if (!self->broker_silent && silence > 3 * self->config->heartbeat_ms) {
-                plog_warn ("broker silent for %" PRId64 " ms; still trying %s", silence,
-                           self->config->broker_backend);
-                self->broker_silent = true;
-            }
-        }
-        if (self->now >= self->next_stats)
-            s_send_stats (self);
-        if (self->draining && (self->job_count == 0 || self->now >= drain_until))
-            break;
     }
-    //  What is still in hand goes back to the broker for another worker.
-    while (self->jobs) {
-        wjob_t *job = self->jobs;
-        self->backend->cancel (self->backend, job);
-        s_unlink (self, job);
-        s_release (self, job->id, job->token, PROTO_REL_RETURN, "worker stopped", 0);
-        s_job_free (&job);
+    return count;
+}
+
+static int s_sink_socket (worker_t *self)
+{
+    const char *endpoint = self->config->sink_results;
+    self->sink_fd_connected = self->sink_fd_up = -1;
+    self->sink = proto_sock_new (&self->net, ZMQ_PUSH, endpoint, false, NULL);
+    if (!self->sink)
+        return -1;
+    char address[64];
+    snprintf (address, sizeof address, "inproc://worker-sink-monitor-%p", (void *) self);
+    if (zmq_socket_monitor (zsock_resolve (self->sink), address,
+                            ZMQ_EVENT_CONNECTED | ZMQ_EVENT_HANDSHAKE_SUCCEEDED
+                                | ZMQ_EVENT_DISCONNECTED)) {
+        plog_error ("cannot monitor the sink socket: %s", zmq_strerror (zmq_errno ()));
+        return -1;
     }
-    s_flush (self);
-    s_send_stats (self);
-    free (items);
+    self->sink_monitor = zsock_new_pair (address);
+    if (!self->sink_monitor) {
+        plog_error ("cannot read the sink socket's monitor: %s", zmq_strerror (zmq_errno ()));
+        return -1;
+    }
+    //  proto_sock_new has connected already, maybe before the monitor could
+    //  see it: connect again so the monitor sees the whole connection.
+    if (zsock_disconnect (self->sink, "%s", endpoint) || zsock_connect (self->sink, "%s", endpoint)) {
+        plog_error ("cannot connect to %s: %s", endpoint, zmq_strerror (zmq_errno ()));
+        return -1;
+    }
+    return 0;
+}
+
+static void s_sink_close (worker_t *self)
+{
+    if (self->sink && self->sink_monitor)
+        zmq_socket_monitor (zsock_resolve (self->sink), NULL, 0);
+    zsock_destroy (&self->sink_monitor);
+    zsock_destroy (&self->sink);
 }
 
 //  --- life -----------------------------------------------------------------------------
 
-static worker_t *s_worker_new (zsock_t *pipe, const pcfg_t *config)
+static worker_t *s_worker_new (const pcfg_t *config)
 {
-    worker_t *self = calloc (1, sizeof *self);
-    self->pipe = pipe;
+    worker_t *self = pcalloc (1, sizeof *self);
     self->config = config;
     gethostname (self->host, sizeof self->host - 1);
     if (*config->worker_id)
@@ -432,6 +351,8 @@ static worker_t *s_worker_new (zsock_t *pipe, const pcfg_t *config)
     else
         snprintf (self->id, sizeof self->id, "%s-%d", self->host, (int) getpid ());
     self->capacity = (uint32_t) config->worker_concurrency;
+    self->heartbeat_ms = config->heartbeat_ms;
+    self->lease_ms = config->stale_claim_timeout_ms;
     proto_net_defaults (&self->net);
     self->net.hwm = (int) config->hwm;
     self->net.max_frame_bytes = (int) config->max_frame_bytes;
@@ -443,18 +364,11 @@ static void s_worker_destroy (worker_t **self_p)
 {
     worker_t *self = *self_p;
     backend_destroy (&self->backend);
-    while (self->jobs) {
-        wjob_t *job = self->jobs;
-        s_unlink (self, job);
-        s_job_free (&job);
-    }
-    free (self->results);
-    free (self->result_texts);
-    free (self->result_jobs);
-    free (self->releases);
-    free (self->release_reasons);
+    worker_jobs_destroy (self);
+    worker_hand_destroy (self);
     zsock_destroy (&self->broker);
-    zsock_destroy (&self->sink);
+    s_sink_close (self);
+    prt_destroy (&self->rt);
     free (self);
     *self_p = NULL;
 }
@@ -465,17 +379,19 @@ static int s_start (worker_t *self, const char *ready_file)
     //  A routing id that survives reconnects lets the broker keep our credits
     //  across a network blip; the random part keeps two processes apart.
     char identity[200];
-    snprintf (identity, sizeof identity, "W:%s:%08x", self->id, (unsigned) zclock_time () ^ (unsigned) getpid ());
+    snprintf (identity, sizeof identity, "W:%s:%08x", self->id,
+              (unsigned) zclock_time () ^ (unsigned) getpid ());
     self->broker = proto_sock_new (&self->net, ZMQ_DEALER, c->broker_backend, false, identity);
-    self->sink = proto_sock_new (&self->net, ZMQ_PUSH, c->sink_results, false, NULL);
-    self->backend = backend_new (c, s_on_done, self);
-    if (!self->broker || !self->sink || !self->backend)
+    if (!self->broker || s_sink_socket (self))
+        return -1;
+    self->backend = backend_new (c, worker_jobs_done, self);
+    if (!self->backend)
         return -1;
     //  Jobs beyond what the backend can run would only wait here; in the
     //  broker's queue they can go to another worker.
     if (self->backend->max_jobs > 0 && self->backend->max_jobs < (int64_t) self->capacity)
         self->capacity = (uint32_t) self->backend->max_jobs;
-    self->last_broker_seen = zclock_time ();
+    self->last_welcome = prt_now (self->rt);
     plog_info ("WORKER %s STARTED: backend %s, %u slots, broker %s, sink %s", self->id,
                c->worker_backend, self->capacity, c->broker_backend, c->sink_results);
     if (self->backend->banner)
@@ -489,14 +405,25 @@ static int s_start (worker_t *self, const char *ready_file)
 void worker_server (zsock_t *pipe, void *args)
 {
     worker_args_t *a = args;
-    worker_t *self = s_worker_new (pipe, a->config);
-    zsock_signal (pipe, 0);
+    static const prt_hooks_t hooks = {.send = s_send, .wakeup = s_wakeup, .term = s_term};
+    worker_t *self = s_worker_new (a->config);
+    self->rt = prt_new (pipe, &hooks, self);
     if (s_start (self, a->ready_file)) {
+        zsock_signal (pipe, 0);
         zstr_send (pipe, "cannot start the worker");
         s_worker_destroy (&self);
         return;
     }
-    s_run (self);
+    prt_reader (self->rt, self->broker, s_read_broker, self);
+    prt_reader (self->rt, self->sink_monitor, s_read_sink_monitor, self);
+    prt_add_io (self->rt, &self->backend->io);
+    self->heartbeat_timer = prt_every (self->rt, self->heartbeat_ms, s_on_heartbeat_timer, self);
+    prt_every (self->rt, STATS_MS, s_on_stats_timer, self);
+    self->heartbeat_due = true;     //  announce ourselves in the first turn
+    zsock_signal (pipe, 0);
+    int rc = prt_run (self->rt);
     plog_info ("WORKER %s STOPPED: %" PRIu64 " replies written", self->id, self->counters.completed);
+    if (rc)
+        zstr_send (pipe, "the worker's loop failed");
     s_worker_destroy (&self);
 }
