@@ -36,6 +36,7 @@
 #include "proto/proto_sock.h"
 
 #include <inttypes.h>
+#include <sodium.h>
 #include <unistd.h>
 
 #define ACK_REJECTS_MAX 10000   //  rejects listed in one ACK; the rest are counted
@@ -427,7 +428,9 @@ static int s_recover (broker_t *self)
     }
     else {
         plog_info ("storage.dataDir is empty: state is kept in memory only");
-        self->epoch = (uint32_t) (now / 1000) ^ (uint32_t) getpid ();
+        //  Without a stored run counter, a random epoch still tells runs apart.
+        randombytes_buf (&self->epoch, sizeof self->epoch);
+        self->epoch |= 1;
     }
     self->dlq = bdlq_new (self->store);
     self->jobs = bjobs_new (c, self->sched, self->store, self->dlq);

@@ -249,13 +249,15 @@ static void s_reconcile (bworkers_t *self, bworker_t *w, const proto_heartbeat_t
 {
     s_held_t held;
     s_held_build (&held, hb);
-    //  A job_seq past what this broker sent would judge frames still on the way.
-    uint64_t seen = hb->job_seq < w->last_frame ? hb->job_seq : w->last_frame;
+    //  A job_seq counted by another broker run (sent before the worker read
+    //  this run's WELCOME) judges nothing; nor may one past what was sent.
+    uint64_t job_seq = hb->epoch == self->epoch ? hb->job_seq : 0;
+    uint64_t seen = job_seq < w->last_frame ? job_seq : w->last_frame;
     bjob_t *job = w->jobs;
     while (job) {
         bjob_t *next = job->link.next;
         bool listed = s_held_take (&held, job->id, job->token);
-        if (listed || hb->job_seq == 0) {
+        if (listed || job_seq == 0) {
             //  A worker that reports no frame seq cannot be judged (it predates
             //  leases per job, or has seen nothing yet): its heartbeat renews all.
             bjobs_renew (self->jobs, job, now);

@@ -24,6 +24,7 @@ typedef struct {
 } s_broker_t;
 
 static int s_instance;
+static uint64_t s_epoch;     //  the epoch of the broker under test, from its WELCOMEs
 
 static void s_start_lease (s_broker_t *b, int lease_ms, const char *extra_queue, const char *extra_top)
 {
@@ -89,6 +90,8 @@ static bool s_expect_within (zsock_t *sock, proto_type_t type, proto_msg_t *msg,
         char why[256];
         if (proto_recv (sock, msg, NULL, why, sizeof why) != PROTO_OK)
             continue;
+        if (msg->type == PROTO_WELCOME)
+            s_epoch = msg->body.welcome.epoch;
         if (msg->type == type)
             got = true;
         else
@@ -105,7 +108,7 @@ static bool s_expect (zsock_t *sock, proto_type_t type, proto_msg_t *msg)
 
 static void s_heartbeat (zsock_t *w, uint64_t capacity, uint64_t job_seq, proto_ref_t *held, size_t n)
 {
-    proto_heartbeat_t hb = {"w", capacity, capacity, NULL, 0, "host", 1, 0, job_seq, held, n};
+    proto_heartbeat_t hb = {"w", capacity, capacity, NULL, 0, "host", 1, 0, job_seq, held, n, s_epoch};
     assert_int_equal (proto_send (w, PROTO_HEARTBEAT, &hb), 0);
 }
 

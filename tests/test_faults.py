@@ -101,6 +101,10 @@ def test_blip_between_broker_and_worker(bin_dir):
         t = time.monotonic()
         check_exactly_once(p, expected, 3 * LEASE_MS / 1000 + 10, "a broker-to-worker blip")
         print("  all posted %.1f s after the blip" % (time.monotonic() - t))
+        # The jobs of the lost frames came back through the heartbeat, not a lease.
+        s = p.broker_stats()
+        check(s["reclaimed"] >= 1, "no job was reclaimed from the lost frames: %r" % s)
+        check(s["lost_workers"] == 0 and s["retried"] == 0, "the blip cost a lease: %r" % s)
 
 
 def test_blip_between_worker_and_broker(bin_dir):
