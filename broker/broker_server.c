@@ -1,696 +1,377 @@
-/*  broker_server - the broker actor: sockets, job lifecycle, workers.
+/*  broker_server - the broker actor: its sockets, who may say what, and the loop.
 
-    Job lifecycle (bjob_state_t):
+    The broker runs on the shared loop (common/prt.h). Each turn it reads
+    what pollers, sinks, parleyctl (frontend) and workers (backend) sent,
+    then loses silent workers and settles deadlines, dispatches what may go,
+    stores the turn's changes, and only then sends the answers (outbox.h).
 
-        SUBMIT -> QUEUED -> DISPATCHED -> HANDED_OFF -> COMMITTED -> finished
-                    ^          |   (worker RELEASE done)   (sink COMMIT) (sink OUTCOME)
-                    |          |
-                    +----------+  RELEASE retry, worker lost, lease over: backoff,
-                                  then after maxRetries the dead-letter queue
+    The modules own their data: jobs.c the jobs and their lives, workers.c
+    the workers and what each holds, dead.c the dead-letter queue, hub.c the
+    pollers' counters, sched.c the order and the limits, store.c what is on
+    disk. This file only routes messages between them.
 
-    Every dispatch gets a new token; a COMMIT carrying an older token is
-    answered STALE, so exactly one attempt of a job is ever posted.
-
-    The loop, one screen long (s_run): wait for a socket or the next timer,
-    read what is there in batches, run timers, dispatch, store the changes,
-    and send the replies that waited for the store. The job lifecycle and
-    recovery live in broker_jobs.c.
+    Who may send what (with security on, the sender's role is its key's
+    allow-list, from the ZAP User-Id "role/name"; without it, the socket
+    alone decides):
+        frontend    SUBMIT, STATS             pollers
+                    COMMIT, OUTCOME, STATS    sinks
+                    CTL                       operators
+        backend     HEARTBEAT, RELEASE        workers
+    Anything else is dropped, counted (malformed or refused) and logged a
+    few lines a minute.
 */
-#include "broker/broker_int.h"
+#include "broker/broker.h"
+#include "broker/broker_ctl.h"
+#include "broker/dead.h"
+#include "broker/hub.h"
+#include "broker/jobs.h"
+#include "broker/outbox.h"
+#include "broker/sched.h"
+#include "broker/store.h"
+#include "broker/workers.h"
+#include "common/palloc.h"
+#include "common/pdaemon.h"
 #include "common/plog.h"
+#include "common/prt.h"
+#include "proto/proto_sock.h"
 
-#include <errno.h>
 #include <inttypes.h>
-#include <stdlib.h>
-#include <string.h>
+#include <sodium.h>
 #include <unistd.h>
 
-#define BATCH_READ        512     //  frames read from one socket per iteration
-#define STATS_STALE_MS    10000   //  poller snapshots older than this are dropped
+#define ACK_REJECTS_MAX 10000   //  rejects listed in one ACK; the rest are counted
+#define PRUNE_MS        60000   //  how often finished keys and rate history are pruned
+#define CONGESTION_LOG_MS 10000
 
-//  --- small helpers -------------------------------------------------------------
+typedef struct {
+    const pcfg_t *config;
+    prt_t *rt;
+    zsock_t *frontend;
+    zsock_t *backend;
+    proto_net_t net;
+    uint32_t epoch;
+    sched_t *sched;
+    store_t *store;             //  NULL: state in memory only
+    bdlq_t *dlq;
+    bjobs_t *jobs;
+    bworkers_t *workers;
+    bhub_t *hub;
+    bout_t *out;                //  answers held until the turn is stored
+    bctl_counters_t counters;
+    int64_t next_prune;
+    int64_t next_congestion_log;
+    plog_limiter_t malformed_log;
+    plog_limiter_t refused_log;
+    plog_limiter_t reject_log;
+} broker_t;
 
-static int64_t s_now (broker_t *self)
+//  --- who may say what -------------------------------------------------------------
+
+//  True when `peer` may speak as `role` ("pollers", "sinks", "operators",
+//  "workers"). Without security there are no identities: the socket decides.
+static bool s_role (broker_t *self, const proto_peer_t *peer, const char *role)
 {
-    //  Wall time, for rate history that outlives a restart; never let it go
-    //  backwards, which would break the scheduler's ordering.
-    int64_t now = zclock_time ();
-    if (now > self->now)
-        self->now = now;
-    return self->now;
+    if (!self->config->security)
+        return true;
+    size_t n = strlen (role);
+    return strncmp (peer->user, role, n) == 0 && peer->user[n] == '/';
 }
 
-static size_t s_u64_hash (const void *key)
+static void s_refused (broker_t *self, const proto_peer_t *peer, int type, const char *role)
 {
-    uint64_t x = (uint64_t) (uintptr_t) key;
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    return (size_t) x;
+    self->counters.refused++;
+    char who[300];
+    if (plog_limiter_allow (&self->refused_log, 10))
+        plog_warn ("refused %s from %s: only %s may send it", proto_type_name (type),
+                   proto_peer_name (peer, who, sizeof who), role);
 }
 
-static int s_u64_compare (const void *a, const void *b)
+static void s_malformed (broker_t *self, const char *where, const proto_peer_t *peer, const char *why)
 {
-    uintptr_t x = (uintptr_t) a, y = (uintptr_t) b;
-    return x < y ? -1 : x > y;
+    self->counters.malformed++;
+    char who[300];
+    if (plog_limiter_allow (&self->malformed_log, 10))
+        plog_warn ("dropped a frame on the %s from %s: %s", where, proto_peer_name (peer, who, sizeof who),
+                   why);
 }
 
-static zhashx_t *s_u64_table (void)
+static bctl_t s_ctl (broker_t *self)
 {
-    zhashx_t *table = zhashx_new ();
-    zhashx_set_key_hasher (table, s_u64_hash);
-    zhashx_set_key_comparator (table, s_u64_compare);
-    zhashx_set_key_duplicator (table, NULL);
-    zhashx_set_key_destructor (table, NULL);
-    return table;
+    return (bctl_t) {self->config, self->sched, self->jobs, self->workers, self->dlq,
+                     &self->counters, prt_now (self->rt)};
 }
 
-static bool s_deadline_less (const void *a, const void *b)
-{
-    return ((const bjob_t *) a)->deadline < ((const bjob_t *) b)->deadline;
-}
+//  --- frontend ------------------------------------------------------------------------
 
-//  Queue a reply; it is sent once the iteration's changes are stored.
-static void s_reply (broker_t *self, zsock_t *sock, zframe_t *route, proto_type_t type,
-                     const void *body)
+static void s_on_submit (broker_t *self, const proto_peer_t *peer, const proto_submit_t *submit,
+                         int64_t now)
 {
-    if (self->outbox_count == self->outbox_capacity) {
-        self->outbox_capacity = self->outbox_capacity ? self->outbox_capacity * 2 : 64;
-        self->outbox = realloc (self->outbox, self->outbox_capacity * sizeof (boutgoing_t));
-    }
-    boutgoing_t *out = &self->outbox[self->outbox_count];
-    if (proto_encode (type, body, &out->body))
-        return;
-    out->sock = sock;
-    out->route = zframe_dup (route);
-    self->outbox_count++;
-}
-
-static void s_send_now (zsock_t *sock, zframe_t *route, zmq_msg_t *body)
-{
-    void *handle = zsock_resolve (sock);
-    if (zmq_send (handle, zframe_data (route), zframe_size (route), ZMQ_SNDMORE | ZMQ_DONTWAIT) == -1
-        || zmq_msg_send (body, handle, ZMQ_DONTWAIT) == -1) {
-        //  The peer is gone or not reading; it will ask again.
-        plog_debug ("reply not sent: %s", zmq_strerror (zmq_errno ()));
-        zmq_msg_close (body);
-    }
-}
-
-static void s_flush_outbox (broker_t *self)
-{
-    for (size_t i = 0; i < self->outbox_count; i++) {
-        boutgoing_t *out = &self->outbox[i];
-        s_send_now (out->sock, out->route, &out->body);
-        zframe_destroy (&out->route);
-    }
-    self->outbox_count = 0;
-}
-
-//  --- frontend: SUBMIT ------------------------------------------------------------
-
-static void s_on_submit (broker_t *self, zframe_t *route, const proto_submit_t *submit)
-{
-    proto_ack_t ack = {submit->seq, 0, 0, NULL, 0};
-    proto_reject_t rejected[64];
+    proto_ack_t ack = {submit->seq, 0, 0, NULL, 0, 0, 0};
+    proto_reject_t *rejects = NULL;
+    size_t reject_capacity = 0;
     for (size_t i = 0; i < submit->count; i++) {
-        bool duplicate;
-        const char *why = broker_accept (self, &submit->items[i], &duplicate);
-        self->counters.submitted++;
-        if (why) {
-            self->counters.rejected++;
-            plog_warn ("refused job %s for %s: %s", submit->items[i].msg_key,
-                       submit->items[i].entity, why);
-            if (ack.rejected_count < 64)
-                rejected[ack.rejected_count++] = (proto_reject_t) {i, why};
-        }
-        else if (duplicate) {
-            ack.duplicates++;
-            self->counters.duplicates++;
-        }
-        else {
+        const char *why = NULL;
+        bjobs_accept_t result = bjobs_accept (self->jobs, &submit->items[i], now, &why);
+        if (result == BJOBS_ACCEPTED)
             ack.accepted++;
-            self->counters.accepted++;
-        }
-    }
-    ack.rejected = rejected;
-    broker_enforce_queue_limit (self);
-    s_reply (self, self->frontend, route, PROTO_ACK, &ack);
-}
-
-//  --- frontend: COMMIT and OUTCOME from the sink ---------------------------------
-
-static void s_on_commit (broker_t *self, zframe_t *route, const proto_commit_t *commit)
-{
-    proto_verdicts_t answer = {commit->seq, NULL, commit->count};
-    answer.items = calloc (commit->count ? commit->count : 1, sizeof (proto_verdict_item_t));
-    for (size_t i = 0; i < commit->count; i++) {
-        const proto_commit_item_t *ref = &commit->items[i];
-        proto_verdict_item_t *v = &answer.items[i];
-        v->job_id = ref->job_id;
-        v->token = ref->token;
-        bjob_t *job = zhashx_lookup (self->jobs, U64_KEY (ref->job_id));
-        if (!job)
-            v->verdict = PROTO_VERDICT_UNKNOWN;
-        else if (job->token != ref->token || job->state == JOB_QUEUED)
-            v->verdict = PROTO_VERDICT_STALE;
+        else if (result == BJOBS_DUPLICATE)
+            ack.duplicates++;
         else {
-            if (job->state != JOB_COMMITTED) {
-                broker_set_state (self, job, JOB_COMMITTED);
-                heap_remove (&self->deadlines, job);
-                broker_persist (self, job);
-                self->counters.committed++;
+            bool busy = result == BJOBS_BUSY;
+            if (!busy && plog_limiter_allow (&self->reject_log, 10))
+                plog_warn ("refused job %s for %s: %s", submit->items[i].msg_key,
+                           submit->items[i].entity, why);
+            if (ack.rejected_count == ACK_REJECTS_MAX) {
+                ack.rejected_more++;
+                continue;
             }
-            v->verdict = PROTO_VERDICT_POST;
-        }
-        if (v->verdict != PROTO_VERDICT_POST) {
-            self->counters.stale_results++;
-            plog_debug ("result for job %" PRIu64 " token %" PRIx64 " refused (%s)", ref->job_id,
-                        ref->token, v->verdict == PROTO_VERDICT_STALE ? "stale" : "unknown");
+            rejects = pgrow (rejects, &reject_capacity, ack.rejected_count + 1, sizeof (proto_reject_t));
+            rejects[ack.rejected_count++] = (proto_reject_t) {
+                i, busy ? "queue full (queueSettings.maxQueueSize): submit it again later" : why,
+                busy ? PROTO_REJECT_BUSY : PROTO_REJECT_INVALID};
+            if (busy)
+                ack.retry_after_ms = (uint64_t) self->config->resend_ms;
         }
     }
-    s_reply (self, self->frontend, route, PROTO_VERDICT, &answer);
-    free (answer.items);
+    ack.rejected = rejects;
+    bout_add (self->out, self->frontend, peer->route, peer->route_size, PROTO_ACK, &ack, NULL, NULL, 0);
+    free (rejects);
+    sched_counts_t counts;
+    sched_counts (self->sched, &counts);
+    int64_t threshold = self->config->congestion_threshold;
+    if (threshold > 0 && counts.queued > (size_t) threshold && now >= self->next_congestion_log) {
+        plog_warn ("congestion: %zu jobs queued (threshold %" PRId64 ")", counts.queued, threshold);
+        self->next_congestion_log = now + CONGESTION_LOG_MS;
+    }
 }
 
-static void s_on_outcome (broker_t *self, zframe_t *route, const proto_outcome_t *outcome)
+static void s_on_commit (broker_t *self, const proto_peer_t *peer, const proto_commit_t *commit,
+                         int64_t now)
 {
-    for (size_t i = 0; i < outcome->count; i++) {
-        const proto_outcome_item_t *item = &outcome->items[i];
-        bjob_t *job = zhashx_lookup (self->jobs, U64_KEY (item->job_id));
-        //  Outcomes are idempotent: a repeat for a finished job is ignored.
-        if (!job || job->token != item->token || job->state != JOB_COMMITTED)
-            continue;
-        switch (item->status) {
-        case PROTO_OUT_POSTED:
-            self->counters.posted++;
-            broker_job_finish (self, job);
-            break;
-        case PROTO_OUT_DUPLICATE:
-            self->counters.duplicate_posts++;
-            broker_job_finish (self, job);
-            break;
-        case PROTO_OUT_EXPIRED:
-            broker_unreserve (self, job);
-            self->counters.expired++;
-            broker_job_finish (self, job);
-            break;
-        case PROTO_OUT_FAILED:
-            broker_unreserve (self, job);
-            broker_append_history (job, self->now, item->reason);
-            broker_dead_letter (self, job, item->reason);
-            break;
-        case PROTO_OUT_IN_DOUBT:
-        default:
-            broker_append_history (job, self->now, item->reason);
-            broker_dead_letter (self, job, item->reason);
-            break;
-        }
-    }
+    proto_verdict_item_t *items = pcalloc (commit->count + 1, sizeof (proto_verdict_item_t));
+    for (size_t i = 0; i < commit->count; i++)
+        bjobs_commit (self->jobs, &commit->items[i], self->config->stale_claim_timeout_ms, now, &items[i]);
+    //  Encoded now, while the verdicts still point into the jobs.
+    proto_verdicts_t answer = {commit->seq, items, commit->count,
+                               (uint64_t) self->config->stale_claim_timeout_ms};
+    bout_add (self->out, self->frontend, peer->route, peer->route_size, PROTO_VERDICT, &answer, NULL,
+              NULL, 0);
+    free (items);
+}
+
+static void s_on_outcome (broker_t *self, const proto_peer_t *peer, const proto_outcome_t *outcome,
+                          int64_t now)
+{
+    for (size_t i = 0; i < outcome->count; i++)
+        bjobs_outcome (self->jobs, &outcome->items[i], now);
     proto_outcome_ack_t ack = {outcome->seq};
-    s_reply (self, self->frontend, route, PROTO_OUTCOME_ACK, &ack);
+    bout_add (self->out, self->frontend, peer->route, peer->route_size, PROTO_OUTCOME_ACK, &ack,
+              NULL, NULL, 0);
 }
 
-//  --- frontend: STATS ------------------------------------------------------------
-
-static void s_on_stats (broker_t *self, zframe_t *route, const proto_stats_t *stats)
+//  Pollers report their counters here; a sink asks for the broker's (and the
+//  pollers') by sending its own.
+static void s_on_stats (broker_t *self, const proto_peer_t *peer, const proto_stats_t *stats,
+                        int64_t now)
 {
-    //  Pollers report here; keep their latest snapshot for the sink.
+    bool from_sink = false;
     for (size_t i = 0; i < stats->count; i++) {
         const proto_component_t *c = &stats->components[i];
-        if (strcmp (c->role, "poller") != 0)
-            continue;
-        json_t *snap = json_object ();
-        json_object_set_new (snap, "at", json_integer (self->now));
-        json_t *values = json_object ();
-        for (size_t j = 0; j < c->count; j++)
-            json_object_set_new (values, c->values[j].key, json_real (c->values[j].value));
-        json_object_set_new (snap, "values", values);
-        zhashx_update (self->poller_stats, c->id, snap);
+        if (streq (c->role, "poller") && s_role (self, peer, "pollers"))
+            bhub_update (self->hub, c, now);
+        else if (streq (c->role, "sink") && s_role (self, peer, "sinks"))
+            from_sink = true;
     }
-    //  Answer with the broker's own counters and the pollers' latest.
+    if (!from_sink)
+        return;
     proto_num_t values[64];
-    size_t count = 0;
-    broker_stats_values (self, values, &count, 64);
-    size_t npollers = zhashx_size (self->poller_stats);
-    proto_component_t *components = calloc (npollers + 1, sizeof (proto_component_t));
-    char broker_id[32];
-    snprintf (broker_id, sizeof broker_id, "%u", self->epoch);
-    components[0] = (proto_component_t) {"broker", broker_id, values, count};
-    size_t n = 1;
-    proto_num_t *pvalues[256] = {NULL};
-    json_t *snap = zhashx_first (self->poller_stats);
-    while (snap) {
-        const char *id = zhashx_cursor (self->poller_stats);
-        int64_t at = json_integer_value (json_object_get (snap, "at"));
-        json_t *vals = json_object_get (snap, "values");
-        if (self->now - at <= STATS_STALE_MS && n < 256) {
-            size_t k = 0;
-            proto_num_t *pv = calloc (json_object_size (vals) + 1, sizeof (proto_num_t));
-            const char *key;
-            json_t *value;
-            json_object_foreach (vals, key, value) {
-                pv[k].key = key;
-                pv[k].value = json_number_value (value);
-                k++;
-            }
-            pvalues[n] = pv;
-            components[n++] = (proto_component_t) {"poller", id, pv, k};
-        }
-        snap = zhashx_next (self->poller_stats);
-    }
-    proto_stats_t answer = {(uint64_t) self->now, components, n};
-    s_reply (self, self->frontend, route, PROTO_STATS, &answer);
-    for (size_t i = 0; i < n; i++)
-        free (pvalues[i]);
-    free (components);
+    bctl_t ctx = s_ctl (self);
+    size_t count = broker_stats_values (&ctx, values, 64);
+    proto_component_t components[1 + HUB_MAX];
+    char id[32];
+    snprintf (id, sizeof id, "%u", self->epoch);
+    components[0] = (proto_component_t) {"broker", id, values, count};
+    size_t n = 1 + bhub_components (self->hub, now, components + 1, HUB_MAX);
+    proto_stats_t answer = {(uint64_t) now, components, n};
+    bout_add (self->out, self->frontend, peer->route, peer->route_size, PROTO_STATS, &answer, NULL,
+              NULL, 0);
 }
 
-//  --- backend: workers --------------------------------------------------------------
-
-static char *s_route_key (zframe_t *route)
+static void s_on_ctl (broker_t *self, const proto_peer_t *peer, const proto_ctl_t *ctl)
 {
-    return zframe_strhex (route);
+    int status = 0;
+    bctl_t ctx = s_ctl (self);
+    char *body = broker_ctl_handle (&ctx, ctl, &status);
+    proto_ctl_reply_t reply = {ctl->req_id, (uint64_t) status, body};
+    bout_add (self->out, self->frontend, peer->route, peer->route_size, PROTO_CTL_REPLY, &reply, NULL,
+              NULL, 0);
+    free (body);
 }
 
-static void s_worker_free (void **item)
+static int s_read_frontend (void *arg, zsock_t *sock, int max)
 {
-    bworker_t *w = *item;
-    zframe_destroy (&w->route);
-    free (w->key);
-    free (w->id);
-    free (w->host);
-    for (size_t i = 0; i < w->model_count; i++)
-        free (w->models[i]);
-    free (w->models);
-    free (w->batch);
-    free (w);
-    *item = NULL;
-}
-
-static void s_send_welcome (broker_t *self, bworker_t *w)
-{
-    proto_welcome_t welcome = {self->epoch, (uint64_t) self->config->heartbeat_ms,
-                               (uint64_t) self->config->stale_claim_timeout_ms};
-    zmq_msg_t frame;
-    if (proto_encode (PROTO_WELCOME, &welcome, &frame) == 0)
-        s_send_now (self->backend, w->route, &frame);
-}
-
-static void s_on_heartbeat (broker_t *self, zframe_t *route, const proto_heartbeat_t *hb)
-{
-    char *key = s_route_key (route);
-    bworker_t *w = zhashx_lookup (self->workers, key);
-    if (!w) {
-        w = calloc (1, sizeof *w);
-        w->key = key;
-        key = NULL;
-        w->route = zframe_dup (route);
-        w->id = strdup (hb->worker_id);
-        w->host = strdup (hb->host);
-        w->pid = hb->pid;
-        w->capacity = (uint32_t) hb->capacity;
-        //  A worker new to this broker may still be busy with jobs from an
-        //  earlier broker run: only its free slots are credit.
-        w->credit = (uint32_t) (hb->free < hb->capacity ? hb->free : hb->capacity);
-        zhashx_insert (self->workers, w->key, w);
-        plog_info ("worker %s joined (%s pid %" PRIu64 ", %u slots, %u free)", w->id, w->host,
-                   w->pid, w->capacity, w->credit);
-        s_send_welcome (self, w);
-    }
-    free (key);
-    w->last_seen = self->now;
-    if (hb->draining && !w->draining)
-        plog_info ("worker %s is draining", w->id);
-    w->draining = hb->draining != 0;
-    //  Hot models change as LLM servers load and evict them.
-    for (size_t i = 0; i < w->model_count; i++)
-        free (w->models[i]);
-    free (w->models);
-    w->models = calloc (hb->model_count + 1, sizeof (char *));
-    w->model_count = hb->model_count;
-    for (size_t i = 0; i < hb->model_count; i++)
-        w->models[i] = strdup (hb->models[i]);
-}
-
-static void s_on_release (broker_t *self, zframe_t *route, const proto_release_t *release)
-{
-    char *key = s_route_key (route);
-    bworker_t *w = zhashx_lookup (self->workers, key);
-    free (key);
-    for (size_t i = 0; i < release->count; i++) {
-        const proto_release_item_t *item = &release->items[i];
-        //  Every item frees a slot at the worker, whatever became of the job.
-        if (w && w->credit < w->capacity)
-            w->credit++;
-        bjob_t *job = zhashx_lookup (self->jobs, U64_KEY (item->job_id));
-        if (!job || job->token != item->token)
-            continue;   //  superseded attempt: nothing to settle
-        if (job->state == JOB_COMMITTED) {
-            //  The sink committed before the worker's RELEASE arrived.
-            broker_job_unassign (self, job);
+    broker_t *self = arg;
+    int64_t now = prt_now (self->rt);
+    int n = 0;
+    for (; n < max; n++) {
+        proto_msg_t msg;
+        proto_peer_t peer;
+        char why[300];
+        int rc = proto_recv (sock, &msg, &peer, why, sizeof why);
+        if (rc == PROTO_NONE)
+            break;
+        if (rc != PROTO_OK) {
+            s_malformed (self, "frontend", &peer, why);
             continue;
         }
-        if (job->state != JOB_DISPATCHED)
-            continue;
-        broker_job_unassign (self, job);
-        switch (item->status) {
-        case PROTO_REL_DONE:
-            broker_set_state (self, job, JOB_HANDED_OFF);
-            job->deadline = self->now + self->config->stale_claim_timeout_ms;
-            heap_push (&self->deadlines, job);
+        switch (msg.type) {
+        case PROTO_SUBMIT:
+            if (s_role (self, &peer, "pollers"))
+                s_on_submit (self, &peer, &msg.body.submit, now);
+            else
+                s_refused (self, &peer, msg.type, "pollers");
             break;
-        case PROTO_REL_RETRY:
-            broker_unreserve (self, job);
-            broker_job_failed (self, job, item->reason, (int64_t) item->retry_after_ms);
+        case PROTO_COMMIT:
+            if (s_role (self, &peer, "sinks"))
+                s_on_commit (self, &peer, &msg.body.commit, now);
+            else
+                s_refused (self, &peer, msg.type, "sinks");
             break;
-        case PROTO_REL_FAIL:
-            broker_unreserve (self, job);
-            broker_append_history (job, self->now, item->reason);
-            broker_dead_letter (self, job, item->reason);
+        case PROTO_OUTCOME:
+            if (s_role (self, &peer, "sinks"))
+                s_on_outcome (self, &peer, &msg.body.outcome, now);
+            else
+                s_refused (self, &peer, msg.type, "sinks");
             break;
-        case PROTO_REL_EXPIRED:
-            broker_unreserve (self, job);
-            self->counters.expired++;
-            broker_job_finish (self, job);
+        case PROTO_STATS:
+            if (s_role (self, &peer, "pollers") || s_role (self, &peer, "sinks"))
+                s_on_stats (self, &peer, &msg.body.stats, now);
+            else
+                s_refused (self, &peer, msg.type, "pollers and sinks");
             break;
-        case PROTO_REL_SKIP:
-            broker_unreserve (self, job);
-            plog_debug ("job %s skipped: %s", job->msg_key, item->reason);
-            self->counters.skipped++;
-            broker_job_finish (self, job);
+        case PROTO_CTL:
+            if (s_role (self, &peer, "operators"))
+                s_on_ctl (self, &peer, &msg.body.ctl);
+            else
+                s_refused (self, &peer, msg.type, "operators");
             break;
-        case PROTO_REL_RETURN:
-        default:
-            //  Not attempted (the worker is stopping): back at once, no failure counted.
-            broker_unreserve (self, job);
-            broker_set_state (self, job, JOB_QUEUED);
-            job->token = 0;
-            job->sj.not_before = 0;
-            sched_push (self->sched, &job->sj, self->now);
-            self->counters.returned++;
+        default: {
+            char what[64];
+            snprintf (what, sizeof what, "%s is not expected on the frontend", proto_type_name (msg.type));
+            s_malformed (self, "frontend", &peer, what);
             break;
         }
-    }
-}
-
-//  A worker stopped heartbeating: its jobs go back to the queue.
-static void s_worker_lost (broker_t *self, bworker_t *w, const char *why)
-{
-    plog_warn ("worker %s lost (%s); %zu job(s) return to the queue", w->id, why, w->job_count);
-    self->counters.lost_workers++;
-    while (w->jobs) {
-        bjob_t *job = w->jobs;
-        broker_job_unassign (self, job);
-        if (job->state != JOB_DISPATCHED)
-            continue;   //  committed already: the sink owns it
-        broker_unreserve (self, job);
-        char reason[300];
-        snprintf (reason, sizeof reason, "worker %s lost (%s)", w->id, why);
-        broker_job_failed (self, job, reason, 0);
-    }
-    zhashx_delete (self->workers, w->key);
-}
-
-//  --- dispatch ----------------------------------------------------------------------
-
-static bool s_worker_has_model (const bworker_t *w, const char *model)
-{
-    for (size_t i = 0; i < w->model_count; i++)
-        if (strcmp (w->models[i], model) == 0)
-            return true;
-    return false;
-}
-
-//  Picks the worker for a job: one with the entity's model hot, else the
-//  one with the most free credit.
-static bworker_t *s_pick_worker (broker_t *self, const char *model)
-{
-    bworker_t *best = NULL, *hot = NULL;
-    for (bworker_t *w = zhashx_first (self->workers); w; w = zhashx_next (self->workers)) {
-        uint32_t free_credit = w->credit > w->batch_count ? w->credit - (uint32_t) w->batch_count : 0;
-        if (w->draining || free_credit == 0)
-            continue;
-        if (*model && s_worker_has_model (w, model)) {
-            uint32_t hot_free = hot ? hot->credit - (uint32_t) hot->batch_count : 0;
-            if (!hot || free_credit > hot_free)
-                hot = w;
         }
-        uint32_t best_free = best ? best->credit - (uint32_t) best->batch_count : 0;
-        if (!best || free_credit > best_free)
-            best = w;
+        proto_msg_release (&msg);
     }
-    return hot ? hot : best;
+    return n;
 }
 
-//  Free slots over all workers that take work.
-static size_t s_free_credit (broker_t *self)
+static int s_read_backend (void *arg, zsock_t *sock, int max)
 {
-    size_t total = 0;
-    for (bworker_t *w = zhashx_first (self->workers); w; w = zhashx_next (self->workers))
-        if (!w->draining)
-            total += w->credit;
-    return total;
+    broker_t *self = arg;
+    int64_t now = prt_now (self->rt);
+    int n = 0;
+    for (; n < max; n++) {
+        proto_msg_t msg;
+        proto_peer_t peer;
+        char why[300];
+        int rc = proto_recv (sock, &msg, &peer, why, sizeof why);
+        if (rc == PROTO_NONE)
+            break;
+        if (rc != PROTO_OK) {
+            s_malformed (self, "backend", &peer, why);
+            continue;
+        }
+        if (msg.type != PROTO_HEARTBEAT && msg.type != PROTO_RELEASE) {
+            char what[64];
+            snprintf (what, sizeof what, "%s is not expected on the backend", proto_type_name (msg.type));
+            s_malformed (self, "backend", &peer, what);
+        }
+        else if (!s_role (self, &peer, "workers"))
+            s_refused (self, &peer, msg.type, "workers");
+        else if (msg.type == PROTO_HEARTBEAT)
+            bworkers_heartbeat (self->workers, &peer, &msg.body.heartbeat, now);
+        else
+            bworkers_release (self->workers, &peer, &msg.body.release, now);
+        proto_msg_release (&msg);
+    }
+    return n;
 }
 
-static void s_send_batch (broker_t *self, bworker_t *w)
-{
-    //  Through the outbox: the rate slots these jobs took are stored first.
-    proto_jobs_t body = {w->batch, w->batch_count};
-    s_reply (self, self->backend, w->route, PROTO_JOB, &body);
-    w->credit -= (uint32_t) w->batch_count;
-    w->dispatched += w->batch_count;
-    w->batch_count = 0;
-}
+//  --- the loop's phases -----------------------------------------------------------------
 
 //  How many jobs may be dispatched now: free worker slots, and room under
-//  maxPendingResults (jobs dispatched but not yet posted), so that when the
-//  sink or its destination falls behind, dispatching waits instead of
-//  burying it.
-static size_t s_dispatch_budget (broker_t *self)
+//  maxPendingResults (dispatched, not yet posted), so a slow sink or
+//  destination makes dispatching wait instead of burying it.
+static size_t s_budget (broker_t *self)
 {
-    size_t budget = s_free_credit (self);
-    size_t pending = self->state_count[JOB_DISPATCHED] + self->state_count[JOB_HANDED_OFF]
-                     + self->state_count[JOB_COMMITTED];
+    size_t budget = bworkers_free_credit (self->workers);
+    size_t pending = bjobs_in_state (self->jobs, JOB_DISPATCHED)
+                     + bjobs_in_state (self->jobs, JOB_HANDED_OFF)
+                     + bjobs_in_state (self->jobs, JOB_COMMITTED);
     size_t cap = (size_t) self->config->max_pending_results;
     size_t room = pending < cap ? cap - pending : 0;
     return budget < room ? budget : room;
 }
 
-static void s_dispatch (broker_t *self)
+static void s_apply (void *arg, int64_t now)
 {
-    //  Each popped job takes one unit of budget, so the loop ends with it.
-    for (size_t budget = s_dispatch_budget (self); budget > 0; budget--) {
-        sched_job_t *sj = sched_pop (self->sched, self->now);
-        if (!sj)
-            break;
-        bjob_t *job = (bjob_t *) sj;
-        const pcfg_entity_t *e = pcfg_entity (self->config, job->sj.entity);
-        bworker_t *w = s_pick_worker (self, e->model);
-        assert (w);     //  budget > 0 means some worker has a free slot
-        broker_set_state (self, job, JOB_DISPATCHED);
-        job->token = ((uint64_t) self->epoch << 32) | (++self->next_token & 0xffffffffu);
-        job->attempt++;
-        broker_reserve (self, job);
-        job->worker = w;
-        job->wnext = w->jobs;
-        if (w->jobs)
-            w->jobs->wprev = job;
-        job->wprev = NULL;
-        w->jobs = job;
-        w->job_count++;
-        if (w->batch_count == w->batch_capacity) {
-            w->batch_capacity = w->batch_capacity ? w->batch_capacity * 2 : 64;
-            w->batch = realloc (w->batch, w->batch_capacity * sizeof (proto_job_t));
-        }
-        w->batch[w->batch_count++] = (proto_job_t) {
-            job->id,       job->token,          job->attempt, job->msg_key,
-            e->id,         sched_chat_key (self->sched, job->sj.chat),
-            job->priority, (uint64_t) job->created_ms,   (uint64_t) job->sj.expires_at,
-            job->payload};
-        self->counters.dispatched++;
-        //  A full batch goes at once, so large bursts stream to the worker.
-        if (w->batch_count >= PROTO_BATCH / 4 || w->batch_count >= w->credit)
-            s_send_batch (self, w);
+    broker_t *self = arg;
+    bworkers_tick (self->workers, now);
+    bjobs_tick (self->jobs, now);
+    if (now >= self->next_prune) {
+        bjobs_prune (self->jobs, now);
+        self->next_prune = now + PRUNE_MS;
     }
-    for (bworker_t *w = zhashx_first (self->workers); w; w = zhashx_next (self->workers))
-        if (w->batch_count)
-            s_send_batch (self, w);
+    bworkers_dispatch (self->workers, s_budget (self), now);
 }
 
-//  --- timers --------------------------------------------------------------------------
-
-static void s_run_timers (broker_t *self)
+static int s_commit (void *arg)
 {
-    if (self->store && self->now >= self->next_prune) {
-        store_prune (self->store, self->now, self->config->dedupe_retention_s * 1000);
-        self->next_prune = self->now + 60000;
-    }
-    //  Queued jobs that are too old now will never be sent: count them.
-    sched_job_t *sj;
-    while ((sj = sched_pop_expired (self->sched, self->now))) {
-        self->counters.expired++;
-        broker_job_finish (self, (bjob_t *) sj);
-    }
-    //  Results that never reached the sink: the job runs again.
-    bjob_t *job;
-    while ((job = heap_top (&self->deadlines)) && job->deadline <= self->now) {
-        heap_pop (&self->deadlines);
-        broker_unreserve (self, job);
-        broker_job_failed (self, job, "result did not reach the sink in time", 0);
-    }
-    if (self->now >= self->next_heartbeat) {
-        self->next_heartbeat = self->now + self->config->heartbeat_ms;
-        zlistx_t *lost = zlistx_new ();
-        for (bworker_t *w = zhashx_first (self->workers); w; w = zhashx_next (self->workers)) {
-            if (self->now - w->last_seen > self->config->stale_claim_timeout_ms)
-                zlistx_add_end (lost, w);
-            else
-                s_send_welcome (self, w);
-        }
-        for (bworker_t *w = zlistx_first (lost); w; w = zlistx_next (lost))
-            s_worker_lost (self, w, "no heartbeat within staleClaimTimeout");
-        zlistx_destroy (&lost);
-    }
+    broker_t *self = arg;
+    //  Everything this turn changed is stored before anyone hears of it.
+    return self->store ? store_commit (self->store) : 0;
 }
 
-static int64_t s_next_timer (broker_t *self)
+static void s_send (void *arg, int64_t now)
 {
-    int64_t at = self->next_heartbeat;
-    bjob_t *job = heap_top (&self->deadlines);
-    if (job && job->deadline < at)
-        at = job->deadline;
-    //  The scheduler's next moment matters only when a worker can take work;
-    //  otherwise a credit arriving wakes the loop.
-    int64_t wake = sched_wakeup (self->sched, self->now);
-    if (s_dispatch_budget (self) > 0 && wake < at)
+    (void) now;
+    broker_t *self = arg;
+    bout_flush (self->out);
+}
+
+static int64_t s_wakeup (void *arg, int64_t now)
+{
+    broker_t *self = arg;
+    int64_t at = self->next_prune;
+    int64_t w = bjobs_wakeup (self->jobs, now);
+    if (w < at)
+        at = w;
+    w = bworkers_wakeup (self->workers, now);
+    if (w < at)
+        at = w;
+    //  The scheduler's next moment matters only when a worker can take work
+    //  (a credit coming back wakes the loop anyway); expiry runs regardless.
+    int64_t wake = sched_wakeup (self->sched, now);
+    if (wake < at && (wake > now || s_budget (self) > 0))
         at = wake;
-    else {
-        //  Expiry still has to run without workers.
-        sched_counts_t counts;
-        sched_counts (self->sched, &counts);
-        if (counts.queued && wake < at && wake > self->now)
-            at = wake;
-    }
     return at;
 }
 
-//  --- messages ----------------------------------------------------------------------------
+//  --- life -----------------------------------------------------------------------------------
 
-static void s_malformed (broker_t *self, const char *where, const char *why)
+static sched_t *s_sched_new (const pcfg_t *c)
 {
-    self->counters.malformed++;
-    if (plog_limiter_allow (&self->malformed_log, 10))
-        plog_warn ("dropped malformed frame on %s: %s", where, why);
-}
-
-//  Reads one [routing id][body] message; returns false when nothing is waiting.
-static bool s_read_routed (broker_t *self, zsock_t *sock, const char *where)
-{
-    void *handle = zsock_resolve (sock);
-    zmq_msg_t part;
-    zmq_msg_init (&part);
-    if (zmq_msg_recv (&part, handle, ZMQ_DONTWAIT) == -1) {
-        zmq_msg_close (&part);
-        return false;
-    }
-    zframe_t *route = zframe_new (zmq_msg_data (&part), zmq_msg_size (&part));
-    int more = zmq_msg_more (&part);
-    zmq_msg_close (&part);
-    if (!more) {
-        s_malformed (self, where, "no body after the routing id");
-        zframe_destroy (&route);
-        return true;
-    }
-    zmq_msg_init (&part);
-    zmq_msg_recv (&part, handle, 0);
-    //  Only single-frame bodies exist; discard any extra parts.
-    bool extra = zmq_msg_more (&part);
-    while (extra) {
-        zmq_msg_t junk;
-        zmq_msg_init (&junk);
-        zmq_msg_recv (&junk, handle, 0);
-        extra = zmq_msg_more (&junk);
-        zmq_msg_close (&junk);
-    }
-    proto_msg_t msg;
-    char why[256];
-    if (proto_decode (zmq_msg_data (&part), zmq_msg_size (&part), &msg, why, sizeof why) != PROTO_OK)
-        s_malformed (self, where, why);
-    else {
-        bool front = sock == self->frontend;
-        switch (msg.type) {
-        case PROTO_SUBMIT:
-            if (front)
-                s_on_submit (self, route, &msg.body.submit);
-            break;
-        case PROTO_COMMIT:
-            if (front)
-                s_on_commit (self, route, &msg.body.commit);
-            break;
-        case PROTO_OUTCOME:
-            if (front)
-                s_on_outcome (self, route, &msg.body.outcome);
-            break;
-        case PROTO_STATS:
-            if (front)
-                s_on_stats (self, route, &msg.body.stats);
-            break;
-        case PROTO_CTL:
-            if (front) {
-                int status = 0;
-                char *body = broker_ctl_handle (self, &msg.body.ctl, &status);
-                proto_ctl_reply_t reply = {msg.body.ctl.req_id, (uint64_t) status, body};
-                s_reply (self, self->frontend, route, PROTO_CTL_REPLY, &reply);
-                free (body);
-            }
-            break;
-        case PROTO_HEARTBEAT:
-            if (!front)
-                s_on_heartbeat (self, route, &msg.body.heartbeat);
-            break;
-        case PROTO_RELEASE:
-            if (!front)
-                s_on_release (self, route, &msg.body.release);
-            break;
-        default:
-            break;
-        }
-        if ((front && (msg.type == PROTO_HEARTBEAT || msg.type == PROTO_RELEASE))
-            || (!front && msg.type != PROTO_HEARTBEAT && msg.type != PROTO_RELEASE)) {
-            char what[64];
-            snprintf (what, sizeof what, "%s is not expected here", proto_type_name (msg.type));
-            s_malformed (self, where, what);
-        }
-        proto_msg_release (&msg);
-    }
-    zmq_msg_close (&part);
-    zframe_destroy (&route);
-    return true;
-}
-
-//  --- life ---------------------------------------------------------------------------------
-
-static void s_json_destructor (void **item)
-{
-    json_decref (*item);
-    *item = NULL;
-}
-
-static void s_dead_destructor (void **item)
-{
-    broker_dead_free ((bdead_t **) item);
-}
-
-static void s_config_sched (const pcfg_t *c, sched_config_t *sc, sched_entity_config_t *ents,
-                            sched_chat_rule_t *rules)
-{
-    sc->global.gap_ms = (int64_t) (c->min_seconds_between_any_post * 1000);
-    sc->global.per_minute = c->max_total_messages_per_minute;
-    sc->global.per_hour = c->max_total_messages_per_hour;
-    sc->global_max_in_flight = c->global_max_in_flight;
-    sc->aging_ms = c->aging_seconds * 1000;
-    sc->entity_count = c->entities.count;
+    sched_config_t sc = {0};
+    sched_entity_config_t *ents = pcalloc (c->entities.count + 1, sizeof *ents);
+    sched_chat_rule_t *rules = pcalloc (c->chat_limits.count + 1, sizeof *rules);
+    sc.global.gap_ms = (int64_t) (c->min_seconds_between_any_post * 1000);
+    sc.global.per_minute = c->max_total_messages_per_minute;
+    sc.global.per_hour = c->max_total_messages_per_hour;
+    sc.global_max_in_flight = c->global_max_in_flight;
+    sc.aging_ms = c->aging_seconds * 1000;
+    sc.entity_count = c->entities.count;
     for (size_t i = 0; i < c->entities.count; i++) {
         const pcfg_entity_t *e = pcfg_entity (c, i);
         ents[i].limit.gap_ms = (int64_t) (e->rate.min_seconds_between_posts * 1000);
@@ -698,7 +379,7 @@ static void s_config_sched (const pcfg_t *c, sched_config_t *sc, sched_entity_co
         ents[i].limit.per_hour = e->rate.max_posts_per_hour;
         ents[i].max_in_flight = e->max_in_flight ? e->max_in_flight : c->entity_max_in_flight;
     }
-    sc->entities = ents;
+    sc.entities = ents;
     const pcfg_chat_limit_t *cl = c->chat_limits.items;
     for (size_t i = 0; i < c->chat_limits.count; i++) {
         rules[i].source = cl[i].source;
@@ -707,76 +388,69 @@ static void s_config_sched (const pcfg_t *c, sched_config_t *sc, sched_entity_co
         rules[i].limit.per_minute = cl[i].rate.max_posts_per_minute;
         rules[i].limit.per_hour = cl[i].rate.max_posts_per_hour;
     }
-    sc->chat_rule_count = c->chat_limits.count;
-    sc->chat_rules = rules;
-}
-
-static broker_t *s_broker_new (zsock_t *pipe, const pcfg_t *config)
-{
-    broker_t *self = calloc (1, sizeof *self);
-    self->pipe = pipe;
-    self->config = config;
-    self->epoch = (uint32_t) (zclock_time () / 1000) ^ (uint32_t) getpid ();
-    srandom ((unsigned) (zclock_time () ^ getpid ()));
-    s_now (self);
-    proto_net_defaults (&self->net);
-    self->net.hwm = (int) config->hwm;
-    self->net.max_frame_bytes = (int) config->max_frame_bytes;
-    self->net.heartbeat_ms = (int) config->heartbeat_ms;
-
-    sched_config_t sc = {0};
-    sched_entity_config_t *ents = calloc (config->entities.count + 1, sizeof *ents);
-    sched_chat_rule_t *rules = calloc (config->chat_limits.count + 1, sizeof *rules);
-    s_config_sched (config, &sc, ents, rules);
-    self->sched = sched_new (&sc);
+    sc.chat_rule_count = c->chat_limits.count;
+    sc.chat_rules = rules;
+    sched_t *sched = sched_new (&sc);
     free (ents);
     free (rules);
-
-    self->jobs = s_u64_table ();
-    self->active = zhashx_new ();
-    zhashx_set_key_duplicator (self->active, NULL);
-    zhashx_set_key_destructor (self->active, NULL);
-    self->finished = zhashx_new ();
-    self->finished_order = zlistx_new ();
-    zlistx_set_destructor (self->finished_order, (zlistx_destructor_fn *) zstr_free);
-    self->workers = zhashx_new ();
-    zhashx_set_destructor (self->workers, s_worker_free);
-    self->dead = zlistx_new ();
-    zlistx_set_destructor (self->dead, s_dead_destructor);
-    self->poller_stats = zhashx_new ();
-    zhashx_set_destructor (self->poller_stats, s_json_destructor);
-    heap_init (&self->deadlines, s_deadline_less, offsetof (bjob_t, pos_deadline));
-    return self;
+    return sched;
 }
 
-static void s_broker_destroy (broker_t **self_p)
+static void s_destroy (broker_t **self_p)
 {
     broker_t *self = *self_p;
-    bjob_t *job = zhashx_first (self->jobs);
-    while (job) {
-        bjob_t *next = zhashx_next (self->jobs);
-        broker_job_free (&job);
-        job = next;
-    }
-    zhashx_destroy (&self->jobs);
-    zhashx_destroy (&self->active);
-    zlistx_destroy (&self->finished_order);
-    zhashx_destroy (&self->finished);
-    zhashx_destroy (&self->workers);
-    zlistx_destroy (&self->dead);
-    zhashx_destroy (&self->poller_stats);
-    heap_destroy (&self->deadlines);
+    bworkers_destroy (&self->workers);
+    bjobs_destroy (&self->jobs);
+    bdlq_destroy (&self->dlq);
+    bhub_destroy (&self->hub);
+    bout_destroy (&self->out);
     store_close (&self->store);
     sched_destroy (&self->sched);
-    for (size_t i = 0; i < self->outbox_count; i++) {
-        zmq_msg_close (&self->outbox[i].body);
-        zframe_destroy (&self->outbox[i].route);
-    }
-    free (self->outbox);
+    prt_destroy (&self->rt);
     zsock_destroy (&self->frontend);
     zsock_destroy (&self->backend);
     free (self);
     *self_p = NULL;
+}
+
+//  Opens the store and rebuilds the state from it. Returns 0 or -1.
+static int s_recover (broker_t *self)
+{
+    const pcfg_t *c = self->config;
+    int64_t now = prt_now (self->rt);
+    if (*c->data_dir) {
+        char err[600];
+        self->store = store_open (c->data_dir, c->fsync, err, sizeof err);
+        if (!self->store) {
+            plog_error ("%s", err);
+            return -1;
+        }
+    }
+    else {
+        plog_info ("storage.dataDir is empty: state is kept in memory only");
+        //  Without a stored run counter, a random epoch still tells runs apart.
+        randombytes_buf (&self->epoch, sizeof self->epoch);
+        self->epoch |= 1;
+    }
+    self->dlq = bdlq_new (self->store);
+    self->jobs = bjobs_new (c, self->sched, self->store, self->dlq);
+    int64_t start = zclock_mono ();
+    if (bjobs_recover (self->jobs, now))
+        return -1;
+    if (self->store) {
+        self->epoch = store_next_epoch (self->store);
+        if (store_commit (self->store))
+            return -1;
+    }
+    if (self->store) {
+        sched_counts_t counts;
+        sched_counts (self->sched, &counts);
+        plog_info ("recovered from %s/broker.db in %" PRId64 " ms: %zu queued, %zu committed to the"
+                   " sink, %zu dead letters (run %u)",
+                   c->data_dir, zclock_mono () - start, counts.queued,
+                   bjobs_in_state (self->jobs, JOB_COMMITTED), bdlq_size (self->dlq), self->epoch);
+    }
+    return 0;
 }
 
 static int s_bind (broker_t *self, const char *ready_file)
@@ -800,71 +474,44 @@ static int s_bind (broker_t *self, const char *ready_file)
     return 0;
 }
 
-//  The loop: wait, read in batches, timers, dispatch, store, reply.
-//  Returns -1 when the state could not be stored.
-static int s_run (broker_t *self)
-{
-    zmq_pollitem_t items[] = {
-        {zsock_resolve (self->pipe), 0, ZMQ_POLLIN, 0},
-        {zsock_resolve (self->frontend), 0, ZMQ_POLLIN, 0},
-        {zsock_resolve (self->backend), 0, ZMQ_POLLIN, 0},
-    };
-    for (;;) {
-        int64_t now = s_now (self);
-        int64_t wait = s_next_timer (self) - now;
-        if (wait < 0)
-            wait = 0;
-        if (zmq_poll (items, 3, wait > 60000 ? 60000 : (long) wait) == -1) {
-            if (zmq_errno () == EINTR)
-                continue;   //  a signal: the pipe brings $TERM
-            break;
-        }
-        if (items[0].revents & ZMQ_POLLIN) {
-            char *command = zstr_recv (self->pipe);
-            bool term = !command || streq (command, "$TERM");
-            zstr_free (&command);
-            if (term)
-                break;
-        }
-        s_now (self);
-        for (int i = 0; i < BATCH_READ && s_read_routed (self, self->backend, "backend"); i++)
-            ;
-        for (int i = 0; i < BATCH_READ && s_read_routed (self, self->frontend, "frontend"); i++)
-            ;
-        s_run_timers (self);
-        s_dispatch (self);
-        //  Group commit: everything this iteration changed is stored before
-        //  anyone hears about it.
-        if (self->store && store_commit (self->store))
-            return -1;
-        s_flush_outbox (self);
-    }
-    return 0;
-}
-
 void broker_server (zsock_t *pipe, void *args)
 {
     broker_args_t *a = args;
-    broker_t *self = s_broker_new (pipe, a->config);
+    const pcfg_t *c = a->config;
+    broker_t *self = pcalloc (1, sizeof *self);
+    self->config = c;
+    prt_hooks_t hooks = {s_apply, s_commit, s_send, s_wakeup, NULL};
+    self->rt = prt_new (pipe, &hooks, self);
+    srandom ((unsigned) (zclock_time () ^ getpid ()));
+    proto_net_defaults (&self->net);
+    self->net.hwm = (int) c->hwm;
+    self->net.max_frame_bytes = (int) c->max_frame_bytes;
+    self->net.heartbeat_ms = (int) c->heartbeat_ms;
+    self->sched = s_sched_new (c);
+    self->hub = bhub_new ();
+    self->out = bout_new ();
     zsock_signal (pipe, 0);
-    if (broker_recover (self)) {
-        zstr_send (pipe, "cannot open the broker's storage");
-        s_broker_destroy (&self);
-        return;
-    }
-    if (s_bind (self, a->ready_file)) {
-        zstr_send (pipe, "cannot bind the broker's endpoints");
-        s_broker_destroy (&self);
-        return;
-    }
-    if (s_run (self)) {
+    const char *failure = NULL;
+    if (s_recover (self))
+        failure = "cannot open the broker's storage";
+    else if (s_bind (self, a->ready_file))
+        failure = "cannot bind the broker's endpoints";
+    else {
+        self->workers = bworkers_new (c, self->jobs, self->out, self->backend, self->epoch);
+        prt_reader (self->rt, self->backend, s_read_backend, self);
+        prt_reader (self->rt, self->frontend, s_read_frontend, self);
+        self->next_prune = prt_now (self->rt) + PRUNE_MS;
         //  Stop rather than go on with state that is not on disk; a restart recovers.
-        zstr_send (pipe, "storage failed; stopping");
-        s_broker_destroy (&self);
-        return;
+        if (prt_run (self->rt))
+            failure = "storage failed; stopping";
+        else {
+            sched_counts_t counts;
+            sched_counts (self->sched, &counts);
+            plog_info ("stopping with %zu job(s) queued and %zu in flight", counts.queued,
+                       bjobs_in_state (self->jobs, JOB_DISPATCHED));
+        }
     }
-    sched_counts_t counts;
-    sched_counts (self->sched, &counts);
-    plog_info ("stopping with %zu job(s) queued and %zu in flight", counts.queued, counts.in_flight);
-    s_broker_destroy (&self);
+    if (failure)
+        zstr_send (pipe, failure);
+    s_destroy (&self);
 }

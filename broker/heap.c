@@ -3,7 +3,7 @@
 
 #include <stdlib.h>
 
-#define POS(self, item) (*(size_t *) ((char *) (item) + (self)->pos_offset))
+#define POS(self, item) (*(uint32_t *) ((char *) (item) + (self)->pos_offset))
 
 void heap_init (heap_t *self, heap_less_fn less, size_t pos_offset)
 {
@@ -23,7 +23,7 @@ void heap_destroy (heap_t *self)
 static inline void s_place (heap_t *self, size_t pos, void *item)
 {
     self->items[pos] = item;
-    POS (self, item) = pos;
+    POS (self, item) = (uint32_t) pos;
 }
 
 static void s_sift_up (heap_t *self, size_t pos)

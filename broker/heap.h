@@ -1,7 +1,7 @@
 /*  heap - an indexed binary min-heap of pointers.
 
-    Each element keeps its own position (a size_t at `pos_offset` inside
-    it), so removing or re-keying an arbitrary element is O(log n). The
+    Each element keeps its own position (a uint32_t at `pos_offset` inside
+    it: four bytes, as a million queued jobs are in several heaps each), so removing or re-keying an arbitrary element is O(log n). The
     broker's priority queues, timers and fairness rotations are all heaps.
 */
 #ifndef HEAP_H_INCLUDED
@@ -9,8 +9,9 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
-#define HEAP_NONE ((size_t) -1)   //  position of an element not in a heap
+#define HEAP_NONE UINT32_MAX      //  position of an element not in a heap
 
 typedef bool (*heap_less_fn) (const void *a, const void *b);
 
@@ -43,7 +44,7 @@ void heap_update (heap_t *self, void *item);
 
 static inline bool heap_contains (const heap_t *self, const void *item)
 {
-    size_t pos = *(const size_t *) ((const char *) item + self->pos_offset);
+    uint32_t pos = *(const uint32_t *) ((const char *) item + self->pos_offset);
     return pos < self->size && self->items[pos] == item;
 }
 

@@ -10,8 +10,7 @@
     a pause waits for that event. A flow whose chat is rate-limited is
     parked on the chat, which waits in its own timer heap; when it lifts,
     the chat's parked flows go back to their entities. Delayed jobs wait in
-    a heap by not-before time; queued jobs are also in an expiry heap and a
-    "least urgent" heap for the queue-size limit.
+    a heap by not-before time; queued jobs are also in an expiry heap.
 */
 #include "broker/sched.h"
 #include "broker/heap.h"
@@ -25,7 +24,7 @@ typedef struct flow_s {
     uint16_t entity;
     uint32_t chat;
     uint64_t stamp;             //  when it last dispatched (scheduler stamp)
-    size_t pos;                 //  in its entity's flow heap
+    uint32_t pos;               //  in its entity's flow heap
     bool parked;                //  waiting on its chat's limit
     struct flow_s *next_parked;
 } flow_t;
@@ -39,8 +38,8 @@ typedef struct {
     uint64_t stamp;             //  when it last dispatched
     bool paused;
     int64_t next_ok;            //  key in the timer heap
-    size_t pos_ready;
-    size_t pos_timer;
+    uint32_t pos_ready;
+    uint32_t pos_timer;
 } entity_t;
 
 typedef struct {
@@ -50,7 +49,7 @@ typedef struct {
     flow_t **flows;             //  one per entity, made on first use
     flow_t *parked;             //  flows waiting for this chat's limit
     int64_t next_ok;            //  key in the chat timer heap
-    size_t pos_timer;
+    uint32_t pos_timer;
 } chat_t;
 
 struct sched_s {
@@ -76,7 +75,6 @@ struct sched_s {
     heap_t chat_timers;         //  chats with parked flows
     heap_t delayed;             //  jobs waiting for not_before
     heap_t expiry;              //  queued jobs with an expiry
-    heap_t all;                 //  queued jobs, least urgent on top
 
     uint64_t seq;
     uint64_t stamp;
@@ -94,11 +92,6 @@ static bool s_job_before (const sched_job_t *a, const sched_job_t *b)
 static bool s_job_less (const void *a, const void *b)
 {
     return s_job_before (a, b);
-}
-
-static bool s_job_more (const void *a, const void *b)
-{
-    return s_job_before (b, a);
 }
 
 static bool s_delay_less (const void *a, const void *b)
@@ -177,7 +170,6 @@ sched_t *sched_new (const sched_config_t *config)
     heap_init (&self->chat_timers, s_chat_timer_less, offsetof (chat_t, pos_timer));
     heap_init (&self->delayed, s_delay_less, offsetof (sched_job_t, pos_queue));
     heap_init (&self->expiry, s_expiry_less, offsetof (sched_job_t, pos_expiry));
-    heap_init (&self->all, s_job_more, offsetof (sched_job_t, pos_all));
     return self;
 }
 
@@ -217,7 +209,6 @@ void sched_destroy (sched_t **self_p)
     heap_destroy (&self->chat_timers);
     heap_destroy (&self->delayed);
     heap_destroy (&self->expiry);
-    heap_destroy (&self->all);
     free (self);
     *self_p = NULL;
 }
@@ -421,10 +412,9 @@ void sched_push (sched_t *self, sched_job_t *job, int64_t now)
     job->rank = job->priority;
     if (self->aging_ms > 0)
         job->rank += job->enqueued_at / self->aging_ms;
-    job->pos_queue = job->pos_expiry = job->pos_all = HEAP_NONE;
+    job->pos_queue = job->pos_expiry = HEAP_NONE;
     self->queued++;
     self->entities[job->entity].queued++;
-    heap_push (&self->all, job);
     if (job->expires_at > 0)
         heap_push (&self->expiry, job);
     if (job->not_before > now) {
@@ -459,7 +449,6 @@ sched_job_t *sched_pop (sched_t *self, int64_t now)
         }
         sched_job_t *job = heap_pop (&flow->jobs);
         heap_remove (&self->expiry, job);
-        heap_remove (&self->all, job);
         self->queued--;
         e->queued--;
         job->where = SCHED_INFLIGHT;
@@ -530,7 +519,6 @@ void sched_remove (sched_t *self, sched_job_t *job)
     else
         return;
     heap_remove (&self->expiry, job);
-    heap_remove (&self->all, job);
     self->queued--;
     self->entities[job->entity].queued--;
     job->where = SCHED_NOWHERE;
@@ -543,11 +531,6 @@ sched_job_t *sched_pop_expired (sched_t *self, int64_t now)
         return NULL;
     sched_remove (self, job);
     return job;
-}
-
-sched_job_t *sched_least_urgent (sched_t *self)
-{
-    return heap_top (&self->all);
 }
 
 int64_t sched_wakeup (sched_t *self, int64_t now)

@@ -76,9 +76,8 @@ typedef struct sched_job_s {
     uint64_t seq;           //  FIFO order
     int64_t reserved_at;    //  rate slot taken at dispatch, 0 = none
     uint8_t where;          //  sched_where_t
-    size_t pos_queue;       //  in its flow's heap or in the delay heap
-    size_t pos_expiry;
-    size_t pos_all;
+    uint32_t pos_queue;     //  in its flow's heap or in the delay heap
+    uint32_t pos_expiry;
 } sched_job_t;
 
 typedef struct sched_s sched_t;
@@ -118,9 +117,6 @@ void sched_remove (sched_t *self, sched_job_t *job);
 
 //  A queued job whose expires_at has passed, taken out; NULL if none.
 sched_job_t *sched_pop_expired (sched_t *self, int64_t now);
-
-//  The least urgent queued job (to drop when the queue is full), or NULL.
-sched_job_t *sched_least_urgent (sched_t *self);
 
 //  When sched_pop may next return a job that it cannot return now; or
 //  SCHED_NEVER when only an outside event (a push, a done, a resume) can

@@ -1,71 +1,184 @@
-/*  store - the broker's durable state. See store.h. */
+/*  store - the broker's durable state on a journal. See store.h. */
 #include "broker/store.h"
-#include "store/pstore.h"
+#include "common/palloc.h"
 #include "common/plog.h"
+#include "common/ptable.h"
+#include "proto/proto_defs_macros.h"
+#include "proto/proto_record.h"
 
-#include <stdlib.h>
-#include <string.h>
+#include <inttypes.h>
+#include <sys/stat.h>
 
-static const char *s_schema =
-    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
-    "CREATE TABLE IF NOT EXISTS jobs ("
-    "  id INTEGER PRIMARY KEY, entity TEXT NOT NULL, msg_key TEXT NOT NULL, chat TEXT NOT NULL,"
-    "  chat_kind TEXT NOT NULL, priority INTEGER NOT NULL, created_ms INTEGER NOT NULL,"
-    "  enqueued_ms INTEGER NOT NULL, not_before INTEGER NOT NULL, expires_ms INTEGER NOT NULL,"
-    "  attempt INTEGER NOT NULL, failures INTEGER NOT NULL, committed INTEGER NOT NULL,"
-    "  token INTEGER NOT NULL, payload BLOB, history TEXT);"
-    "CREATE TABLE IF NOT EXISTS done (dkey TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;"
-    "CREATE INDEX IF NOT EXISTS done_at ON done (at);"
-    "CREATE TABLE IF NOT EXISTS reservations ("
-    "  job_id INTEGER NOT NULL, at INTEGER NOT NULL, entity TEXT NOT NULL, chat TEXT NOT NULL,"
-    "  chat_kind TEXT NOT NULL);"
-    "CREATE INDEX IF NOT EXISTS reservations_job ON reservations (job_id);"
-    "CREATE INDEX IF NOT EXISTS reservations_at ON reservations (at);"
-    "CREATE TABLE IF NOT EXISTS dead ("
-    "  id INTEGER PRIMARY KEY, msg_key TEXT NOT NULL, entity TEXT NOT NULL, chat TEXT NOT NULL,"
-    "  priority INTEGER NOT NULL, created_ms INTEGER NOT NULL, dead_at INTEGER NOT NULL,"
-    "  attempts INTEGER NOT NULL, reason TEXT NOT NULL, history TEXT NOT NULL, payload BLOB);"
-    "CREATE TABLE IF NOT EXISTS paused (entity TEXT PRIMARY KEY);";
+#define RESERVATION_MS   3600000    //  rate history a restart needs: an hour
+#define MIGRATE_PER_TURN 2000       //  objects rewritten per turn at most
+#define ID_BLOCK         4096       //  job ids a restart skips (see store_commit)
 
-//  Statement slots.
 enum {
-    S_META_GET, S_META_SET, S_JOB_INSERT, S_JOB_UPDATE, S_JOB_DELETE, S_DONE_INSERT, S_DONE_GET,
-    S_DONE_DELETE, S_RESERVE, S_UNRESERVE, S_DEAD_INSERT, S_DEAD_DELETE, S_PAUSE, S_RESUME,
-    S_PRUNE_DONE, S_PRUNE_RESERVATIONS
+    R_META = 1, R_JOB, R_JOB_GONE, R_DONE, R_FORGET, R_RESERVE, R_UNRESERVE, R_DEAD, R_DEAD_GONE,
+    R_PAUSE
 };
+
+//  The store's own anchored records, besides its owner's jobs and dead letters.
+enum { ANCHOR_META = 3, ANCHOR_PAUSE = 4 };
+
+//  --- record tables (the on-disk forms) ---------------------------------------------
+
+typedef struct {
+    uint64_t epoch;
+    uint64_t last_job_id;
+} rec_meta_t;
+
+typedef struct {
+    uint64_t id;
+    const char *entity, *msg_key, *chat, *chat_kind;
+    uint64_t priority, created_ms, enqueued_ms, not_before, expires_ms;
+    uint64_t attempt, failures, crashes, committed, token;
+    proto_bin_t payload;
+    const char *history;
+} rec_job_t;
+
+typedef struct {
+    uint64_t id;
+} rec_id_t;
+
+typedef struct {
+    uint64_t hi, lo, at;
+} rec_done_t;
+
+typedef struct {
+    uint64_t job_id, at;
+    const char *entity, *chat, *chat_kind;
+} rec_reserve_t;
+
+typedef struct {
+    uint64_t id;
+    const char *msg_key, *entity, *chat, *chat_kind;
+    uint64_t priority, maybe_posted, created_ms, dead_at, attempts;
+    const char *reason, *history;
+    proto_bin_t payload;
+} rec_dead_t;
+
+typedef struct {
+    const char *entity;
+    uint64_t paused;
+} rec_pause_t;
+
+#define KEY  PROTO_MAX_KEY
+#define TEXT PROTO_MAX_STR
+#define U64  0xFFFFFFFFFFFFFFFFull
+
+static const proto_field_t s_meta_fields[] = {
+    U (rec_meta_t, epoch, U64, "run counter"),
+    U (rec_meta_t, last_job_id, U64, "highest job id given"),
+};
+static const proto_record_t s_meta = RECORD ("META", rec_meta_t, s_meta_fields, "");
+
+static const proto_field_t s_job_fields[] = {
+    U (rec_job_t, id, U64, ""),           S (rec_job_t, entity, KEY, ""),
+    S (rec_job_t, msg_key, KEY, ""),      S (rec_job_t, chat, KEY, ""),
+    S (rec_job_t, chat_kind, 16, ""),     U (rec_job_t, priority, 99, ""),
+    U (rec_job_t, created_ms, U64, ""),   U (rec_job_t, enqueued_ms, U64, ""),
+    U (rec_job_t, not_before, U64, ""),   U (rec_job_t, expires_ms, U64, ""),
+    U (rec_job_t, attempt, U64, ""),      U (rec_job_t, failures, U64, ""),
+    U (rec_job_t, crashes, U64, ""),      U (rec_job_t, committed, 1, ""),
+    U (rec_job_t, token, U64, ""),        B (rec_job_t, payload, TEXT, ""),
+    S (rec_job_t, history, TEXT, ""),
+};
+static const proto_record_t s_job = RECORD ("JOB", rec_job_t, s_job_fields, "");
+
+static const proto_field_t s_id_fields[] = {U (rec_id_t, id, U64, "")};
+static const proto_record_t s_id = RECORD ("ID", rec_id_t, s_id_fields, "");
+
+static const proto_field_t s_done_fields[] = {
+    U (rec_done_t, hi, U64, ""), U (rec_done_t, lo, U64, ""), U (rec_done_t, at, U64, ""),
+};
+static const proto_record_t s_done = RECORD ("DONE", rec_done_t, s_done_fields, "");
+
+static const proto_field_t s_reserve_fields[] = {
+    U (rec_reserve_t, job_id, U64, ""),   U (rec_reserve_t, at, U64, ""),
+    S (rec_reserve_t, entity, KEY, ""),   S (rec_reserve_t, chat, KEY, ""),
+    S (rec_reserve_t, chat_kind, 16, ""),
+};
+static const proto_record_t s_reserve = RECORD ("RESERVE", rec_reserve_t, s_reserve_fields, "");
+
+static const proto_field_t s_dead_fields[] = {
+    U (rec_dead_t, id, U64, ""),            S (rec_dead_t, msg_key, KEY, ""),
+    S (rec_dead_t, entity, KEY, ""),        S (rec_dead_t, chat, KEY, ""),
+    S (rec_dead_t, chat_kind, 16, ""),      U (rec_dead_t, priority, 99, ""),
+    U (rec_dead_t, maybe_posted, 1, ""),    U (rec_dead_t, created_ms, U64, ""),
+    U (rec_dead_t, dead_at, U64, ""),       U (rec_dead_t, attempts, U64, ""),
+    S (rec_dead_t, reason, TEXT, ""),       S (rec_dead_t, history, TEXT, ""),
+    B (rec_dead_t, payload, TEXT, ""),
+};
+static const proto_record_t s_dead = RECORD ("DEAD", rec_dead_t, s_dead_fields, "");
+
+static const proto_field_t s_pause_fields[] = {
+    S (rec_pause_t, entity, KEY, ""), U (rec_pause_t, paused, 1, ""),
+};
+static const proto_record_t s_pause = RECORD ("PAUSE", rec_pause_t, s_pause_fields, "");
+
+//  --- the store ---------------------------------------------------------------------------
+
+typedef struct {
+    uint64_t job_id;
+    int64_t at;
+    uint64_t segment;           //  0 once released
+    char *entity, *chat, *chat_kind;    //  only while loading
+} s_resv_t;
+
+typedef struct {
+    char *entity;
+    store_anchor_t anchor;
+} s_pause_t;
 
 struct store_s {
-    pstore_t *db;
+    pjournal_t *journal;
+    msgpack_sbuffer buf;        //  reused for every record
+    uint64_t epoch;
     uint64_t last_job_id;
-    uint64_t stored_job_id;     //  last_job_id as in the file
+    uint64_t stored_last_job_id;
+    store_anchor_t meta;        //  the latest META record
+    s_pause_t *pauses;          //  paused entities ("*" = all)
+    size_t pause_count, pause_capacity;
+    s_resv_t *resv;             //  reservations of the last hour, oldest first
+    size_t resv_head, resv_count, resv_capacity;
+    store_rewrite_fn *rewrite;
+    void *owner;
+    pseen_t *done;
+    uint64_t quarantined;
 };
 
-static int64_t s_meta_get (store_t *self, const char *key)
+static uint64_t s_append (store_t *self, uint8_t type, const proto_record_t *rec, const void *body)
 {
-    sqlite3_stmt *st = pstore_stmt (self->db, S_META_GET, "SELECT value FROM meta WHERE key = ?");
-    sqlite3_bind_text (st, 1, key, -1, SQLITE_STATIC);
-    return pstore_step (self->db, st) == SQLITE_ROW ? sqlite3_column_int64 (st, 0) : 0;
+    self->buf.size = 0;
+    if (proto_record_pack (rec, body, &self->buf))
+        return 0;
+    return pjournal_append (self->journal, type, self->buf.data, self->buf.size);
 }
 
-static void s_meta_set (store_t *self, const char *key, int64_t value)
+static void s_put_meta (store_t *self)
 {
-    pstore_write (self->db);
-    sqlite3_stmt *st = pstore_stmt (self->db, S_META_SET,
-                                    "INSERT INTO meta (key, value) VALUES (?, ?)"
-                                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value");
-    sqlite3_bind_text (st, 1, key, -1, SQLITE_STATIC);
-    sqlite3_bind_int64 (st, 2, value);
-    pstore_step (self->db, st);
+    rec_meta_t m = {self->epoch, self->last_job_id};
+    uint64_t seg = s_append (self, R_META, &s_meta, &m);
+    self->meta.kind = ANCHOR_META;
+    pjournal_anchor_set (self->journal, &self->meta.journal, seg);
+    self->stored_last_job_id = self->last_job_id;
 }
 
 store_t *store_open (const char *dir, const char *fsync, char *err, size_t errlen)
 {
-    pstore_t *db = pstore_open (dir, "broker", fsync, s_schema, err, errlen);
-    if (!db)
+    pjournal_t *journal = pjournal_new (dir, "broker", fsync, 0, err, errlen);
+    if (!journal)
         return NULL;
-    store_t *self = calloc (1, sizeof *self);
-    self->db = db;
-    self->last_job_id = self->stored_job_id = (uint64_t) s_meta_get (self, "last_job_id");
+    store_t *self = pcalloc (1, sizeof *self);
+    self->journal = journal;
+    msgpack_sbuffer_init (&self->buf);
+    char old[4096];
+    struct stat st;
+    snprintf (old, sizeof old, "%s/broker.db", dir);
+    if (stat (old, &st) == 0)
+        plog_warn ("%s is from an older version and is not read; the state is now in %s/broker/",
+                   old, dir);
     return self;
 }
 
@@ -74,26 +187,111 @@ void store_close (store_t **self_p)
     store_t *self = *self_p;
     if (!self)
         return;
-    store_commit (self);
-    pstore_close (&self->db);
+    pjournal_destroy (&self->journal);
+    msgpack_sbuffer_destroy (&self->buf);
+    for (size_t i = 0; i < self->pause_count; i++)
+        free (self->pauses[i].entity);
+    free (self->pauses);
+    free (self->resv);
     free (self);
     *self_p = NULL;
 }
 
+static void s_done_forgotten (void *arg, pkey_fp_t fp, int64_t at, uint32_t tag)
+{
+    (void) fp;
+    (void) at;
+    store_t *self = arg;
+    if (tag)
+        pjournal_unref (self->journal, tag);
+}
+
+void store_set_owner (store_t *self, store_rewrite_fn *rewrite, void *arg, pseen_t *done)
+{
+    self->rewrite = rewrite;
+    self->owner = arg;
+    self->done = done;
+    pseen_on_forget (done, s_done_forgotten, self);
+}
+
+//  --- migration: empty the oldest segment into the newest ------------------------------------
+
+typedef struct {
+    store_t *self;
+    uint64_t from;
+} s_retag_t;
+
+static void s_retag_done (void *arg, pkey_fp_t fp, int64_t at, uint32_t *tag)
+{
+    s_retag_t *r = arg;
+    if (*tag != r->from)
+        return;
+    rec_done_t d = {fp.hi, fp.lo, (uint64_t) at};
+    uint64_t seg = s_append (r->self, R_DONE, &s_done, &d);
+    pjournal_ref (r->self->journal, seg);
+    pjournal_unref (r->self->journal, r->from);
+    *tag = (uint32_t) seg;
+}
+
+static void s_put_pause (store_t *self, s_pause_t *p, bool paused)
+{
+    rec_pause_t r = {p->entity, paused};
+    uint64_t seg = s_append (self, R_PAUSE, &s_pause, &r);
+    if (paused) {
+        p->anchor.kind = ANCHOR_PAUSE;
+        pjournal_anchor_set (self->journal, &p->anchor.journal, seg);
+    }
+    else
+        pjournal_anchor_clear (self->journal, &p->anchor.journal);
+}
+
+static void s_migrate (store_t *self)
+{
+    uint64_t seg;
+    if (!pjournal_wants_migration (self->journal, &seg))
+        return;
+    pjournal_anchor_t *a;
+    for (int n = 0; n < MIGRATE_PER_TURN && (a = pjournal_anchor_first (self->journal, seg)); n++) {
+        store_anchor_t *sa = PJOURNAL_CONTAINER (a, store_anchor_t, journal);
+        if (sa->kind == ANCHOR_META)
+            s_put_meta (self);
+        else if (sa->kind == ANCHOR_PAUSE)
+            s_put_pause (self, PJOURNAL_CONTAINER (sa, s_pause_t, anchor), true);
+        else if (self->rewrite)
+            self->rewrite (self->owner, sa);
+        if (pjournal_anchor_first (self->journal, seg) == a) {
+            //  The owner did not move it (should not happen): stop, do not loop.
+            plog_warn ("storage: an object in segment %" PRIu64 " could not be rewritten", seg);
+            break;
+        }
+    }
+    if (self->done && !pjournal_anchor_first (self->journal, seg)) {
+        s_retag_t r = {self, seg};
+        pseen_retag (self->done, s_retag_done, &r);
+    }
+    //  Rate history pins a segment for at most an hour: it is not moved.
+}
+
 int store_commit (store_t *self)
 {
-    if (self->last_job_id != self->stored_job_id) {
-        s_meta_set (self, "last_job_id", (int64_t) self->last_job_id);
-        self->stored_job_id = self->last_job_id;
+    //  The last job id is stored now and then; a restart skips ahead by
+    //  more than that, so ids are never given twice.
+    if (self->last_job_id >= self->stored_last_job_id + ID_BLOCK / 2)
+        s_put_meta (self);
+    s_migrate (self);
+    if (pjournal_commit (self->journal)) {
+        plog_error ("storage failed: %s", pjournal_error (self->journal));
+        return -1;
     }
-    return pstore_commit (self->db);
+    return 0;
 }
 
 uint32_t store_next_epoch (store_t *self)
 {
-    uint32_t epoch = (uint32_t) s_meta_get (self, "epoch") + 1;
-    s_meta_set (self, "epoch", epoch);
-    return epoch;
+    self->epoch++;
+    s_put_meta (self);
+    pjournal_sync_needed (self->journal);
+    return (uint32_t) self->epoch;
 }
 
 uint64_t store_last_job_id (store_t *self)
@@ -103,227 +301,398 @@ uint64_t store_last_job_id (store_t *self)
 
 void store_set_last_job_id (store_t *self, uint64_t id)
 {
-    self->last_job_id = id;
+    if (id > self->last_job_id)
+        self->last_job_id = id;
 }
 
-static void s_bind_job_state (sqlite3_stmt *st, const store_job_t *j, int first)
+//  --- jobs and finished pairs ------------------------------------------------------------------
+
+void store_job_put (store_t *self, store_anchor_t *anchor, const store_job_t *j, bool sync)
 {
-    sqlite3_bind_int64 (st, first, j->not_before);
-    sqlite3_bind_int (st, first + 1, (int) j->attempt);
-    sqlite3_bind_int (st, first + 2, (int) j->failures);
-    sqlite3_bind_int (st, first + 3, j->committed);
-    sqlite3_bind_int64 (st, first + 4, (int64_t) j->token);
-    sqlite3_bind_text (st, first + 5, j->history, -1, SQLITE_STATIC);
+    rec_job_t r = {j->id,
+                   j->entity,
+                   j->msg_key,
+                   j->chat,
+                   j->chat_kind,
+                   (uint64_t) j->priority,
+                   (uint64_t) j->created_ms,
+                   (uint64_t) j->enqueued_ms,
+                   (uint64_t) j->not_before,
+                   (uint64_t) j->expires_ms,
+                   j->attempt,
+                   j->failures,
+                   j->crashes,
+                   j->committed,
+                   j->token,
+                   {j->payload, j->payload_size},
+                   j->history ? j->history : ""};
+    uint64_t seg = s_append (self, R_JOB, &s_job, &r);
+    anchor->kind = STORE_ANCHOR_JOB;
+    pjournal_anchor_set (self->journal, &anchor->journal, seg);
+    if (sync)
+        pjournal_sync_needed (self->journal);
+    store_set_last_job_id (self, j->id);
 }
 
-void store_job_insert (store_t *self, const store_job_t *j)
+void store_job_gone (store_t *self, store_anchor_t *anchor, uint64_t id)
 {
-    pstore_write (self->db);
-    sqlite3_stmt *st = pstore_stmt (
-        self->db, S_JOB_INSERT,
-        "INSERT INTO jobs (id, entity, msg_key, chat, chat_kind, priority, created_ms, enqueued_ms,"
-        " expires_ms, payload, not_before, attempt, failures, committed, token, history)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
-    sqlite3_bind_int64 (st, 1, (int64_t) j->id);
-    sqlite3_bind_text (st, 2, j->entity, -1, SQLITE_STATIC);
-    sqlite3_bind_text (st, 3, j->msg_key, -1, SQLITE_STATIC);
-    sqlite3_bind_text (st, 4, j->chat, -1, SQLITE_STATIC);
-    sqlite3_bind_text (st, 5, j->chat_kind, -1, SQLITE_STATIC);
-    sqlite3_bind_int (st, 6, j->priority);
-    sqlite3_bind_int64 (st, 7, j->created_ms);
-    sqlite3_bind_int64 (st, 8, j->enqueued_ms);
-    sqlite3_bind_int64 (st, 9, j->expires_ms);
-    sqlite3_bind_blob (st, 10, j->payload, (int) j->payload_size, SQLITE_STATIC);
-    s_bind_job_state (st, j, 11);
-    pstore_step (self->db, st);
-    if (j->id > self->last_job_id)
-        self->last_job_id = j->id;
+    rec_id_t r = {id};
+    s_append (self, R_JOB_GONE, &s_id, &r);
+    pjournal_anchor_clear (self->journal, &anchor->journal);
 }
 
-void store_job_update (store_t *self, const store_job_t *j)
+uint32_t store_done (store_t *self, pkey_fp_t fp, int64_t at)
 {
-    pstore_write (self->db);
-    sqlite3_stmt *st = pstore_stmt (self->db, S_JOB_UPDATE,
-                                    "UPDATE jobs SET not_before = ?, attempt = ?, failures = ?,"
-                                    " committed = ?, token = ?, history = ? WHERE id = ?");
-    s_bind_job_state (st, j, 1);
-    sqlite3_bind_int64 (st, 7, (int64_t) j->id);
-    pstore_step (self->db, st);
+    rec_done_t d = {fp.hi, fp.lo, (uint64_t) at};
+    uint64_t seg = s_append (self, R_DONE, &s_done, &d);
+    pjournal_ref (self->journal, seg);
+    return (uint32_t) seg;
 }
 
-void store_job_finish (store_t *self, uint64_t id, const char *dkey, int64_t now)
+void store_forget_done (store_t *self, pkey_fp_t fp, uint32_t tag)
 {
-    pstore_write (self->db);
-    sqlite3_stmt *st = pstore_stmt (self->db, S_JOB_DELETE, "DELETE FROM jobs WHERE id = ?");
-    sqlite3_bind_int64 (st, 1, (int64_t) id);
-    pstore_step (self->db, st);
-    st = pstore_stmt (self->db, S_DONE_INSERT, "INSERT OR REPLACE INTO done (dkey, at) VALUES (?, ?)");
-    sqlite3_bind_text (st, 1, dkey, -1, SQLITE_STATIC);
-    sqlite3_bind_int64 (st, 2, now);
-    pstore_step (self->db, st);
+    rec_done_t d = {fp.hi, fp.lo, 0};
+    s_append (self, R_FORGET, &s_done, &d);
+    if (tag)
+        pjournal_unref (self->journal, tag);
 }
 
-bool store_is_done (store_t *self, const char *dkey)
+//  --- rate history ------------------------------------------------------------------------------
+
+static s_resv_t *s_resv_at (store_t *self, size_t k)
 {
-    sqlite3_stmt *st = pstore_stmt (self->db, S_DONE_GET, "SELECT 1 FROM done WHERE dkey = ?");
-    sqlite3_bind_text (st, 1, dkey, -1, SQLITE_STATIC);
-    return pstore_step (self->db, st) == SQLITE_ROW;
+    return &self->resv[(self->resv_head + k) % self->resv_capacity];
 }
 
-void store_forget_done (store_t *self, const char *dkey)
+static void s_resv_push (store_t *self, uint64_t job_id, int64_t at, uint64_t segment)
 {
-    pstore_write (self->db);
-    sqlite3_stmt *st = pstore_stmt (self->db, S_DONE_DELETE, "DELETE FROM done WHERE dkey = ?");
-    sqlite3_bind_text (st, 1, dkey, -1, SQLITE_STATIC);
-    pstore_step (self->db, st);
+    if (self->resv_count == self->resv_capacity) {
+        //  Grow the ring, keeping its order.
+        size_t cap = self->resv_capacity ? self->resv_capacity * 2 : 256;
+        s_resv_t *ring = pcalloc (cap, sizeof (s_resv_t));
+        for (size_t k = 0; k < self->resv_count; k++)
+            ring[k] = *s_resv_at (self, k);
+        free (self->resv);
+        self->resv = ring;
+        self->resv_capacity = cap;
+        self->resv_head = 0;
+    }
+    *s_resv_at (self, self->resv_count++) = (s_resv_t) {job_id, at, segment, NULL, NULL, NULL};
 }
 
 void store_reserve (store_t *self, uint64_t job_id, int64_t at, const char *entity, const char *chat,
                     const char *chat_kind)
 {
-    pstore_write (self->db);
-    sqlite3_stmt *st = pstore_stmt (self->db, S_RESERVE,
-                                    "INSERT INTO reservations (job_id, at, entity, chat, chat_kind)"
-                                    " VALUES (?, ?, ?, ?, ?)");
-    sqlite3_bind_int64 (st, 1, (int64_t) job_id);
-    sqlite3_bind_int64 (st, 2, at);
-    sqlite3_bind_text (st, 3, entity, -1, SQLITE_STATIC);
-    sqlite3_bind_text (st, 4, chat, -1, SQLITE_STATIC);
-    sqlite3_bind_text (st, 5, chat_kind, -1, SQLITE_STATIC);
-    pstore_step (self->db, st);
+    rec_reserve_t r = {job_id, (uint64_t) at, entity, chat, chat_kind};
+    uint64_t seg = s_append (self, R_RESERVE, &s_reserve, &r);
+    pjournal_ref (self->journal, seg);
+    s_resv_push (self, job_id, at, seg);
 }
 
 void store_unreserve (store_t *self, uint64_t job_id)
 {
-    pstore_write (self->db);
-    sqlite3_stmt *st = pstore_stmt (self->db, S_UNRESERVE,
-                                    "DELETE FROM reservations WHERE rowid = (SELECT max (rowid)"
-                                    " FROM reservations WHERE job_id = ?)");
-    sqlite3_bind_int64 (st, 1, (int64_t) job_id);
-    pstore_step (self->db, st);
+    rec_id_t r = {job_id};
+    s_append (self, R_UNRESERVE, &s_id, &r);
+    //  Its reservation is among the recent ones: look from the newest.
+    for (size_t k = self->resv_count; k-- > 0;) {
+        s_resv_t *e = s_resv_at (self, k);
+        if (e->job_id == job_id && e->segment) {
+            pjournal_unref (self->journal, e->segment);
+            e->segment = 0;
+            return;
+        }
+    }
 }
 
-void store_dead_insert (store_t *self, const store_dead_t *d)
+void store_prune (store_t *self, int64_t now)
 {
-    pstore_write (self->db);
-    sqlite3_stmt *st = pstore_stmt (
-        self->db, S_DEAD_INSERT,
-        "INSERT INTO dead (id, msg_key, entity, chat, priority, created_ms, dead_at, attempts,"
-        " reason, history, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
-    sqlite3_bind_int64 (st, 1, (int64_t) d->id);
-    sqlite3_bind_text (st, 2, d->msg_key, -1, SQLITE_STATIC);
-    sqlite3_bind_text (st, 3, d->entity, -1, SQLITE_STATIC);
-    sqlite3_bind_text (st, 4, d->chat, -1, SQLITE_STATIC);
-    sqlite3_bind_int (st, 5, d->priority);
-    sqlite3_bind_int64 (st, 6, d->created_ms);
-    sqlite3_bind_int64 (st, 7, d->dead_at);
-    sqlite3_bind_int (st, 8, (int) d->attempts);
-    sqlite3_bind_text (st, 9, d->reason, -1, SQLITE_STATIC);
-    sqlite3_bind_text (st, 10, d->history, -1, SQLITE_STATIC);
-    sqlite3_bind_blob (st, 11, d->payload, (int) d->payload_size, SQLITE_STATIC);
-    pstore_step (self->db, st);
+    while (self->resv_count && s_resv_at (self, 0)->at <= now - RESERVATION_MS) {
+        s_resv_t *e = s_resv_at (self, 0);
+        if (e->segment)
+            pjournal_unref (self->journal, e->segment);
+        self->resv_head = (self->resv_head + 1) % self->resv_capacity;
+        self->resv_count--;
+    }
 }
 
-void store_dead_delete (store_t *self, uint64_t id)
+//  --- dead letters and pauses -----------------------------------------------------------------
+
+void store_dead_put (store_t *self, store_anchor_t *anchor, const store_dead_t *d)
 {
-    pstore_write (self->db);
-    sqlite3_stmt *st = pstore_stmt (self->db, S_DEAD_DELETE, "DELETE FROM dead WHERE id = ?");
-    sqlite3_bind_int64 (st, 1, (int64_t) id);
-    pstore_step (self->db, st);
+    rec_dead_t r = {d->id,
+                    d->msg_key,
+                    d->entity,
+                    d->chat,
+                    d->chat_kind ? d->chat_kind : "",
+                    (uint64_t) d->priority,
+                    d->maybe_posted,
+                    (uint64_t) d->created_ms,
+                    (uint64_t) d->dead_at,
+                    d->attempts,
+                    d->reason,
+                    d->history ? d->history : "",
+                    {d->payload, d->payload_size}};
+    uint64_t seg = s_append (self, R_DEAD, &s_dead, &r);
+    anchor->kind = STORE_ANCHOR_DEAD;
+    pjournal_anchor_set (self->journal, &anchor->journal, seg);
+}
+
+void store_dead_gone (store_t *self, store_anchor_t *anchor, uint64_t id)
+{
+    rec_id_t r = {id};
+    s_append (self, R_DEAD_GONE, &s_id, &r);
+    pjournal_anchor_clear (self->journal, &anchor->journal);
+}
+
+static s_pause_t *s_pause_entry (store_t *self, const char *entity)
+{
+    for (size_t i = 0; i < self->pause_count; i++)
+        if (strcmp (self->pauses[i].entity, entity) == 0)
+            return &self->pauses[i];
+    //  Entries never move once made: their anchors are linked into the journal.
+    if (self->pause_count == self->pause_capacity) {
+        //  A new array would move anchors that are linked: keep the old one's anchors cleared first.
+        size_t cap = self->pause_capacity ? self->pause_capacity * 2 : 16;
+        s_pause_t *grown = pcalloc (cap, sizeof (s_pause_t));
+        for (size_t i = 0; i < self->pause_count; i++) {
+            grown[i].entity = self->pauses[i].entity;
+            uint64_t seg = self->pauses[i].anchor.journal.segment;
+            pjournal_anchor_clear (self->journal, &self->pauses[i].anchor.journal);
+            if (seg) {
+                grown[i].anchor.kind = ANCHOR_PAUSE;
+                pjournal_anchor_set (self->journal, &grown[i].anchor.journal, seg);
+            }
+        }
+        free (self->pauses);
+        self->pauses = grown;
+        self->pause_capacity = cap;
+    }
+    s_pause_t *p = &self->pauses[self->pause_count++];
+    p->entity = pstrdup (entity);
+    return p;
 }
 
 void store_set_paused (store_t *self, const char *entity, bool paused)
 {
-    pstore_write (self->db);
-    sqlite3_stmt *st = paused ? pstore_stmt (self->db, S_PAUSE, "INSERT OR IGNORE INTO paused VALUES (?)")
-                              : pstore_stmt (self->db, S_RESUME, "DELETE FROM paused WHERE entity = ?");
-    sqlite3_bind_text (st, 1, entity, -1, SQLITE_STATIC);
-    pstore_step (self->db, st);
+    s_put_pause (self, s_pause_entry (self, entity), paused);
 }
 
-static const char *s_text (sqlite3_stmt *st, int col)
+//  --- loading ------------------------------------------------------------------------------------
+
+typedef struct {
+    store_t *self;
+    const store_callbacks_t *fns;
+    void *arg;
+    int64_t now;
+    int64_t retention_ms;
+    ptable_t *resv;             //  job id -> s_resv_t*, while loading
+} s_load_t;
+
+static const void *s_resv_key (const void *item)
 {
-    const char *text = (const char *) sqlite3_column_text (st, col);
-    return text ? text : "";
+    return &((const s_resv_t *) item)->job_id;
 }
 
-int store_load (store_t *self, int64_t now, void *arg, store_job_fn *job_fn, store_dead_fn *dead_fn,
-                store_reservation_fn *reservation_fn, store_paused_fn *paused_fn)
+static bool s_resv_match (const void *item, const void *key)
 {
-    sqlite3 *db = pstore_db (self->db);
-    sqlite3_stmt *st;
-    //  Jobs in the order they were first queued, so FIFO order survives.
-    sqlite3_prepare_v2 (db,
-                        "SELECT id, entity, msg_key, chat, chat_kind, priority, created_ms, enqueued_ms,"
-                        " not_before, expires_ms, attempt, failures, committed, token, payload, history"
-                        " FROM jobs ORDER BY enqueued_ms, id",
-                        -1, &st, NULL);
-    while (sqlite3_step (st) == SQLITE_ROW) {
-        store_job_t j = {(uint64_t) sqlite3_column_int64 (st, 0),
-                         s_text (st, 1),
-                         s_text (st, 2),
-                         s_text (st, 3),
-                         s_text (st, 4),
-                         sqlite3_column_int (st, 5),
-                         sqlite3_column_int64 (st, 6),
-                         sqlite3_column_int64 (st, 7),
-                         sqlite3_column_int64 (st, 8),
-                         sqlite3_column_int64 (st, 9),
-                         (uint32_t) sqlite3_column_int (st, 10),
-                         (uint32_t) sqlite3_column_int (st, 11),
-                         sqlite3_column_int (st, 12) != 0,
-                         (uint64_t) sqlite3_column_int64 (st, 13),
-                         sqlite3_column_blob (st, 14),
-                         (uint32_t) sqlite3_column_bytes (st, 14),
-                         s_text (st, 15)};
-        if (j.id > self->last_job_id)
-            self->last_job_id = j.id;
-        job_fn (arg, &j);
+    return ((const s_resv_t *) item)->job_id == *(const uint64_t *) key;
+}
+
+static void s_resv_free (s_resv_t *r)
+{
+    free (r->entity);
+    free (r->chat);
+    free (r->chat_kind);
+    free (r);
+}
+
+static int s_replay (void *arg, uint64_t seg, uint8_t type, const void *data, size_t len, char *reason,
+                     size_t rlen)
+{
+    s_load_t *load = arg;
+    store_t *self = load->self;
+    const proto_record_t *rec = type == R_META                                   ? &s_meta
+                                : type == R_JOB                                  ? &s_job
+                                : type == R_DONE || type == R_FORGET             ? &s_done
+                                : type == R_RESERVE                              ? &s_reserve
+                                : type == R_DEAD                                 ? &s_dead
+                                : type == R_PAUSE                                ? &s_pause
+                                : type == R_JOB_GONE || type == R_UNRESERVE || type == R_DEAD_GONE
+                                    ? &s_id
+                                    : NULL;
+    if (!rec) {
+        snprintf (reason, rlen, "unknown record type %u", type);
+        return -1;
     }
-    sqlite3_finalize (st);
-    sqlite3_prepare_v2 (db,
-                        "SELECT id, msg_key, entity, chat, priority, created_ms, dead_at, attempts,"
-                        " reason, history, payload FROM dead ORDER BY id",
-                        -1, &st, NULL);
-    while (sqlite3_step (st) == SQLITE_ROW) {
-        store_dead_t d = {(uint64_t) sqlite3_column_int64 (st, 0),
-                          s_text (st, 1),
-                          s_text (st, 2),
-                          s_text (st, 3),
-                          sqlite3_column_int (st, 4),
-                          sqlite3_column_int64 (st, 5),
-                          sqlite3_column_int64 (st, 6),
-                          (uint32_t) sqlite3_column_int (st, 7),
-                          s_text (st, 8),
-                          s_text (st, 9),
-                          sqlite3_column_blob (st, 10),
-                          (uint32_t) sqlite3_column_bytes (st, 10)};
-        dead_fn (arg, &d);
+    union {
+        rec_meta_t meta;
+        rec_job_t job;
+        rec_id_t id;
+        rec_done_t done;
+        rec_reserve_t resv;
+        rec_dead_t dead;
+        rec_pause_t pause;
+    } r;
+    void *zone = NULL;
+    char why[300];
+    if (proto_record_unpack (rec, data, len, &r, &zone, why, sizeof why) != PROTO_OK) {
+        snprintf (reason, rlen, "%s", why);
+        return -1;
     }
-    sqlite3_finalize (st);
-    sqlite3_prepare_v2 (db,
-                        "SELECT at, entity, chat, chat_kind FROM reservations WHERE at > ? ORDER BY at",
-                        -1, &st, NULL);
-    sqlite3_bind_int64 (st, 1, now - 3600000);
-    while (sqlite3_step (st) == SQLITE_ROW)
-        reservation_fn (arg, sqlite3_column_int64 (st, 0), s_text (st, 1), s_text (st, 2),
-                        s_text (st, 3));
-    sqlite3_finalize (st);
-    sqlite3_prepare_v2 (db, "SELECT entity FROM paused", -1, &st, NULL);
-    while (sqlite3_step (st) == SQLITE_ROW)
-        paused_fn (arg, s_text (st, 0));
-    sqlite3_finalize (st);
-    return 0;
+    int rc = 0;
+    switch (type) {
+    case R_META:
+        if (r.meta.epoch > self->epoch)
+            self->epoch = r.meta.epoch;
+        store_set_last_job_id (self, r.meta.last_job_id);
+        break;
+    case R_JOB: {
+        if (!*r.job.entity || !*r.job.msg_key || !*r.job.chat) {
+            snprintf (reason, rlen, "job %" PRIu64 ": empty entity, message key or chat", r.job.id);
+            rc = -1;
+            break;
+        }
+        store_job_t j = {r.job.id,        r.job.entity,     r.job.msg_key,    r.job.chat,
+                         r.job.chat_kind, (int) r.job.priority, (int64_t) r.job.created_ms,
+                         (int64_t) r.job.enqueued_ms, (int64_t) r.job.not_before,
+                         (int64_t) r.job.expires_ms, (uint32_t) r.job.attempt,
+                         (uint32_t) r.job.failures, (uint32_t) r.job.crashes, r.job.committed != 0,
+                         r.job.token, r.job.payload.data, r.job.payload.size, r.job.history};
+        store_set_last_job_id (self, j.id);
+        load->fns->job (load->arg, &j, seg);
+        break;
+    }
+    case R_JOB_GONE: load->fns->job_gone (load->arg, r.id.id); break;
+    case R_DONE: {
+        if ((int64_t) r.done.at <= load->now - load->retention_ms)
+            break;      //  too old to matter
+        pkey_fp_t fp = {r.done.hi, r.done.lo};
+        uint32_t old;
+        if (pseen_remove (self->done, fp, &old) && old)
+            pjournal_unref (self->journal, old);     //  a newer copy (migrated)
+        pseen_add (self->done, fp, (int64_t) r.done.at, (uint32_t) seg);
+        pjournal_ref (self->journal, seg);
+        break;
+    }
+    case R_FORGET: {
+        uint32_t old;
+        pkey_fp_t fp = {r.done.hi, r.done.lo};
+        if (pseen_remove (self->done, fp, &old) && old)
+            pjournal_unref (self->journal, old);
+        break;
+    }
+    case R_RESERVE: {
+        s_resv_t *e = ptable_lookup (load->resv, &r.resv.job_id);
+        if (!e) {
+            e = pcalloc (1, sizeof *e);
+            e->job_id = r.resv.job_id;
+            ptable_insert (load->resv, e);
+        }
+        else {
+            free (e->entity);
+            free (e->chat);
+            free (e->chat_kind);
+        }
+        e->at = (int64_t) r.resv.at;
+        e->segment = seg;
+        e->entity = pstrdup (r.resv.entity);
+        e->chat = pstrdup (r.resv.chat);
+        e->chat_kind = pstrdup (r.resv.chat_kind);
+        break;
+    }
+    case R_UNRESERVE: {
+        s_resv_t *e = ptable_remove (load->resv, &r.id.id);
+        if (e)
+            s_resv_free (e);
+        break;
+    }
+    case R_DEAD: {
+        store_dead_t d = {r.dead.id,          r.dead.msg_key,  r.dead.entity, r.dead.chat,
+                          r.dead.chat_kind,   (int) r.dead.priority, r.dead.maybe_posted != 0,
+                          (int64_t) r.dead.created_ms, (int64_t) r.dead.dead_at,
+                          (uint32_t) r.dead.attempts, r.dead.reason, r.dead.history,
+                          r.dead.payload.data, r.dead.payload.size};
+        load->fns->dead (load->arg, &d, seg);
+        break;
+    }
+    case R_DEAD_GONE: load->fns->dead_gone (load->arg, r.id.id); break;
+    case R_PAUSE: {
+        s_pause_t *p = s_pause_entry (self, r.pause.entity);
+        if (r.pause.paused) {
+            p->anchor.kind = ANCHOR_PAUSE;
+            pjournal_anchor_set (self->journal, &p->anchor.journal, seg);
+        }
+        else
+            pjournal_anchor_clear (self->journal, &p->anchor.journal);
+        break;
+    }
+    default: break;
+    }
+    proto_zone_free (&zone);
+    if (rc)
+        self->quarantined++;
+    return rc;
 }
 
-void store_prune (store_t *self, int64_t now, int64_t retention_ms)
+static int s_by_time (const void *a, const void *b)
 {
-    pstore_write (self->db);
-    sqlite3_stmt *st = pstore_stmt (self->db, S_PRUNE_RESERVATIONS,
-                                    "DELETE FROM reservations WHERE at <= ?");
-    sqlite3_bind_int64 (st, 1, now - 3600000);
-    pstore_step (self->db, st);
-    st = pstore_stmt (self->db, S_PRUNE_DONE, "DELETE FROM done WHERE at < ?");
-    sqlite3_bind_int64 (st, 1, now - retention_ms);
-    pstore_step (self->db, st);
+    const s_resv_t *x = *(const s_resv_t *const *) a, *y = *(const s_resv_t *const *) b;
+    return x->at < y->at ? -1 : x->at > y->at;
+}
+
+int store_load (store_t *self, int64_t now, int64_t retention_ms, const store_callbacks_t *fns,
+                void *arg)
+{
+    assert (self->done);
+    s_load_t load = {self, fns, arg, now, retention_ms,
+                     ptable_new (ptable_hash_u64, s_resv_key, s_resv_match)};
+    pjournal_stats_t before;
+    pjournal_stats (self->journal, &before);
+    int rc = pjournal_load (self->journal, s_replay, &load);
+    pjournal_stats_t after;
+    pjournal_stats (self->journal, &after);
+    self->quarantined = after.quarantined;
+    if (after.quarantined)
+        plog_warn ("storage: %" PRIu64 " record(s) could not be loaded and were kept in %s/quarantine.pj",
+                   after.quarantined, pjournal_path (self->journal));
+    //  The last hour's rate history, oldest first (limit logs need that order).
+    size_t n = ptable_size (load.resv), k = 0, cursor = 0;
+    s_resv_t **list = pcalloc (n + 1, sizeof (s_resv_t *));
+    s_resv_t *e;
+    while ((e = ptable_next (load.resv, &cursor)))
+        list[k++] = e;
+    qsort (list, k, sizeof (s_resv_t *), s_by_time);
+    for (size_t i = 0; i < k; i++) {
+        e = list[i];
+        if (e->at > now - RESERVATION_MS) {
+            fns->reservation (arg, e->at, e->entity, e->chat, e->chat_kind);
+            pjournal_ref (self->journal, e->segment);
+            s_resv_push (self, e->job_id, e->at, e->segment);
+        }
+        s_resv_free (e);
+    }
+    free (list);
+    ptable_destroy (&load.resv);
+    for (size_t i = 0; i < self->pause_count; i++)
+        if (self->pauses[i].anchor.journal.segment)
+            fns->paused (arg, self->pauses[i].entity, true);
+    self->last_job_id += ID_BLOCK;
+    return rc;
+}
+
+void store_anchor_loaded (store_t *self, store_anchor_t *anchor, store_anchor_kind_t kind,
+                          uint64_t segment)
+{
+    anchor->kind = (uint8_t) kind;
+    pjournal_anchor_set (self->journal, &anchor->journal, segment);
+}
+
+void store_anchor_drop (store_t *self, store_anchor_t *anchor)
+{
+    pjournal_anchor_clear (self->journal, &anchor->journal);
+}
+
+uint64_t store_quarantined (store_t *self)
+{
+    return self->quarantined;
 }

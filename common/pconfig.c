@@ -539,7 +539,17 @@ static void s_sample_object (FILE *out, const pcfg_schema_t *schema, int depth);
 static void s_sample_value (FILE *out, const pcfg_field_t *f, int depth)
 {
     if (f->type == PCFG_OBJ) {
-        s_sample_object (out, f->sub, depth);
+        //  An object with a default of its own shows that default (the
+        //  sub-schema's defaults apply only to keys left out of a given object).
+        if (f->def && strcmp (f->def, "{}") != 0) {
+            json_t *def = json_loads (f->def, 0, NULL);
+            char *text = def ? json_dumps (def, JSON_COMPACT) : NULL;
+            fputs (text ? text : f->def, out);
+            free (text);
+            json_decref (def);
+        }
+        else
+            s_sample_object (out, f->sub, depth);
         return;
     }
     if (f->type == PCFG_ARR) {
@@ -617,7 +627,8 @@ static const char *s_type_name (const pcfg_field_t *f)
     return "?";
 }
 
-static void s_reference_table (FILE *out, const pcfg_schema_t *schema, const char *path)
+static void s_reference_table (FILE *out, const pcfg_schema_t *schema, const char *path,
+                               bool defaults_above)
 {
     //  A schema used in several places (the three delays) is described once.
     static const pcfg_schema_t *printed[64];
@@ -632,27 +643,68 @@ static void s_reference_table (FILE *out, const pcfg_schema_t *schema, const cha
     for (size_t i = 0; i < schema->count; i++) {
         const pcfg_field_t *f = &schema->fields[i];
         char def[128];
-        if (f->type == PCFG_OBJ || (f->type == PCFG_ARR && !strcmp (f->def, "[]")))
+        bool object_default = f->type == PCFG_OBJ && f->def && strcmp (f->def, "{}") != 0;
+        if (defaults_above)
+            snprintf (def, sizeof def, "see above");
+        else if (object_default && strlen (f->def) <= 60)
+            snprintf (def, sizeof def, "`%s`", f->def);
+        else if (f->type == PCFG_OBJ || (f->type == PCFG_ARR && !strcmp (f->def, "[]")))
+            snprintf (def, sizeof def, "see below");
+        else if (strlen (f->def ? f->def : "") > 60)
             snprintf (def, sizeof def, "see below");
         else
             snprintf (def, sizeof def, "`%s`",
                       f->def ? f->def : (f->flags & PCFG_REQUIRED) ? "required" : "-");
-        if (strlen (f->def ? f->def : "") > 60)
-            snprintf (def, sizeof def, "see below");
         fprintf (out, "| `%s` | %s | %s | %s%s%s%s |\n", f->key, s_type_name (f), def, f->doc,
                  f->env ? " Environment: `" : "", f->env ? f->env : "", f->env ? "`." : "");
     }
     for (size_t i = 0; i < schema->count; i++) {
         const pcfg_field_t *f = &schema->fields[i];
         if (f->type == PCFG_OBJ || f->type == PCFG_ARR) {
+            //  Siblings that share this schema (urgent, normal, low) get one table.
             char sub[PATH_MAX_LEN];
-            snprintf (sub, sizeof sub, "%s%s%s%s", path, *path ? "." : "", f->key,
-                      f->type == PCFG_ARR ? "[]" : "");
+            int n = snprintf (sub, sizeof sub, "%s%s%s%s", path, *path ? "." : "", f->key,
+                              f->type == PCFG_ARR ? "[]" : "");
+            for (size_t k = i + 1; k < schema->count && n > 0 && (size_t) n < sizeof sub; k++)
+                if (schema->fields[k].sub == f->sub)
+                    n += snprintf (sub + n, sizeof sub - (size_t) n, "`, `.%s", schema->fields[k].key);
             if (f->type == PCFG_ARR && strcmp (f->def, "[]") != 0)
                 fprintf (out, "\nDefault of `%s`: `%s`\n", sub, f->def);
-            s_reference_table (out, f->sub, sub);
+            bool object_default = f->type == PCFG_OBJ && f->def && strcmp (f->def, "{}") != 0;
+            s_reference_table (out, f->sub, sub, object_default);
         }
     }
+}
+
+size_t pcfg_notes (const pcfg_t *self, const char *role, pcfg_note_fn *fn, void *arg)
+{
+    size_t n = 0;
+    char text[400];
+    bool all = !role;
+    if ((all || !strcmp (role, "worker")) && self->llm_servers.count > 0
+        && strcmp (self->worker_backend, "template") == 0) {
+        snprintf (text, sizeof text,
+                  "lmStudioServers lists %zu LLM server(s), but worker.backend is \"template\": workers"
+                  " write template replies, not LLM ones (set worker.backend to \"openai\")",
+                  self->llm_servers.count);
+        fn (arg, text);
+        n++;
+    }
+    const pcfg_source_t *src = self->sources.items;
+    if ((all || !strcmp (role, "poller")) && self->sources.count == 1 && !strcmp (src[0].type, "demo")
+        && !strcmp (src[0].name, "demo")) {
+        fn (arg, "poller.sources is not set: the built-in demo chat is read, not a real one (set"
+                 " poller.sources)");
+        n++;
+    }
+    const pcfg_destination_t *dst = self->destinations.items;
+    if ((all || !strcmp (role, "sink")) && self->destinations.count == 1
+        && !strcmp (dst[0].type, "stdout") && !strcmp (dst[0].name, "console")) {
+        fn (arg, "sink.destinations is not set: replies are printed on standard output, not posted"
+                 " anywhere (set sink.destinations)");
+        n++;
+    }
+    return n;
 }
 
 void pcfg_write_reference (FILE *out)
@@ -664,7 +716,7 @@ void pcfg_write_reference (FILE *out)
             char sub[PATH_MAX_LEN];
             snprintf (sub, sizeof sub, "%s%s", f->key, f->type == PCFG_ARR ? "[]" : "");
             fprintf (out, "\n### `%s`\n\n%s\n", sub, f->doc);
-            s_reference_table (out, f->sub, sub);
+            s_reference_table (out, f->sub, sub, false);
         }
     }
     fputs ("\n### Top-level keys\n", out);

@@ -281,6 +281,14 @@ static inline pcfg_entity_t *pcfg_entity (const pcfg_t *self, size_t index)
 //  LLM answers) use it too, so every "expected X, got Y" reads alike.
 const char *pcfg_json_type (const json_t *v);
 
+//  Things in a configuration that are valid but probably not what its author
+//  meant (LLM servers listed while workers write templates; the demo source
+//  or the stdout destination in effect because none is configured). `role`
+//  ("poller", "worker", "sink", or NULL for all) picks those that concern
+//  one daemon. Calls `fn` with each sentence; returns how many.
+typedef void (pcfg_note_fn) (void *arg, const char *note);
+size_t pcfg_notes (const pcfg_t *self, const char *role, pcfg_note_fn *fn, void *arg);
+
 //  Writes the annotated sample configuration (every key at its default with
 //  a sentence above it) to `out`.
 void pcfg_write_sample (FILE *out);

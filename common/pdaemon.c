@@ -114,6 +114,12 @@ static void s_usage (const pdaemon_info_t *info, FILE *out)
     fprintf (out, "\nEnvironment variables override endpoints and ids; see README.md.\n");
 }
 
+static void s_log_note (void *arg, const char *note)
+{
+    (void) arg;
+    plog_warn ("%s", note);
+}
+
 void pdaemon_start (pdaemon_t *self, const pdaemon_info_t *info, int argc, char **argv)
 {
     memset (self, 0, sizeof *self);
@@ -168,6 +174,10 @@ void pdaemon_start (pdaemon_t *self, const pdaemon_info_t *info, int argc, char 
     }
     int level = plog_level_parse (self->config->log_level);
     plog_init (info->role, (level < 0 ? PLOG_INFO : level) + self->verbosity);
+    //  A configuration file that quietly runs something else than meant: say so
+    //  (the embedded demo is meant to).
+    if (self->config_path)
+        pcfg_notes (self->config, info->role, s_log_note, NULL);
 }
 
 void pdaemon_finish (pdaemon_t *self)

@@ -186,12 +186,14 @@ bool pseen_add (pseen_t *self, pkey_fp_t fp, int64_t at, uint32_t tag)
     return true;
 }
 
-bool pseen_remove (pseen_t *self, pkey_fp_t fp)
+bool pseen_remove (pseen_t *self, pkey_fp_t fp, uint32_t *tag)
 {
     bool found;
     size_t i = s_find (self, fp, &found);
     if (!found)
         return false;
+    if (tag)
+        *tag = self->ring[self->index[i] - 1].tag;
     self->ring[self->index[i] - 1].live = false;
     self->live--;
     s_index_delete (self, i);
@@ -223,5 +225,14 @@ void pseen_each (pseen_t *self, pseen_each_fn *fn, void *arg)
         s_entry_t *e = &self->ring[(self->head + k) % self->ring_cap];
         if (e->live)
             fn (arg, e->fp, e->at, e->tag);
+    }
+}
+
+void pseen_retag (pseen_t *self, pseen_retag_fn *fn, void *arg)
+{
+    for (size_t k = 0; k < self->count; k++) {
+        s_entry_t *e = &self->ring[(self->head + k) % self->ring_cap];
+        if (e->live)
+            fn (arg, e->fp, e->at, &e->tag);
     }
 }

@@ -37,8 +37,9 @@ bool pseen_has (pseen_t *self, pkey_fp_t fp);
 //  key goes when the set is full. Times should not decrease (a key added
 //  with an older time is still forgotten in insertion order).
 bool pseen_add (pseen_t *self, pkey_fp_t fp, int64_t at, uint32_t tag);
-//  Forgets a key (no callback); returns true if it was there.
-bool pseen_remove (pseen_t *self, pkey_fp_t fp);
+//  Forgets a key (no callback); returns true if it was there, and its tag
+//  in *tag (may be NULL).
+bool pseen_remove (pseen_t *self, pkey_fp_t fp, uint32_t *tag);
 //  Forgets keys older than the retention at `now`; returns how many.
 size_t pseen_prune (pseen_t *self, int64_t now);
 size_t pseen_size (pseen_t *self);
@@ -46,5 +47,8 @@ size_t pseen_size (pseen_t *self);
 //  Every key, oldest first.
 typedef void (pseen_each_fn) (void *arg, pkey_fp_t fp, int64_t at, uint32_t tag);
 void pseen_each (pseen_t *self, pseen_each_fn *fn, void *arg);
+//  The same, letting `fn` change each key's tag.
+typedef void (pseen_retag_fn) (void *arg, pkey_fp_t fp, int64_t at, uint32_t *tag);
+void pseen_retag (pseen_t *self, pseen_retag_fn *fn, void *arg);
 
 #endif

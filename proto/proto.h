@@ -162,6 +162,7 @@ typedef struct {
     uint64_t job_seq;       //  every JOB frame up to this seq has arrived or never will
     proto_ref_t *held;      //  every job the worker holds (received, not released)
     size_t held_count;
+    uint64_t epoch;         //  the broker run job_seq counts in (its last WELCOME's); 0 = none
 } proto_heartbeat_t;
 
 typedef struct {

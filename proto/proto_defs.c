@@ -179,6 +179,8 @@ static const proto_field_t s_heartbeat_fields[] = {
         "or WELCOME job_seq seen, whichever is higher (0 before any)"),
     OL (proto_heartbeat_t, held, held_count, s_ref, LIST,
         "every job the worker holds now (received, not yet RELEASEd); renews their leases"),
+    OU (proto_heartbeat_t, epoch, U64,
+        "the epoch of the last WELCOME the worker read, which job_seq counts in; 0 before any"),
 };
 static const proto_field_t s_welcome_fields[] = {
     U (proto_welcome_t, epoch, U64, "changes every time the broker starts"),

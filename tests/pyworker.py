@@ -87,7 +87,7 @@ def main():
         refs = [list(ref) for ref in held]
         broker.send(frame(HEARTBEAT, [args.id, args.capacity, max(0, args.capacity - len(held)), [],
                                       socket.gethostname(), os.getpid(), draining,
-                                      state["job_seq"], refs]))
+                                      state["job_seq"], refs, state["epoch"] or 0]))
 
     def release(items):
         for job_id, token, *_ in items:

@@ -29,6 +29,44 @@ def test_help_and_version(bin_dir):
         check(out.returncode == 2, "%s accepted an unknown option" % d)
 
 
+def test_config_check_warns_about_what_runs_instead(bin_dir):
+    """A seed user's own file that quietly runs something else is called out, by
+    `config check` and by the daemons at start."""
+    import tempfile
+    d = tempfile.mkdtemp(prefix="parley-notes-")
+    try:
+        path = os.path.join(d, "parley.json")
+        with open(path, "w") as f:
+            json.dump({"entities": [{"id": "sage"}],
+                       "lmStudioServers": [{"name": "m1", "ip": "10.0.0.102", "port": 1234}]}, f)
+        out = run([os.path.join(bin_dir, "tools/parleyctl"), "config", "check", path])
+        check(out.returncode == 0, "config check failed: %r" % (out.stderr,))
+        for words in ('worker.backend is "template"', "poller.sources is not set",
+                      "sink.destinations is not set"):
+            check(words in out.stdout, "config check does not warn %r:\n%s" % (words, out.stdout))
+        # A file that sets all three is quiet.
+        with open(path, "w") as f:
+            json.dump({"entities": [{"id": "sage"}], "worker": {"backend": "openai"},
+                       "lmStudioServers": [{"name": "m1", "ip": "10.0.0.102", "port": 1234}],
+                       "poller": {"sources": [{"name": "in", "type": "jsonl", "path": "-"}]},
+                       "sink": {"destinations": [{"name": "out", "type": "jsonl", "path": "x"}]}}, f)
+        out = run([os.path.join(bin_dir, "tools/parleyctl"), "config", "check", path])
+        check("warning" not in out.stdout, "warnings for a complete file:\n%s" % out.stdout)
+        # The worker logs its own note at start.
+        with open(path, "w") as f:
+            json.dump({"entities": [{"id": "sage"}], "storage": {"dataDir": ""},
+                       "lmStudioServers": [{"name": "m1", "ip": "10.0.0.102", "port": 1234}]}, f)
+        with Pipeline(bin_dir, json.load(open(path)), "notes") as p:
+            p.start_broker()
+            p.start_sink()
+            p.start_worker()
+            wait_until(lambda: 'worker.backend is "template"' in p.log("worker"), 10,
+                       "the worker's warning at start")
+            check("sink.destinations is not set" in p.log("sink"), "the sink did not warn")
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def test_wildcard_port_is_reported(bin_dir):
     """Bound to "tcp://127.0.0.1:*", the broker reports the port it got in its ready file."""
     from harness import Proc
@@ -95,7 +133,7 @@ def test_compose_file_is_valid(bin_dir):
 
 
 if __name__ == "__main__":
-    main([test_help_and_version, test_wildcard_port_is_reported,
+    main([test_help_and_version, test_config_check_warns_about_what_runs_instead, test_wildcard_port_is_reported,
           test_bad_configuration_is_refused_with_its_path,
           test_embedded_demo_replies_within_ten_seconds, test_generated_docs_are_current,
           test_compose_file_is_valid])

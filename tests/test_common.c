@@ -74,7 +74,7 @@ static void test_seen_bounds (void **state)
     assert_false (pseen_add (seen, s_fp (19999), 20000, 0));
     //  Removal leaves the rest findable (backward-shift deletion).
     for (int i = 15000; i < 20000; i += 2)
-        assert_true (pseen_remove (seen, s_fp (i)));
+        assert_true (pseen_remove (seen, s_fp (i), NULL));
     for (int i = 15000; i < 20000; i++)
         assert_int_equal (pseen_has (seen, s_fp (i)), i % 2 == 1);
     assert_int_equal (pseen_size (seen), 2500);
@@ -100,7 +100,7 @@ static void test_seen_iteration_is_oldest_first (void **state)
     pseen_t *seen = pseen_new (100, 0);
     for (int i = 0; i < 10; i++)
         pseen_add (seen, s_fp (i), 100 + i, (uint32_t) i);
-    pseen_remove (seen, s_fp (3));
+    pseen_remove (seen, s_fp (3), NULL);
     int64_t last = 0;
     pseen_each (seen, s_each, &last);
     assert_int_equal (last, 109);

@@ -129,21 +129,27 @@ def test_pause_resume_and_expiry(bin_dir):
     run(bin_dir, "pause", config, msgs, body)
 
 
-def test_queue_limit_drops_the_least_urgent(bin_dir):
+def test_full_queue_refuses_and_loses_nothing(bin_dir):
+    """Past maxQueueSize the broker refuses new jobs as busy; the poller keeps
+    them, backs off and submits them again: nothing is dropped or lost."""
     config = base_config([ent("a", responseChance=1)], sink={"destinations": []})
     config["queueSettings"]["maxQueueSize"] = 6
-    # 4 mentions (urgent) and 6 plain messages (normal); room for 6.
+    # 4 mentions (urgent) and 26 plain messages (normal); room for 6 at a time.
     msgs = [mention(i, "a", "x") for i in range(4)]
-    msgs += [{"id": "p%d" % i, "chat": "x", "author": "u", "text": "plain %d" % i} for i in range(6)]
+    msgs += [{"id": "p%d" % i, "chat": "x", "author": "u", "text": "plain %d" % i} for i in range(26)]
 
     def body(p):
-        wait_until(lambda: p.broker_stats()["submitted"] == 10, 20, "10 submitted jobs")
+        wait_until(lambda: p.broker_stats()["busy"] >= 1, 20, "the broker to refuse a job as busy")
         s = p.broker_stats()
-        check(s["queued"] == 6 and s["dropped"] == 4, "queued %d dropped %d" % (s["queued"], s["dropped"]))
+        check(s["queued"] <= 6, "queued %d past maxQueueSize 6" % s["queued"])
+        check(s["accepted"] == 6, "accepted %d with room for 6" % s["accepted"])
         p.start_worker("late")
-        wait_until(lambda: len(p.posted()) == 6, 20, "6 replies")
-        urgent = [r for r in p.posted() if r["msg_key"].split("/")[-1].startswith("m")]
-        check(len(urgent) == 4, "an urgent job was dropped instead of a normal one")
+        wait_until(lambda: len(p.posted()) == 30, 30, "all 30 replies")
+        s = p.broker_stats()
+        check(s["accepted"] == 30 and s["rejected"] == 0, "accepted %d rejected %d"
+              % (s["accepted"], s["rejected"]))
+        pairs = collections.Counter((r["msg_key"], r["entity"]) for r in p.posted())
+        check(max(pairs.values()) == 1, "a reply was posted twice")
 
     run(bin_dir, "qlimit", config, msgs, body, workers=0)
 
@@ -198,6 +204,6 @@ if __name__ == "__main__":
     main([test_entity_and_chat_limits_without_head_of_line_blocking,
           test_concurrency_caps_and_response_delays,
           test_pause_resume_and_expiry,
-          test_queue_limit_drops_the_least_urgent,
+          test_full_queue_refuses_and_loses_nothing,
           test_resubmission_is_not_duplicated,
           test_failed_jobs_are_dead_lettered_and_can_be_retried])

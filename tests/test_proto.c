@@ -117,11 +117,12 @@ static void test_lease_fields (void **state)
     (void) state;
     proto_ref_t held[] = {{7, 0xabc}, {8, 0xdef}};
     const char *models[] = {"m"};
-    proto_heartbeat_t hb = {"w1", 4, 2, models, 1, "host", 42, 0, 17, held, 2};
+    proto_heartbeat_t hb = {"w1", 4, 2, models, 1, "host", 42, 0, 17, held, 2, 9};
     proto_msg_t msg = s_round_trip (PROTO_HEARTBEAT, &hb);
     assert_int_equal (msg.body.heartbeat.job_seq, 17);
     assert_int_equal (msg.body.heartbeat.held_count, 2);
     assert_int_equal (msg.body.heartbeat.held[1].token, 0xdef);
+    assert_int_equal (msg.body.heartbeat.epoch, 9);
     proto_msg_release (&msg);
 
     proto_welcome_t welcome = {9, 1000, 60000, 18, held, 1, 300000};
@@ -352,9 +353,9 @@ static void test_extra_fields_ignored (void **state)
     assert_int_equal (proto_encode (PROTO_HEARTBEAT, &hb, &frame), 0);
     uint8_t *bytes = zmq_msg_data (&frame);
     size_t size = zmq_msg_size (&frame);
-    assert_int_equal (bytes[4], 0x99);
-    bytes[4] = 0x96;    //  claim 6 fields instead of 9 and drop the last three bytes
-    assert_int_equal (proto_decode (bytes, size - 3, &msg, why, sizeof why), PROTO_OK);
+    assert_int_equal (bytes[4], 0x9a);
+    bytes[4] = 0x96;    //  claim 6 fields instead of 10 and drop the last four bytes
+    assert_int_equal (proto_decode (bytes, size - 4, &msg, why, sizeof why), PROTO_OK);
     assert_int_equal (msg.body.heartbeat.draining, 0);
     proto_msg_release (&msg);
     zmq_msg_close (&frame);

@@ -22,6 +22,25 @@
 
 #include "broker/sched.h"
 
+//  Workloads per run. Sanitizer builds run a fifth of them (each costs ~10x
+//  there), so the suite stays proportionate on a busy machine;
+//  PARLEY_PROPS_RUNS overrides both (e.g. a long soak: 100000).
+#if defined(__SANITIZE_ADDRESS__)
+#define RANDOM_RUNS 400
+#define SATURATING_RUNS 40
+#else
+#define RANDOM_RUNS 2000
+#define SATURATING_RUNS 200
+#endif
+
+//  Saturating workloads are a tenth of the random ones when overridden.
+static unsigned s_runs (unsigned fallback, unsigned divisor)
+{
+    const char *env = getenv ("PARLEY_PROPS_RUNS");
+    unsigned n = env && atoi (env) > 0 ? (unsigned) atoi (env) / divisor : fallback;
+    return n ? n : 1;
+}
+
 #define MIN 60000
 #define HOUR 3600000
 #define MAX_JOBS 400
@@ -325,7 +344,7 @@ static void test_random_workloads (void **state)
     (void) state;
     world_t *w = malloc (sizeof *w);
     int dispatched = 0;
-    for (unsigned seed = 1; seed <= 2000; seed++) {
+    for (unsigned seed = 1, runs = s_runs (RANDOM_RUNS, 1); seed <= runs; seed++) {
         s_build (w, seed);
         s_simulate (w, seed);
         dispatched += w->global.count;
@@ -369,7 +388,7 @@ static int s_saturate (sched_config_t *config, uint32_t nchat, const char **sour
     }
     size_t cells = config->entity_count * nchat;
     int depth = 3;
-    sched_job_t *pool = calloc (cells * 400, sizeof (sched_job_t));
+    sched_job_t *pool = calloc (cells * (size_t) depth, sizeof (sched_job_t));
     size_t used = 0;
     int total = 0;
     for (size_t e = 0; e < config->entity_count; e++)
@@ -389,12 +408,16 @@ static int s_saturate (sched_config_t *config, uint32_t nchat, const char **sour
             total++;
             per_entity[j->entity]++;
             sched_done (s, j, now);
-            //  Demand never runs out: a new job for the same pair.
-            sched_job_t *next = &pool[used++ % (cells * 400)];
+            //  Demand never runs out: a new job for the same pair. The one
+            //  just done is the only record free for it: every other one is
+            //  still queued in the scheduler and must not be touched.
+            sched_job_t *next = j;
+            uint16_t entity = j->entity;
+            uint32_t chat = j->chat;
             memset (next, 0, sizeof *next);
+            next->entity = entity;
+            next->chat = chat;
             next->priority = 50;
-            next->entity = j->entity;
-            next->chat = j->chat;
             sched_push (s, next, now);
         }
         int64_t next = sched_wakeup (s, now);
@@ -415,7 +438,7 @@ static void test_budgets_used_under_saturation (void **state)
     const char *plain[] = {"s1", "s1", "s1", "s1"};
     const char *limited[] = {"s0", "s0", "s0", "s0"};
     double worst = 1.0;
-    for (unsigned seed = 1; seed <= 200; seed++) {
+    for (unsigned seed = 1, runs = s_runs (SATURATING_RUNS, 10); seed <= runs; seed++) {
         memset (w, 0, sizeof *w);
         w->rand[0] = (unsigned short) seed;
         w->rand[2] = 0xb00;

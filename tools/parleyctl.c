@@ -303,6 +303,11 @@ static int s_watch (ctl_t *self, bool top)
 
 //  --- reference ------------------------------------------------------------------------------
 
+static void s_print_note (void *arg, const char *note)
+{
+    printf ("%s: warning: %s\n", (const char *) arg, note);
+}
+
 static int s_config_command (ctl_t *self, int argc, char **argv, const char *path, char **sets,
                              size_t nsets)
 {
@@ -324,6 +329,8 @@ static int s_config_command (ctl_t *self, int argc, char **argv, const char *pat
         printf ("%s: ok (%zu entities, %zu sources, %zu destinations, %zu LLM servers)\n",
                 file ? file : "embedded default", config->entities.count, config->sources.count,
                 config->destinations.count, config->llm_servers.count);
+        //  Valid, but maybe not what was meant: say so.
+        pcfg_notes (config, NULL, s_print_note, (void *) (file ? file : "embedded default"));
         pcfg_destroy (&config);
     }
     else {

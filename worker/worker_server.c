@@ -59,6 +59,7 @@ static void s_heartbeat (worker_t *self)
         .job_seq = self->job_seq,
         .held = refs,
         .held_count = count,
+        .epoch = self->epoch,
     };
     //  One that ZeroMQ will not take (no broker connected) is not kept: the
     //  next one, a heartbeat interval later, says the same and more.

@@ -1,0 +1,939 @@
+/*  jobs - the broker's jobs and the life of each one. See jobs.h. */
+#include "broker/jobs.h"
+#include "broker/heap.h"
+#include "broker/workers.h"
+#include "common/palloc.h"
+#include "common/pbackoff.h"
+#include "common/pkey.h"
+#include "common/plog.h"
+#include "common/pseen.h"
+#include "common/ptable.h"
+
+#include <inttypes.h>
+#include <sodium.h>
+#include <string.h>
+
+#define TOKENS_BUFFERED 256     //  random tokens fetched from the kernel at once
+#define HISTORY_MAX     8000    //  bytes of attempt history kept per job
+
+struct bjobs_s {
+    const pcfg_t *config;
+    sched_t *sched;
+    store_t *store;             //  NULL: memory only
+    bdlq_t *dlq;
+    ptable_t *by_id;            //  id -> bjob_t
+    ptable_t *by_pair;          //  pair key -> bjob_t: one active job per pair
+    pseen_t *finished;          //  fingerprints of finished pairs, bounded
+    heap_t deadlines;           //  every job that is not QUEUED, by deadline
+    size_t state_count[JOB_STATES];
+    uint64_t next_job_id;
+    uint64_t tokens[TOKENS_BUFFERED];
+    size_t tokens_left;
+    bjobs_counters_t counters;
+    plog_limiter_t dead_log;    //  dead letters can come in floods
+    plog_limiter_t back_log;    //  so can take-backs
+};
+
+//  --- tables ----------------------------------------------------------------------
+
+static const void *s_id_of (const void *item)
+{
+    return &((const bjob_t *) item)->id;
+}
+
+static bool s_id_match (const void *item, const void *key)
+{
+    return ((const bjob_t *) item)->id == *(const uint64_t *) key;
+}
+
+static const void *s_pair_of (const void *item)
+{
+    return ((const bjob_t *) item)->pair;
+}
+
+static bool s_pair_match (const void *item, const void *key)
+{
+    return strcmp (((const bjob_t *) item)->pair, key) == 0;
+}
+
+static bool s_deadline_less (const void *a, const void *b)
+{
+    return ((const bjob_t *) a)->deadline < ((const bjob_t *) b)->deadline;
+}
+
+bjobs_t *bjobs_new (const pcfg_t *config, sched_t *sched, store_t *store, bdlq_t *dlq)
+{
+    bjobs_t *self = pcalloc (1, sizeof *self);
+    self->config = config;
+    self->sched = sched;
+    self->store = store;
+    self->dlq = dlq;
+    self->by_id = ptable_new (ptable_hash_u64, s_id_of, s_id_match);
+    self->by_pair = ptable_new (ptable_hash_str, s_pair_of, s_pair_match);
+    self->finished = pseen_new ((size_t) config->dedupe_max_keys, config->dedupe_retention_s * 1000);
+    heap_init (&self->deadlines, s_deadline_less, offsetof (bjob_t, pos_deadline));
+    return self;
+}
+
+static void s_job_free (bjob_t *job)
+{
+    free (job->history);
+    free (job);
+}
+
+void bjobs_destroy (bjobs_t **self_p)
+{
+    bjobs_t *self = *self_p;
+    if (!self)
+        return;
+    size_t cursor = 0;
+    bjob_t *job;
+    while ((job = ptable_next (self->by_id, &cursor)))
+        s_job_free (job);
+    ptable_destroy (&self->by_id);
+    ptable_destroy (&self->by_pair);
+    pseen_destroy (&self->finished);
+    heap_destroy (&self->deadlines);
+    free (self);
+    *self_p = NULL;
+}
+
+//  --- small parts ----------------------------------------------------------------------
+
+//  A fencing token nobody can guess: random, never 0.
+static uint64_t s_token (bjobs_t *self)
+{
+    uint64_t token = 0;
+    while (token == 0) {
+        if (self->tokens_left == 0) {
+            randombytes_buf (self->tokens, sizeof self->tokens);
+            self->tokens_left = TOKENS_BUFFERED;
+        }
+        token = self->tokens[--self->tokens_left];
+    }
+    return token;
+}
+
+//  Every state change goes through here, so the counts per state stay right.
+static void s_set_state (bjobs_t *self, bjob_t *job, int state)
+{
+    if (job->state)
+        self->state_count[job->state]--;
+    job->state = (uint8_t) state;
+    if (state)
+        self->state_count[state]++;
+}
+
+static void s_set_deadline (bjobs_t *self, bjob_t *job, int64_t at)
+{
+    job->deadline = at;
+    if (heap_contains (&self->deadlines, job))
+        heap_update (&self->deadlines, job);
+    else
+        heap_push (&self->deadlines, job);
+}
+
+static const char *s_entity (bjobs_t *self, const bjob_t *job)
+{
+    return pcfg_entity (self->config, job->sj.entity)->id;
+}
+
+const char *bjobs_entity (bjobs_t *self, const bjob_t *job)
+{
+    return s_entity (self, job);
+}
+
+const char *bjobs_chat (bjobs_t *self, const bjob_t *job)
+{
+    return sched_chat_key (self->sched, job->sj.chat);
+}
+
+static void s_history (bjob_t *job, int64_t now, const char *what)
+{
+    char line[700];
+    int n = snprintf (line, sizeof line, "%s%" PRId64 " attempt %u: %s", job->history ? "\n" : "",
+                      now, job->attempt, what);
+    size_t add = n < 0 ? 0 : (size_t) n >= sizeof line ? sizeof line - 1 : (size_t) n;
+    size_t old = job->history ? strlen (job->history) : 0;
+    //  The last attempts matter most: start again when it grows too long.
+    if (old + add > HISTORY_MAX) {
+        free (job->history);
+        job->history = NULL;
+        old = 0;
+        if (line[0] == '\n')
+            memmove (line, line + 1, add--);
+    }
+    job->history = prealloc (job->history, old + add + 1);
+    memcpy (job->history + old, line, add);
+    job->history[old + add] = 0;
+}
+
+//  --- durability -----------------------------------------------------------------------
+
+static store_job_t s_row (bjobs_t *self, const bjob_t *job)
+{
+    proto_bin_t payload = bjob_payload (job);
+    return (store_job_t) {job->id,
+                          s_entity (self, job),
+                          bjob_msg_key (job),
+                          sched_chat_key (self->sched, job->sj.chat),
+                          sched_chat_kind (self->sched, job->sj.chat),
+                          job->priority,
+                          job->created_ms,
+                          job->sj.enqueued_at,
+                          job->sj.not_before,
+                          job->sj.expires_at,
+                          job->attempt,
+                          job->failures,
+                          job->crashes,
+                          job->state == JOB_COMMITTED,
+                          job->state == JOB_COMMITTED ? job->token : 0,
+                          payload.data,
+                          payload.size,
+                          job->history ? job->history : ""};
+}
+
+//  Stores the job whole; `sync` when an acknowledgement depends on it.
+static void s_put (bjobs_t *self, bjob_t *job, bool sync)
+{
+    if (self->store) {
+        store_job_t row = s_row (self, job);
+        store_job_put (self->store, &job->anchor, &row, sync);
+    }
+}
+
+static void s_persist (bjobs_t *self, bjob_t *job)
+{
+    s_put (self, job, false);
+}
+
+//  A finished pair is remembered (and stored) so a resubmission is a duplicate.
+static void s_remember_done (bjobs_t *self, pkey_fp_t fp, int64_t now)
+{
+    if (pseen_has (self->finished, fp))
+        return;
+    uint32_t tag = self->store ? store_done (self->store, fp, now) : 0;
+    pseen_add (self->finished, fp, now, tag);
+}
+
+//  A dispatch takes rate slots; they are stored when any limit applies, so
+//  a restart does not allow a burst.
+static void s_reserve (bjobs_t *self, bjob_t *job)
+{
+    if (self->store && sched_limited (self->sched, job->sj.entity, job->sj.chat))
+        store_reserve (self->store, job->id, job->sj.reserved_at, s_entity (self, job),
+                       sched_chat_key (self->sched, job->sj.chat),
+                       sched_chat_kind (self->sched, job->sj.chat));
+}
+
+//  The job was not posted and will not be: its rate slots are free again.
+static void s_unreserve (bjobs_t *self, bjob_t *job, int64_t now)
+{
+    if (self->store && job->sj.reserved_at)
+        store_unreserve (self->store, job->id);
+    sched_unreserve (self->sched, &job->sj, now);
+}
+
+//  --- the end of a job -----------------------------------------------------------------
+
+static void s_finish (bjobs_t *self, bjob_t *job, int64_t now)
+{
+    sched_done (self->sched, &job->sj, now);
+    sched_remove (self->sched, &job->sj);
+    heap_remove (&self->deadlines, job);
+    if (job->link.worker)
+        bworkers_unlink (job);
+    s_set_state (self, job, 0);
+    if (self->store)
+        store_job_gone (self->store, &job->anchor, job->id);
+    ptable_remove (self->by_id, &job->id);
+    ptable_remove (self->by_pair, job->pair);
+    s_remember_done (self, pkey_fp (job->pair, job->pair_len), now);
+    s_job_free (job);
+}
+
+static void s_dead_letter (bjobs_t *self, bjob_t *job, const char *reason, bool maybe_posted,
+                           int64_t now)
+{
+    bdead_t entry = {0,
+                     (char *) bjob_msg_key (job),
+                     (char *) s_entity (self, job),
+                     (char *) sched_chat_key (self->sched, job->sj.chat),
+                     (char *) sched_chat_kind (self->sched, job->sj.chat),
+                     job->priority,
+                     maybe_posted,
+                     job->created_ms,
+                     now,
+                     job->attempt,
+                     (char *) reason,
+                     job->history ? job->history : "",
+                     bjob_payload (job)};
+    bdlq_add (self->dlq, &entry);
+    self->counters.dead++;
+    if (plog_limiter_allow (&self->dead_log, 20))
+        plog_warn ("dead-lettered %s for %s after %u attempt(s)%s: %s", entry.msg_key, entry.entity,
+                   job->attempt, maybe_posted ? " (the reply may have been posted)" : "", reason);
+    s_finish (self, job, now);
+}
+
+//  Queues the job again, eligible at `not_before`.
+static void s_requeue (bjobs_t *self, bjob_t *job, int64_t not_before, int64_t now)
+{
+    //  Out of any worker's hands and out of flight first (a job the sink
+    //  committed may still be with its worker, whose RELEASE is on its way).
+    if (job->link.worker)
+        bworkers_unlink (job);
+    sched_done (self->sched, &job->sj, now);
+    heap_remove (&self->deadlines, job);
+    s_set_state (self, job, JOB_QUEUED);
+    job->token = 0;
+    job->alone = false;
+    job->sj.not_before = not_before;
+    sched_push (self->sched, &job->sj, now);
+    s_persist (self, job);
+}
+
+//  An attempt failed by the job's own fault: back off and retry, or
+//  dead-letter it after maxRetries.
+static void s_failed (bjobs_t *self, bjob_t *job, const char *reason, int64_t retry_after,
+                      int64_t now)
+{
+    s_history (job, now, reason);
+    job->failures++;
+    if ((int64_t) job->failures > self->config->max_retries) {
+        char why[800];
+        snprintf (why, sizeof why, "gave up after %u failed attempts; last: %s", job->failures, reason);
+        s_dead_letter (self, job, why, false, now);
+        return;
+    }
+    int64_t delay = pbackoff_delay (self->config->retry_base_ms, self->config->retry_max_ms,
+                                    job->failures);
+    if (retry_after > delay)
+        delay = retry_after;
+    s_requeue (self, job, now + delay, now);
+    self->counters.retried++;
+}
+
+//  --- submitting ------------------------------------------------------------------------------
+
+static int64_t s_response_delay (const pcfg_t *c, int priority)
+{
+    const pcfg_delay_t *d = priority < c->urgent_below ? &c->delay_urgent
+                            : priority >= c->low_from  ? &c->delay_low
+                                                       : &c->delay_normal;
+    if (d->max_ms <= d->min_ms)
+        return d->min_ms;
+    return d->min_ms + (int64_t) ((uint64_t) random () % (uint64_t) (d->max_ms - d->min_ms + 1));
+}
+
+//  How late a reply may come, in seconds (0 = no limit): the entity's or the
+//  queue's maxAgeSeconds, and the class's own shorter limit.
+static int64_t s_max_age (const pcfg_t *c, const pcfg_entity_t *e, int priority)
+{
+    int64_t all = e->max_age_seconds ? e->max_age_seconds : c->max_age_seconds;
+    int64_t cls = priority < c->urgent_below ? c->max_age_urgent_s
+                  : priority >= c->low_from  ? c->max_age_low_s
+                                             : c->max_age_normal_s;
+    if (!all)
+        return cls;
+    return cls && cls < all ? cls : all;
+}
+
+static void s_chat_source (const char *chat, char *source, size_t len)
+{
+    const char *slash = strchr (chat, '/');
+    size_t n = slash ? (size_t) (slash - chat) : strlen (chat);
+    if (n >= len)
+        n = len - 1;
+    memcpy (source, chat, n);
+    source[n] = 0;
+}
+
+//  A job record: the struct, then the pair key, then the payload, in one block.
+static bjob_t *s_job_new (uint64_t id, const char *entity, const char *msg_key, const void *payload,
+                          uint32_t payload_size)
+{
+    size_t elen = strlen (entity), klen = strlen (msg_key);
+    //  The strings start where the struct's fields end, not after its padding.
+    bjob_t *job = pcalloc (1, offsetof (bjob_t, pair) + elen + 1 + klen + 1 + payload_size);
+    job->id = id;
+    memcpy (job->pair, entity, elen);
+    job->pair[elen] = PKEY_SEP;
+    memcpy (job->pair + elen + 1, msg_key, klen + 1);
+    job->msg_off = (uint16_t) (elen + 1);
+    job->pair_len = (uint16_t) (elen + 1 + klen);
+    if (payload_size)
+        memcpy (job->pair + job->pair_len + 1, payload, payload_size);
+    job->payload_size = payload_size;
+    job->pos_deadline = HEAP_NONE;
+    return job;
+}
+
+bjobs_accept_t bjobs_accept (bjobs_t *self, const proto_job_spec_t *spec, int64_t now,
+                             const char **why)
+{
+    const pcfg_t *c = self->config;
+    self->counters.submitted++;
+    int entity = pcfg_entity_index (c, spec->entity);
+    *why = entity < 0     ? "unknown entity"
+           : !*spec->msg_key ? "empty msg_key"
+           : !*spec->chat    ? "empty chat"
+                             : NULL;
+    if (*why) {
+        self->counters.rejected++;
+        return BJOBS_INVALID;
+    }
+    char stack[1100];
+    size_t plen = pkey_pair (stack, sizeof stack, spec->entity, spec->msg_key);
+    if (ptable_lookup (self->by_pair, stack)
+        || pseen_has (self->finished, pkey_fp (stack, plen))) {
+        self->counters.duplicates++;
+        return BJOBS_DUPLICATE;
+    }
+    if (spec->priority >= 99) {
+        //  Priority 99 means "do not answer": a counted skip, remembered as
+        //  finished so a resubmission is a duplicate.
+        self->counters.accepted++;
+        self->counters.skipped++;
+        s_remember_done (self, pkey_fp (stack, plen), now);
+        return BJOBS_ACCEPTED;
+    }
+    sched_counts_t counts;
+    sched_counts (self->sched, &counts);
+    if (counts.queued >= (size_t) c->max_queue_size) {
+        self->counters.busy++;
+        return BJOBS_BUSY;
+    }
+    const pcfg_entity_t *e = pcfg_entity (c, (size_t) entity);
+    bjob_t *job = s_job_new (++self->next_job_id, spec->entity, spec->msg_key, spec->payload.data,
+                             spec->payload.size);
+    s_set_state (self, job, JOB_QUEUED);
+    job->priority = (uint8_t) spec->priority;
+    job->created_ms = (int64_t) spec->created_ms;
+    char source[128];
+    s_chat_source (spec->chat, source, sizeof source);
+    job->sj.priority = job->priority;
+    job->sj.entity = (uint16_t) entity;
+    job->sj.chat = sched_chat_intern (self->sched, spec->chat, source, spec->chat_kind);
+    job->sj.not_before = job->created_ms + s_response_delay (c, job->priority);
+    int64_t max_age = s_max_age (c, e, job->priority);
+    job->sj.expires_at = max_age ? job->created_ms + max_age * 1000 : 0;
+    ptable_insert (self->by_id, job);
+    ptable_insert (self->by_pair, job);
+    sched_push (self->sched, &job->sj, now);
+    //  The ACK promises it is stored: this turn's commit must reach the disk.
+    s_put (self, job, true);
+    self->counters.accepted++;
+    return BJOBS_ACCEPTED;
+}
+
+//  --- dispatching -----------------------------------------------------------------------------
+
+static int64_t s_lease_end (bjobs_t *self, const bjob_t *job, int64_t now)
+{
+    int64_t end = now + self->config->stale_claim_timeout_ms;
+    int64_t hold_end = job->dispatched_at + self->config->max_hold_ms;
+    return end < hold_end ? end : hold_end;
+}
+
+bjob_t *bjobs_next (bjobs_t *self, int64_t now)
+{
+    sched_job_t *sj = sched_pop (self->sched, now);
+    if (!sj)
+        return NULL;
+    bjob_t *job = (bjob_t *) sj;
+    s_set_state (self, job, JOB_DISPATCHED);
+    job->token = s_token (self);
+    job->attempt++;
+    job->dispatched_at = now;
+    s_set_deadline (self, job, s_lease_end (self, job, now));
+    s_reserve (self, job);
+    self->counters.dispatched++;
+    return job;
+}
+
+void bjobs_unpop (bjobs_t *self, bjob_t *job, int64_t now, int64_t not_before)
+{
+    sched_done (self->sched, &job->sj, now);
+    s_unreserve (self, job, now);
+    job->attempt--;
+    self->counters.dispatched--;
+    heap_remove (&self->deadlines, job);
+    s_set_state (self, job, JOB_QUEUED);
+    job->token = 0;
+    job->sj.not_before = not_before;
+    sched_push (self->sched, &job->sj, now);
+}
+
+void bjobs_renew (bjobs_t *self, bjob_t *job, int64_t now)
+{
+    if (job->state == JOB_DISPATCHED)
+        s_set_deadline (self, job, s_lease_end (self, job, now));
+}
+
+//  --- what workers report ------------------------------------------------------------------------
+
+void bjobs_released (bjobs_t *self, bjob_t *job, const proto_release_item_t *item, int64_t now)
+{
+    sched_done (self->sched, &job->sj, now);
+    switch (item->status) {
+    case PROTO_REL_DONE:
+        //  The result is on its way to the sink; its COMMIT must come within a lease.
+        s_set_state (self, job, JOB_HANDED_OFF);
+        s_set_deadline (self, job, now + self->config->stale_claim_timeout_ms);
+        break;
+    case PROTO_REL_RETRY:
+        s_unreserve (self, job, now);
+        s_failed (self, job, *item->reason ? item->reason : "retry", (int64_t) item->retry_after_ms, now);
+        break;
+    case PROTO_REL_FAIL:
+        s_unreserve (self, job, now);
+        s_history (job, now, item->reason);
+        s_dead_letter (self, job, *item->reason ? item->reason : "failed", false, now);
+        break;
+    case PROTO_REL_EXPIRED:
+        s_unreserve (self, job, now);
+        self->counters.expired++;
+        s_finish (self, job, now);
+        break;
+    case PROTO_REL_SKIP:
+        s_unreserve (self, job, now);
+        plog_debug ("job %s skipped: %s", bjob_msg_key (job), item->reason);
+        self->counters.skipped++;
+        s_finish (self, job, now);
+        break;
+    case PROTO_REL_RETURN:
+    default:
+        //  Not attempted (the worker is stopping): back at once, no failure counted.
+        s_unreserve (self, job, now);
+        job->attempt--;
+        s_requeue (self, job, 0, now);
+        self->counters.returned++;
+        break;
+    }
+}
+
+void bjobs_take_back (bjobs_t *self, bjob_t *job, bjobs_why_t why, const char *detail, int64_t now)
+{
+    if (job->link.worker)
+        bworkers_unlink (job);
+    sched_done (self->sched, &job->sj, now);
+    s_unreserve (self, job, now);
+    heap_remove (&self->deadlines, job);
+    if (plog_limiter_allow (&self->back_log, 20))
+        plog_info ("job %s for %s taken back: %s", bjob_msg_key (job), s_entity (self, job), detail);
+    switch (why) {
+    case BJOBS_NOT_SENT:
+        //  It never left: not an attempt at all.
+        job->attempt--;
+        self->counters.dispatched--;
+        s_requeue (self, job, now, now);
+        break;
+    case BJOBS_NOT_HELD:
+        s_history (job, now, detail);
+        self->counters.reclaimed++;
+        s_requeue (self, job, now, now);
+        break;
+    case BJOBS_WORKER_LOST:
+        self->counters.crashes++;
+        if (job->alone) {
+            //  It ran alone: the worker died of it.
+            char why_text[700];
+            snprintf (why_text, sizeof why_text, "killed its worker while running alone (%s)", detail);
+            s_failed (self, job, why_text, 0, now);
+        }
+        else {
+            //  Maybe it, maybe another job on that worker: a suspect, retried without penalty.
+            if (job->crashes < UINT16_MAX)
+                job->crashes++;
+            s_history (job, now, detail);
+            int64_t delay = pbackoff_delay (self->config->retry_base_ms, self->config->retry_max_ms,
+                                            job->crashes);
+            s_requeue (self, job, now + delay, now);
+            self->counters.retried++;
+        }
+        break;
+    case BJOBS_LEASE:
+    case BJOBS_HELD_TOO_LONG:
+    default:
+        s_failed (self, job, detail, 0, now);
+        break;
+    }
+}
+
+//  --- what the sink reports ----------------------------------------------------------------------
+
+void bjobs_commit (bjobs_t *self, const proto_commit_item_t *item, int64_t lease_ms, int64_t now,
+                   proto_verdict_item_t *v)
+{
+    memset (v, 0, sizeof *v);
+    v->job_id = item->job_id;
+    v->token = item->token;
+    v->msg_key = v->entity = v->chat = v->chat_kind = "";
+    bjob_t *job = ptable_lookup (self->by_id, &item->job_id);
+    if (!job)
+        v->verdict = PROTO_VERDICT_UNKNOWN;
+    else if (job->token != item->token || job->state == JOB_QUEUED)
+        v->verdict = PROTO_VERDICT_STALE;
+    else {
+        v->verdict = PROTO_VERDICT_POST;
+        bool renewal = item->hold && job->state == JOB_COMMITTED;
+        if (job->state != JOB_COMMITTED) {
+            //  This attempt owns the job: the sink holds it now, under a lease it
+            //  renews. Its writing is over (the RELEASE may still be on its way).
+            sched_done (self->sched, &job->sj, now);
+            s_set_state (self, job, JOB_COMMITTED);
+            s_persist (self, job);
+            self->counters.committed++;
+        }
+        s_set_deadline (self, job, now + lease_ms);
+        if (!renewal) {
+            v->msg_key = bjob_msg_key (job);
+            v->entity = s_entity (self, job);
+            v->chat = sched_chat_key (self->sched, job->sj.chat);
+            v->chat_kind = sched_chat_kind (self->sched, job->sj.chat);
+            v->priority = job->priority;
+            v->created_ms = (uint64_t) job->created_ms;
+            v->expires_ms = (uint64_t) job->sj.expires_at;
+            v->payload = bjob_payload (job);
+        }
+    }
+    if (v->verdict != PROTO_VERDICT_POST) {
+        self->counters.stale_results++;
+        plog_debug ("result for job %" PRIu64 " refused (%s)", item->job_id,
+                    v->verdict == PROTO_VERDICT_STALE ? "stale" : "unknown");
+    }
+}
+
+void bjobs_outcome (bjobs_t *self, const proto_outcome_item_t *item, int64_t now)
+{
+    bjob_t *job = ptable_lookup (self->by_id, &item->job_id);
+    //  Outcomes are idempotent: a repeat for a finished job is ignored.
+    if (!job || job->token != item->token || job->state != JOB_COMMITTED)
+        return;
+    switch (item->status) {
+    case PROTO_OUT_POSTED:
+        self->counters.posted++;
+        s_finish (self, job, now);
+        break;
+    case PROTO_OUT_DUPLICATE:
+        self->counters.duplicate_posts++;
+        s_finish (self, job, now);
+        break;
+    case PROTO_OUT_EXPIRED:
+        s_unreserve (self, job, now);
+        self->counters.expired++;
+        s_finish (self, job, now);
+        break;
+    case PROTO_OUT_FAILED:
+        s_unreserve (self, job, now);
+        s_history (job, now, item->reason);
+        s_dead_letter (self, job, *item->reason ? item->reason : "failed", false, now);
+        break;
+    case PROTO_OUT_IN_DOUBT:
+    default:
+        //  Its slot stays taken: the reply may be in the chat.
+        s_history (job, now, item->reason);
+        s_dead_letter (self, job, *item->reason ? item->reason : "in doubt", true, now);
+        break;
+    }
+}
+
+//  --- time ----------------------------------------------------------------------------------
+
+void bjobs_tick (bjobs_t *self, int64_t now)
+{
+    //  Queued jobs too old to be answered now: counted, never sent.
+    sched_job_t *sj;
+    while ((sj = sched_pop_expired (self->sched, now))) {
+        self->counters.expired++;
+        s_finish (self, (bjob_t *) sj, now);
+    }
+    bjob_t *job;
+    while ((job = heap_top (&self->deadlines)) && job->deadline <= now) {
+        heap_pop (&self->deadlines);
+        char detail[300];
+        switch (job->state) {
+        case JOB_DISPATCHED:
+            if (bworkers_is_silent (job->link.worker, now)) {
+                //  Its worker went silent: that is a lost worker, not a slow job.
+                snprintf (detail, sizeof detail, "worker %s lost (no heartbeat within staleClaimTimeout)",
+                          bworkers_name (job->link.worker));
+                bjobs_take_back (self, job, BJOBS_WORKER_LOST, detail, now);
+            }
+            else if (now >= job->dispatched_at + self->config->max_hold_ms) {
+                snprintf (detail, sizeof detail, "held longer than maxHoldMs (%" PRId64 " ms) by worker %s",
+                          self->config->max_hold_ms, bworkers_name (job->link.worker));
+                bjobs_take_back (self, job, BJOBS_HELD_TOO_LONG, detail, now);
+            }
+            else {
+                snprintf (detail, sizeof detail, "lease ran out: worker %s did not list it in its heartbeats",
+                          bworkers_name (job->link.worker));
+                bjobs_take_back (self, job, BJOBS_LEASE, detail, now);
+            }
+            break;
+        case JOB_HANDED_OFF:
+            //  The result never reached the sink (or the sink never asked): run it again.
+            s_unreserve (self, job, now);
+            s_history (job, now, "the result did not reach the sink within the lease");
+            s_requeue (self, job, now, now);
+            self->counters.retried++;
+            break;
+        case JOB_COMMITTED:
+            //  The sink stopped holding it (it lost its state, or is gone):
+            //  run it again; the sink's posted marks keep a post from doubling.
+            self->counters.sink_expired++;
+            if (plog_limiter_allow (&self->back_log, 20))
+                plog_warn ("job %s for %s: the sink stopped holding it; dispatching it again",
+                           bjob_msg_key (job), s_entity (self, job));
+            s_history (job, now, "the sink stopped holding it");
+            s_requeue (self, job, now, now);
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+int64_t bjobs_wakeup (bjobs_t *self, int64_t now)
+{
+    (void) now;
+    bjob_t *job = heap_top (&self->deadlines);
+    return job ? job->deadline : SCHED_NEVER;
+}
+
+//  --- looking and counting -------------------------------------------------------------------
+
+bjob_t *bjobs_find (bjobs_t *self, uint64_t id)
+{
+    return ptable_lookup (self->by_id, &id);
+}
+
+size_t bjobs_count (bjobs_t *self)
+{
+    return ptable_size (self->by_id);
+}
+
+size_t bjobs_in_state (bjobs_t *self, bjob_state_t state)
+{
+    return state < JOB_STATES ? self->state_count[state] : 0;
+}
+
+const bjobs_counters_t *bjobs_counters (bjobs_t *self)
+{
+    return &self->counters;
+}
+
+void bjobs_requeue_dead (bjobs_t *self, const bdead_t *dead, int64_t now)
+{
+    //  A retried dead letter is a new job for the same (message, entity).
+    pkey_fp_t fp = pkey_pair_fp (dead->entity, dead->msg_key);
+    uint32_t tag = 0;
+    if (pseen_remove (self->finished, fp, &tag) && self->store)
+        store_forget_done (self->store, fp, tag);
+    proto_job_spec_t spec = {dead->msg_key, dead->entity, dead->chat, dead->chat_kind, dead->priority,
+                             (uint64_t) now, dead->payload};
+    const char *why = NULL;
+    if (bjobs_accept (self, &spec, now, &why) == BJOBS_INVALID)
+        plog_warn ("dead letter %" PRIu64 " not retried: %s", dead->id, why);
+}
+
+void bjobs_set_paused (bjobs_t *self, int entity, bool paused, int64_t now)
+{
+    sched_pause (self->sched, entity, paused, now);
+    if (self->store)
+        store_set_paused (self->store,
+                          entity < 0 ? "*" : pcfg_entity (self->config, (size_t) entity)->id, paused);
+}
+
+void bjobs_prune (bjobs_t *self, int64_t now)
+{
+    pseen_prune (self->finished, now);
+    if (self->store)
+        store_prune (self->store, now);
+}
+
+//  --- recovery ---------------------------------------------------------------------------------
+
+//  Migration: the store asks for an object to be written again.
+static void s_rewrite (void *arg, store_anchor_t *anchor)
+{
+    bjobs_t *self = arg;
+    if (anchor->kind == STORE_ANCHOR_JOB)
+        s_persist (self, PJOURNAL_CONTAINER (anchor, bjob_t, anchor));
+    else if (anchor->kind == STORE_ANCHOR_DEAD)
+        bdlq_rewrite (self->dlq, anchor);
+}
+
+typedef struct {
+    bjobs_t *self;
+    int64_t now;
+} s_load_t;
+
+static void s_load_job (void *arg, const store_job_t *row, uint64_t segment)
+{
+    s_load_t *load = arg;
+    bjobs_t *self = load->self;
+    //  A newer version replaces the one loaded before.
+    bjob_t *old = ptable_lookup (self->by_id, &row->id);
+    if (old) {
+        store_anchor_drop (self->store, &old->anchor);
+        ptable_remove (self->by_id, &old->id);
+        ptable_remove (self->by_pair, old->pair);
+        s_job_free (old);
+    }
+    bjob_t *job = s_job_new (row->id, row->entity, row->msg_key, row->payload, row->payload_size);
+    job->priority = (uint8_t) row->priority;
+    job->created_ms = row->created_ms;
+    job->attempt = row->attempt;
+    job->failures = row->failures;
+    job->crashes = (uint16_t) (row->crashes < UINT16_MAX ? row->crashes : UINT16_MAX);
+    job->history = *row->history ? pstrdup (row->history) : NULL;
+    job->token = row->committed ? row->token : 0;
+    job->state = row->committed ? JOB_COMMITTED : JOB_QUEUED;     //  counted when finalised
+    job->sj.priority = job->priority;
+    job->sj.not_before = row->not_before;
+    job->sj.expires_at = row->expires_ms;
+    job->sj.enqueued_at = row->enqueued_ms;
+    if (row->id > self->next_job_id)
+        self->next_job_id = row->id;
+    if (ptable_lookup (self->by_pair, job->pair)) {
+        plog_warn ("recovered job %" PRIu64 " repeats the active pair %s/%s; dropped", row->id,
+                   row->entity, row->msg_key);
+        s_job_free (job);
+        return;
+    }
+    //  An entity the configuration lost is found out at finalisation (UINT16_MAX).
+    char source[128];
+    s_chat_source (row->chat, source, sizeof source);
+    job->sj.chat = sched_chat_intern (self->sched, row->chat, source, row->chat_kind);
+    int entity = pcfg_entity_index (self->config, row->entity);
+    job->sj.entity = entity < 0 ? UINT16_MAX : (uint16_t) entity;
+    ptable_insert (self->by_id, job);
+    ptable_insert (self->by_pair, job);
+    store_anchor_loaded (self->store, &job->anchor, STORE_ANCHOR_JOB, segment);
+}
+
+static void s_load_job_gone (void *arg, uint64_t id)
+{
+    s_load_t *load = arg;
+    bjobs_t *self = load->self;
+    bjob_t *job = ptable_lookup (self->by_id, &id);
+    if (!job)
+        return;
+    store_anchor_drop (self->store, &job->anchor);
+    ptable_remove (self->by_id, &job->id);
+    ptable_remove (self->by_pair, job->pair);
+    s_job_free (job);
+}
+
+static void s_load_dead (void *arg, const store_dead_t *d, uint64_t segment)
+{
+    s_load_t *load = arg;
+    bdead_t entry = {d->id,       (char *) d->msg_key, (char *) d->entity, (char *) d->chat,
+                     (char *) d->chat_kind, (uint8_t) d->priority, d->maybe_posted, d->created_ms,
+                     d->dead_at,  d->attempts, (char *) d->reason, (char *) d->history,
+                     {d->payload, d->payload_size}, {{0, NULL, NULL}, 0}};
+    bdlq_load (load->self->dlq, &entry, segment);
+}
+
+static void s_load_dead_gone (void *arg, uint64_t id)
+{
+    s_load_t *load = arg;
+    bdlq_load_gone (load->self->dlq, id);
+}
+
+static void s_load_reservation (void *arg, int64_t at, const char *entity, const char *chat,
+                                const char *chat_kind)
+{
+    s_load_t *load = arg;
+    bjobs_t *self = load->self;
+    char source[128];
+    s_chat_source (chat, source, sizeof source);
+    sched_restore_reservation (self->sched, pcfg_entity_index (self->config, entity),
+                               sched_chat_intern (self->sched, chat, source, chat_kind), at);
+}
+
+static void s_load_paused (void *arg, const char *entity, bool paused)
+{
+    s_load_t *load = arg;
+    bjobs_t *self = load->self;
+    int index = streq (entity, "*") ? -1 : pcfg_entity_index (self->config, entity);
+    if (index >= 0 || streq (entity, "*")) {
+        sched_pause (self->sched, index, paused, load->now);
+        plog_info ("%s is paused (since before the restart)", entity);
+    }
+}
+
+static int s_by_enqueue (const void *a, const void *b)
+{
+    const bjob_t *x = *(const bjob_t *const *) a, *y = *(const bjob_t *const *) b;
+    if (x->sj.enqueued_at != y->sj.enqueued_at)
+        return x->sj.enqueued_at < y->sj.enqueued_at ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+//  After loading: every job where it belongs, in the order it was first queued.
+static void s_finalise (bjobs_t *self, int64_t now)
+{
+    size_t n = ptable_size (self->by_id), k = 0, cursor = 0;
+    bjob_t **list = pcalloc (n + 1, sizeof (bjob_t *));
+    bjob_t *job;
+    while ((job = ptable_next (self->by_id, &cursor)))
+        list[k++] = job;
+    qsort (list, k, sizeof (bjob_t *), s_by_enqueue);
+    for (size_t i = 0; i < k; i++) {
+        job = list[i];
+        int state = job->state;
+        job->state = 0;
+        if (job->sj.entity == UINT16_MAX) {
+            //  The configuration lost this entity: nobody can answer, so a person decides.
+            const char *entity = job->pair;
+            char name[600];
+            snprintf (name, sizeof name, "%.*s", (int) (job->msg_off - 1), entity);
+            char reason[700];
+            snprintf (reason, sizeof reason, "entity \"%s\" is no longer configured", name);
+            bdead_t entry = {0, (char *) bjob_msg_key (job), name,
+                             (char *) sched_chat_key (self->sched, job->sj.chat),
+                             (char *) sched_chat_kind (self->sched, job->sj.chat), job->priority,
+                             false, job->created_ms, now, job->attempt, reason,
+                             job->history ? job->history : "", bjob_payload (job),
+                             {{0, NULL, NULL}, 0}};
+            bdlq_add (self->dlq, &entry);
+            plog_warn ("recovered job %s for unknown entity %s: dead-lettered", bjob_msg_key (job), name);
+            store_job_gone (self->store, &job->anchor, job->id);
+            ptable_remove (self->by_id, &job->id);
+            ptable_remove (self->by_pair, job->pair);
+            s_job_free (job);
+            continue;
+        }
+        if (state == JOB_COMMITTED) {
+            //  The sink holds it under this token; it must renew its hold within a lease.
+            s_set_state (self, job, JOB_COMMITTED);
+            s_set_deadline (self, job, now + self->config->stale_claim_timeout_ms);
+        }
+        else {
+            //  Queued, or in flight when the broker stopped: either way, queued now.
+            job->token = 0;
+            s_set_state (self, job, JOB_QUEUED);
+            sched_push (self->sched, &job->sj, now);
+        }
+    }
+    free (list);
+}
+
+int bjobs_recover (bjobs_t *self, int64_t now)
+{
+    if (!self->store)
+        return 0;
+    store_set_owner (self->store, s_rewrite, self, self->finished);
+    s_load_t load = {self, now};
+    store_callbacks_t fns = {s_load_job,         s_load_job_gone, s_load_dead, s_load_dead_gone,
+                             s_load_reservation, s_load_paused};
+    if (store_load (self->store, now, self->config->dedupe_retention_s * 1000, &fns, &load))
+        return -1;
+    s_finalise (self, now);
+    if (store_last_job_id (self->store) > self->next_job_id)
+        self->next_job_id = store_last_job_id (self->store);
+    return 0;
+}

@@ -1,0 +1,597 @@
+/*  workers - workers, what they hold, credit, reconciliation. See workers.h. */
+#include "broker/workers.h"
+#include "common/palloc.h"
+#include "common/pkey.h"
+#include "common/plog.h"
+#include "common/ptable.h"
+
+#include <inttypes.h>
+#include <string.h>
+
+typedef struct {
+    const uint8_t *data;
+    size_t size;
+} s_route_t;
+
+struct bworker_s {
+    bworkers_t *owner;
+    uint8_t route[256];         //  routing id
+    size_t route_size;
+    s_route_t key;              //  the table key: points at route
+    char *id;                   //  its WORKER_ID
+    char *host;
+    char *user;                 //  its authenticated identity ("" without security)
+    uint64_t pid;
+    uint32_t capacity;          //  as announced, at most worker.maxCapacity
+    uint32_t zombies;           //  refs it listed that are not its
+    bool draining;
+    bool reserved;              //  emptying out to run a suspect alone
+    int64_t last_seen;
+    char **models;
+    size_t model_count;
+    bjob_t *jobs;               //  what it holds (list through bjob_t.link)
+    size_t job_count;
+    bjob_t *alone;              //  the suspect it runs alone, if any
+    uint64_t last_frame;        //  seq of the last JOB frame sent to it
+    uint64_t dispatched;        //  jobs sent, in all
+    proto_job_t *batch;         //  jobs going out in this turn's frame
+    size_t batch_count, batch_capacity;
+    proto_ref_t *cancel;        //  refs to send back in the next WELCOME
+    size_t cancel_count, cancel_capacity;
+};
+
+struct bworkers_s {
+    const pcfg_t *config;
+    bjobs_t *jobs;
+    bout_t *out;
+    zsock_t *backend;
+    uint64_t epoch;
+    ptable_t *by_route;         //  route -> bworker_t
+    uint64_t frame_seq;         //  JOB frames sent by this broker run
+    bworker_t *reserved;        //  the worker emptying out for a suspect
+    bworkers_counters_t counters;
+    plog_limiter_t log;
+};
+
+static uint64_t s_route_hash (const void *key)
+{
+    const s_route_t *r = key;
+    return pkey_fp (r->data, r->size).lo;
+}
+
+static const void *s_route_of (const void *item)
+{
+    return &((const bworker_t *) item)->key;
+}
+
+static bool s_route_match (const void *item, const void *key)
+{
+    const bworker_t *w = item;
+    const s_route_t *r = key;
+    return w->route_size == r->size && memcmp (w->route, r->data, r->size) == 0;
+}
+
+bworkers_t *bworkers_new (const pcfg_t *config, bjobs_t *jobs, bout_t *out, zsock_t *backend,
+                          uint64_t epoch)
+{
+    bworkers_t *self = pcalloc (1, sizeof *self);
+    self->config = config;
+    self->jobs = jobs;
+    self->out = out;
+    self->backend = backend;
+    self->epoch = epoch;
+    self->by_route = ptable_new (s_route_hash, s_route_of, s_route_match);
+    return self;
+}
+
+static void s_worker_free (bworker_t *w)
+{
+    free (w->id);
+    free (w->host);
+    free (w->user);
+    for (size_t i = 0; i < w->model_count; i++)
+        free (w->models[i]);
+    free (w->models);
+    free (w->batch);
+    free (w->cancel);
+    free (w);
+}
+
+void bworkers_destroy (bworkers_t **self_p)
+{
+    bworkers_t *self = *self_p;
+    if (!self)
+        return;
+    size_t cursor = 0;
+    bworker_t *w;
+    while ((w = ptable_next (self->by_route, &cursor))) {
+        //  The jobs stay with the job table, which frees them.
+        for (bjob_t *job = w->jobs; job; job = job->link.next)
+            job->link.worker = NULL;
+        s_worker_free (w);
+    }
+    ptable_destroy (&self->by_route);
+    free (self);
+    *self_p = NULL;
+}
+
+bool bworkers_is_silent (const bworker_t *w, int64_t now)
+{
+    return w && now - w->last_seen >= w->owner->config->stale_claim_timeout_ms;
+}
+
+const char *bworkers_name (const bworker_t *worker)
+{
+    return worker ? worker->id : "-";
+}
+
+//  --- what each worker holds --------------------------------------------------------
+
+static void s_link (bworker_t *w, bjob_t *job, uint64_t frame_seq)
+{
+    if (job->link.worker)
+        bworkers_unlink (job);      //  never in two lists (a list with a cycle never ends)
+    job->link = (bjob_link_t) {w, NULL, w->jobs, frame_seq};
+    if (w->jobs)
+        w->jobs->link.prev = job;
+    w->jobs = job;
+    w->job_count++;
+}
+
+void bworkers_unlink (bjob_t *job)
+{
+    bworker_t *w = job->link.worker;
+    if (!w)
+        return;
+    if (job->link.prev)
+        job->link.prev->link.next = job->link.next;
+    else
+        w->jobs = job->link.next;
+    if (job->link.next)
+        job->link.next->link.prev = job->link.prev;
+    if (w->alone == job)
+        w->alone = NULL;
+    w->job_count--;
+    job->link = (bjob_link_t) {NULL, NULL, NULL, 0};
+}
+
+static uint32_t s_credit (const bworker_t *w)
+{
+    size_t used = w->job_count + w->zombies;
+    if (w->draining || w->alone || w->reserved || used >= w->capacity)
+        return 0;
+    return w->capacity - (uint32_t) used;
+}
+
+//  --- heartbeats -------------------------------------------------------------------------
+
+static void s_set_models (bworker_t *w, const proto_heartbeat_t *hb)
+{
+    //  Hot models change as LLM servers load and evict them.
+    for (size_t i = 0; i < w->model_count; i++)
+        free (w->models[i]);
+    free (w->models);
+    w->models = pcalloc (hb->model_count + 1, sizeof (char *));
+    w->model_count = hb->model_count;
+    for (size_t i = 0; i < hb->model_count; i++)
+        w->models[i] = pstrdup (hb->models[i]);
+}
+
+static bworker_t *s_register (bworkers_t *self, const proto_peer_t *peer, const proto_heartbeat_t *hb,
+                              int64_t now)
+{
+    bworker_t *w = pcalloc (1, sizeof *w);
+    w->owner = self;
+    memcpy (w->route, peer->route, peer->route_size);
+    w->route_size = peer->route_size;
+    w->key = (s_route_t) {w->route, w->route_size};
+    w->id = pstrdup (hb->worker_id);
+    w->host = pstrdup (hb->host);
+    w->user = pstrdup (peer->user);
+    w->pid = hb->pid;
+    w->last_seen = now;
+    ptable_insert (self->by_route, w);
+    plog_info ("worker %s joined (%s pid %" PRIu64 ", %" PRIu64 " slots%s%s)", w->id, w->host, w->pid,
+               hb->capacity, *w->user ? ", key " : "", w->user);
+    return w;
+}
+
+static void s_cancel (bworker_t *w, uint64_t job_id, uint64_t token)
+{
+    w->cancel = pgrow (w->cancel, &w->cancel_capacity, w->cancel_count + 1, sizeof (proto_ref_t));
+    w->cancel[w->cancel_count++] = (proto_ref_t) {job_id, token};
+    w->owner->counters.cancelled++;
+}
+
+//  A small open-addressed set of the refs a heartbeat lists, for the reconciliation.
+typedef struct {
+    const proto_ref_t **slots;
+    size_t mask;
+} s_held_t;
+
+static size_t s_held_home (const s_held_t *h, uint64_t job_id)
+{
+    return (size_t) ptable_hash_u64 (&job_id) & h->mask;
+}
+
+static void s_held_build (s_held_t *h, const proto_heartbeat_t *hb)
+{
+    size_t cap = 16;
+    while (cap < hb->held_count * 2)
+        cap *= 2;
+    h->slots = pcalloc (cap, sizeof (proto_ref_t *));
+    h->mask = cap - 1;
+    for (size_t i = 0; i < hb->held_count; i++) {
+        size_t k = s_held_home (h, hb->held[i].job_id);
+        while (h->slots[k])
+            k = (k + 1) & h->mask;
+        h->slots[k] = &hb->held[i];
+    }
+}
+
+//  Finds (job_id, token) in the set and marks it seen (so what remains are zombies).
+static bool s_held_take (s_held_t *h, uint64_t job_id, uint64_t token)
+{
+    for (size_t k = s_held_home (h, job_id); h->slots[k]; k = (k + 1) & h->mask) {
+        const proto_ref_t *ref = h->slots[k];
+        if (ref->job_id == job_id && ref->token == token) {
+            //  Mark it taken by pointing at a sentinel that matches nothing.
+            static const proto_ref_t taken = {0, 0};
+            h->slots[k] = &taken;
+            return true;
+        }
+    }
+    return false;
+}
+
+//  Reconciles what the broker thinks the worker holds with what it says it holds.
+static void s_reconcile (bworkers_t *self, bworker_t *w, const proto_heartbeat_t *hb, int64_t now)
+{
+    s_held_t held;
+    s_held_build (&held, hb);
+    //  A job_seq counted by another broker run (sent before the worker read
+    //  this run's WELCOME) judges nothing; nor may one past what was sent.
+    uint64_t job_seq = hb->epoch == self->epoch ? hb->job_seq : 0;
+    uint64_t seen = job_seq < w->last_frame ? job_seq : w->last_frame;
+    bjob_t *job = w->jobs;
+    while (job) {
+        bjob_t *next = job->link.next;
+        bool listed = s_held_take (&held, job->id, job->token);
+        if (listed || job_seq == 0) {
+            //  A worker that reports no frame seq cannot be judged (it predates
+            //  leases per job, or has seen nothing yet): its heartbeat renews all.
+            bjobs_renew (self->jobs, job, now);
+        }
+        else if (job->link.frame_seq <= seen) {
+            if (job->state == JOB_DISPATCHED) {
+                char detail[300];
+                snprintf (detail, sizeof detail,
+                          "worker %s does not hold it (its JOB frame %" PRIu64 " was lost, or the worker dropped it)",
+                          w->id, job->link.frame_seq);
+                bjobs_take_back (self->jobs, job, BJOBS_NOT_HELD, detail, now);
+            }
+            else
+                bworkers_unlink (job);     //  committed by the sink already; RELEASE lost
+        }
+        job = next;
+    }
+    //  What it listed and is not its: drop them there.
+    w->zombies = 0;
+    for (size_t k = 0; k <= held.mask; k++) {
+        const proto_ref_t *ref = held.slots[k];
+        if (ref && ref->job_id) {
+            s_cancel (w, ref->job_id, ref->token);
+            w->zombies++;
+        }
+    }
+    free (held.slots);
+}
+
+void bworkers_heartbeat (bworkers_t *self, const proto_peer_t *peer, const proto_heartbeat_t *hb,
+                         int64_t now)
+{
+    s_route_t key = {peer->route, peer->route_size};
+    bworker_t *w = ptable_lookup (self->by_route, &key);
+    if (w && strcmp (w->user, peer->user) != 0) {
+        //  Another identity took over this routing id: not this worker.
+        self->counters.refused++;
+        if (plog_limiter_allow (&self->log, 10))
+            plog_warn ("heartbeat for worker %s from another identity (%s, not %s): refused", w->id,
+                       *peer->user ? peer->user : "plain", *w->user ? w->user : "plain");
+        return;
+    }
+    if (!w)
+        w = s_register (self, peer, hb, now);
+    w->last_seen = now;
+    uint64_t cap = hb->capacity < (uint64_t) self->config->worker_max_capacity
+                       ? hb->capacity
+                       : (uint64_t) self->config->worker_max_capacity;
+    w->capacity = (uint32_t) cap;
+    if (hb->draining && !w->draining)
+        plog_info ("worker %s is draining", w->id);
+    w->draining = hb->draining != 0;
+    s_set_models (w, hb);
+    s_reconcile (self, w, hb, now);
+    const pcfg_t *c = self->config;
+    proto_welcome_t welcome = {self->epoch, (uint64_t) c->heartbeat_ms,
+                               (uint64_t) c->stale_claim_timeout_ms, w->last_frame, w->cancel,
+                               w->cancel_count, (uint64_t) c->max_hold_ms};
+    bout_add (self->out, self->backend, w->route, w->route_size, PROTO_WELCOME, &welcome, NULL, NULL, 0);
+    w->cancel_count = 0;
+}
+
+void bworkers_release (bworkers_t *self, const proto_peer_t *peer, const proto_release_t *release,
+                       int64_t now)
+{
+    s_route_t key = {peer->route, peer->route_size};
+    bworker_t *w = ptable_lookup (self->by_route, &key);
+    if (w && strcmp (w->user, peer->user) != 0) {
+        self->counters.refused++;
+        return;
+    }
+    for (size_t i = 0; i < release->count; i++) {
+        const proto_release_item_t *item = &release->items[i];
+        bjob_t *job = bjobs_find (self->jobs, item->job_id);
+        //  Only the attempt this worker holds can be settled by it.
+        if (!job || job->token != item->token || !w || job->link.worker != w)
+            continue;
+        bworkers_unlink (job);
+        if (job->state == JOB_DISPATCHED)
+            bjobs_released (self->jobs, job, item, now);
+        //  Committed already: the sink's COMMIT arrived before this RELEASE.
+    }
+}
+
+//  --- dispatching ---------------------------------------------------------------------------
+
+size_t bworkers_free_credit (bworkers_t *self)
+{
+    size_t total = 0, cursor = 0;
+    bworker_t *w;
+    while ((w = ptable_next (self->by_route, &cursor)))
+        total += s_credit (w);
+    return total;
+}
+
+static bool s_has_model (const bworker_t *w, const char *model)
+{
+    for (size_t i = 0; i < w->model_count; i++)
+        if (strcmp (w->models[i], model) == 0)
+            return true;
+    return false;
+}
+
+//  A worker for a job: one with the entity's model hot, else the one with
+//  the most free credit. With `idle`, only a worker that holds nothing.
+static bworker_t *s_pick (bworkers_t *self, const char *model, bool idle)
+{
+    bworker_t *best = NULL, *hot = NULL;
+    uint32_t best_free = 0, hot_free = 0;
+    size_t cursor = 0;
+    bworker_t *w;
+    while ((w = ptable_next (self->by_route, &cursor))) {
+        uint32_t free_credit = s_credit (w);
+        if (free_credit == 0 || (idle && w->job_count + w->zombies > 0))
+            continue;
+        if (*model && s_has_model (w, model) && free_credit > hot_free) {
+            hot = w;
+            hot_free = free_credit;
+        }
+        if (free_credit > best_free) {
+            best = w;
+            best_free = free_credit;
+        }
+    }
+    return hot ? hot : best;
+}
+
+static void s_frame_failed (void *arg, const uint8_t *route, size_t route_size, uint64_t seq)
+{
+    bworkers_t *self = arg;
+    s_route_t key = {route, route_size};
+    bworker_t *w = ptable_lookup (self->by_route, &key);
+    if (!w)
+        return;
+    self->counters.reclaimed_frames++;
+    bjob_t *job = w->jobs;
+    while (job) {
+        bjob_t *next = job->link.next;
+        if (job->link.frame_seq == seq && job->state == JOB_DISPATCHED)
+            bjobs_take_back (self->jobs, job, BJOBS_NOT_SENT, "its JOB frame could not be sent",
+                             zclock_time ());
+        job = next;
+    }
+}
+
+static void s_send_batch (bworkers_t *self, bworker_t *w)
+{
+    if (!w->batch_count)
+        return;
+    proto_jobs_t body = {w->batch, w->batch_count, w->last_frame};
+    bout_add (self->out, self->backend, w->route, w->route_size, PROTO_JOB, &body, s_frame_failed,
+              self, w->last_frame);
+    w->dispatched += w->batch_count;
+    w->batch_count = 0;
+}
+
+static void s_add_to_batch (bworkers_t *self, bworker_t *w, bjob_t *job)
+{
+    if (w->batch_count == 0)
+        w->last_frame = ++self->frame_seq;
+    s_link (w, job, w->last_frame);
+    w->batch = pgrow (w->batch, &w->batch_capacity, w->batch_count + 1, sizeof (proto_job_t));
+    w->batch[w->batch_count++] = (proto_job_t) {job->id,
+                                                job->token,
+                                                job->attempt,
+                                                bjob_msg_key (job),
+                                                bjobs_entity (self->jobs, job),
+                                                bjobs_chat (self->jobs, job),
+                                                job->priority,
+                                                (uint64_t) job->created_ms,
+                                                (uint64_t) job->sj.expires_at,
+                                                bjob_payload (job)};
+    //  A full frame goes at once, so a large burst streams out.
+    if (w->batch_count >= PROTO_BATCH / 4)
+        s_send_batch (self, w);
+}
+
+//  A suspect runs alone. Returns true when it went out.
+static bool s_dispatch_alone (bworkers_t *self, bjob_t *job, const char *model, int64_t now)
+{
+    bworker_t *w = s_pick (self, model, true);
+    if (!w && self->reserved && self->reserved->job_count + self->reserved->zombies == 0) {
+        w = self->reserved;
+        w->reserved = false;
+        if (s_credit (w) == 0)
+            w = NULL;
+    }
+    if (!w) {
+        //  Empty one worker out for it (it gets nothing new meanwhile); try again shortly.
+        if (!self->reserved) {
+            size_t cursor = 0;
+            bworker_t *least = NULL, *c;
+            while ((c = ptable_next (self->by_route, &cursor)))
+                if (!c->draining && !c->alone && (!least || c->job_count < least->job_count))
+                    least = c;
+            if (least) {
+                least->reserved = true;
+                self->reserved = least;
+            }
+        }
+        bjobs_unpop (self->jobs, job, now, now + self->config->heartbeat_ms / 2);
+        return false;
+    }
+    if (self->reserved == w) {
+        w->reserved = false;
+        self->reserved = NULL;
+    }
+    job->alone = true;
+    s_add_to_batch (self, w, job);
+    w->alone = job;
+    s_send_batch (self, w);
+    plog_info ("job %s for %s runs alone on worker %s: %u worker(s) died holding it",
+               bjob_msg_key (job), bjobs_entity (self->jobs, job), w->id, job->crashes);
+    return true;
+}
+
+void bworkers_dispatch (bworkers_t *self, size_t budget, int64_t now)
+{
+    bool suspect_deferred = false;
+    for (; budget > 0; budget--) {
+        bjob_t *job = bjobs_next (self->jobs, now);
+        if (!job)
+            break;
+        const pcfg_entity_t *e = pcfg_entity (self->config, job->sj.entity);
+        if (job->crashes >= BJOB_SUSPECT_CRASHES) {
+            //  One suspect at a time waits for a worker to empty out.
+            if (suspect_deferred)
+                bjobs_unpop (self->jobs, job, now, now + self->config->heartbeat_ms / 2);
+            else if (!s_dispatch_alone (self, job, e->model, now))
+                suspect_deferred = true;
+            continue;
+        }
+        bworker_t *w = s_pick (self, e->model, false);
+        if (!w) {
+            //  Every worker is full (a reservation took the last slot): later.
+            bjobs_unpop (self->jobs, job, now, now);
+            break;
+        }
+        s_add_to_batch (self, w, job);
+    }
+    size_t cursor = 0;
+    bworker_t *w;
+    while ((w = ptable_next (self->by_route, &cursor)))
+        s_send_batch (self, w);
+}
+
+//  --- time -------------------------------------------------------------------------------------
+
+static void s_lose (bworkers_t *self, bworker_t *w, int64_t now)
+{
+    plog_warn ("worker %s lost (no heartbeat within staleClaimTimeout); %zu job(s) return to the queue",
+               w->id, w->job_count);
+    self->counters.lost_workers++;
+    char detail[300];
+    snprintf (detail, sizeof detail, "worker %s lost (no heartbeat within staleClaimTimeout) holding %zu job(s)",
+              w->id, w->job_count);
+    while (w->jobs) {
+        bjob_t *job = w->jobs;
+        if (job->state == JOB_DISPATCHED)
+            bjobs_take_back (self->jobs, job, BJOBS_WORKER_LOST, detail, now);
+        else
+            bworkers_unlink (job);
+    }
+    if (self->reserved == w)
+        self->reserved = NULL;
+    ptable_remove (self->by_route, &w->key);
+    s_worker_free (w);
+}
+
+void bworkers_tick (bworkers_t *self, int64_t now)
+{
+    for (;;) {
+        size_t cursor = 0;
+        bworker_t *w, *lost = NULL;
+        while ((w = ptable_next (self->by_route, &cursor)))
+            if (now - w->last_seen > self->config->stale_claim_timeout_ms) {
+                lost = w;
+                break;
+            }
+        if (!lost)
+            return;
+        s_lose (self, lost, now);
+    }
+}
+
+int64_t bworkers_wakeup (bworkers_t *self, int64_t now)
+{
+    (void) now;
+    int64_t at = INT64_MAX;
+    size_t cursor = 0;
+    bworker_t *w;
+    while ((w = ptable_next (self->by_route, &cursor)))
+        if (w->last_seen + self->config->stale_claim_timeout_ms + 1 < at)
+            at = w->last_seen + self->config->stale_claim_timeout_ms + 1;
+    return at;
+}
+
+//  --- looking ------------------------------------------------------------------------------------
+
+size_t bworkers_count (bworkers_t *self)
+{
+    return ptable_size (self->by_route);
+}
+
+size_t bworkers_credit (bworkers_t *self)
+{
+    size_t total = 0, cursor = 0;
+    bworker_t *w;
+    while ((w = ptable_next (self->by_route, &cursor)))
+        total += s_credit (w);
+    return total;
+}
+
+const bworkers_counters_t *bworkers_counters (bworkers_t *self)
+{
+    return &self->counters;
+}
+
+json_t *bworkers_json (bworkers_t *self, int64_t now)
+{
+    json_t *list = json_array ();
+    size_t cursor = 0;
+    bworker_t *w;
+    while ((w = ptable_next (self->by_route, &cursor))) {
+        json_t *models = json_array ();
+        for (size_t i = 0; i < w->model_count; i++)
+            json_array_append_new (models, json_string (w->models[i]));
+        json_array_append_new (
+            list, json_pack ("{s:s, s:s, s:I, s:i, s:i, s:i, s:I, s:b, s:I, s:o, s:b, s:s}", "id",
+                             w->id, "host", w->host, "pid", (json_int_t) w->pid, "capacity",
+                             (int) w->capacity, "credit", (int) s_credit (w), "jobs",
+                             (int) w->job_count, "dispatched", (json_int_t) w->dispatched,
+                             "draining", w->draining, "idle_ms", (json_int_t) (now - w->last_seen),
+                             "models", models, "alone", w->alone != NULL, "key", w->user));
+    }
+    return list;
+}

@@ -1,0 +1,148 @@
+/*  ptable - open-addressing table of records. See ptable.h. */
+#include "common/ptable.h"
+#include "common/palloc.h"
+#include "common/pkey.h"
+
+#include <string.h>
+
+#define FIRST_CAPACITY 64       //  slots; always a power of two
+
+struct ptable_s {
+    void **slots;
+    size_t capacity;
+    size_t size;
+    ptable_hash_fn *hash;
+    ptable_key_fn *key_of;
+    ptable_match_fn *match;
+};
+
+ptable_t *ptable_new (ptable_hash_fn *hash, ptable_key_fn *key_of, ptable_match_fn *match)
+{
+    ptable_t *self = pcalloc (1, sizeof *self);
+    self->hash = hash;
+    self->key_of = key_of;
+    self->match = match;
+    self->capacity = FIRST_CAPACITY;
+    self->slots = pcalloc (self->capacity, sizeof (void *));
+    return self;
+}
+
+void ptable_destroy (ptable_t **self_p)
+{
+    ptable_t *self = *self_p;
+    if (!self)
+        return;
+    free (self->slots);
+    free (self);
+    *self_p = NULL;
+}
+
+static inline size_t s_home (const ptable_t *self, const void *key)
+{
+    return (size_t) self->hash (key) & (self->capacity - 1);
+}
+
+void *ptable_lookup (const ptable_t *self, const void *key)
+{
+    size_t mask = self->capacity - 1;
+    for (size_t i = s_home (self, key);; i = (i + 1) & mask) {
+        void *item = self->slots[i];
+        if (!item)
+            return NULL;
+        if (self->match (item, key))
+            return item;
+    }
+}
+
+static void s_place (ptable_t *self, void *item)
+{
+    size_t mask = self->capacity - 1;
+    size_t i = s_home (self, self->key_of (item));
+    while (self->slots[i])
+        i = (i + 1) & mask;
+    self->slots[i] = item;
+}
+
+void ptable_insert (ptable_t *self, void *item)
+{
+    //  Keep the load at most 0.7: probe runs stay short.
+    if ((self->size + 1) * 10 > self->capacity * 7) {
+        void **old = self->slots;
+        size_t old_capacity = self->capacity;
+        self->capacity *= 2;
+        self->slots = pcalloc (self->capacity, sizeof (void *));
+        for (size_t i = 0; i < old_capacity; i++)
+            if (old[i])
+                s_place (self, old[i]);
+        free (old);
+    }
+    s_place (self, item);
+    self->size++;
+}
+
+void *ptable_remove (ptable_t *self, const void *key)
+{
+    size_t mask = self->capacity - 1;
+    size_t i = s_home (self, key);
+    void *found = NULL;
+    for (;; i = (i + 1) & mask) {
+        void *item = self->slots[i];
+        if (!item)
+            return NULL;
+        if (self->match (item, key)) {
+            found = item;
+            break;
+        }
+    }
+    //  Backward shift: move later members of the run into the hole when
+    //  their home is not between the hole and where they sit.
+    size_t j = i;
+    for (;;) {
+        j = (j + 1) & mask;
+        void *item = self->slots[j];
+        if (!item)
+            break;
+        size_t home = s_home (self, self->key_of (item));
+        bool between = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+        if (!between) {
+            self->slots[i] = item;
+            i = j;
+        }
+    }
+    self->slots[i] = NULL;
+    self->size--;
+    return found;
+}
+
+size_t ptable_size (const ptable_t *self)
+{
+    return self->size;
+}
+
+void *ptable_next (const ptable_t *self, size_t *cursor)
+{
+    while (*cursor < self->capacity) {
+        void *item = self->slots[(*cursor)++];
+        if (item)
+            return item;
+    }
+    return NULL;
+}
+
+uint64_t ptable_hash_u64 (const void *key)
+{
+    //  A 64-bit finaliser (MurmurHash3's fmix64) spreads sequential ids.
+    uint64_t x = *(const uint64_t *) key;
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return x;
+}
+
+uint64_t ptable_hash_str (const void *key)
+{
+    const char *s = key;
+    return pkey_fp (s, strlen (s)).lo;
+}

@@ -1,0 +1,497 @@
+/*  test_broker - the broker actor in-process: leases, reconciliation, isolation,
+    busy refusals, verdicts and holds, roles. Each test starts the real actor on
+    inproc endpoints and speaks the protocol to it over real ZeroMQ sockets. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "broker/broker.h"
+#include "common/palloc.h"
+#include "proto/proto_sock.h"
+
+#include <string.h>
+
+#define WAIT_MS 3000
+
+typedef struct {
+    pcfg_t *config;
+    zactor_t *actor;
+    zsock_t *poller;            //  DEALER on the frontend
+    zsock_t *sink;              //  DEALER on the frontend
+    int n;                      //  endpoint suffix
+    uint64_t seq;
+} s_broker_t;
+
+static int s_instance;
+static uint64_t s_epoch;     //  the epoch of the broker under test, from its WELCOMEs
+
+static void s_start_lease (s_broker_t *b, int lease_ms, const char *extra_queue, const char *extra_top)
+{
+    memset (b, 0, sizeof *b);
+    b->n = ++s_instance;
+    char json[4096];
+    snprintf (json, sizeof json,
+              "{\"storage\": {\"dataDir\": \"\"},"
+              " \"network\": {\"brokerFrontend\": \"inproc://front-%d\", \"brokerBackend\": \"inproc://back-%d\","
+              "   \"heartbeatMs\": 100},"
+              " \"queueSettings\": {\"globalMaxInFlight\": 0, \"perEntityMaxInFlight\": 0,"
+              "   \"staleClaimTimeout\": %d, \"retryBaseMs\": 10, \"retryMaxMs\": 20, \"maxAgeSeconds\": 0,"
+              "   \"maxAgeByClass\": {\"normal\": 0, \"low\": 0},"
+              "   \"responseDelays\": {\"urgent\": {\"minMs\": 0, \"maxMs\": 0}, \"normal\": {\"minMs\": 0, \"maxMs\": 0},"
+              "     \"low\": {\"minMs\": 0, \"maxMs\": 0}}%s},"
+              " \"entities\": [{\"id\": \"a\"}, {\"id\": \"b\"}]%s}",
+              b->n, b->n, lease_ms, extra_queue ? extra_queue : "", extra_top ? extra_top : "");
+    char err[512];
+    b->config = pcfg_load_string (json, "test", false, err, sizeof err);
+    assert_non_null (b->config);
+    static broker_args_t args;
+    args = (broker_args_t) {b->config, NULL};
+    b->actor = zactor_new (broker_server, &args);
+    assert_non_null (b->actor);
+    char ep[64];
+    snprintf (ep, sizeof ep, ">inproc://front-%d", b->n);
+    b->poller = zsock_new_dealer (ep);
+    b->sink = zsock_new_dealer (ep);
+}
+
+static void s_start (s_broker_t *b, const char *extra_queue, const char *extra_top)
+{
+    s_start_lease (b, 600, extra_queue, extra_top);
+}
+
+static void s_stop (s_broker_t *b)
+{
+    zsock_destroy (&b->poller);
+    zsock_destroy (&b->sink);
+    zactor_destroy (&b->actor);
+    pcfg_destroy (&b->config);
+}
+
+static zsock_t *s_worker (s_broker_t *b, const char *id)
+{
+    char ep[64];
+    snprintf (ep, sizeof ep, "inproc://back-%d", b->n);
+    zsock_t *w = zsock_new (ZMQ_DEALER);
+    zsock_set_identity (w, id);
+    assert_int_equal (zsock_connect (w, "%s", ep), 0);
+    return w;
+}
+
+//  Receives the next message of `type` within WAIT_MS (others are skipped); false on timeout.
+static bool s_expect_within (zsock_t *sock, proto_type_t type, proto_msg_t *msg, int wait_ms)
+{
+    int64_t until = zclock_mono () + wait_ms;
+    zpoller_t *poller = zpoller_new (sock, NULL);
+    bool got = false;
+    while (!got && zclock_mono () < until) {
+        if (!zpoller_wait (poller, (int) (until - zclock_mono ())))
+            continue;
+        char why[256];
+        if (proto_recv (sock, msg, NULL, why, sizeof why) != PROTO_OK)
+            continue;
+        if (msg->type == PROTO_WELCOME)
+            s_epoch = msg->body.welcome.epoch;
+        if (msg->type == type)
+            got = true;
+        else
+            proto_msg_release (msg);
+    }
+    zpoller_destroy (&poller);
+    return got;
+}
+
+static bool s_expect (zsock_t *sock, proto_type_t type, proto_msg_t *msg)
+{
+    return s_expect_within (sock, type, msg, WAIT_MS);
+}
+
+static void s_heartbeat (zsock_t *w, uint64_t capacity, uint64_t job_seq, proto_ref_t *held, size_t n)
+{
+    proto_heartbeat_t hb = {"w", capacity, capacity, NULL, 0, "host", 1, 0, job_seq, held, n, s_epoch};
+    assert_int_equal (proto_send (w, PROTO_HEARTBEAT, &hb), 0);
+}
+
+static void s_submit (s_broker_t *b, int first, int count, const char *entity)
+{
+    proto_job_spec_t *items = pcalloc ((size_t) count, sizeof *items);
+    char (*keys)[64] = pcalloc ((size_t) count, 64);
+    for (int i = 0; i < count; i++) {
+        snprintf (keys[i], 64, "src/chat/m%d", first + i);
+        items[i] = (proto_job_spec_t) {keys[i], entity, "src/chat", "group", 10, (uint64_t) zclock_time (),
+                                       {(const uint8_t *) "\x90", 1}};
+    }
+    proto_submit_t submit = {++b->seq, items, (size_t) count};
+    assert_int_equal (proto_send (b->poller, PROTO_SUBMIT, &submit), 0);
+    free (items);
+    free (keys);
+}
+
+static json_t *s_ctl (s_broker_t *b, const char *command, const char *arg)
+{
+    const char *args[] = {arg};
+    proto_ctl_t ctl = {++b->seq, command, args, arg ? 1 : 0};
+    assert_int_equal (proto_send (b->poller, PROTO_CTL, &ctl), 0);
+    proto_msg_t msg;
+    assert_true (s_expect (b->poller, PROTO_CTL_REPLY, &msg));
+    json_t *body = json_loads (msg.body.ctl_reply.body, 0, NULL);
+    proto_msg_release (&msg);
+    return body;
+}
+
+static int64_t s_stat (s_broker_t *b, const char *name)
+{
+    json_t *stats = s_ctl (b, "stats", NULL);
+    int64_t v = json_integer_value (json_object_get (stats, name));
+    json_decref (stats);
+    return v;
+}
+
+//  Waits until stats[name] >= value.
+static bool s_stat_reaches (s_broker_t *b, const char *name, int64_t value)
+{
+    int64_t until = zclock_mono () + WAIT_MS;
+    while (zclock_mono () < until) {
+        if (s_stat (b, name) >= value)
+            return true;
+        zclock_sleep (20);
+    }
+    return false;
+}
+
+//  --- tests ------------------------------------------------------------------------------
+
+//  A JOB frame the worker never saw is taken back at its next heartbeat, not after a lease.
+static void test_lost_frame_is_reclaimed_at_once (void **state)
+{
+    (void) state;
+    s_broker_t b;
+    s_start_lease (&b, 60000, NULL, NULL);
+    zsock_t *w = s_worker (&b, "W:t1");
+    s_heartbeat (w, 8, 0, NULL, 0);
+    proto_msg_t msg;
+    assert_true (s_expect (w, PROTO_WELCOME, &msg));
+    proto_msg_release (&msg);
+    s_submit (&b, 0, 3, "a");
+    assert_true (s_expect (w, PROTO_JOB, &msg));
+    assert_int_equal (msg.body.job.count, 3);
+    uint64_t seq = msg.body.job.seq;
+    assert_true (seq > 0);
+    proto_ref_t held[2] = {{msg.body.job.items[0].job_id, msg.body.job.items[0].token},
+                           {msg.body.job.items[1].job_id, msg.body.job.items[1].token}};
+    uint64_t lost_id = msg.body.job.items[2].job_id, lost_token = msg.body.job.items[2].token;
+    //  Tokens are random: not consecutive, not small.
+    assert_true (held[0].token != held[1].token);
+    assert_true (held[1].token - held[0].token != 1 && held[0].token > 0xffffffffULL);
+    proto_msg_release (&msg);
+    //  The worker says it has seen frame `seq` but holds only two of its jobs.
+    s_heartbeat (w, 8, seq, held, 2);
+    assert_true (s_expect (w, PROTO_JOB, &msg));
+    //  The third comes again at once, with a new token, in a later frame.
+    assert_int_equal (msg.body.job.count, 1);
+    assert_int_equal (msg.body.job.items[0].job_id, lost_id);
+    assert_true (msg.body.job.items[0].token != lost_token);
+    assert_true (msg.body.job.seq > seq);
+    proto_msg_release (&msg);
+    assert_int_equal (s_stat (&b, "reclaimed"), 1);
+    assert_int_equal (s_stat (&b, "retried"), 0);
+    zsock_destroy (&w);
+    s_stop (&b);
+}
+
+//  Refs a worker holds that are not its come back in WELCOME.cancel; credit counts them.
+static void test_zombies_are_cancelled (void **state)
+{
+    (void) state;
+    s_broker_t b;
+    s_start (&b, NULL, NULL);
+    zsock_t *w = s_worker (&b, "W:t2");
+    proto_ref_t zombie[] = {{777, 0x1234567890ULL}};
+    s_heartbeat (w, 2, 0, zombie, 1);
+    proto_msg_t msg;
+    assert_true (s_expect (w, PROTO_WELCOME, &msg));
+    assert_int_equal (msg.body.welcome.cancel_count, 1);
+    assert_int_equal (msg.body.welcome.cancel[0].job_id, 777);
+    assert_int_equal (msg.body.welcome.cancel[0].token, 0x1234567890ULL);
+    assert_true (msg.body.welcome.max_hold_ms > 0);
+    proto_msg_release (&msg);
+    //  Capacity 2, one slot taken by the zombie: only one job comes.
+    s_submit (&b, 0, 2, "a");
+    assert_true (s_expect (w, PROTO_JOB, &msg));
+    assert_int_equal (msg.body.job.count, 1);
+    proto_msg_release (&msg);
+    assert_int_equal (s_stat (&b, "cancelled"), 1);
+    zsock_destroy (&w);
+    s_stop (&b);
+}
+
+//  A worker announcing a huge capacity gets at most worker.maxCapacity jobs.
+static void test_capacity_is_capped (void **state)
+{
+    (void) state;
+    s_broker_t b;
+    s_start (&b, NULL, ", \"worker\": {\"maxCapacity\": 3}");
+    zsock_t *w = s_worker (&b, "W:t3");
+    s_heartbeat (w, 0xffffffffULL, 0, NULL, 0);
+    s_submit (&b, 0, 10, "a");
+    proto_msg_t msg;
+    assert_true (s_expect (w, PROTO_JOB, &msg));
+    size_t got = msg.body.job.count;
+    proto_msg_release (&msg);
+    assert_int_equal (got, 3);
+    assert_int_equal (s_stat (&b, "in_flight"), 3);
+    zsock_destroy (&w);
+    s_stop (&b);
+}
+
+//  Past maxQueueSize jobs are refused as busy, never acknowledged and dropped.
+static void test_full_queue_says_busy (void **state)
+{
+    (void) state;
+    s_broker_t b;
+    s_start (&b, ", \"maxQueueSize\": 2", NULL);
+    s_submit (&b, 0, 5, "a");
+    proto_msg_t msg;
+    assert_true (s_expect (b.poller, PROTO_ACK, &msg));
+    assert_int_equal (msg.body.ack.accepted, 2);
+    assert_int_equal (msg.body.ack.rejected_count, 3);
+    for (size_t i = 0; i < 3; i++) {
+        assert_int_equal (msg.body.ack.rejected[i].code, PROTO_REJECT_BUSY);
+        assert_int_equal (msg.body.ack.rejected[i].index, 2 + i);
+    }
+    assert_true (msg.body.ack.retry_after_ms > 0);
+    proto_msg_release (&msg);
+    //  Refused is not done: the same jobs are accepted once there is room.
+    zsock_t *w = s_worker (&b, "W:t4");
+    s_heartbeat (w, 8, 0, NULL, 0);
+    assert_true (s_expect (w, PROTO_JOB, &msg));
+    proto_msg_release (&msg);
+    s_submit (&b, 2, 3, "a");
+    assert_true (s_expect (b.poller, PROTO_ACK, &msg));
+    assert_int_equal (msg.body.ack.accepted + msg.body.ack.rejected_count, 3);
+    assert_true (msg.body.ack.accepted >= 2);
+    assert_int_equal (msg.body.ack.duplicates, 0);
+    proto_msg_release (&msg);
+    zsock_destroy (&w);
+    s_stop (&b);
+}
+
+//  Every invalid job of a large SUBMIT is listed in the ACK (up to the bound).
+static void test_ack_lists_every_reject (void **state)
+{
+    (void) state;
+    s_broker_t b;
+    s_start (&b, NULL, NULL);
+    s_submit (&b, 0, 5000, "nobody");
+    proto_msg_t msg;
+    assert_true (s_expect (b.poller, PROTO_ACK, &msg));
+    assert_int_equal (msg.body.ack.rejected_count, 5000);
+    assert_int_equal (msg.body.ack.rejected_more, 0);
+    assert_int_equal (msg.body.ack.rejected[4999].index, 4999);
+    assert_int_equal (msg.body.ack.rejected[4999].code, PROTO_REJECT_INVALID);
+    assert_string_equal (msg.body.ack.rejected[0].reason, "unknown entity");
+    proto_msg_release (&msg);
+    s_stop (&b);
+}
+
+//  The verdict carries the job as the broker has it; a sink that stops holding
+//  it loses it to a new dispatch, and the old attempt is stale.
+static void test_verdict_fields_and_sink_hold (void **state)
+{
+    (void) state;
+    s_broker_t b;
+    s_start (&b, NULL, NULL);
+    zsock_t *w = s_worker (&b, "W:t5");
+    s_heartbeat (w, 8, 0, NULL, 0);
+    s_submit (&b, 0, 1, "b");
+    proto_msg_t msg;
+    assert_true (s_expect (w, PROTO_JOB, &msg));
+    proto_ref_t ref = {msg.body.job.items[0].job_id, msg.body.job.items[0].token};
+    uint64_t seq = msg.body.job.seq;
+    proto_msg_release (&msg);
+    proto_release_item_t done = {ref.job_id, ref.token, PROTO_REL_DONE, "", 0};
+    proto_release_t release = {&done, 1};
+    assert_int_equal (proto_send (w, PROTO_RELEASE, &release), 0);
+    proto_commit_item_t item = {ref.job_id, ref.token, 0};
+    proto_commit_t commit = {1, &item, 1};
+    assert_int_equal (proto_send (b.sink, PROTO_COMMIT, &commit), 0);
+    assert_true (s_expect (b.sink, PROTO_VERDICT, &msg));
+    assert_int_equal (msg.body.verdict.items[0].verdict, PROTO_VERDICT_POST);
+    assert_string_equal (msg.body.verdict.items[0].entity, "b");
+    assert_string_equal (msg.body.verdict.items[0].msg_key, "src/chat/m0");
+    assert_string_equal (msg.body.verdict.items[0].chat, "src/chat");
+    assert_string_equal (msg.body.verdict.items[0].chat_kind, "group");
+    assert_int_equal (msg.body.verdict.items[0].payload.size, 1);
+    assert_int_equal (msg.body.verdict.lease_ms, 600);
+    proto_msg_release (&msg);
+    //  A renewal is answered without the fields.
+    item.hold = 1;
+    assert_int_equal (proto_send (b.sink, PROTO_COMMIT, &commit), 0);
+    assert_true (s_expect (b.sink, PROTO_VERDICT, &msg));
+    assert_int_equal (msg.body.verdict.items[0].verdict, PROTO_VERDICT_POST);
+    assert_string_equal (msg.body.verdict.items[0].entity, "");
+    proto_msg_release (&msg);
+    //  No more renewals: after the lease (600 ms) the job goes out again.
+    int64_t until = zclock_mono () + WAIT_MS;
+    bool again = false;
+    while (!again && zclock_mono () < until) {
+        s_heartbeat (w, 8, seq, NULL, 0);
+        if (s_expect_within (w, PROTO_JOB, &msg, 100)) {
+            again = msg.body.job.items[0].job_id == ref.job_id && msg.body.job.items[0].token != ref.token;
+            proto_msg_release (&msg);
+        }
+    }
+    assert_true (again);
+    assert_int_equal (s_stat (&b, "sink_expired"), 1);
+    //  The old attempt is now stale.
+    item.hold = 0;
+    assert_int_equal (proto_send (b.sink, PROTO_COMMIT, &commit), 0);
+    assert_true (s_expect (b.sink, PROTO_VERDICT, &msg));
+    assert_int_equal (msg.body.verdict.items[0].verdict, PROTO_VERDICT_STALE);
+    proto_msg_release (&msg);
+    zsock_destroy (&w);
+    s_stop (&b);
+}
+
+//  The sink's COMMIT may overtake the worker's RELEASE: the job leaves the
+//  worker's concurrency then, and a lapsed hold still brings it back.
+static void test_commit_before_release (void **state)
+{
+    (void) state;
+    s_broker_t b;
+    s_start (&b, NULL, NULL);
+    zsock_t *w = s_worker (&b, "W:cbr");
+    s_heartbeat (w, 8, 0, NULL, 0);
+    s_submit (&b, 0, 1, "a");
+    proto_msg_t msg;
+    assert_true (s_expect (w, PROTO_JOB, &msg));
+    proto_ref_t ref = {msg.body.job.items[0].job_id, msg.body.job.items[0].token};
+    uint64_t seq = msg.body.job.seq;
+    proto_msg_release (&msg);
+    proto_commit_item_t item = {ref.job_id, ref.token, 0};
+    proto_commit_t commit = {1, &item, 1};
+    assert_int_equal (proto_send (b.sink, PROTO_COMMIT, &commit), 0);
+    assert_true (s_expect (b.sink, PROTO_VERDICT, &msg));
+    assert_int_equal (msg.body.verdict.items[0].verdict, PROTO_VERDICT_POST);
+    proto_msg_release (&msg);
+    assert_int_equal (s_stat (&b, "in_flight"), 0);
+    assert_int_equal (s_stat (&b, "awaiting_post"), 1);
+    //  No RELEASE and no renewal: the hold lapses and the job goes out again.
+    bool again = false;
+    int64_t until = zclock_mono () + WAIT_MS;
+    while (!again && zclock_mono () < until) {
+        s_heartbeat (w, 8, seq, &ref, 1);
+        if (s_expect_within (w, PROTO_JOB, &msg, 100)) {
+            again = msg.body.job.items[0].job_id == ref.job_id;
+            proto_msg_release (&msg);
+        }
+    }
+    assert_true (again);
+    zsock_destroy (&w);
+    s_stop (&b);
+}
+
+//  A job whose workers die holding it runs alone, and is dead-lettered only
+//  when it kills a worker while alone.
+static void test_suspect_runs_alone (void **state)
+{
+    (void) state;
+    s_broker_t b;
+    s_start (&b, ", \"maxRetries\": 0", NULL);
+    proto_msg_t msg;
+    //  Two deaths with company: w1 and w2 take two jobs each and go silent.
+    s_submit (&b, 0, 2, "a");
+    for (int round = 0; round < 2; round++) {
+        char id[16];
+        snprintf (id, sizeof id, "W:die%d", round);
+        zsock_t *w = s_worker (&b, id);
+        s_heartbeat (w, 8, 0, NULL, 0);
+        //  Both jobs (retried with a little backoff, maybe in separate frames).
+        size_t got = 0;
+        while (got < 2 && s_expect (w, PROTO_JOB, &msg)) {
+            got += msg.body.job.count;
+            proto_msg_release (&msg);
+        }
+        assert_int_equal (got, 2);
+        zsock_destroy (&w);     //  silent from now on
+        assert_true (s_stat_reaches (&b, "lost_workers", round + 1));
+    }
+    assert_int_equal (s_stat (&b, "dead"), 0);
+    //  Now both are suspects: each goes out alone, to a worker holding nothing.
+    zsock_t *w = s_worker (&b, "W:alone");
+    s_heartbeat (w, 8, 0, NULL, 0);
+    assert_true (s_expect (w, PROTO_JOB, &msg));
+    assert_int_equal (msg.body.job.count, 1);
+    proto_msg_release (&msg);
+    //  While it holds one, it gets no other job.
+    s_heartbeat (w, 8, 0, NULL, 0);
+    assert_false (s_expect_within (w, PROTO_JOB, &msg, 300));
+    zsock_destroy (&w);         //  it dies alone: that one is dead-lettered (maxRetries 0)
+    assert_true (s_stat_reaches (&b, "dead", 1));
+    json_t *dlq = s_ctl (&b, "dlq-list", NULL);
+    const char *reason = json_string_value (json_object_get (json_array_get (json_object_get (dlq, "items"), 0), "reason"));
+    assert_non_null (strstr (reason, "killed its worker while running alone"));
+    json_decref (dlq);
+    s_stop (&b);
+}
+
+//  A job held past maxHoldMs is taken back even if every heartbeat lists it.
+static void test_max_hold (void **state)
+{
+    (void) state;
+    s_broker_t b;
+    s_start (&b, ", \"maxHoldMs\": 1000, \"maxRetries\": 5", NULL);
+    zsock_t *w = s_worker (&b, "W:hog");
+    s_heartbeat (w, 1, 0, NULL, 0);
+    s_submit (&b, 0, 1, "a");
+    proto_msg_t msg;
+    assert_true (s_expect (w, PROTO_JOB, &msg));
+    proto_ref_t ref = {msg.body.job.items[0].job_id, msg.body.job.items[0].token};
+    uint64_t seq = msg.body.job.seq;
+    proto_msg_release (&msg);
+    int64_t until = zclock_mono () + 2500;
+    while (zclock_mono () < until) {
+        s_heartbeat (w, 1, seq, &ref, 1);
+        zclock_sleep (100);
+    }
+    assert_true (s_stat (&b, "retried") >= 1);
+    json_t *entities = s_ctl (&b, "workers", NULL);
+    json_decref (entities);
+    zsock_destroy (&w);
+    s_stop (&b);
+}
+
+//  A message on the wrong socket is dropped and counted, and the broker serves on.
+static void test_wrong_socket (void **state)
+{
+    (void) state;
+    s_broker_t b;
+    s_start (&b, NULL, NULL);
+    s_heartbeat (b.poller, 4, 0, NULL, 0);     //  a HEARTBEAT on the frontend
+    zsock_t *w = s_worker (&b, "W:t9");
+    s_submit (&b, 0, 0, "a");
+    proto_submit_t submit = {1, NULL, 0};
+    assert_int_equal (proto_send (w, PROTO_SUBMIT, &submit), 0);   //  a SUBMIT on the backend
+    assert_true (s_stat_reaches (&b, "malformed", 2));
+    zsock_destroy (&w);
+    s_stop (&b);
+}
+
+int main (void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test (test_lost_frame_is_reclaimed_at_once),
+        cmocka_unit_test (test_zombies_are_cancelled),
+        cmocka_unit_test (test_capacity_is_capped),
+        cmocka_unit_test (test_full_queue_says_busy),
+        cmocka_unit_test (test_ack_lists_every_reject),
+        cmocka_unit_test (test_verdict_fields_and_sink_hold),
+        cmocka_unit_test (test_commit_before_release),
+        cmocka_unit_test (test_suspect_runs_alone),
+        cmocka_unit_test (test_max_hold),
+        cmocka_unit_test (test_wrong_socket),
+    };
+    if (getenv ("TEST_FILTER"))
+        cmocka_set_test_filter (getenv ("TEST_FILTER"));
+    return cmocka_run_group_tests (tests, NULL, NULL);
+}

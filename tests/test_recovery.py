@@ -1,0 +1,98 @@
+"""Recovery never loops: damaged state is quarantined, counted, and the daemon serves.
+
+A daemon's state is an append-only journal (store/pjournal.h): records of
+`u32 length | u32 crc32 | u8 type | payload` in segment files. These tests
+write what an older or damaged version could leave behind - a record that
+passes its checksum but cannot be decoded, a record of an unknown type, a
+torn last write - restart the daemon, and check that it starts, keeps the
+bad records in quarantine.pj, and serves everything else.
+"""
+import glob
+import os
+import signal
+import struct
+import zlib
+
+from harness import Pipeline, base_config, check, jsonl_input, main, mentions, wait_until
+
+
+def segments(journal_dir):
+    return sorted(glob.glob(os.path.join(journal_dir, "*.pj")))
+
+
+def record(rtype, payload):
+    body = bytes([rtype]) + payload
+    return struct.pack("<II", len(payload), zlib.crc32(body) & 0xffffffff) + body
+
+
+def quarantine_entries(journal_dir):
+    """The raw quarantine file's size (entries are checked by the daemon's log)."""
+    path = os.path.join(journal_dir, "quarantine.pj")
+    return os.path.getsize(path) if os.path.exists(path) else 0
+
+
+def test_broker_quarantines_damaged_records_and_serves(bin_dir):
+    config = base_config([{"id": "alpha", "responseChance": 0}],
+                         sink={"destinations": []})
+    config["storage"] = {"dataDir": "data", "fsync": "batch"}
+    with Pipeline(bin_dir, config, "recovery") as p:
+        config["sink"]["destinations"] = [{"name": "out", "type": "jsonl", "path": p.output}]
+        jsonl_input(p, config, mentions(40))
+        p.write_config(config)
+        p.start_broker()
+        p.start_poller()
+        wait_until(lambda: p.broker_stats()["queued"] == 40, 20, "40 queued jobs")
+        p.procs["broker"].signal(signal.SIGKILL)
+        p.procs["broker"].popen.wait(10)
+        journal = p.path("data/broker")
+        newest = segments(journal)[-1]
+        with open(newest, "ab") as f:
+            f.write(record(2, b"\x93\x01\x02"))          # a JOB that is not a job
+            f.write(record(2, b"\xdd\x0f\xff\xff\xff"))  # an array claiming 2^28 items
+            f.write(record(200, b"from the future"))     # a type this version does not know
+            f.write(b"\x20\x00\x00")                      # a torn last write
+        p.start_broker()
+        log = p.log("broker")
+        check("could not be loaded" in log and "quarantine" in log,
+              "the broker did not report the quarantine:\n%s" % log[-2000:])
+        check(quarantine_entries(journal) > 0, "nothing in quarantine.pj")
+        stats = p.broker_stats()
+        check(stats["queued"] == 40, "the 40 good jobs did not survive: %r" % stats)
+        # It serves: the queued jobs and new ones are posted, each once.
+        p.start_sink()
+        p.start_worker()
+        wait_until(lambda: len(p.posted()) >= 40, 30, "the 40 replies")
+        keys = [r["msg_key"] for r in p.posted()]
+        check(len(keys) == len(set(keys)) == 40, "posted %d replies, %d distinct"
+              % (len(keys), len(set(keys))))
+        # And a second restart does not loop on the same records either.
+        p.procs["broker"].signal(signal.SIGKILL)
+        p.procs["broker"].popen.wait(10)
+        p.start_broker()
+        wait_until(lambda: p.broker_stats()["jobs"] == 0, 20, "a clean start")
+
+
+def test_broker_with_an_unreadable_segment_header_starts(bin_dir):
+    """A segment whose header is garbage is quarantined whole; the rest loads."""
+    config = base_config([{"id": "alpha", "responseChance": 0}], sink={"destinations": []})
+    config["storage"] = {"dataDir": "data", "fsync": "batch"}
+    with Pipeline(bin_dir, config, "recovery2") as p:
+        jsonl_input(p, config, mentions(10))
+        p.write_config(config)
+        p.start_broker()
+        p.start_poller()
+        wait_until(lambda: p.broker_stats()["queued"] == 10, 20, "10 queued jobs")
+        p.procs["broker"].signal(signal.SIGKILL)
+        p.procs["broker"].popen.wait(10)
+        journal = p.path("data/broker")
+        last = segments(journal)[-1]
+        bogus = os.path.join(journal, "%016x.pj" % (int(os.path.basename(last)[:16], 16) + 7))
+        with open(bogus, "wb") as f:
+            f.write(b"this is not a segment at all" * 10)
+        p.start_broker()
+        check(p.broker_stats()["queued"] == 10, "the good jobs did not survive a bad segment")
+
+
+if __name__ == "__main__":
+    main([test_broker_quarantines_damaged_records_and_serves,
+          test_broker_with_an_unreadable_segment_header_starts])
