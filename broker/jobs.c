@@ -1,6 +1,6 @@
-/*  jobs - the broker's jobs and the life of each one. See jobs.h. */
-#include "broker/jobs.h"
-#include "broker/heap.h"
+/*  jobs - the broker's jobs and the life of each one. See jobs.h; what is
+    stored of them, and how they come back after a restart, is jobs_store.c. */
+#include "broker/jobs_int.h"
 #include "broker/workers.h"
 #include "common/palloc.h"
 #include "common/pbackoff.h"
@@ -13,26 +13,7 @@
 #include <sodium.h>
 #include <string.h>
 
-#define TOKENS_BUFFERED 256     //  random tokens fetched from the kernel at once
 #define HISTORY_MAX     8000    //  bytes of attempt history kept per job
-
-struct bjobs_s {
-    const pcfg_t *config;
-    sched_t *sched;
-    store_t *store;             //  NULL: memory only
-    bdlq_t *dlq;
-    ptable_t *by_id;            //  id -> bjob_t
-    ptable_t *by_pair;          //  pair key -> bjob_t: one active job per pair
-    pseen_t *finished;          //  fingerprints of finished pairs, bounded
-    heap_t deadlines;           //  every job that is not QUEUED, by deadline
-    size_t state_count[JOB_STATES];
-    uint64_t next_job_id;
-    uint64_t tokens[TOKENS_BUFFERED];
-    size_t tokens_left;
-    bjobs_counters_t counters;
-    plog_limiter_t dead_log;    //  dead letters can come in floods
-    plog_limiter_t back_log;    //  so can take-backs
-};
 
 //  --- tables ----------------------------------------------------------------------
 
@@ -75,7 +56,7 @@ bjobs_t *bjobs_new (const pcfg_t *config, sched_t *sched, store_t *store, bdlq_t
     return self;
 }
 
-static void s_job_free (bjob_t *job)
+void bjobs__job_free (bjob_t *job)
 {
     free (job->history);
     free (job);
@@ -89,7 +70,7 @@ void bjobs_destroy (bjobs_t **self_p)
     size_t cursor = 0;
     bjob_t *job;
     while ((job = ptable_next (self->by_id, &cursor)))
-        s_job_free (job);
+        bjobs__job_free (job);
     ptable_destroy (&self->by_id);
     ptable_destroy (&self->by_pair);
     pseen_destroy (&self->finished);
@@ -115,7 +96,7 @@ static uint64_t s_token (bjobs_t *self)
 }
 
 //  Every state change goes through here, so the counts per state stay right.
-static void s_set_state (bjobs_t *self, bjob_t *job, int state)
+void bjobs__set_state (bjobs_t *self, bjob_t *job, int state)
 {
     if (job->state)
         self->state_count[job->state]--;
@@ -124,7 +105,7 @@ static void s_set_state (bjobs_t *self, bjob_t *job, int state)
         self->state_count[state]++;
 }
 
-static void s_set_deadline (bjobs_t *self, bjob_t *job, int64_t at)
+void bjobs__set_deadline (bjobs_t *self, bjob_t *job, int64_t at)
 {
     job->deadline = at;
     if (heap_contains (&self->deadlines, job))
@@ -133,14 +114,14 @@ static void s_set_deadline (bjobs_t *self, bjob_t *job, int64_t at)
         heap_push (&self->deadlines, job);
 }
 
-static const char *s_entity (bjobs_t *self, const bjob_t *job)
+const char *bjobs__entity (bjobs_t *self, const bjob_t *job)
 {
     return pcfg_entity (self->config, job->sj.entity)->id;
 }
 
 const char *bjobs_entity (bjobs_t *self, const bjob_t *job)
 {
-    return s_entity (self, job);
+    return bjobs__entity (self, job);
 }
 
 const char *bjobs_chat (bjobs_t *self, const bjob_t *job)
@@ -168,72 +149,6 @@ static void s_history (bjob_t *job, int64_t now, const char *what)
     job->history[old + add] = 0;
 }
 
-//  --- durability -----------------------------------------------------------------------
-
-static store_job_t s_row (bjobs_t *self, const bjob_t *job)
-{
-    proto_bin_t payload = bjob_payload (job);
-    return (store_job_t) {job->id,
-                          s_entity (self, job),
-                          bjob_msg_key (job),
-                          sched_chat_key (self->sched, job->sj.chat),
-                          sched_chat_kind (self->sched, job->sj.chat),
-                          job->priority,
-                          job->created_ms,
-                          job->sj.enqueued_at,
-                          job->sj.not_before,
-                          job->sj.expires_at,
-                          job->attempt,
-                          job->failures,
-                          job->crashes,
-                          job->state == JOB_COMMITTED,
-                          job->state == JOB_COMMITTED ? job->token : 0,
-                          payload.data,
-                          payload.size,
-                          job->history ? job->history : ""};
-}
-
-//  Stores the job whole; `sync` when an acknowledgement depends on it.
-static void s_put (bjobs_t *self, bjob_t *job, bool sync)
-{
-    if (self->store) {
-        store_job_t row = s_row (self, job);
-        store_job_put (self->store, &job->anchor, &row, sync);
-    }
-}
-
-static void s_persist (bjobs_t *self, bjob_t *job)
-{
-    s_put (self, job, false);
-}
-
-//  A finished pair is remembered (and stored) so a resubmission is a duplicate.
-static void s_remember_done (bjobs_t *self, pkey_fp_t fp, int64_t now)
-{
-    if (pseen_has (self->finished, fp))
-        return;
-    uint32_t tag = self->store ? store_done (self->store, fp, now) : 0;
-    pseen_add (self->finished, fp, now, tag);
-}
-
-//  A dispatch takes rate slots; they are stored when any limit applies, so
-//  a restart does not allow a burst.
-static void s_reserve (bjobs_t *self, bjob_t *job)
-{
-    if (self->store && sched_limited (self->sched, job->sj.entity, job->sj.chat))
-        store_reserve (self->store, job->id, job->sj.reserved_at, s_entity (self, job),
-                       sched_chat_key (self->sched, job->sj.chat),
-                       sched_chat_kind (self->sched, job->sj.chat));
-}
-
-//  The job was not posted and will not be: its rate slots are free again.
-static void s_unreserve (bjobs_t *self, bjob_t *job, int64_t now)
-{
-    if (self->store && job->sj.reserved_at)
-        store_unreserve (self->store, job->id);
-    sched_unreserve (self->sched, &job->sj, now);
-}
-
 //  --- the end of a job -----------------------------------------------------------------
 
 static void s_finish (bjobs_t *self, bjob_t *job, int64_t now)
@@ -243,13 +158,13 @@ static void s_finish (bjobs_t *self, bjob_t *job, int64_t now)
     heap_remove (&self->deadlines, job);
     if (job->link.worker)
         bworkers_unlink (job);
-    s_set_state (self, job, 0);
+    bjobs__set_state (self, job, 0);
     if (self->store)
         store_job_gone (self->store, &job->anchor, job->id);
     ptable_remove (self->by_id, &job->id);
     ptable_remove (self->by_pair, job->pair);
-    s_remember_done (self, pkey_fp (job->pair, job->pair_len), now);
-    s_job_free (job);
+    bjobs__remember_done (self, pkey_fp (job->pair, job->pair_len), now);
+    bjobs__job_free (job);
 }
 
 static void s_dead_letter (bjobs_t *self, bjob_t *job, const char *reason, bool maybe_posted,
@@ -257,7 +172,7 @@ static void s_dead_letter (bjobs_t *self, bjob_t *job, const char *reason, bool 
 {
     bdead_t entry = {0,
                      (char *) bjob_msg_key (job),
-                     (char *) s_entity (self, job),
+                     (char *) bjobs__entity (self, job),
                      (char *) sched_chat_key (self->sched, job->sj.chat),
                      (char *) sched_chat_kind (self->sched, job->sj.chat),
                      job->priority,
@@ -285,12 +200,12 @@ static void s_requeue (bjobs_t *self, bjob_t *job, int64_t not_before, int64_t n
         bworkers_unlink (job);
     sched_done (self->sched, &job->sj, now);
     heap_remove (&self->deadlines, job);
-    s_set_state (self, job, JOB_QUEUED);
+    bjobs__set_state (self, job, JOB_QUEUED);
     job->token = 0;
     job->alone = false;
     job->sj.not_before = not_before;
     sched_push (self->sched, &job->sj, now);
-    s_persist (self, job);
+    bjobs__persist (self, job);
 }
 
 //  An attempt failed by the job's own fault: back off and retry, or
@@ -339,7 +254,7 @@ static int64_t s_max_age (const pcfg_t *c, const pcfg_entity_t *e, int priority)
     return cls && cls < all ? cls : all;
 }
 
-static void s_chat_source (const char *chat, char *source, size_t len)
+void bjobs__chat_source (const char *chat, char *source, size_t len)
 {
     const char *slash = strchr (chat, '/');
     size_t n = slash ? (size_t) (slash - chat) : strlen (chat);
@@ -350,7 +265,7 @@ static void s_chat_source (const char *chat, char *source, size_t len)
 }
 
 //  A job record: the struct, then the pair key, then the payload, in one block.
-static bjob_t *s_job_new (uint64_t id, const char *entity, const char *msg_key, const void *payload,
+bjob_t *bjobs__job_new (uint64_t id, const char *entity, const char *msg_key, const void *payload,
                           uint32_t payload_size)
 {
     size_t elen = strlen (entity), klen = strlen (msg_key);
@@ -395,7 +310,7 @@ bjobs_accept_t bjobs_accept (bjobs_t *self, const proto_job_spec_t *spec, int64_
         //  finished so a resubmission is a duplicate.
         self->counters.accepted++;
         self->counters.skipped++;
-        s_remember_done (self, pkey_fp (stack, plen), now);
+        bjobs__remember_done (self, pkey_fp (stack, plen), now);
         return BJOBS_ACCEPTED;
     }
     sched_counts_t counts;
@@ -405,13 +320,13 @@ bjobs_accept_t bjobs_accept (bjobs_t *self, const proto_job_spec_t *spec, int64_
         return BJOBS_BUSY;
     }
     const pcfg_entity_t *e = pcfg_entity (c, (size_t) entity);
-    bjob_t *job = s_job_new (++self->next_job_id, spec->entity, spec->msg_key, spec->payload.data,
+    bjob_t *job = bjobs__job_new (++self->next_job_id, spec->entity, spec->msg_key, spec->payload.data,
                              spec->payload.size);
-    s_set_state (self, job, JOB_QUEUED);
+    bjobs__set_state (self, job, JOB_QUEUED);
     job->priority = (uint8_t) spec->priority;
     job->created_ms = (int64_t) spec->created_ms;
     char source[128];
-    s_chat_source (spec->chat, source, sizeof source);
+    bjobs__chat_source (spec->chat, source, sizeof source);
     job->sj.priority = job->priority;
     job->sj.entity = (uint16_t) entity;
     job->sj.chat = sched_chat_intern (self->sched, spec->chat, source, spec->chat_kind);
@@ -422,7 +337,7 @@ bjobs_accept_t bjobs_accept (bjobs_t *self, const proto_job_spec_t *spec, int64_
     ptable_insert (self->by_pair, job);
     sched_push (self->sched, &job->sj, now);
     //  The ACK promises it is stored: this turn's commit must reach the disk.
-    s_put (self, job, true);
+    bjobs__put (self, job, true);
     self->counters.accepted++;
     return BJOBS_ACCEPTED;
 }
@@ -442,12 +357,12 @@ bjob_t *bjobs_next (bjobs_t *self, int64_t now)
     if (!sj)
         return NULL;
     bjob_t *job = (bjob_t *) sj;
-    s_set_state (self, job, JOB_DISPATCHED);
+    bjobs__set_state (self, job, JOB_DISPATCHED);
     job->token = s_token (self);
     job->attempt++;
     job->dispatched_at = now;
-    s_set_deadline (self, job, s_lease_end (self, job, now));
-    s_reserve (self, job);
+    bjobs__set_deadline (self, job, s_lease_end (self, job, now));
+    bjobs__reserve (self, job);
     self->counters.dispatched++;
     return job;
 }
@@ -455,11 +370,11 @@ bjob_t *bjobs_next (bjobs_t *self, int64_t now)
 void bjobs_unpop (bjobs_t *self, bjob_t *job, int64_t now, int64_t not_before)
 {
     sched_done (self->sched, &job->sj, now);
-    s_unreserve (self, job, now);
+    bjobs__unreserve (self, job, now);
     job->attempt--;
     self->counters.dispatched--;
     heap_remove (&self->deadlines, job);
-    s_set_state (self, job, JOB_QUEUED);
+    bjobs__set_state (self, job, JOB_QUEUED);
     job->token = 0;
     job->sj.not_before = not_before;
     sched_push (self->sched, &job->sj, now);
@@ -468,7 +383,7 @@ void bjobs_unpop (bjobs_t *self, bjob_t *job, int64_t now, int64_t not_before)
 void bjobs_renew (bjobs_t *self, bjob_t *job, int64_t now)
 {
     if (job->state == JOB_DISPATCHED)
-        s_set_deadline (self, job, s_lease_end (self, job, now));
+        bjobs__set_deadline (self, job, s_lease_end (self, job, now));
 }
 
 //  --- what workers report ------------------------------------------------------------------------
@@ -479,25 +394,25 @@ void bjobs_released (bjobs_t *self, bjob_t *job, const proto_release_item_t *ite
     switch (item->status) {
     case PROTO_REL_DONE:
         //  The result is on its way to the sink; its COMMIT must come within a lease.
-        s_set_state (self, job, JOB_HANDED_OFF);
-        s_set_deadline (self, job, now + self->config->stale_claim_timeout_ms);
+        bjobs__set_state (self, job, JOB_HANDED_OFF);
+        bjobs__set_deadline (self, job, now + self->config->stale_claim_timeout_ms);
         break;
     case PROTO_REL_RETRY:
-        s_unreserve (self, job, now);
+        bjobs__unreserve (self, job, now);
         s_failed (self, job, *item->reason ? item->reason : "retry", (int64_t) item->retry_after_ms, now);
         break;
     case PROTO_REL_FAIL:
-        s_unreserve (self, job, now);
+        bjobs__unreserve (self, job, now);
         s_history (job, now, item->reason);
         s_dead_letter (self, job, *item->reason ? item->reason : "failed", false, now);
         break;
     case PROTO_REL_EXPIRED:
-        s_unreserve (self, job, now);
+        bjobs__unreserve (self, job, now);
         self->counters.expired++;
         s_finish (self, job, now);
         break;
     case PROTO_REL_SKIP:
-        s_unreserve (self, job, now);
+        bjobs__unreserve (self, job, now);
         plog_debug ("job %s skipped: %s", bjob_msg_key (job), item->reason);
         self->counters.skipped++;
         s_finish (self, job, now);
@@ -505,7 +420,7 @@ void bjobs_released (bjobs_t *self, bjob_t *job, const proto_release_item_t *ite
     case PROTO_REL_RETURN:
     default:
         //  Not attempted (the worker is stopping): back at once, no failure counted.
-        s_unreserve (self, job, now);
+        bjobs__unreserve (self, job, now);
         job->attempt--;
         s_requeue (self, job, 0, now);
         self->counters.returned++;
@@ -518,10 +433,10 @@ void bjobs_take_back (bjobs_t *self, bjob_t *job, bjobs_why_t why, const char *d
     if (job->link.worker)
         bworkers_unlink (job);
     sched_done (self->sched, &job->sj, now);
-    s_unreserve (self, job, now);
+    bjobs__unreserve (self, job, now);
     heap_remove (&self->deadlines, job);
     if (plog_limiter_allow (&self->back_log, 20))
-        plog_info ("job %s for %s taken back: %s", bjob_msg_key (job), s_entity (self, job), detail);
+        plog_info ("job %s for %s taken back: %s", bjob_msg_key (job), bjobs__entity (self, job), detail);
     switch (why) {
     case BJOBS_NOT_SENT:
         //  It never left: not an attempt at all.
@@ -582,14 +497,14 @@ void bjobs_commit (bjobs_t *self, const proto_commit_item_t *item, int64_t lease
             //  This attempt owns the job: the sink holds it now, under a lease it
             //  renews. Its writing is over (the RELEASE may still be on its way).
             sched_done (self->sched, &job->sj, now);
-            s_set_state (self, job, JOB_COMMITTED);
-            s_persist (self, job);
+            bjobs__set_state (self, job, JOB_COMMITTED);
+            bjobs__persist (self, job);
             self->counters.committed++;
         }
-        s_set_deadline (self, job, now + lease_ms);
+        bjobs__set_deadline (self, job, now + lease_ms);
         if (!renewal) {
             v->msg_key = bjob_msg_key (job);
-            v->entity = s_entity (self, job);
+            v->entity = bjobs__entity (self, job);
             v->chat = sched_chat_key (self->sched, job->sj.chat);
             v->chat_kind = sched_chat_kind (self->sched, job->sj.chat);
             v->priority = job->priority;
@@ -621,12 +536,12 @@ void bjobs_outcome (bjobs_t *self, const proto_outcome_item_t *item, int64_t now
         s_finish (self, job, now);
         break;
     case PROTO_OUT_EXPIRED:
-        s_unreserve (self, job, now);
+        bjobs__unreserve (self, job, now);
         self->counters.expired++;
         s_finish (self, job, now);
         break;
     case PROTO_OUT_FAILED:
-        s_unreserve (self, job, now);
+        bjobs__unreserve (self, job, now);
         s_history (job, now, item->reason);
         s_dead_letter (self, job, *item->reason ? item->reason : "failed", false, now);
         break;
@@ -674,7 +589,7 @@ void bjobs_tick (bjobs_t *self, int64_t now)
             break;
         case JOB_HANDED_OFF:
             //  The result never reached the sink (or the sink never asked): run it again.
-            s_unreserve (self, job, now);
+            bjobs__unreserve (self, job, now);
             s_history (job, now, "the result did not reach the sink within the lease");
             s_requeue (self, job, now, now);
             self->counters.retried++;
@@ -685,7 +600,7 @@ void bjobs_tick (bjobs_t *self, int64_t now)
             self->counters.sink_expired++;
             if (plog_limiter_allow (&self->back_log, 20))
                 plog_warn ("job %s for %s: the sink stopped holding it; dispatching it again",
-                           bjob_msg_key (job), s_entity (self, job));
+                           bjob_msg_key (job), bjobs__entity (self, job));
             s_history (job, now, "the sink stopped holding it");
             s_requeue (self, job, now, now);
             break;
@@ -722,218 +637,4 @@ size_t bjobs_in_state (bjobs_t *self, bjob_state_t state)
 const bjobs_counters_t *bjobs_counters (bjobs_t *self)
 {
     return &self->counters;
-}
-
-void bjobs_requeue_dead (bjobs_t *self, const bdead_t *dead, int64_t now)
-{
-    //  A retried dead letter is a new job for the same (message, entity).
-    pkey_fp_t fp = pkey_pair_fp (dead->entity, dead->msg_key);
-    uint32_t tag = 0;
-    if (pseen_remove (self->finished, fp, &tag) && self->store)
-        store_forget_done (self->store, fp, tag);
-    proto_job_spec_t spec = {dead->msg_key, dead->entity, dead->chat, dead->chat_kind, dead->priority,
-                             (uint64_t) now, dead->payload};
-    const char *why = NULL;
-    if (bjobs_accept (self, &spec, now, &why) == BJOBS_INVALID)
-        plog_warn ("dead letter %" PRIu64 " not retried: %s", dead->id, why);
-}
-
-void bjobs_set_paused (bjobs_t *self, int entity, bool paused, int64_t now)
-{
-    sched_pause (self->sched, entity, paused, now);
-    if (self->store)
-        store_set_paused (self->store,
-                          entity < 0 ? "*" : pcfg_entity (self->config, (size_t) entity)->id, paused);
-}
-
-void bjobs_prune (bjobs_t *self, int64_t now)
-{
-    pseen_prune (self->finished, now);
-    if (self->store)
-        store_prune (self->store, now);
-}
-
-//  --- recovery ---------------------------------------------------------------------------------
-
-//  Migration: the store asks for an object to be written again.
-static void s_rewrite (void *arg, store_anchor_t *anchor)
-{
-    bjobs_t *self = arg;
-    if (anchor->kind == STORE_ANCHOR_JOB)
-        s_persist (self, PJOURNAL_CONTAINER (anchor, bjob_t, anchor));
-    else if (anchor->kind == STORE_ANCHOR_DEAD)
-        bdlq_rewrite (self->dlq, anchor);
-}
-
-typedef struct {
-    bjobs_t *self;
-    int64_t now;
-} s_load_t;
-
-static void s_load_job (void *arg, const store_job_t *row, uint64_t segment)
-{
-    s_load_t *load = arg;
-    bjobs_t *self = load->self;
-    //  A newer version replaces the one loaded before.
-    bjob_t *old = ptable_lookup (self->by_id, &row->id);
-    if (old) {
-        store_anchor_drop (self->store, &old->anchor);
-        ptable_remove (self->by_id, &old->id);
-        ptable_remove (self->by_pair, old->pair);
-        s_job_free (old);
-    }
-    bjob_t *job = s_job_new (row->id, row->entity, row->msg_key, row->payload, row->payload_size);
-    job->priority = (uint8_t) row->priority;
-    job->created_ms = row->created_ms;
-    job->attempt = row->attempt;
-    job->failures = row->failures;
-    job->crashes = (uint16_t) (row->crashes < UINT16_MAX ? row->crashes : UINT16_MAX);
-    job->history = *row->history ? pstrdup (row->history) : NULL;
-    job->token = row->committed ? row->token : 0;
-    job->state = row->committed ? JOB_COMMITTED : JOB_QUEUED;     //  counted when finalised
-    job->sj.priority = job->priority;
-    job->sj.not_before = row->not_before;
-    job->sj.expires_at = row->expires_ms;
-    job->sj.enqueued_at = row->enqueued_ms;
-    if (row->id > self->next_job_id)
-        self->next_job_id = row->id;
-    if (ptable_lookup (self->by_pair, job->pair)) {
-        plog_warn ("recovered job %" PRIu64 " repeats the active pair %s/%s; dropped", row->id,
-                   row->entity, row->msg_key);
-        s_job_free (job);
-        return;
-    }
-    //  An entity the configuration lost is found out at finalisation (UINT16_MAX).
-    char source[128];
-    s_chat_source (row->chat, source, sizeof source);
-    job->sj.chat = sched_chat_intern (self->sched, row->chat, source, row->chat_kind);
-    int entity = pcfg_entity_index (self->config, row->entity);
-    job->sj.entity = entity < 0 ? UINT16_MAX : (uint16_t) entity;
-    ptable_insert (self->by_id, job);
-    ptable_insert (self->by_pair, job);
-    store_anchor_loaded (self->store, &job->anchor, STORE_ANCHOR_JOB, segment);
-}
-
-static void s_load_job_gone (void *arg, uint64_t id)
-{
-    s_load_t *load = arg;
-    bjobs_t *self = load->self;
-    bjob_t *job = ptable_lookup (self->by_id, &id);
-    if (!job)
-        return;
-    store_anchor_drop (self->store, &job->anchor);
-    ptable_remove (self->by_id, &job->id);
-    ptable_remove (self->by_pair, job->pair);
-    s_job_free (job);
-}
-
-static void s_load_dead (void *arg, const store_dead_t *d, uint64_t segment)
-{
-    s_load_t *load = arg;
-    bdead_t entry = {d->id,       (char *) d->msg_key, (char *) d->entity, (char *) d->chat,
-                     (char *) d->chat_kind, (uint8_t) d->priority, d->maybe_posted, d->created_ms,
-                     d->dead_at,  d->attempts, (char *) d->reason, (char *) d->history,
-                     {d->payload, d->payload_size}, {{0, NULL, NULL}, 0}};
-    bdlq_load (load->self->dlq, &entry, segment);
-}
-
-static void s_load_dead_gone (void *arg, uint64_t id)
-{
-    s_load_t *load = arg;
-    bdlq_load_gone (load->self->dlq, id);
-}
-
-static void s_load_reservation (void *arg, int64_t at, const char *entity, const char *chat,
-                                const char *chat_kind)
-{
-    s_load_t *load = arg;
-    bjobs_t *self = load->self;
-    char source[128];
-    s_chat_source (chat, source, sizeof source);
-    sched_restore_reservation (self->sched, pcfg_entity_index (self->config, entity),
-                               sched_chat_intern (self->sched, chat, source, chat_kind), at);
-}
-
-static void s_load_paused (void *arg, const char *entity, bool paused)
-{
-    s_load_t *load = arg;
-    bjobs_t *self = load->self;
-    int index = streq (entity, "*") ? -1 : pcfg_entity_index (self->config, entity);
-    if (index >= 0 || streq (entity, "*")) {
-        sched_pause (self->sched, index, paused, load->now);
-        plog_info ("%s is paused (since before the restart)", entity);
-    }
-}
-
-static int s_by_enqueue (const void *a, const void *b)
-{
-    const bjob_t *x = *(const bjob_t *const *) a, *y = *(const bjob_t *const *) b;
-    if (x->sj.enqueued_at != y->sj.enqueued_at)
-        return x->sj.enqueued_at < y->sj.enqueued_at ? -1 : 1;
-    return x->id < y->id ? -1 : x->id > y->id;
-}
-
-//  After loading: every job where it belongs, in the order it was first queued.
-static void s_finalise (bjobs_t *self, int64_t now)
-{
-    size_t n = ptable_size (self->by_id), k = 0, cursor = 0;
-    bjob_t **list = pcalloc (n + 1, sizeof (bjob_t *));
-    bjob_t *job;
-    while ((job = ptable_next (self->by_id, &cursor)))
-        list[k++] = job;
-    qsort (list, k, sizeof (bjob_t *), s_by_enqueue);
-    for (size_t i = 0; i < k; i++) {
-        job = list[i];
-        int state = job->state;
-        job->state = 0;
-        if (job->sj.entity == UINT16_MAX) {
-            //  The configuration lost this entity: nobody can answer, so a person decides.
-            const char *entity = job->pair;
-            char name[600];
-            snprintf (name, sizeof name, "%.*s", (int) (job->msg_off - 1), entity);
-            char reason[700];
-            snprintf (reason, sizeof reason, "entity \"%s\" is no longer configured", name);
-            bdead_t entry = {0, (char *) bjob_msg_key (job), name,
-                             (char *) sched_chat_key (self->sched, job->sj.chat),
-                             (char *) sched_chat_kind (self->sched, job->sj.chat), job->priority,
-                             false, job->created_ms, now, job->attempt, reason,
-                             job->history ? job->history : "", bjob_payload (job),
-                             {{0, NULL, NULL}, 0}};
-            bdlq_add (self->dlq, &entry);
-            plog_warn ("recovered job %s for unknown entity %s: dead-lettered", bjob_msg_key (job), name);
-            store_job_gone (self->store, &job->anchor, job->id);
-            ptable_remove (self->by_id, &job->id);
-            ptable_remove (self->by_pair, job->pair);
-            s_job_free (job);
-            continue;
-        }
-        if (state == JOB_COMMITTED) {
-            //  The sink holds it under this token; it must renew its hold within a lease.
-            s_set_state (self, job, JOB_COMMITTED);
-            s_set_deadline (self, job, now + self->config->stale_claim_timeout_ms);
-        }
-        else {
-            //  Queued, or in flight when the broker stopped: either way, queued now.
-            job->token = 0;
-            s_set_state (self, job, JOB_QUEUED);
-            sched_push (self->sched, &job->sj, now);
-        }
-    }
-    free (list);
-}
-
-int bjobs_recover (bjobs_t *self, int64_t now)
-{
-    if (!self->store)
-        return 0;
-    store_set_owner (self->store, s_rewrite, self, self->finished);
-    s_load_t load = {self, now};
-    store_callbacks_t fns = {s_load_job,         s_load_job_gone, s_load_dead, s_load_dead_gone,
-                             s_load_reservation, s_load_paused};
-    if (store_load (self->store, now, self->config->dedupe_retention_s * 1000, &fns, &load))
-        return -1;
-    s_finalise (self, now);
-    if (store_last_job_id (self->store) > self->next_job_id)
-        self->next_job_id = store_last_job_id (self->store);
-    return 0;
 }

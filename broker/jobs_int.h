@@ -1,0 +1,54 @@
+/*  jobs_int - what the job module's two files share: its struct and helpers.
+
+    jobs.c has the life of a job; jobs_store.c what of it is stored and how
+    the jobs come back after a restart. Nothing outside the job module
+    includes this file.
+*/
+#ifndef BROKER_JOBS_INT_H_INCLUDED
+#define BROKER_JOBS_INT_H_INCLUDED
+
+#include "broker/heap.h"
+#include "broker/jobs.h"
+#include "common/pkey.h"
+#include "common/plog.h"
+#include "common/pseen.h"
+#include "common/ptable.h"
+
+#define TOKENS_BUFFERED 256     //  random tokens fetched from the kernel at once
+
+struct bjobs_s {
+    const pcfg_t *config;
+    sched_t *sched;
+    store_t *store;             //  NULL: memory only
+    bdlq_t *dlq;
+    ptable_t *by_id;            //  id -> bjob_t
+    ptable_t *by_pair;          //  pair key -> bjob_t: one active job per pair
+    pseen_t *finished;          //  fingerprints of finished pairs, bounded
+    heap_t deadlines;           //  every job that is not QUEUED, by deadline
+    size_t state_count[JOB_STATES];
+    uint64_t next_job_id;
+    uint64_t tokens[TOKENS_BUFFERED];
+    size_t tokens_left;
+    bjobs_counters_t counters;
+    plog_limiter_t dead_log;    //  dead letters can come in floods
+    plog_limiter_t back_log;    //  so can take-backs
+};
+
+//  jobs.c
+void bjobs__set_state (bjobs_t *self, bjob_t *job, int state);
+void bjobs__set_deadline (bjobs_t *self, bjob_t *job, int64_t at);
+const char *bjobs__entity (bjobs_t *self, const bjob_t *job);
+void bjobs__chat_source (const char *chat, char *source, size_t len);
+bjob_t *bjobs__job_new (uint64_t id, const char *entity, const char *msg_key, const void *payload,
+                        uint32_t payload_size);
+void bjobs__job_free (bjob_t *job);
+
+//  jobs_store.c
+store_job_t bjobs__row (bjobs_t *self, const bjob_t *job);
+void bjobs__put (bjobs_t *self, bjob_t *job, bool sync);
+void bjobs__persist (bjobs_t *self, bjob_t *job);
+void bjobs__remember_done (bjobs_t *self, pkey_fp_t fp, int64_t now);
+void bjobs__reserve (bjobs_t *self, bjob_t *job);
+void bjobs__unreserve (bjobs_t *self, bjob_t *job, int64_t now);
+
+#endif
