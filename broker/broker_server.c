@@ -615,7 +615,8 @@ static bool s_read_routed (broker_t *self, zsock_t *sock, const char *where)
     }
     proto_msg_t msg;
     char why[256];
-    if (proto_decode (zmq_msg_data (&part), zmq_msg_size (&part), &msg, why, sizeof why) != PROTO_OK)
+    if (proto_sock_admit (sock, zframe_data (route), zframe_size (route), &part, NULL, why, sizeof why)
+        || proto_decode (zmq_msg_data (&part), zmq_msg_size (&part), &msg, why, sizeof why) != PROTO_OK)
         s_malformed (self, where, why);
     else {
         bool front = sock == self->frontend;
@@ -719,10 +720,7 @@ static broker_t *s_broker_new (zsock_t *pipe, const pcfg_t *config)
     self->epoch = (uint32_t) (zclock_time () / 1000) ^ (uint32_t) getpid ();
     srandom ((unsigned) (zclock_time () ^ getpid ()));
     s_now (self);
-    proto_net_defaults (&self->net);
-    self->net.hwm = (int) config->hwm;
-    self->net.max_frame_bytes = (int) config->max_frame_bytes;
-    self->net.heartbeat_ms = (int) config->heartbeat_ms;
+    proto_net_from_config (&self->net, config, "broker");
 
     sched_config_t sc = {0};
     sched_entity_config_t *ents = calloc (config->entities.count + 1, sizeof *ents);
@@ -784,8 +782,8 @@ static int s_bind (broker_t *self, const char *ready_file)
     const pcfg_t *c = self->config;
     const char *front = *c->broker_frontend_bind ? c->broker_frontend_bind : c->broker_frontend;
     const char *back = *c->broker_backend_bind ? c->broker_backend_bind : c->broker_backend;
-    self->frontend = proto_sock_new (&self->net, ZMQ_ROUTER, front, true, NULL);
-    self->backend = proto_sock_new (&self->net, ZMQ_ROUTER, back, true, NULL);
+    self->frontend = proto_sock_new (&self->net, ZMQ_ROUTER, front, true, NULL, PROTO_PORT_FRONTEND);
+    self->backend = proto_sock_new (&self->net, ZMQ_ROUTER, back, true, NULL, PROTO_PORT_BACKEND);
     if (!self->frontend || !self->backend)
         return -1;
     char *fe = proto_sock_endpoint (self->frontend);

@@ -493,10 +493,7 @@ static poller_t *s_poller_new (zsock_t *pipe, const pcfg_t *config)
     char host[64] = "host";
     gethostname (host, sizeof host - 1);
     snprintf (self->id, sizeof self->id, "%s/%d", host, (int) getpid ());
-    proto_net_defaults (&self->net);
-    self->net.hwm = (int) config->hwm;
-    self->net.max_frame_bytes = (int) config->max_frame_bytes;
-    self->net.heartbeat_ms = (int) config->heartbeat_ms;
+    proto_net_from_config (&self->net, config, "poller");
     self->seen = zhashx_new ();
     self->seen_order = zlistx_new ();
     zlistx_set_destructor (self->seen_order, (zlistx_destructor_fn *) zstr_free);
@@ -566,7 +563,7 @@ static int s_start (poller_t *self, const char *ready_file)
             plog_info ("%zu unacknowledged batch(es) (%zu jobs) from before the restart go again",
                        zlistx_size (self->unsent), self->unacked_items);
     }
-    self->broker = proto_sock_new (&self->net, ZMQ_DEALER, c->broker_frontend, false, NULL);
+    self->broker = proto_sock_new (&self->net, ZMQ_DEALER, c->broker_frontend, false, NULL, PROTO_PORT_FRONTEND);
     if (!self->broker)
         return -1;
     const pcfg_source_t *configs = c->sources.items;

@@ -432,10 +432,7 @@ static worker_t *s_worker_new (zsock_t *pipe, const pcfg_t *config)
     else
         snprintf (self->id, sizeof self->id, "%s-%d", self->host, (int) getpid ());
     self->capacity = (uint32_t) config->worker_concurrency;
-    proto_net_defaults (&self->net);
-    self->net.hwm = (int) config->hwm;
-    self->net.max_frame_bytes = (int) config->max_frame_bytes;
-    self->net.heartbeat_ms = (int) config->heartbeat_ms;
+    proto_net_from_config (&self->net, config, "worker");
     return self;
 }
 
@@ -466,8 +463,8 @@ static int s_start (worker_t *self, const char *ready_file)
     //  across a network blip; the random part keeps two processes apart.
     char identity[200];
     snprintf (identity, sizeof identity, "W:%s:%08x", self->id, (unsigned) zclock_time () ^ (unsigned) getpid ());
-    self->broker = proto_sock_new (&self->net, ZMQ_DEALER, c->broker_backend, false, identity);
-    self->sink = proto_sock_new (&self->net, ZMQ_PUSH, c->sink_results, false, NULL);
+    self->broker = proto_sock_new (&self->net, ZMQ_DEALER, c->broker_backend, false, identity, PROTO_PORT_BACKEND);
+    self->sink = proto_sock_new (&self->net, ZMQ_PUSH, c->sink_results, false, NULL, PROTO_PORT_RESULTS);
     self->backend = backend_new (c, s_on_done, self);
     if (!self->broker || !self->sink || !self->backend)
         return -1;
