@@ -435,6 +435,50 @@ def test_plain_text_binds_only_loopback(bin_dir):
         check(p.stop()["broker"] == 0, "the insecure broker did not stop cleanly")
 
 
+def test_compose_keys_serve_the_pipeline(bin_dir):
+    """docker-compose.yml as shipped: its keygen script and each service's key settings,
+    run here without Docker (paths moved into the test's directory)."""
+    import yaml
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "docker-compose.yml")) as f:
+        services = yaml.safe_load(f)["services"]
+    with Pipeline(bin_dir, {}, "compose") as p:
+        secure_config(p, messages(30, "wombat"))
+        keys = p.path("parley-keys")
+        os.makedirs(keys, mode=0o700)      # the image has it (Dockerfile)
+        script = (services["keygen"]["command"][0].replace("$$", "$")
+                  .replace("/var/lib/parley-keys", keys))
+        env = p._env({"PATH": os.path.join(bin_dir, "tools") + os.pathsep + os.environ["PATH"]})
+        for run in range(2):
+            out = subprocess.run(["/bin/sh", "-ec", script], capture_output=True, text=True,
+                                 env=env, timeout=30)
+            check(out.returncode == 0, "keygen script: %s" % out.stderr)
+            made = out.stdout.count("public key file:")
+            check(made == (5 if run == 0 else 0), "run %d made %d key pairs" % (run, made))
+
+        def security_env(service):
+            # Endpoints come from the harness; the rest is the service's own.
+            wanted = ("PARLEY_SECURITY", "PARLEY_CERT", "PARLEY_BROKER_KEY", "PARLEY_SINK_KEY",
+                      "PARLEY_ALLOW_DIR")
+            return {k: str(v).replace("/var/lib/parley-keys", keys)
+                    for k, v in services[service]["environment"].items() if k in wanted}
+
+        p.start_broker(env=security_env("broker"))
+        p.start_sink(env=security_env("sink"))
+        p.start_worker(env=security_env("worker"))
+        p.start_poller(env=security_env("poller"))
+        wait_until(lambda: len(p.posted()) >= 30, 60, "30 posted replies")
+        ctl = security_env("ctl")
+        flags = ["--set", "network.security.enabled=true",
+                 "--set", "network.security.certificate=" + ctl["PARLEY_CERT"],
+                 "--set", "network.security.brokerKey=" + ctl["PARLEY_BROKER_KEY"],
+                 "--set", "network.security.sinkKey=" + ctl["PARLEY_SINK_KEY"]]
+        check([w["id"] for w in p.ctl(*(flags + ["workers"]))] != [], "no worker seen by the ctl key")
+        check(p.ctl(*(flags + ["broker-stats"]))["malformed"] == 0, "malformed frames")
+        for key in ("broker", "sink", "worker", "poller"):
+            check("CurveZMQ on" in p.log(key), "%s is not secure" % key)
+
+
 def test_broken_security_settings_stop_the_daemon(bin_dir):
     with Pipeline(bin_dir, {}, "broken") as p:
         secure_config(p, [])
@@ -473,4 +517,4 @@ if __name__ == "__main__":
     main([test_secure_pipeline_posts_every_reply, test_strangers_are_refused,
           test_traffic_is_encrypted, test_deleting_a_key_file_revokes_it,
           test_routing_id_takeover_is_refused, test_plain_text_binds_only_loopback,
-          test_broken_security_settings_stop_the_daemon])
+          test_compose_keys_serve_the_pipeline, test_broken_security_settings_stop_the_daemon])
