@@ -662,7 +662,8 @@ static bool s_read (sink_t *self, zsock_t *sock)
     }
     proto_msg_t msg;
     char why[256];
-    if (proto_decode (zmq_msg_data (&frame), zmq_msg_size (&frame), &msg, why, sizeof why)) {
+    if (proto_sock_admit (sock, NULL, 0, &frame, NULL, why, sizeof why)
+        || proto_decode (zmq_msg_data (&frame), zmq_msg_size (&frame), &msg, why, sizeof why)) {
         self->counters.malformed++;
         if (plog_limiter_allow (&self->bad_log, 10))
             plog_warn ("dropped malformed frame from the %s: %s",

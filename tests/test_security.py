@@ -377,6 +377,8 @@ def test_deleting_a_key_file_revokes_it(bin_dir):
         os.unlink(os.path.join(keys.allow, "workers", "worker.key"))
         wait_log(p, "broker", "its key was removed from the allow-list", 0,
                  "the worker's messages to be refused")
+        # The sink refuses what it sends there too (its stats, every second).
+        wait_log(p, "sink", "refused a message on results", 0, "the sink to refuse the worker")
         wait_until(lambda: keys.ctl("workers") == [], 15, "the broker to drop the worker")
         check(keys.ctl("broker-stats")["malformed"] > 0, "refused heartbeats are not counted")
 
