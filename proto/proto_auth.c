@@ -40,7 +40,8 @@ static const struct {
     const char *domain;
     unsigned roles;
 } s_rules[] = {
-    {"frontend", ROLE_BIT (PROTO_ROLE_POLLER) | ROLE_BIT (PROTO_ROLE_SINK) | ROLE_BIT (PROTO_ROLE_OPERATOR)},
+    {"frontend",
+     ROLE_BIT (PROTO_ROLE_POLLER) | ROLE_BIT (PROTO_ROLE_SINK) | ROLE_BIT (PROTO_ROLE_OPERATOR)},
     {"backend", ROLE_BIT (PROTO_ROLE_WORKER)},
     {"results", ROLE_BIT (PROTO_ROLE_WORKER)},
     {"stats", ROLE_BIT (PROTO_ROLE_OPERATOR)},
@@ -75,7 +76,8 @@ static void s_roles_text (unsigned roles, char *buf, size_t len)
     buf[0] = 0;
     for (int r = 0; r < PROTO_ROLES; r++)
         if (roles & ROLE_BIT (r))
-            snprintf (buf + strlen (buf), len - strlen (buf), "%s%s", *buf ? ", " : "", s_role_dirs[r]);
+            snprintf (buf + strlen (buf), len - strlen (buf), "%s%s", *buf ? ", " : "",
+                      s_role_dirs[r]);
 }
 
 //  --- state shared with the daemons' threads ----------------------------------------------
@@ -644,7 +646,8 @@ static void s_actor_fn (zsock_t *pipe, void *args_)
         else if (which == self->control)
             s_handle_control (self);
         else if (which) {
-            for (s_monitor_t *m = zlistx_first (self->monitors); m; m = zlistx_next (self->monitors))
+            s_monitor_t *m = zlistx_first (self->monitors);
+            for (; m; m = zlistx_next (self->monitors))
                 if (m->pair == which) {
                     s_handle_monitor (self, m);
                     break;

@@ -95,7 +95,7 @@ int proto_auth_watch (zsock_t *sock, const char *domain);
 typedef struct {
     uint64_t admitted;          //  connections admitted
     uint64_t refused;           //  connections refused by the allow-lists
-    uint64_t failed_handshakes; //  connections that failed before ZAP (plain text, wrong server key)
+    uint64_t failed_handshakes; //  failed before ZAP (plain text, wrong server key)
     uint64_t refused_messages;  //  messages refused by proto_auth_check
 } proto_auth_counts_t;
 

@@ -167,8 +167,10 @@ int proto_keys_load_own (const char *path, char public_txt[PROTO_KEY_TXT],
     int rc = -1;
     char derived[PROTO_KEY_TXT];
     if (streq (zcert_secret_txt (cert), s_no_secret))
-        snprintf (why, whylen, "%s holds no secret key: give the NAME.key_secret file", secret_file);
-    else if (zmq_curve_public (derived, zcert_secret_txt (cert)) || !streq (derived, zcert_public_txt (cert)))
+        snprintf (why, whylen, "%s holds no secret key: give the NAME.key_secret file",
+                  secret_file);
+    else if (zmq_curve_public (derived, zcert_secret_txt (cert))
+             || !streq (derived, zcert_public_txt (cert)))
         snprintf (why, whylen, "%s is damaged: its public key does not belong to its secret key",
                   secret_file);
     else if (proto_keys_published (zcert_public_txt (cert)))
@@ -181,8 +183,8 @@ int proto_keys_load_own (const char *path, char public_txt[PROTO_KEY_TXT],
         rc = 0;
         struct stat st;
         if (stat (secret_file, &st) == 0 && (st.st_mode & 077))
-            plog_warn ("the secret key file %s can be read by other users (mode %04o): chmod 600 %s",
-                       secret_file, (unsigned) (st.st_mode & 07777), secret_file);
+            plog_warn ("the secret key file %s can be read by other users (mode %04o):"
+                       " chmod 600 %s", secret_file, (unsigned) (st.st_mode & 07777), secret_file);
     }
     zcert_destroy (&cert);
     return rc;

@@ -59,7 +59,8 @@ int proto_net_from_config (proto_net_t *net, const pcfg_t *config, const char *r
     bool need_sink = streq (role, "worker");
     char why[1024];
     int rc = 0;
-    if (proto_keys_load_own (config->cert_path, net->public_key, net->secret_key, why, sizeof why)) {
+    if (proto_keys_load_own (config->cert_path, net->public_key, net->secret_key, why,
+                             sizeof why)) {
         plog_error ("network.security.certificate: %s", why);
         rc = -1;
     }

@@ -41,7 +41,8 @@ static void s_remove_tree (const char *dir)
 }
 
 //  Makes dir/sub/NAME.key{,_secret}; returns the public key (static buffer per call site).
-static void s_keygen (const char *dir, const char *sub, const char *name, char public_txt[PROTO_KEY_TXT])
+static void s_keygen (const char *dir, const char *sub, const char *name,
+                      char public_txt[PROTO_KEY_TXT])
 {
     char where[512], pub[4200], sec[4200], why[1024];
     snprintf (where, sizeof where, "%s/%s", dir, sub);
@@ -52,7 +53,8 @@ static void s_keygen (const char *dir, const char *sub, const char *name, char p
 static void s_copy (const char *from, const char *to)
 {
     char command[10000];
-    snprintf (command, sizeof command, "mkdir -p \"$(dirname '%s')\" && cp '%s' '%s'", to, from, to);
+    snprintf (command, sizeof command, "mkdir -p \"$(dirname '%s')\" && cp '%s' '%s'", to, from,
+              to);
     assert_int_equal (system (command), 0);
 }
 
@@ -99,7 +101,8 @@ static proto_net_t s_client_net (const char *dir, const char *sub, const char *n
 
 //  A raw CurveZMQ client from key texts (for keys that are not files).
 static zsock_t *s_raw_client (int type, const char *endpoint, const char *public_txt,
-                              const char *secret_txt, const char *server_public, const char *identity)
+                              const char *secret_txt, const char *server_public,
+                              const char *identity)
 {
     zsock_t *sock = zsock_new (type);
     zsock_set_linger (sock, 0);
@@ -173,7 +176,8 @@ typedef struct {
     proto_net_t net;
     zsock_t *frontend, *backend, *results, *stats;
     char *fe, *be, *re, *se;
-    char worker[PROTO_KEY_TXT], worker2[PROTO_KEY_TXT], poller[PROTO_KEY_TXT], operator_[PROTO_KEY_TXT];
+    char worker[PROTO_KEY_TXT], worker2[PROTO_KEY_TXT];
+    char poller[PROTO_KEY_TXT], operator_[PROTO_KEY_TXT];
 } s_world_t;
 
 static s_world_t *s_world_new (void)
@@ -187,7 +191,8 @@ static s_world_t *s_world_new (void)
     s_keygen (w->dir, "clients", "p1", w->poller);
     s_keygen (w->dir, "clients", "op", w->operator_);
     char from[600], to[600];
-    const char *files[][2] = {{"w1", "workers"}, {"w2", "workers"}, {"p1", "pollers"}, {"op", "operators"}};
+    const char *files[][2] = {
+        {"w1", "workers"}, {"w2", "workers"}, {"p1", "pollers"}, {"op", "operators"}};
     for (int i = 0; i < 4; i++) {
         snprintf (from, sizeof from, "%s/clients/%s.key", w->dir, files[i][0]);
         snprintf (to, sizeof to, "%s/%s/%s.key", w->allow, files[i][1], files[i][0]);
@@ -200,9 +205,12 @@ static s_world_t *s_world_new (void)
     assert_true (proto_auth_running ());
     assert_int_equal (proto_net_from_config (&w->net, w->config, "broker"), 0);
     w->net.linger_ms = 0;
-    w->frontend = proto_sock_new (&w->net, ZMQ_ROUTER, "tcp://127.0.0.1:*", true, NULL, PROTO_PORT_FRONTEND);
-    w->backend = proto_sock_new (&w->net, ZMQ_ROUTER, "tcp://127.0.0.1:*", true, NULL, PROTO_PORT_BACKEND);
-    w->results = proto_sock_new (&w->net, ZMQ_PULL, "tcp://127.0.0.1:*", true, NULL, PROTO_PORT_RESULTS);
+    w->frontend = proto_sock_new (&w->net, ZMQ_ROUTER, "tcp://127.0.0.1:*", true, NULL,
+                                  PROTO_PORT_FRONTEND);
+    w->backend = proto_sock_new (&w->net, ZMQ_ROUTER, "tcp://127.0.0.1:*", true, NULL,
+                                 PROTO_PORT_BACKEND);
+    w->results = proto_sock_new (&w->net, ZMQ_PULL, "tcp://127.0.0.1:*", true, NULL,
+                                 PROTO_PORT_RESULTS);
     w->stats = proto_sock_new (&w->net, ZMQ_PUB, "tcp://127.0.0.1:*", true, NULL, PROTO_PORT_STATS);
     assert_non_null (w->frontend);
     assert_non_null (w->backend);
@@ -257,7 +265,8 @@ static void test_domain_rules (void **state)
         for (int r = 0; r < PROTO_ROLES; r++)
             if (proto_auth_admits (table[i].domain, (proto_role_t) r) != table[i].admits[r])
                 fail_msg ("domain \"%s\", role %s: expected %s", table[i].domain,
-                          proto_role_name ((proto_role_t) r), table[i].admits[r] ? "admitted" : "refused");
+                          proto_role_name ((proto_role_t) r),
+                          table[i].admits[r] ? "admitted" : "refused");
     assert_false (proto_auth_admits (NULL, PROTO_ROLE_WORKER));
     assert_string_equal (proto_role_dir (PROTO_ROLE_OPERATOR), "operators");
     assert_string_equal (proto_port_name (PROTO_PORT_RESULTS), "results");
@@ -330,7 +339,8 @@ static void test_keys (void **state)
     char public_only[600];
     snprintf (public_only, sizeof public_only, "%s/lonely.key", dir);
     s_copy (pub, public_only);
-    assert_int_equal (proto_keys_load_own (public_only, own_public, own_secret, why, sizeof why), -1);
+    assert_int_equal (proto_keys_load_own (public_only, own_public, own_secret, why, sizeof why),
+                      -1);
     assert_int_equal (proto_keys_load_own ("", own_public, own_secret, why, sizeof why), -1);
     assert_non_null (strstr (why, "PARLEY_CERT"));
     assert_int_equal (proto_keys_load_own ("/nonexistent/x.key_secret", own_public, own_secret, why,
@@ -372,7 +382,8 @@ static void test_plain_policy (void **state)
     net.linger_ms = 0;
     assert_false (net.secure);
     //  Loopback, ipc and inproc are fine.
-    zsock_t *sock = proto_sock_new (&net, ZMQ_ROUTER, "tcp://127.0.0.1:*", true, NULL, PROTO_PORT_BACKEND);
+    zsock_t *sock = proto_sock_new (&net, ZMQ_ROUTER, "tcp://127.0.0.1:*", true, NULL,
+                                    PROTO_PORT_BACKEND);
     assert_non_null (sock);
     zsock_destroy (&sock);
     sock = proto_sock_new (&net, ZMQ_PULL, "inproc://test-plain", true, NULL, PROTO_PORT_RESULTS);
@@ -391,7 +402,8 @@ static void test_plain_policy (void **state)
     assert_non_null (sock);
     zsock_destroy (&sock);
     //  Connecting elsewhere in plain text is allowed (with a warning).
-    sock = proto_sock_new (&net, ZMQ_DEALER, "tcp://192.0.2.1:7531", false, NULL, PROTO_PORT_FRONTEND);
+    sock = proto_sock_new (&net, ZMQ_DEALER, "tcp://192.0.2.1:7531", false, NULL,
+                           PROTO_PORT_FRONTEND);
     assert_non_null (sock);
     zsock_destroy (&sock);
     pcfg_destroy (&config);
@@ -419,11 +431,13 @@ static void test_security_needs_its_pieces (void **state)
     config = s_config (cert, dir, true, false);
     proto_net_t net;
     assert_int_equal (proto_net_from_config (&net, config, "broker"), 0);
-    assert_null (proto_sock_new (&net, ZMQ_ROUTER, "tcp://127.0.0.1:*", true, NULL, PROTO_PORT_BACKEND));
+    assert_null (proto_sock_new (&net, ZMQ_ROUTER, "tcp://127.0.0.1:*", true, NULL,
+                                 PROTO_PORT_BACKEND));
     //  A worker must pin both server keys.
     assert_int_equal (proto_net_from_config (&net, config, "worker"), -1);
     assert_true (net.failed);
-    assert_null (proto_sock_new (&net, ZMQ_DEALER, "tcp://127.0.0.1:9", false, NULL, PROTO_PORT_BACKEND));
+    assert_null (proto_sock_new (&net, ZMQ_DEALER, "tcp://127.0.0.1:9", false, NULL,
+                                 PROTO_PORT_BACKEND));
     pcfg_destroy (&config);
     //  An unreadable certificate stops everything.
     config = s_config ("/nonexistent/cert.key_secret", dir, true, false);
@@ -507,7 +521,8 @@ static void test_admission_by_role (void **state)
     zsock_t *s3 = s_raw_client (ZMQ_DEALER, w->be, NULL, NULL, NULL, NULL);
     s_ping (s3);
     WAIT_COUNT (failed_handshakes, failed + 1);
-    zsock_t *s4 = s_raw_client (ZMQ_DEALER, w->be, w->worker, wnet.secret_key, s_doc_server[0], NULL);
+    zsock_t *s4 =
+        s_raw_client (ZMQ_DEALER, w->be, w->worker, wnet.secret_key, s_doc_server[0], NULL);
     s_ping (s4);
     WAIT_COUNT (failed_handshakes, failed + 2);
     assert_int_equal (s_recv (w->backend, 300, &peer, why, sizeof why), PROTO_NONE);
@@ -529,14 +544,16 @@ static void test_routing_id_takeover_refused (void **state)
     proto_peer_t peer;
     proto_net_t n1 = s_client_net (w->dir, "clients", "w1", w->server_public);
     proto_net_t n2 = s_client_net (w->dir, "clients", "w2", w->server_public);
-    zsock_t *victim = proto_sock_new (&n1, ZMQ_DEALER, w->be, false, "W:victim:1", PROTO_PORT_BACKEND);
+    zsock_t *victim = proto_sock_new (&n1, ZMQ_DEALER, w->be, false, "W:victim:1",
+                                      PROTO_PORT_BACKEND);
     s_ping (victim);
     assert_int_equal (s_recv (w->backend, 5000, &peer, why, sizeof why), PROTO_OK);
     assert_string_equal (peer.user, "worker/w1");
     //  Another worker key presents the same routing id: every message it
     //  sends is refused.
     uint64_t before = s_count ("messages");
-    zsock_t *thief = proto_sock_new (&n2, ZMQ_DEALER, w->be, false, "W:victim:1", PROTO_PORT_BACKEND);
+    zsock_t *thief = proto_sock_new (&n2, ZMQ_DEALER, w->be, false, "W:victim:1",
+                                     PROTO_PORT_BACKEND);
     s_ping (thief);
     int rc = s_recv (w->backend, 5000, &peer, why, sizeof why);
     assert_int_equal (rc, PROTO_MALFORMED);
@@ -544,7 +561,8 @@ static void test_routing_id_takeover_refused (void **state)
     assert_string_equal (peer.user, "worker/w2");
     assert_int_equal (s_count ("messages"), before + 1);
     //  The same key on another routing id is fine.
-    zsock_t *other = proto_sock_new (&n2, ZMQ_DEALER, w->be, false, "W:other:2", PROTO_PORT_BACKEND);
+    zsock_t *other = proto_sock_new (&n2, ZMQ_DEALER, w->be, false, "W:other:2",
+                                     PROTO_PORT_BACKEND);
     s_ping (other);
     assert_int_equal (s_recv (w->backend, 5000, &peer, why, sizeof why), PROTO_OK);
     assert_string_equal (peer.user, "worker/w2");

@@ -77,8 +77,8 @@ static void s_usage (FILE *out)
 
 static json_t *s_ctl (ctl_t *self, const char *command, char **args, size_t nargs, int *status)
 {
-    zsock_t *sock = proto_sock_new (&self->net, ZMQ_DEALER, self->config->broker_frontend, false, NULL,
-                                    PROTO_PORT_FRONTEND);
+    zsock_t *sock = proto_sock_new (&self->net, ZMQ_DEALER, self->config->broker_frontend, false,
+                                    NULL, PROTO_PORT_FRONTEND);
     if (!sock)
         return NULL;
     proto_ctl_t ctl = {(uint64_t) getpid (), command, (const char **) args, nargs};
@@ -279,10 +279,10 @@ static int s_watch (ctl_t *self, bool top)
             if (zpoller_terminated (poller))
                 rc = 0;
             else
-                fprintf (stderr, "parleyctl: no stats from %s within %d ms (is the sink running?%s)\n",
-                         self->config->stats_publish, self->timeout_ms,
-                         self->net.secure ? " Security is on: is this key in the sink's"
-                                            " allowDir/operators/, and sinkKey the sink's key?" : "");
+                fprintf (stderr, "parleyctl: no stats from %s within %d ms (is the sink running?%s)"
+                         "\n", self->config->stats_publish, self->timeout_ms,
+                         self->net.secure ? " Security is on: is this key in the sink's allowDir/"
+                                            "operators/, and sinkKey the sink's key?" : "");
             break;
         }
         zmq_msg_t frame;
@@ -363,8 +363,8 @@ static int s_keygen (int argc, char **argv)
         else if (argv[i][0] != '-' && !name)
             name = argv[i];
         else {
-            fprintf (stderr, "parleyctl: keygen: unexpected \"%s\" (keygen NAME [--dir DIR] [--force])\n",
-                     argv[i]);
+            fprintf (stderr, "parleyctl: keygen: unexpected \"%s\" (keygen NAME [--dir DIR]"
+                     " [--force])\n", argv[i]);
             return 2;
         }
     }
