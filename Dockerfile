@@ -16,7 +16,8 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends libzmq5 libczmq4 libmsgpackc2 libcurl4 \
       libjansson4 libsqlite3-0 libmicrohttpd12 ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --home /var/lib/parley --create-home parley
+ && useradd --system --home /var/lib/parley --create-home parley \
+ && install -d -o parley -g parley -m 0700 /var/lib/parley-keys
 COPY --from=build /opt/parley/bin/ /usr/local/bin/
 COPY config/ /etc/parley/
 USER parley

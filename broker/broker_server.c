@@ -33,6 +33,7 @@
 #include "common/pdaemon.h"
 #include "common/plog.h"
 #include "common/prt.h"
+#include "proto/proto_auth.h"
 #include "proto/proto_sock.h"
 
 #include <inttypes.h>
@@ -67,23 +68,20 @@ typedef struct {
 
 //  --- who may say what -------------------------------------------------------------
 
-//  True when `peer` may speak as `role` ("pollers", "sinks", "operators",
-//  "workers"). Without security there are no identities: the socket decides.
-static bool s_role (broker_t *self, const proto_peer_t *peer, const char *role)
+//  True when `peer` may speak as `role`. Without security there are no
+//  identities: the socket decides.
+static bool s_role (broker_t *self, const proto_peer_t *peer, proto_role_t role)
 {
-    if (!self->config->security)
-        return true;
-    size_t n = strlen (role);
-    return strncmp (peer->user, role, n) == 0 && peer->user[n] == '/';
+    return !self->config->security || proto_auth_user_is (peer->user, role);
 }
 
-static void s_refused (broker_t *self, const proto_peer_t *peer, int type, const char *role)
+static void s_refused (broker_t *self, const proto_peer_t *peer, int type, const char *roles)
 {
     self->counters.refused++;
     char who[300];
     if (plog_limiter_allow (&self->refused_log, 10))
         plog_warn ("refused %s from %s: only %s may send it", proto_type_name (type),
-                   proto_peer_name (peer, who, sizeof who), role);
+                   proto_peer_name (peer, who, sizeof who), roles);
 }
 
 static void s_malformed (broker_t *self, const char *where, const proto_peer_t *peer, const char *why)
@@ -177,9 +175,9 @@ static void s_on_stats (broker_t *self, const proto_peer_t *peer, const proto_st
     bool from_sink = false;
     for (size_t i = 0; i < stats->count; i++) {
         const proto_component_t *c = &stats->components[i];
-        if (streq (c->role, "poller") && s_role (self, peer, "pollers"))
+        if (streq (c->role, "poller") && s_role (self, peer, PROTO_ROLE_POLLER))
             bhub_update (self->hub, c, now);
-        else if (streq (c->role, "sink") && s_role (self, peer, "sinks"))
+        else if (streq (c->role, "sink") && s_role (self, peer, PROTO_ROLE_SINK))
             from_sink = true;
     }
     if (!from_sink)
@@ -226,31 +224,31 @@ static int s_read_frontend (void *arg, zsock_t *sock, int max)
         }
         switch (msg.type) {
         case PROTO_SUBMIT:
-            if (s_role (self, &peer, "pollers"))
+            if (s_role (self, &peer, PROTO_ROLE_POLLER))
                 s_on_submit (self, &peer, &msg.body.submit, now);
             else
                 s_refused (self, &peer, msg.type, "pollers");
             break;
         case PROTO_COMMIT:
-            if (s_role (self, &peer, "sinks"))
+            if (s_role (self, &peer, PROTO_ROLE_SINK))
                 s_on_commit (self, &peer, &msg.body.commit, now);
             else
                 s_refused (self, &peer, msg.type, "sinks");
             break;
         case PROTO_OUTCOME:
-            if (s_role (self, &peer, "sinks"))
+            if (s_role (self, &peer, PROTO_ROLE_SINK))
                 s_on_outcome (self, &peer, &msg.body.outcome, now);
             else
                 s_refused (self, &peer, msg.type, "sinks");
             break;
         case PROTO_STATS:
-            if (s_role (self, &peer, "pollers") || s_role (self, &peer, "sinks"))
+            if (s_role (self, &peer, PROTO_ROLE_POLLER) || s_role (self, &peer, PROTO_ROLE_SINK))
                 s_on_stats (self, &peer, &msg.body.stats, now);
             else
                 s_refused (self, &peer, msg.type, "pollers and sinks");
             break;
         case PROTO_CTL:
-            if (s_role (self, &peer, "operators"))
+            if (s_role (self, &peer, PROTO_ROLE_OPERATOR))
                 s_on_ctl (self, &peer, &msg.body.ctl);
             else
                 s_refused (self, &peer, msg.type, "operators");
@@ -288,7 +286,7 @@ static int s_read_backend (void *arg, zsock_t *sock, int max)
             snprintf (what, sizeof what, "%s is not expected on the backend", proto_type_name (msg.type));
             s_malformed (self, "backend", &peer, what);
         }
-        else if (!s_role (self, &peer, "workers"))
+        else if (!s_role (self, &peer, PROTO_ROLE_WORKER))
             s_refused (self, &peer, msg.type, "workers");
         else if (msg.type == PROTO_HEARTBEAT)
             bworkers_heartbeat (self->workers, &peer, &msg.body.heartbeat, now);
@@ -458,8 +456,8 @@ static int s_bind (broker_t *self, const char *ready_file)
     const pcfg_t *c = self->config;
     const char *front = *c->broker_frontend_bind ? c->broker_frontend_bind : c->broker_frontend;
     const char *back = *c->broker_backend_bind ? c->broker_backend_bind : c->broker_backend;
-    self->frontend = proto_sock_new (&self->net, ZMQ_ROUTER, front, true, NULL);
-    self->backend = proto_sock_new (&self->net, ZMQ_ROUTER, back, true, NULL);
+    self->frontend = proto_sock_new (&self->net, ZMQ_ROUTER, front, true, NULL, PROTO_PORT_FRONTEND);
+    self->backend = proto_sock_new (&self->net, ZMQ_ROUTER, back, true, NULL, PROTO_PORT_BACKEND);
     if (!self->frontend || !self->backend)
         return -1;
     char *fe = proto_sock_endpoint (self->frontend);
@@ -483,10 +481,7 @@ void broker_server (zsock_t *pipe, void *args)
     prt_hooks_t hooks = {s_apply, s_commit, s_send, s_wakeup, NULL};
     self->rt = prt_new (pipe, &hooks, self);
     srandom ((unsigned) (zclock_time () ^ getpid ()));
-    proto_net_defaults (&self->net);
-    self->net.hwm = (int) c->hwm;
-    self->net.max_frame_bytes = (int) c->max_frame_bytes;
-    self->net.heartbeat_ms = (int) c->heartbeat_ms;
+    proto_net_from_config (&self->net, c, "broker");
     self->sched = s_sched_new (c);
     self->hub = bhub_new ();
     self->out = bout_new ();

@@ -2,6 +2,7 @@
 #include "broker/broker.h"
 #include "common/pdaemon.h"
 #include "common/plog.h"
+#include "proto/proto_auth.h"
 
 int main (int argc, char **argv)
 {
@@ -11,7 +12,8 @@ int main (int argc, char **argv)
         "concurrency cap, hands jobs to workers, retries and dead-letters them.",
         "Endpoints: network.brokerFrontend (pollers, sinks, parleyctl) and\n"
         "network.brokerBackend (workers); bind elsewhere with *Bind or the\n"
-        "PARLEY_BROKER_FRONTEND_BIND / PARLEY_BROKER_BACKEND_BIND variables."};
+        "PARLEY_BROKER_FRONTEND_BIND / PARLEY_BROKER_BACKEND_BIND variables.",
+        proto_auth_start, proto_auth_stop};
     pdaemon_t daemon;
     pdaemon_start (&daemon, &info, argc, argv);
     broker_args_t args = {daemon.config, daemon.ready_file};

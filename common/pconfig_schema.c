@@ -17,6 +17,8 @@
 #define F_NUM(T, k, f, def, lo, hi, env, doc)                                                      \
     {k, PCFG_NUM, offsetof (T, f), def, lo, hi, NULL, env, 0, NULL, NULL, doc}
 #define F_BOOL(T, k, f, def, doc) {k, PCFG_BOOL, offsetof (T, f), def, ANY, NULL, NULL, 0, NULL, NULL, doc}
+#define F_BOOL_ENV(T, k, f, def, env, doc)                                                         \
+    {k, PCFG_BOOL, offsetof (T, f), def, ANY, NULL, env, 0, NULL, NULL, doc}
 #define F_STR(T, k, f, def, choices, env, doc)                                                     \
     {k, PCFG_STR, offsetof (T, f), def, ANY, choices, env, 0, NULL, NULL, doc}
 #define F_REQ_STR(T, k, f, example, doc)                                                           \
@@ -334,16 +336,16 @@ static const pcfg_field_t s_queue_fields[] = {
 static const pcfg_schema_t s_queue_schema = SCHEMA ("queueSettings", pcfg_t, s_queue_fields);
 
 static const pcfg_field_t s_security_fields[] = {
-    F_BOOL (pcfg_t, "enabled", security, "false",
-            "Encrypt every TCP connection with CurveZMQ and admit only clients whose public key is in the allow-list of their role."),
+    F_BOOL_ENV (pcfg_t, "enabled", security, "false", "PARLEY_SECURITY",
+                "Encrypt every connection between Parley processes with CurveZMQ and admit only clients whose public key is in the allow-list of their role; off, the daemons bind only loopback addresses unless network.insecure is true."),
     F_STR (pcfg_t, "certificate", cert_path, "\"\"", NULL, "PARLEY_CERT",
-           "This process's certificate: the secret file written by parleyctl keygen (NAME.key_secret)."),
+           "This process's own key: the secret file written by parleyctl keygen (NAME.key_secret, mode 0600), which never leaves this machine."),
     F_STR (pcfg_t, "brokerKey", broker_key, "\"\"", NULL, "PARLEY_BROKER_KEY",
-           "The broker's public certificate (NAME.key); clients check they talk to this broker."),
+           "Every process but the broker: the broker's public key file (broker.key); a server without the matching secret key is refused."),
     F_STR (pcfg_t, "sinkKey", sink_key, "\"\"", NULL, "PARLEY_SINK_KEY",
-           "The sink's public certificate; workers and stats subscribers check they talk to this sink."),
+           "Workers and parleyctl: the sink's public key file (sink.key), checked like brokerKey."),
     F_STR (pcfg_t, "allowDir", allow_dir, "\"\"", NULL, "PARLEY_ALLOW_DIR",
-           "broker and sink: directory with pollers/, workers/, sinks/ and operators/ holding the public certificates each role admits; deleting a file revokes that key."),
+           "Broker and sink: directory with pollers/, workers/, sinks/ and operators/, each holding the public key files (NAME.key) that role admits; deleting a file revokes that key at once."),
 };
 static const pcfg_schema_t s_security_schema = SCHEMA ("network.security", pcfg_t, s_security_fields);
 
@@ -373,9 +375,9 @@ static const pcfg_field_t s_network_fields[] = {
     F_INT (pcfg_t, "highWaterMark", hwm, "200000", 100, 100000000, NONE,
            "Messages a socket queues per peer before it blocks or drops."),
     F_BOOL (pcfg_t, "insecure", insecure, "false",
-            "Allow binding a non-loopback TCP address without security (plain text, anyone who reaches the port is trusted); logged as a warning at start."),
+            "Without security, allow binding an address other machines can reach (tcp://*, a LAN address): plain text that anyone who reaches the port can read and use to make the bot post; logged as a warning at start."),
     F_SECTION ("security", s_security_schema,
-               "CurveZMQ encryption and allow-lists of client keys on every TCP socket."),
+               "CurveZMQ encryption of every connection, and allow-lists of the keys each role may connect with (README: Workers on other machines)."),
 };
 static const pcfg_schema_t s_network_schema = SCHEMA ("network", pcfg_t, s_network_fields);
 

@@ -119,6 +119,9 @@ static void s_log_note (void *arg, const char *note)
     (void) arg;
     plog_warn ("%s", note);
 }
+//  What pdaemon_run_actor runs around the actor (one daemon per process).
+static const pdaemon_info_t *s_info;
+static const pcfg_t *s_config;
 
 void pdaemon_start (pdaemon_t *self, const pdaemon_info_t *info, int argc, char **argv)
 {
@@ -178,10 +181,14 @@ void pdaemon_start (pdaemon_t *self, const pdaemon_info_t *info, int argc, char 
     //  (the embedded demo is meant to).
     if (self->config_path)
         pcfg_notes (self->config, info->role, s_log_note, NULL);
+    s_info = info;
+    s_config = self->config;
 }
 
 void pdaemon_finish (pdaemon_t *self)
 {
+    s_info = NULL;
+    s_config = NULL;
     if (self->ready_file)
         unlink (self->ready_file);
     pcfg_destroy (&self->config);
@@ -204,10 +211,17 @@ void pdaemon_write_ready (const char *path, json_t *json)
 
 int pdaemon_run_actor (zactor_fn *actor, void *args)
 {
+    if (s_info && s_info->before && s_info->before (s_config)) {
+        plog_error ("not starting (see above)");
+        return 1;
+    }
     //  The actor signals 0 once it is serving, or -1 if it could not start.
     zactor_t *server = zactor_new (actor, args);
-    if (!server)
+    if (!server) {
+        if (s_info && s_info->after)
+            s_info->after ();
         return 1;
+    }
     int status = 0;
     zpoller_t *poller = zpoller_new (server, NULL);
     while (!zsys_interrupted) {
@@ -224,5 +238,7 @@ int pdaemon_run_actor (zactor_fn *actor, void *args)
     }
     zpoller_destroy (&poller);
     zactor_destroy (&server);
+    if (s_info && s_info->after)
+        s_info->after ();
     return status;
 }

@@ -24,6 +24,13 @@ typedef struct {
     const char *role;           //  log component, "broker"
     const char *summary;        //  one line: what it does
     const char *extra_help;     //  more lines for --help, may be NULL
+    //  Optional, around the actor in pdaemon_run_actor: `before` runs just
+    //  before the actor starts (the broker and sink start the transport
+    //  authenticator here), and when it fails (-1) the actor is not started
+    //  and the exit status is 1; `after` runs once the actor and its sockets
+    //  are gone.
+    int (*before) (const pcfg_t *config);
+    void (*after) (void);
 } pdaemon_info_t;
 
 typedef struct {
@@ -46,8 +53,10 @@ void pdaemon_finish (pdaemon_t *self);
 void pdaemon_write_ready (const char *path, json_t *json);
 
 //  Runs `actor` (a czmq actor taking `args`) until SIGINT/SIGTERM or until
-//  the actor ends by itself; then stops it. Returns the process exit status:
-//  0, or 1 when the actor failed to start or stopped with an error.
+//  the actor ends by itself; then stops it. Runs the before/after hooks of
+//  the info given to pdaemon_start around it. Returns the process exit
+//  status: 0, or 1 when the actor (or the before hook) failed to start or
+//  the actor stopped with an error.
 int pdaemon_run_actor (zactor_fn *actor, void *args);
 
 //  Loads a configuration file (NULL = default) with PATH=VALUE overrides

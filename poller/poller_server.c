@@ -254,10 +254,7 @@ static poller_t *s_poller_new (zsock_t *pipe, const pcfg_t *config)
     char host[64] = "host";
     gethostname (host, sizeof host - 1);
     snprintf (self->id, sizeof self->id, "%s/%d", host, (int) getpid ());
-    proto_net_defaults (&self->net);
-    self->net.hwm = (int) config->hwm;
-    self->net.max_frame_bytes = (int) config->max_frame_bytes;
-    self->net.heartbeat_ms = (int) config->heartbeat_ms;
+    proto_net_from_config (&self->net, config, "poller");
     static const prt_hooks_t hooks = {s_apply, s_commit, s_send, s_wakeup, s_term};
     self->rt = prt_new (pipe, &hooks, self);
     return self;
@@ -333,7 +330,7 @@ static int s_start (poller_t *self, const char *ready_file)
             plog_info ("%zu unacknowledged jobs from before the restart go again",
                        submit_outstanding (self->submit));
     }
-    self->broker = proto_sock_new (&self->net, ZMQ_DEALER, c->broker_frontend, false, NULL);
+    self->broker = proto_sock_new (&self->net, ZMQ_DEALER, c->broker_frontend, false, NULL, PROTO_PORT_FRONTEND);
     if (!self->broker)
         return -1;
     if (s_start_sources (self))

@@ -1,6 +1,7 @@
 /*  parley-sink - posts replies and publishes the pipeline's live stats. */
 #include "common/pdaemon.h"
 #include "net/phttp.h"
+#include "proto/proto_auth.h"
 #include "sink/sink.h"
 
 int main (int argc, char **argv)
@@ -11,7 +12,8 @@ int main (int argc, char **argv)
         "its destination, reports outcomes to the broker, and publishes the live\n"
         "stats feed of the whole pipeline.",
         "Endpoints: network.sinkResults (workers push here) and network.statsPublish\n"
-        "(subscribe here, e.g. with `parleyctl top`)."};
+        "(subscribe here, e.g. with `parleyctl top`).",
+        proto_auth_start, proto_auth_stop};
     pdaemon_t daemon;
     pdaemon_start (&daemon, &info, argc, argv);
     phttp_global_init ();   //  before the actor thread exists (see phttp.h)

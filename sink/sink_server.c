@@ -662,7 +662,8 @@ static bool s_read (sink_t *self, zsock_t *sock)
     }
     proto_msg_t msg;
     char why[256];
-    if (proto_decode (zmq_msg_data (&frame), zmq_msg_size (&frame), &msg, why, sizeof why)) {
+    if (proto_sock_admit (sock, NULL, 0, &frame, NULL, why, sizeof why)
+        || proto_decode (zmq_msg_data (&frame), zmq_msg_size (&frame), &msg, why, sizeof why)) {
         self->counters.malformed++;
         if (plog_limiter_allow (&self->bad_log, 10))
             plog_warn ("dropped malformed frame from the %s: %s",
@@ -795,10 +796,7 @@ static sink_t *s_sink_new (zsock_t *pipe, const pcfg_t *config)
     gethostname (host, sizeof host - 1);
     snprintf (self->id, sizeof self->id, "%s/%d", host, (int) getpid ());
     srandom ((unsigned) (zclock_time () ^ getpid ()));
-    proto_net_defaults (&self->net);
-    self->net.hwm = (int) config->hwm;
-    self->net.max_frame_bytes = (int) config->max_frame_bytes;
-    self->net.heartbeat_ms = (int) config->heartbeat_ms;
+    proto_net_from_config (&self->net, config, "sink");
     self->entries = zhashx_new ();
     zhashx_set_key_duplicator (self->entries, NULL);
     zhashx_set_key_destructor (self->entries, NULL);
@@ -941,9 +939,9 @@ static int s_start (sink_t *self, const char *ready_file)
     const pcfg_t *c = self->config;
     const char *results = *c->sink_results_bind ? c->sink_results_bind : c->sink_results;
     const char *stats = *c->stats_publish_bind ? c->stats_publish_bind : c->stats_publish;
-    self->results = proto_sock_new (&self->net, ZMQ_PULL, results, true, NULL);
-    self->publisher = proto_sock_new (&self->net, ZMQ_PUB, stats, true, NULL);
-    self->broker = proto_sock_new (&self->net, ZMQ_DEALER, c->broker_frontend, false, NULL);
+    self->results = proto_sock_new (&self->net, ZMQ_PULL, results, true, NULL, PROTO_PORT_RESULTS);
+    self->publisher = proto_sock_new (&self->net, ZMQ_PUB, stats, true, NULL, PROTO_PORT_STATS);
+    self->broker = proto_sock_new (&self->net, ZMQ_DEALER, c->broker_frontend, false, NULL, PROTO_PORT_FRONTEND);
     if (!self->results || !self->publisher || !self->broker)
         return -1;
     const pcfg_destination_t *configs = c->destinations.items;

@@ -7,7 +7,7 @@ packages=(
     build-essential cmake pkg-config
     libzmq3-dev libczmq-dev libmsgpack-dev libcurl4-openssl-dev libjansson-dev
     libsqlite3-dev libmicrohttpd-dev libcmocka-dev libsodium-dev zlib1g-dev
-    python3 python3-zmq python3-msgpack sqlite3 curl procps docker-compose
+    python3 python3-zmq python3-msgpack python3-yaml sqlite3 curl procps docker-compose
 )
 missing=()
 for p in "${packages[@]}"; do

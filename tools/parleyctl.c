@@ -8,6 +8,7 @@
                 dlq list [LIMIT] | dlq retry ID|all | dlq purge ID|all
     Reference:  config sample | config reference | config check FILE | config show
                 proto reference
+    Keys:       keygen NAME [--dir DIR] [--force]
 
     It reads the same configuration as the daemons (to find the broker and
     the stats feed); endpoints can be overridden like theirs, with --set or
@@ -16,6 +17,7 @@
 #include "common/pdaemon.h"
 #include "common/plog.h"
 #include "proto/proto.h"
+#include "proto/proto_keys.h"
 #include "proto/proto_sock.h"
 
 #include <getopt.h>
@@ -57,6 +59,11 @@ static void s_usage (FILE *out)
              "  config check FILE          validate a configuration file\n"
              "  config show                the configuration in effect, as JSON\n"
              "  proto reference            the protocol's message tables as Markdown\n"
+             "Keys:\n"
+             "  keygen NAME [--dir DIR] [--force]\n"
+             "                             a CurveZMQ key pair: DIR/NAME.key (public, for the\n"
+             "                             allow-lists and peers) and DIR/NAME.key_secret\n"
+             "                             (this machine only); DIR defaults to \".\"\n"
              "\n"
              "Options:\n"
              "  -c, --config FILE          configuration (default: the embedded demo)\n"
@@ -70,7 +77,8 @@ static void s_usage (FILE *out)
 
 static json_t *s_ctl (ctl_t *self, const char *command, char **args, size_t nargs, int *status)
 {
-    zsock_t *sock = proto_sock_new (&self->net, ZMQ_DEALER, self->config->broker_frontend, false, NULL);
+    zsock_t *sock = proto_sock_new (&self->net, ZMQ_DEALER, self->config->broker_frontend, false,
+                                    NULL, PROTO_PORT_FRONTEND);
     if (!sock)
         return NULL;
     proto_ctl_t ctl = {(uint64_t) getpid (), command, (const char **) args, nargs};
@@ -101,8 +109,10 @@ static json_t *s_ctl (ctl_t *self, const char *command, char **args, size_t narg
     zpoller_destroy (&poller);
     zsock_destroy (&sock);
     if (!answer)
-        fprintf (stderr, "parleyctl: the broker at %s did not answer within %d ms\n",
-                 self->config->broker_frontend, self->timeout_ms);
+        fprintf (stderr, "parleyctl: the broker at %s did not answer within %d ms%s\n",
+                 self->config->broker_frontend, self->timeout_ms,
+                 self->net.secure ? " (security is on: is this key in the broker's"
+                                    " allowDir/operators/, and brokerKey the broker's key?)" : "");
     return answer;
 }
 
@@ -256,7 +266,8 @@ static void s_render_top (json_t *snap, bool tty)
 
 static int s_watch (ctl_t *self, bool top)
 {
-    zsock_t *sub = proto_sock_new (&self->net, ZMQ_SUB, self->config->stats_publish, false, NULL);
+    zsock_t *sub = proto_sock_new (&self->net, ZMQ_SUB, self->config->stats_publish, false, NULL,
+                                   PROTO_PORT_STATS);
     if (!sub)
         return 1;
     zsock_set_subscribe (sub, "");
@@ -268,8 +279,10 @@ static int s_watch (ctl_t *self, bool top)
             if (zpoller_terminated (poller))
                 rc = 0;
             else
-                fprintf (stderr, "parleyctl: no stats from %s within %d ms (is the sink running?)\n",
-                         self->config->stats_publish, self->timeout_ms);
+                fprintf (stderr, "parleyctl: no stats from %s within %d ms (is the sink running?%s)"
+                         "\n", self->config->stats_publish, self->timeout_ms,
+                         self->net.secure ? " Security is on: is this key in the sink's allowDir/"
+                                            "operators/, and sinkKey the sink's key?" : "");
             break;
         }
         zmq_msg_t frame;
@@ -340,6 +353,45 @@ static int s_config_command (ctl_t *self, int argc, char **argv, const char *pat
     return 0;
 }
 
+//  --- keys --------------------------------------------------------------------------------
+
+//  keygen NAME [--dir DIR] [--force]: needs no configuration.
+static int s_keygen (int argc, char **argv)
+{
+    const char *name = NULL, *dir = ".";
+    bool force = false;
+    for (int i = 0; i < argc; i++) {
+        if (streq (argv[i], "--force"))
+            force = true;
+        else if (streq (argv[i], "--dir") && i + 1 < argc)
+            dir = argv[++i];
+        else if (strncmp (argv[i], "--dir=", 6) == 0)
+            dir = argv[i] + 6;
+        else if (argv[i][0] != '-' && !name)
+            name = argv[i];
+        else {
+            fprintf (stderr, "parleyctl: keygen: unexpected \"%s\" (keygen NAME [--dir DIR]"
+                     " [--force])\n", argv[i]);
+            return 2;
+        }
+    }
+    if (!name) {
+        fprintf (stderr, "parleyctl: keygen needs a NAME (keygen NAME [--dir DIR] [--force])\n");
+        return 2;
+    }
+    char public_txt[PROTO_KEY_TXT], public_path[4200], secret_path[4200], why[8600];
+    if (proto_keys_generate (dir, name, force, public_txt, public_path, secret_path,
+                             sizeof public_path, why, sizeof why)) {
+        fprintf (stderr, "parleyctl: keygen: %s\n", why);
+        return 1;
+    }
+    printf ("public key file: %s\n"
+            "secret key file: %s (mode 0600: keep it on the machine that runs %s)\n"
+            "public key:      %s\n",
+            public_path, secret_path, name, public_txt);
+    return 0;
+}
+
 int main (int argc, char **argv)
 {
     static const struct option options[] = {
@@ -380,6 +432,11 @@ int main (int argc, char **argv)
         return 2;
     }
     plog_init ("parleyctl", PLOG_WARN);
+    if (streq (argv[optind], "keygen")) {
+        int rc = s_keygen (argc - optind - 1, argv + optind + 1);
+        free (sets);
+        return rc;
+    }
     char err[1024];
     self.config = pdaemon_load_config (path, sets, nsets, false, err, sizeof err);
     if (!self.config) {
@@ -387,9 +444,16 @@ int main (int argc, char **argv)
         free (sets);
         return 2;
     }
-    proto_net_defaults (&self.net);
-    self.net.linger_ms = 0;
     char *command = argv[optind];
+    //  Only commands that talk to the daemons need the keys: `config show`
+    //  must work even while the security settings are wrong.
+    if (!streq (command, "config") && !streq (command, "proto")
+        && proto_net_from_config (&self.net, self.config, "parleyctl")) {
+        pcfg_destroy (&self.config);
+        free (sets);
+        return 1;
+    }
+    self.net.linger_ms = 0;
     char **args = argv + optind + 1;
     int nargs = argc - optind - 1;
     //  Options after the command (top --once) are allowed too.

@@ -27,6 +27,7 @@
 #include "common/pdaemon.h"
 
 #include <inttypes.h>
+#include <sodium.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -307,7 +308,7 @@ static int s_sink_socket (worker_t *self)
 {
     const char *endpoint = self->config->sink_results;
     self->sink_fd_connected = self->sink_fd_up = -1;
-    self->sink = proto_sock_new (&self->net, ZMQ_PUSH, endpoint, false, NULL);
+    self->sink = proto_sock_new (&self->net, ZMQ_PUSH, endpoint, false, NULL, PROTO_PORT_RESULTS);
     if (!self->sink)
         return -1;
     char address[64];
@@ -354,10 +355,7 @@ static worker_t *s_worker_new (const pcfg_t *config)
     self->capacity = (uint32_t) config->worker_concurrency;
     self->heartbeat_ms = config->heartbeat_ms;
     self->lease_ms = config->stale_claim_timeout_ms;
-    proto_net_defaults (&self->net);
-    self->net.hwm = (int) config->hwm;
-    self->net.max_frame_bytes = (int) config->max_frame_bytes;
-    self->net.heartbeat_ms = (int) config->heartbeat_ms;
+    proto_net_from_config (&self->net, config, "worker");
     return self;
 }
 
@@ -377,12 +375,16 @@ static void s_worker_destroy (worker_t **self_p)
 static int s_start (worker_t *self, const char *ready_file)
 {
     const pcfg_t *c = self->config;
-    //  A routing id that survives reconnects lets the broker keep our credits
-    //  across a network blip; the random part keeps two processes apart.
+    //  A routing id that survives reconnects lets the broker keep our jobs
+    //  across a network blip. Its 64 random bits keep two processes apart and
+    //  make it unguessable: a routing id is where the broker sends JOB frames,
+    //  so one that another client could present would let it take them.
+    uint64_t nonce;
+    randombytes_buf (&nonce, sizeof nonce);
     char identity[200];
-    snprintf (identity, sizeof identity, "W:%s:%08x", self->id,
-              (unsigned) zclock_time () ^ (unsigned) getpid ());
-    self->broker = proto_sock_new (&self->net, ZMQ_DEALER, c->broker_backend, false, identity);
+    snprintf (identity, sizeof identity, "W:%.100s:%016" PRIx64, self->id, nonce);
+    self->broker = proto_sock_new (&self->net, ZMQ_DEALER, c->broker_backend, false, identity,
+                                   PROTO_PORT_BACKEND);
     if (!self->broker || s_sink_socket (self))
         return -1;
     self->backend = backend_new (c, worker_jobs_done, self);
