@@ -242,6 +242,8 @@ static void s_replace (post_t *self, reply_t *r, uint64_t job_id, uint64_t token
     char why[300];
     if (s_set_job (r, job, text, why, sizeof why))
         s_settle (self, r, PROTO_OUT_FAILED, why);
+    else if (!(r->dest = dests_route (self->dests, r->message.source)))
+        s_settle (self, r, PROTO_OUT_FAILED, "no destination takes replies for its source");
     else if (s_gate (self, r, 0))
         s_settle (self, r, PROTO_OUT_EXPIRED, "too late to post");
 }
