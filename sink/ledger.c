@@ -24,6 +24,7 @@ struct ledger_s {
     sink_store_t *store;
     commit_t *commit;
     pseen_t *posted;
+    pseen_t *doubted;
     zhashx_t *by_ref;           //  ref -> s_entry_t (owns them)
     zhashx_t *by_pair;          //  pair hex -> s_entry_t (the latest of the pair)
     ledger_stats_t stats;
@@ -64,6 +65,8 @@ ledger_t *ledger_new (const pcfg_t *config, sink_store_t *store, commit_t *commi
     self->commit = commit;
     self->posted = pseen_new ((size_t) config->dedupe_max_keys, config->dedupe_retention_s * 1000);
     pseen_on_forget (self->posted, s_on_forget, self);
+    self->doubted = pseen_new ((size_t) config->dedupe_max_keys, config->dedupe_retention_s * 1000);
+    pseen_on_forget (self->doubted, s_on_forget, self);
     self->by_ref = zhashx_new ();
     zhashx_set_destructor (self->by_ref, s_free_item);
     self->by_pair = zhashx_new ();
@@ -76,6 +79,7 @@ void ledger_destroy (ledger_t **self_p)
         return;
     ledger_t *self = *self_p;
     pseen_destroy (&self->posted);
+    pseen_destroy (&self->doubted);
     zhashx_destroy (&self->by_pair);
     zhashx_destroy (&self->by_ref);
     free (self);
@@ -87,6 +91,8 @@ int ledger_pair (ledger_t *self, pkey_fp_t pair)
     assert (self);
     if (pseen_has (self->posted, pair))
         return LEDGER_POSTED;
+    if (pseen_has (self->doubted, pair))
+        return LEDGER_IN_DOUBT;
     char key[40];
     s_pair_key (key, sizeof key, pair);
     s_entry_t *e = zhashx_lookup (self->by_pair, key);
@@ -121,15 +127,24 @@ void ledger_settle (ledger_t *self, const ledger_outcome_t *o, int64_t now)
         self->latency_head = (self->latency_head + 1) % LATENCY_SAMPLES;
         if (self->latency_count < LATENCY_SAMPLES)
             self->latency_count++;
+        pseen_remove (self->doubted, o->pair);
         pseen_add (self->posted, o->pair, at, 0);
         if (self->store) {
-            sink_posted_t p = {o->pair, o->entity, o->chat, o->chat_kind, at};
+            sink_posted_t p = {o->pair, o->entity, o->chat, o->chat_kind, at, false};
             sink_store_posted (self->store, &p);
         }
     }
-    else if (o->outcome == PROTO_OUT_IN_DOUBT)
+    else if (o->outcome == PROTO_OUT_IN_DOUBT) {
         plog_warn ("reply to job %" PRIu64 " by %s may or may not be posted: %s", o->job_id,
                    o->entity, o->reason ? o->reason : "");
+        //  Never posted again; and the platform may have counted it.
+        int64_t at = o->first_at ? o->first_at : now;
+        pseen_add (self->doubted, o->pair, at, 0);
+        if (self->store) {
+            sink_posted_t p = {o->pair, o->entity, o->chat, o->chat_kind, at, true};
+            sink_store_posted (self->store, &p);
+        }
+    }
     else if (o->outcome == PROTO_OUT_FAILED)
         plog_warn ("reply to job %" PRIu64 " by %s not posted: %s", o->job_id, o->entity,
                    o->reason ? o->reason : "");
@@ -194,6 +209,7 @@ void ledger_prune (ledger_t *self, int64_t now)
 {
     assert (self);
     pseen_prune (self->posted, now);
+    pseen_prune (self->doubted, now);
     if (self->store)
         sink_store_prune (self->store, now - self->config->dedupe_retention_s * 1000);
 }
@@ -213,7 +229,7 @@ typedef struct {
 static void s_load_posted (void *arg, const sink_posted_t *p)
 {
     s_recovery_t *rec = arg;
-    pseen_add (rec->self->posted, p->pair, p->at, 0);
+    pseen_add (p->doubt ? rec->self->doubted : rec->self->posted, p->pair, p->at, 0);
     rec->posted++;
     if (p->at + LIMITS_HOUR_MS <= rec->now)
         return;
@@ -293,7 +309,7 @@ void ledger_recover (ledger_t *self, gate_t *gate, dests_t *dests, int64_t now,
         return;
     s_recovery_t rec = {self, gate, dests, now, again, arg, 0, 0, 0, 0, 0};
     sink_store_load (self->store, &rec, s_load_mark, s_load_posted);
-    plog_info ("recovered %zu posted pair(s) (%zu in the last hour), %zu outcome(s) to report "
+    plog_info ("recovered %zu posted or doubted pair(s) (%zu in the last hour), %zu outcome(s) to report "
                "again, %zu interrupted post(s) to ask about again, %zu in doubt",
                rec.posted, rec.rate, rec.reported, rec.asked, rec.doubted);
 }
@@ -311,6 +327,7 @@ void ledger_stats (ledger_t *self, ledger_stats_t *stats)
     assert (self);
     *stats = self->stats;
     stats->posted_pairs = pseen_size (self->posted);
+    stats->doubted_pairs = pseen_size (self->doubted);
     stats->unacked = zhashx_size (self->by_ref);
     size_t n = self->latency_count;
     if (n) {

@@ -5,9 +5,12 @@
                         storage.dedupeMaxKeys of them, the oldest go first)
                         so a pair is never posted twice; the last hour of
                         them is the rate history a restart replays
+        doubted pairs   every pair whose post may or may not have happened
+                        (interrupted, or the platform's answer was lost),
+                        remembered the same way: never posted again (a
+                        person decides, from the dead-letter queue)
         outcomes        every outcome reported to the broker, until its
-                        OUTCOME_ACK; a pair whose outcome is "in doubt" is
-                        never posted again while the ledger has it
+                        OUTCOME_ACK
 
     The ledger also counts the outcomes and the posting latency, and
     recovers the sink's durable state at start: a mark with an outcome is
@@ -55,6 +58,7 @@ typedef struct {
 typedef struct {
     uint64_t posted, duplicate_posts, expired, failed, in_doubt;
     size_t posted_pairs;        //  remembered now
+    size_t doubted_pairs;
     size_t unacked;             //  outcomes waiting for OUTCOME_ACK
     double latency_p50, latency_p95, latency_p99;   //  message written -> posted, ms
 } ledger_stats_t;

@@ -342,6 +342,7 @@ static size_t s_own_values (sink_t *self, proto_num_t *v)
         {"unacked", (double) l.unacked},
         {"outbox", (double) held},
         {"posted_pairs", (double) l.posted_pairs},
+        {"doubted_pairs", (double) l.doubted_pairs},
         {"syncs", (double) (self->store ? sink_store_syncs (self->store) : 0)},
         {"stats_components", (double) h.components},
         {"stats_dropped", (double) h.dropped},

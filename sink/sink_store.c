@@ -25,7 +25,7 @@ static const char *s_schema =
     "  reason TEXT NOT NULL, outcome_at INTEGER NOT NULL) WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS posted_pairs ("
     "  pair BLOB PRIMARY KEY, entity TEXT NOT NULL, chat TEXT NOT NULL, chat_kind TEXT NOT NULL,"
-    "  at INTEGER NOT NULL) WITHOUT ROWID;"
+    "  at INTEGER NOT NULL, doubt INTEGER NOT NULL) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS posted_pairs_at ON posted_pairs (at);"
     "CREATE TABLE IF NOT EXISTS results ("
     "  job_id INTEGER NOT NULL, token INTEGER NOT NULL, text TEXT NOT NULL, llm_ms INTEGER NOT NULL,"
@@ -165,6 +165,7 @@ void sink_store_posted (sink_store_t *self, const sink_posted_t *p)
     op->s[1] = pstrdup (p->chat);
     op->s[2] = pstrdup (p->chat_kind ? p->chat_kind : "");
     op->n[0] = p->at;
+    op->n[1] = p->doubt;
 }
 
 void sink_store_unposted (sink_store_t *self, pkey_fp_t pair)
@@ -291,13 +292,14 @@ static void s_apply (sink_store_t *self, s_op_t *op)
         break;
     case S_POSTED:
         st = pstore_stmt (db, S_POSTED,
-                          "INSERT OR REPLACE INTO posted_pairs (pair, entity, chat, chat_kind, at)"
-                          " VALUES (?, ?, ?, ?, ?)");
+                          "INSERT OR REPLACE INTO posted_pairs (pair, entity, chat, chat_kind, at,"
+                          " doubt) VALUES (?, ?, ?, ?, ?, ?)");
         s_bind_pair (st, 1, op->pair, key);
         sqlite3_bind_text (st, 2, op->s[0], -1, SQLITE_STATIC);
         sqlite3_bind_text (st, 3, op->s[1], -1, SQLITE_STATIC);
         sqlite3_bind_text (st, 4, op->s[2], -1, SQLITE_STATIC);
         sqlite3_bind_int64 (st, 5, op->n[0]);
+        sqlite3_bind_int64 (st, 6, op->n[1]);
         break;
     case S_UNPOSTED:
         st = pstore_stmt (db, S_UNPOSTED, "DELETE FROM posted_pairs WHERE pair = ?");
@@ -386,11 +388,14 @@ void sink_store_load (sink_store_t *self, void *arg, sink_store_mark_fn *mark_fn
     assert (self);
     sqlite3 *db = pstore_db (self->db);
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2 (db, "SELECT pair, entity, chat, chat_kind, at FROM posted_pairs ORDER BY at",
+    if (sqlite3_prepare_v2 (db,
+                            "SELECT pair, entity, chat, chat_kind, at, doubt FROM posted_pairs"
+                            " ORDER BY at",
                             -1, &st, NULL) == SQLITE_OK) {
         while (sqlite3_step (st) == SQLITE_ROW) {
-            sink_posted_t p = {s_column_pair (st, 0), s_text (st, 1), s_text (st, 2), s_text (st, 3),
-                               sqlite3_column_int64 (st, 4)};
+            sink_posted_t p = {s_column_pair (st, 0), s_text (st, 1),
+                               s_text (st, 2),        s_text (st, 3),
+                               sqlite3_column_int64 (st, 4), sqlite3_column_int (st, 5) != 0};
             posted_fn (arg, &p);
         }
     }

@@ -10,9 +10,10 @@
                 token, stored and synced BEFORE the first byte leaves; later
                 the time its first part was posted and its outcome; forgotten
                 once the broker acknowledged the outcome
-        posted  per pair posted: its fingerprint, entity, chat and time;
-                kept for dedupe (storage.dedupeRetentionSeconds /
-                dedupeMaxKeys) and as the rate history a restart replays
+        posted  per pair posted (or in doubt: it may have been): its
+                fingerprint, entity, chat and time; kept for dedupe
+                (storage.dedupeRetentionSeconds / dedupeMaxKeys) and as the
+                rate history a restart replays
 
     After a restart a mark without an outcome is a post that was
     interrupted: the sink asks the destination whether it went out.
@@ -61,13 +62,14 @@ typedef struct {
     int64_t outcome_at;
 } sink_mark_t;
 
-//  A pair posted.
+//  A pair posted, or in doubt.
 typedef struct {
     pkey_fp_t pair;
     const char *entity;
     const char *chat;
     const char *chat_kind;
-    int64_t at;                 //  when its first part was posted
+    int64_t at;                 //  when its first part was posted (or the doubt arose)
+    bool doubt;                 //  it may or may not have been posted
 } sink_posted_t;
 
 //  NULL + err when the store cannot be opened.

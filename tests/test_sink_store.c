@@ -83,7 +83,7 @@ static void test_marks_outcomes_and_syncs (void **state)
     sink_store_first (store, pair, 2100);
     sink_store_retoken (store, pair, 7, 0xdef);
     sink_store_outcome (store, pair, 0, "", 2200);
-    sink_posted_t p = {pair, "joker", "tg/-1", "group", 2100};
+    sink_posted_t p = {pair, "joker", "tg/-1", "group", 2100, false};
     sink_store_posted (store, &p);
     assert_int_equal (sink_store_commit (store), 0);
     assert_int_equal (sink_store_syncs (store), 1);
