@@ -466,6 +466,16 @@ void post_drain (post_t *self)
     self->draining = true;
 }
 
+void post_stop (post_t *self)
+{
+    assert (self);
+    if (!self->store)
+        return;
+    for (reply_t *r = zhashx_first (self->by_id); r; r = zhashx_next (self->by_id))
+        if (r->marked && r->state != R_POSTING && r->state != R_RESUMING)
+            sink_store_forget (self->store, r->pair);
+}
+
 bool post_busy (post_t *self)
 {
     assert (self);

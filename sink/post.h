@@ -90,6 +90,9 @@ int64_t post_wakeup (post_t *self, int64_t now);
 //  under way at destinations.
 void post_drain (post_t *self);
 bool post_busy (post_t *self);
+//  The sink stops now: marks of replies whose first byte never left are
+//  forgotten (they were certainly not posted; the broker takes the jobs back).
+void post_stop (post_t *self);
 
 void post_stats (post_t *self, post_stats_t *stats);
 

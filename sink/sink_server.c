@@ -628,6 +628,7 @@ void sink_server (zsock_t *pipe, void *args)
     //  is in the store (or, without storage, the broker's leases bring it back).
     int64_t now = prt_clock (self->rt);
     commit_send (self->commit, now);
+    post_stop (self->post);
     if (self->store)
         sink_store_commit (self->store);
     s_sink_destroy (&self);
