@@ -268,7 +268,9 @@ void commit_send (commit_t *self, int64_t now)
         s_move (r, self->asking, R_ASKING);
         self->stats.resent++;
     }
-    int64_t renew = self->lease_ms / 3;
+    //  Due at a quarter of the lease, checked every tick (at most a twelfth):
+    //  never more than a third of the lease between two renewals.
+    int64_t renew = self->lease_ms / 4;
     while ((r = zlistx_first (self->held)) && r->sent_at != now && now - r->sent_at >= renew) {
         s_name (self, f, r, 1, now);
         s_move (r, self->held, R_HELD);
@@ -313,8 +315,8 @@ int64_t commit_wakeup (commit_t *self, int64_t now)
     if (r)
         wake = r->sent_at + self->resend_ms;
     r = zlistx_first (self->held);
-    if (r && r->sent_at + self->lease_ms / 3 < wake)
-        wake = r->sent_at + self->lease_ms / 3;
+    if (r && r->sent_at + self->lease_ms / 4 < wake)
+        wake = r->sent_at + self->lease_ms / 4;
     s_batch_t *b = zlistx_first (self->batches);
     if (b && b->sent_at + self->resend_ms < wake)
         wake = b->sent_at + self->resend_ms;
