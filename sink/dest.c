@@ -1,19 +1,21 @@
 /*  dest - creates destinations by kind. See dest.h. */
 #include "sink/dest.h"
+#include "common/palloc.h"
 #include "common/plog.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-dest_t *dest_new (const pcfg_destination_t *config, const pcfg_t *root, dest_done_fn *done,
-                  dest_sending_fn *sending, void *ctx)
+dest_t *dest_new (const pcfg_destination_t *config, const pcfg_t *root,
+                  const dest_events_t *events)
 {
-    dest_t *self = calloc (1, sizeof *self);
+    dest_t *self = pcalloc (1, sizeof *self);
     self->config = config;
     self->root = root;
-    self->done = done;
-    self->sending = sending;
-    self->ctx = ctx;
+    self->done = events->done;
+    self->sending = events->sending;
+    self->first = events->first;
+    self->ctx = events->ctx;
     int rc;
     if (strcmp (config->type, "stdout") == 0)
         rc = dest_stdout_init (self);

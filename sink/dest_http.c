@@ -15,10 +15,14 @@
     Outcomes follow dest_http_outcome: 2xx posted; 408/429/500/503 retried
     (after Retry-After); no answer after sending, or a gateway's 502/504,
     in doubt; other statuses failed with the API's answer as the reason.
-    Limits are the configured limits[] (there are no platform defaults).
+    Limits are the configured limits[] (there are no platform defaults),
+    with the destination's margins. A 429 (or a 503 with Retry-After)
+    holds every post of the destination for exactly the Retry-After it
+    gave (one second if it gave none).
 */
 #include "sink/dest.h"
 #include "sink/dest_outbox.h"
+#include "common/palloc.h"
 #include "common/plog.h"
 
 #include <czmq.h>
@@ -79,8 +83,11 @@ static void s_on_response (void *arg, const phttp_response_t *r)
     int status = dest_http_outcome (r, h->dest->config->name, why, sizeof why);
     phttp_redact (why, h->token, clean, sizeof clean);
     int64_t retry_after = r->retry_after_ms > 0 ? r->retry_after_ms : 0;
-    if (r->status == 429 || (r->status == 503 && retry_after))
-        dest_limit_pause (h->limit, now + (retry_after ? retry_after : 1000));
+    if (r->status == 429 || (r->status == 503 && retry_after)) {
+        if (!retry_after)
+            retry_after = 1000;     //  the API did not say: a second, and the sink's backoff
+        dest_limit_pause (h->limit, NULL, now + retry_after);
+    }
     dest_outbox_part_done (h->outbox, item, status, status == DEST_OK ? NULL : clean, retry_after,
                            now);
 }
@@ -96,11 +103,11 @@ static int s_send (dest_t *dest, dest_item_t *item, int64_t now, char *why, size
     //  Headers: ours, then the configured ones (filled in).
     json_t *conf = dest->config->headers;
     size_t n = json_is_object (conf) ? json_object_size (conf) : 0;
-    char **headers = calloc (n + 3, sizeof (char *));
+    char **headers = pcalloc (n + 3, sizeof (char *));
     size_t k = 0;
-    headers[k++] = strdup ("Content-Type: application/json");
+    headers[k++] = pstrdup ("Content-Type: application/json");
     if (!h->own_idempotency_key) {
-        headers[k] = malloc (strlen (item->key) + 64);
+        headers[k] = pmalloc (strlen (item->key) + 64);
         const char *sep = strchr (item->key, '\x1f');
         if (item->part_next)
             sprintf (headers[k++], "Idempotency-Key: %.*s/%s#%zu", (int) (sep - item->key),
@@ -114,7 +121,7 @@ static int s_send (dest_t *dest, dest_item_t *item, int64_t now, char *why, size
     if (n)
         json_object_foreach (conf, key, value) {
             char *filled = ptext_fill (json_string_value (value), dest_var, &vars);
-            headers[k] = malloc (strlen (key) + strlen (filled) + 3);
+            headers[k] = pmalloc (strlen (key) + strlen (filled) + 3);
             sprintf (headers[k++], "%s: %s", key, filled);
             free (filled);
         }
@@ -146,24 +153,30 @@ static int s_post (dest_t *self, const dest_post_t *post, void *tag, int64_t now
     return 0;
 }
 
-static int s_pollitems (dest_t *self, zmq_pollitem_t *items, int max)
+static int s_pollitems (prt_io_t *io, zmq_pollitem_t *items, int max)
 {
-    return phttp_pollitems (((http_dest_t *) self->state)->http, items, max);
+    return phttp_pollitems (((http_dest_t *) dest_of (io)->state)->http, items, max);
 }
 
-static void s_process (dest_t *self, int64_t now, zmq_pollitem_t *items, int count)
+static void s_process (prt_io_t *io, int64_t now, zmq_pollitem_t *items, int count)
 {
     (void) items, (void) count;
-    http_dest_t *h = self->state;
+    http_dest_t *h = dest_of (io)->state;
     phttp_process (h->http);
     dest_outbox_run (h->outbox, now);
 }
 
-static int64_t s_wakeup (dest_t *self, int64_t now)
+static int64_t s_wakeup (prt_io_t *io, int64_t now)
 {
-    http_dest_t *h = self->state;
+    http_dest_t *h = dest_of (io)->state;
     int64_t a = dest_outbox_wakeup (h->outbox, now), b = phttp_wakeup (h->http);
     return a < b ? a : b;
+}
+
+static void s_restore (dest_t *self, const char *entity_id, const char *chat_ref, int64_t at)
+{
+    (void) entity_id;
+    dest_limit_record (((http_dest_t *) self->state)->limit, chat_ref, false, at);
 }
 
 static int s_was_posted (dest_t *self, const char *msg_key, const char *entity_id)
@@ -195,10 +208,10 @@ int dest_http_init (dest_t *self)
     const char *token = NULL;
     if (*c->token_env && !(token = dest_token (self, c->token_env, "the API token")))
         return -1;
-    http_dest_t *h = calloc (1, sizeof *h);
+    http_dest_t *h = pcalloc (1, sizeof *h);
     self->state = h;
     h->dest = self;
-    h->token = token ? strdup (token) : NULL;
+    h->token = pstrdup (token);
     if (c->headers && !json_is_null (c->headers)) {
         if (!json_is_object (c->headers)) {
             plog_error ("destination %s: headers: expected an object of strings", c->name);
@@ -223,7 +236,7 @@ int dest_http_init (dest_t *self)
                                                    : json_loads (s_default_body, 0, NULL);
     h->http = phttp_new (h->token);
     dest_rule_t rules[DEST_MAX_RULES];
-    h->limit = dest_limit_new (rules, dest_limit_rules (c, rules, DEST_MAX_RULES));
+    h->limit = dest_limit_new (rules, dest_limit_held_rules (c, rules, DEST_MAX_RULES));
     h->outbox = dest_outbox_new (self, s_send, PTEXT_BYTES, 0);
     if (!h->http) {
         plog_error ("destination %s: libcurl could not be set up", c->name);
@@ -231,10 +244,11 @@ int dest_http_init (dest_t *self)
         return -1;
     }
     self->post = s_post;
-    self->pollitems = s_pollitems;
-    self->process = s_process;
-    self->wakeup = s_wakeup;
+    self->io.pollitems = s_pollitems;
+    self->io.process = s_process;
+    self->io.wakeup = s_wakeup;
     self->was_posted = s_was_posted;
+    self->restore = s_restore;
     self->destroy = s_destroy;
     return 0;
 }

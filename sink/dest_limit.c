@@ -1,18 +1,23 @@
 /*  dest_limit - sliding-window limits per account. See dest_limit.h. */
 #include "sink/dest_limit.h"
+#include "common/palloc.h"
 
 #include <czmq.h>
-#include <stdlib.h>
+#include <math.h>
 #include <string.h>
 
 #define PRUNE_EVERY 1000        //  posts between sweeps of idle per-chat windows
 
-//  The times of the last `count` posts, oldest at `head` once full.
+//  The times of the last `count` posts (newest at head - 1) and the posts
+//  under way.
 typedef struct {
     int64_t *times;
     int64_t count;
     int64_t used;
     int64_t head;
+    int64_t pending;
+    uint64_t stamp;             //  the pass that set `protect`
+    int64_t protect;
 } s_window_t;
 
 typedef struct {
@@ -24,16 +29,28 @@ typedef struct {
 struct dest_limit_s {
     s_rule_t *rules;
     size_t count;
-    int64_t paused_until;
-    uint64_t takes;
+    int64_t paused_until;       //  the whole account
+    zhashx_t *paused;           //  chat -> int64_t until
+    uint64_t posts;
 };
+
+static void s_window_init (s_window_t *w, int64_t count)
+{
+    w->times = pcalloc ((size_t) count, sizeof (int64_t));
+    w->count = count;
+}
 
 static s_window_t *s_window_new (int64_t count)
 {
-    s_window_t *w = calloc (1, sizeof *w);
-    w->times = calloc ((size_t) count, sizeof (int64_t));
-    w->count = count;
+    s_window_t *w = pcalloc (1, sizeof *w);
+    s_window_init (w, count);
     return w;
+}
+
+static void s_free_item (void **item)
+{
+    free (*item);
+    *item = NULL;
 }
 
 static void s_window_free (void **item)
@@ -44,22 +61,32 @@ static void s_window_free (void **item)
     *item = NULL;
 }
 
-static int64_t s_window_next (const s_window_t *w, int64_t per_ms, int64_t now)
+//  The i-th newest post (0 = newest); i < used.
+static int64_t s_entry (const s_window_t *w, int64_t i)
 {
-    if (w->used < w->count)
+    return w->times[(w->head + w->count - 1 - i) % w->count];
+}
+
+//  Earliest time one more post may start with `pending` under way.
+static int64_t s_window_next (const s_window_t *w, int64_t per_ms, int64_t now, int64_t pending)
+{
+    if (pending >= w->count)
+        return DEST_NEVER;
+    int64_t k = w->count - pending;     //  the k-th newest must be a window old
+    if (w->used < k)
         return now;
-    int64_t free_at = w->times[w->head] + per_ms;
+    int64_t free_at = s_entry (w, k - 1) + per_ms;
     return free_at > now ? free_at : now;
 }
 
-static void s_window_take (s_window_t *w, int64_t now)
+static void s_window_record (s_window_t *w, int64_t at)
 {
+    if (w->used && s_entry (w, 0) > at)
+        at = s_entry (w, 0);    //  times never go back (clock changes)
+    w->times[w->head] = at;
+    w->head = (w->head + 1) % w->count;
     if (w->used < w->count)
-        w->times[(w->head + w->used++) % w->count] = now;
-    else {
-        w->times[w->head] = now;
-        w->head = (w->head + 1) % w->count;
-    }
+        w->used++;
 }
 
 static bool s_applies (const dest_rule_t *r, bool is_private)
@@ -68,25 +95,41 @@ static bool s_applies (const dest_rule_t *r, bool is_private)
            || (r->scope == DEST_SCOPE_PRIVATE && is_private);
 }
 
+//  The window of rule `r` that counts posts to `chat`, or NULL; `create`
+//  makes a per-chat window on first use.
+static s_window_t *s_window (s_rule_t *r, const char *chat, bool is_private, bool create)
+{
+    if (r->rule.scope == DEST_SCOPE_ALL)
+        return &r->all;
+    if (!s_applies (&r->rule, is_private))
+        return NULL;
+    s_window_t *w = zhashx_lookup (r->chats, chat);
+    if (!w && create) {
+        w = s_window_new (r->rule.count);
+        zhashx_insert (r->chats, chat, w);
+    }
+    return w;
+}
+
 dest_limit_t *dest_limit_new (const dest_rule_t *rules, size_t count)
 {
-    dest_limit_t *self = calloc (1, sizeof *self);
-    self->rules = calloc (count + 1, sizeof (s_rule_t));
+    dest_limit_t *self = pcalloc (1, sizeof *self);
+    self->rules = pcalloc (count + 1, sizeof (s_rule_t));
     self->count = count;
     for (size_t i = 0; i < count; i++) {
         s_rule_t *r = &self->rules[i];
         r->rule = rules[i];
         if (r->rule.count < 1)
             r->rule.count = 1;
-        if (r->rule.scope == DEST_SCOPE_ALL) {
-            r->all.times = calloc ((size_t) r->rule.count, sizeof (int64_t));
-            r->all.count = r->rule.count;
-        }
+        if (r->rule.scope == DEST_SCOPE_ALL)
+            s_window_init (&r->all, r->rule.count);
         else {
             r->chats = zhashx_new ();
             zhashx_set_destructor (r->chats, s_window_free);
         }
     }
+    self->paused = zhashx_new ();
+    zhashx_set_destructor (self->paused, s_free_item);
     return self;
 }
 
@@ -100,23 +143,29 @@ void dest_limit_destroy (dest_limit_t **self_p)
         zhashx_destroy (&self->rules[i].chats);
     }
     free (self->rules);
+    zhashx_destroy (&self->paused);
     free (self);
     *self_p = NULL;
+}
+
+static int64_t s_paused_until (dest_limit_t *self, const char *chat)
+{
+    int64_t *until = zhashx_lookup (self->paused, chat);
+    return until ? *until : 0;
 }
 
 int64_t dest_limit_next (dest_limit_t *self, const char *chat, bool is_private, int64_t now)
 {
     assert (self);
     int64_t at = self->paused_until > now ? self->paused_until : now;
+    int64_t chat_until = s_paused_until (self, chat);
+    if (chat_until > at)
+        at = chat_until;
     for (size_t i = 0; i < self->count; i++) {
         s_rule_t *r = &self->rules[i];
-        const s_window_t *w = NULL;
-        if (r->rule.scope == DEST_SCOPE_ALL)
-            w = &r->all;
-        else if (s_applies (&r->rule, is_private))
-            w = zhashx_lookup (r->chats, chat);
+        const s_window_t *w = s_window (r, chat, is_private, false);
         if (w) {
-            int64_t t = s_window_next (w, r->rule.per_ms, now);
+            int64_t t = s_window_next (w, r->rule.per_ms, now, w->pending);
             if (t > at)
                 at = t;
         }
@@ -124,7 +173,8 @@ int64_t dest_limit_next (dest_limit_t *self, const char *chat, bool is_private, 
     return at;
 }
 
-//  Forgets per-chat windows whose every post is older than the window.
+//  Forgets per-chat windows with nothing under way whose every post is
+//  older than the window, and pauses that are over.
 static void s_prune (dest_limit_t *self, int64_t now)
 {
     for (size_t i = 0; i < self->count; i++) {
@@ -134,39 +184,114 @@ static void s_prune (dest_limit_t *self, int64_t now)
         zlistx_t *keys = zhashx_keys (r->chats);
         for (const char *k = zlistx_first (keys); k; k = zlistx_next (keys)) {
             s_window_t *w = zhashx_lookup (r->chats, k);
-            int64_t newest = w->times[(w->head + w->used - 1) % w->count];
-            if (newest + r->rule.per_ms <= now)
+            if (!w->pending && (!w->used || s_entry (w, 0) + r->rule.per_ms <= now))
                 zhashx_delete (r->chats, k);
         }
         zlistx_destroy (&keys);
     }
+    zlistx_t *keys = zhashx_keys (self->paused);
+    for (const char *k = zlistx_first (keys); k; k = zlistx_next (keys))
+        if (s_paused_until (self, k) <= now)
+            zhashx_delete (self->paused, k);
+    zlistx_destroy (&keys);
 }
 
-void dest_limit_take (dest_limit_t *self, const char *chat, bool is_private, int64_t now)
+void dest_limit_start (dest_limit_t *self, const char *chat, bool is_private)
+{
+    assert (self);
+    for (size_t i = 0; i < self->count; i++) {
+        s_window_t *w = s_window (&self->rules[i], chat, is_private, true);
+        if (w)
+            w->pending++;
+    }
+}
+
+void dest_limit_end (dest_limit_t *self, const char *chat, bool is_private, int64_t at,
+                     bool posted)
+{
+    assert (self);
+    for (size_t i = 0; i < self->count; i++) {
+        s_window_t *w = s_window (&self->rules[i], chat, is_private, posted);
+        if (!w)
+            continue;
+        if (w->pending)
+            w->pending--;
+        if (posted)
+            s_window_record (w, at);
+    }
+    if (posted && ++self->posts % PRUNE_EVERY == 0)
+        s_prune (self, at);
+}
+
+void dest_limit_record (dest_limit_t *self, const char *chat, bool is_private, int64_t at)
+{
+    assert (self);
+    for (size_t i = 0; i < self->count; i++) {
+        s_window_t *w = s_window (&self->rules[i], chat, is_private, true);
+        if (w)
+            s_window_record (w, at);
+    }
+}
+
+void dest_limit_pause (dest_limit_t *self, const char *chat, int64_t until)
+{
+    assert (self);
+    if (!chat) {
+        if (until > self->paused_until)
+            self->paused_until = until;
+        return;
+    }
+    if (until <= s_paused_until (self, chat))
+        return;
+    int64_t *value = pmalloc (sizeof (int64_t));
+    *value = until;
+    zhashx_update (self->paused, chat, value);
+}
+
+bool dest_limit_chat_paused (dest_limit_t *self, const char *chat, int64_t now)
+{
+    assert (self);
+    return s_paused_until (self, chat) > now;
+}
+
+size_t dest_limit_paused_chats (dest_limit_t *self, int64_t now)
+{
+    assert (self);
+    size_t n = 0;
+    for (int64_t *until = zhashx_first (self->paused); until; until = zhashx_next (self->paused))
+        n += *until > now;
+    return n;
+}
+
+void dest_limit_protect (dest_limit_t *self, uint64_t pass, const char *chat, bool is_private,
+                         int64_t at)
+{
+    assert (self);
+    for (size_t i = 0; i < self->count; i++) {
+        s_window_t *w = s_window (&self->rules[i], chat, is_private, true);
+        if (!w)
+            continue;
+        if (w->stamp != pass) {
+            w->stamp = pass;
+            w->protect = DEST_NEVER;
+        }
+        if (at < w->protect)
+            w->protect = at;
+    }
+}
+
+bool dest_limit_protected (dest_limit_t *self, uint64_t pass, const char *chat, bool is_private,
+                           int64_t now)
 {
     assert (self);
     for (size_t i = 0; i < self->count; i++) {
         s_rule_t *r = &self->rules[i];
-        if (r->rule.scope == DEST_SCOPE_ALL)
-            s_window_take (&r->all, now);
-        else if (s_applies (&r->rule, is_private)) {
-            s_window_t *w = zhashx_lookup (r->chats, chat);
-            if (!w) {
-                w = s_window_new (r->rule.count);
-                zhashx_insert (r->chats, chat, w);
-            }
-            s_window_take (w, now);
-        }
+        const s_window_t *w = s_window (r, chat, is_private, false);
+        if (w && w->stamp == pass && w->protect != DEST_NEVER
+            && s_window_next (w, r->rule.per_ms, now, w->pending + 1) > w->protect)
+            return true;
     }
-    if (++self->takes % PRUNE_EVERY == 0)
-        s_prune (self, now);
-}
-
-void dest_limit_pause (dest_limit_t *self, int64_t until)
-{
-    assert (self);
-    if (until > self->paused_until)
-        self->paused_until = until;
+    return false;
 }
 
 size_t dest_limit_rules (const pcfg_destination_t *config, dest_rule_t *out, size_t max)
@@ -193,5 +318,20 @@ size_t dest_limit_rules (const pcfg_destination_t *config, dest_rule_t *out, siz
                                                           : DEST_SCOPE_ALL;
         out[n++] = (dest_rule_t) {scope, limits[i].count, limits[i].per_ms};
     }
+    return n;
+}
+
+void dest_limit_margin (dest_rule_t *rules, size_t count, double percent, int64_t ms)
+{
+    for (size_t i = 0; i < count; i++) {
+        int64_t extra = (int64_t) ceil ((double) rules[i].per_ms * percent / 100.0);
+        rules[i].per_ms += extra > ms ? extra : ms;
+    }
+}
+
+size_t dest_limit_held_rules (const pcfg_destination_t *config, dest_rule_t *out, size_t max)
+{
+    size_t n = dest_limit_rules (config, out, max);
+    dest_limit_margin (out, n, config->limit_margin_percent, config->limit_margin_ms);
     return n;
 }

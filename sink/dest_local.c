@@ -8,6 +8,7 @@
     the sink check after a crash whether a post it was making went out.
 */
 #include "sink/dest.h"
+#include "common/palloc.h"
 #include "common/plog.h"
 #include "net/ptext.h"
 
@@ -19,21 +20,29 @@
 #include <string.h>
 #include <unistd.h>
 
-int dest_no_pollitems (dest_t *self, zmq_pollitem_t *items, int max)
+int dest_no_pollitems (prt_io_t *io, zmq_pollitem_t *items, int max)
 {
-    (void) self, (void) items, (void) max;
+    (void) io, (void) items, (void) max;
     return 0;
 }
 
-void dest_no_process (dest_t *self, int64_t now, zmq_pollitem_t *items, int count)
+void dest_no_process (prt_io_t *io, int64_t now, zmq_pollitem_t *items, int count)
 {
-    (void) self, (void) now, (void) items, (void) count;
+    (void) io, (void) now, (void) items, (void) count;
 }
 
-int64_t dest_no_wakeup (dest_t *self, int64_t now)
+int64_t dest_no_wakeup (prt_io_t *io, int64_t now)
 {
-    (void) self, (void) now;
-    return INT64_MAX;
+    (void) io, (void) now;
+    return PRT_NEVER;
+}
+
+//  The post is written: that is when it counts.
+static void s_written (dest_t *self, void *tag, int64_t now)
+{
+    if (self->first)
+        self->first (self->ctx, tag, now);
+    self->done (self->ctx, tag, DEST_OK, NULL, 0);
 }
 
 //  --- stdout ----------------------------------------------------------------------
@@ -46,12 +55,11 @@ static char *s_text (dest_t *self, const dest_post_t *post)
 
 static int s_stdout_post (dest_t *self, const dest_post_t *post, void *tag, int64_t now)
 {
-    (void) now;
     char *text = s_text (self, post);
     printf ("[%s] %s -> @%s: %s\n", post->chat, post->entity_name, post->author, text);
     fflush (stdout);
     free (text);
-    self->done (self->ctx, tag, DEST_OK, NULL, 0);
+    s_written (self, tag, now);
     return 0;
 }
 
@@ -69,9 +77,9 @@ static void s_stdout_destroy (dest_t *self)
 int dest_stdout_init (dest_t *self)
 {
     self->post = s_stdout_post;
-    self->pollitems = dest_no_pollitems;
-    self->process = dest_no_process;
-    self->wakeup = dest_no_wakeup;
+    self->io.pollitems = dest_no_pollitems;
+    self->io.process = dest_no_process;
+    self->io.wakeup = dest_no_wakeup;
     self->was_posted = s_stdout_was_posted;
     self->destroy = s_stdout_destroy;
     return 0;
@@ -107,7 +115,7 @@ static int s_jsonl_post (dest_t *self, const dest_post_t *post, void *tag, int64
     ssize_t wrote = write (j->fd, text, len + 1);
     free (text);
     if (wrote == (ssize_t) (len + 1))
-        self->done (self->ctx, tag, DEST_OK, NULL, 0);
+        s_written (self, tag, now);
     else {
         char why[200];
         snprintf (why, sizeof why, "write to %s failed: %s", self->config->path,
@@ -160,7 +168,7 @@ int dest_jsonl_init (dest_t *self)
         plog_error ("destination %s: jsonl needs a \"path\"", self->config->name);
         return -1;
     }
-    jsonl_t *j = calloc (1, sizeof *j);
+    jsonl_t *j = pcalloc (1, sizeof *j);
     j->fd = open (self->config->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
     if (j->fd < 0) {
         plog_error ("destination %s: cannot open %s: %s", self->config->name, self->config->path,
@@ -170,9 +178,9 @@ int dest_jsonl_init (dest_t *self)
     }
     self->state = j;
     self->post = s_jsonl_post;
-    self->pollitems = dest_no_pollitems;
-    self->process = dest_no_process;
-    self->wakeup = dest_no_wakeup;
+    self->io.pollitems = dest_no_pollitems;
+    self->io.process = dest_no_process;
+    self->io.wakeup = dest_no_wakeup;
     self->was_posted = s_jsonl_was_posted;
     self->destroy = s_jsonl_destroy;
     return 0;

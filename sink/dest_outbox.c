@@ -1,9 +1,10 @@
 /*  dest_outbox - posts held until they may go. See dest_outbox.h. */
 #include "sink/dest_outbox.h"
+#include "common/palloc.h"
+#include "common/pkey.h"
 #include "common/plog.h"
 
 #include <czmq.h>
-#include <stdlib.h>
 #include <string.h>
 
 #define PROGRESS_MAX 10000      //  partly posted replies remembered
@@ -15,15 +16,17 @@ struct dest_outbox_s {
     size_t max_len;             //  per part; 0 = no limit
     bool trim;                  //  trim instead of split
     int64_t timeout_ms;         //  longest wait while the destination is not ready
-    zlistx_t *items;            //  dest_item_t, arrival order
+    zlistx_t *items;            //  dest_item_t, most urgent first
     zhashx_t *busy;             //  chat -> in-flight count
     zhashx_t *progress;         //  reply key -> parts posted
     zlistx_t *progress_order;
+    uint64_t next_seq;
+    uint64_t pass;              //  passes over the items (dest_limit_protect)
 };
 
 static char *s_dup (const char *s)
 {
-    return strdup (s ? s : "");
+    return pstrdup (s ? s : "");
 }
 
 static void s_item_free (dest_item_t *item)
@@ -47,12 +50,23 @@ static void s_item_free (dest_item_t *item)
     free (item);
 }
 
+//  Most urgent first: priority, then the message's age, then arrival.
+static int s_compare (const void *a, const void *b)
+{
+    const dest_item_t *x = a, *y = b;
+    if (x->post.priority != y->post.priority)
+        return x->post.priority < y->post.priority ? -1 : 1;
+    if (x->post.created_ms != y->post.created_ms)
+        return x->post.created_ms < y->post.created_ms ? -1 : 1;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
 static void s_add_part (dest_item_t *item, const char *s, size_t n)
 {
     while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\n' || s[n - 1] == '\t'))
         n--;
-    item->parts = realloc (item->parts, (item->part_count + 1) * sizeof (char *));
-    item->parts[item->part_count++] = strndup (s, n);
+    item->parts = prealloc (item->parts, (item->part_count + 1) * sizeof (char *));
+    item->parts[item->part_count++] = pstrndup (s, n);
 }
 
 static void s_split (dest_outbox_t *self, dest_item_t *item, const char *text)
@@ -101,7 +115,7 @@ static void s_busy (dest_outbox_t *self, const char *chat, int delta)
 static void s_remember (dest_outbox_t *self, const char *key, size_t parts)
 {
     if (!zhashx_lookup (self->progress, key)) {
-        zlistx_add_end (self->progress_order, strdup (key));
+        zlistx_add_end (self->progress_order, pstrdup (key));
         while (zlistx_size (self->progress_order) > PROGRESS_MAX) {
             char *oldest = zlistx_detach (self->progress_order, NULL);
             zhashx_delete (self->progress, oldest);
@@ -135,14 +149,13 @@ dest_item_t *dest_outbox_add (dest_outbox_t *self, const dest_post_t *post, void
                               void *account, dest_limit_t *limit)
 {
     assert (self);
-    dest_item_t *item = calloc (1, sizeof *item);
+    dest_item_t *item = pcalloc (1, sizeof *item);
     item->tag = tag;
-    char key[1200];
-    snprintf (key, sizeof key, "%s\x1f%s", post->entity_id, post->msg_key);
-    item->key = strdup (key);
-    item->chat = strdup (chat);
-    item->msg_ref = strdup (post->msg_ref ? post->msg_ref : "");
+    item->key = pkey_pair_new (post->entity_id, post->msg_key);
+    item->chat = pstrdup (chat);
+    item->msg_ref = pstrdup (post->msg_ref ? post->msg_ref : "");
     item->is_private = is_private;
+    item->seq = ++self->next_seq;
     item->post = *post;
     dest_post_t *p = &item->post;
     p->msg_key = s_dup (post->msg_key);
@@ -157,17 +170,20 @@ dest_item_t *dest_outbox_add (dest_outbox_t *self, const dest_post_t *post, void
     item->account = account;
     item->limit = limit;
     s_split (self, item, text);
-    item->part_next = (size_t) (uintptr_t) zhashx_lookup (self->progress, key);
-    item->handle = zlistx_add_end (self->items, item);
+    item->part_next = (size_t) (uintptr_t) zhashx_lookup (self->progress, item->key);
+    item->handle = zlistx_insert (self->items, item, true);
     if (item->part_next >= item->part_count) {
         plog_info ("destination %s: reply to %s was posted in full before; not again",
                    self->dest->config->name, post->msg_key);
         s_complete (self, item, DEST_OK, NULL, 0);
         return NULL;
     }
-    if (item->part_next)
+    if (item->part_next) {
+        //  Its first part went out before: the sink knows it is being posted.
+        item->announced = true;
         plog_info ("destination %s: reply to %s continues at part %zu of %zu",
                    self->dest->config->name, post->msg_key, item->part_next + 1, item->part_count);
+    }
     return item;
 }
 
@@ -177,29 +193,54 @@ void dest_outbox_run (dest_outbox_t *self, int64_t now)
     size_t n = zlistx_size (self->items);
     if (!n)
         return;
+    uint64_t pass = ++self->pass;
     //  A snapshot: completing an item removes it from the list (only that one).
-    dest_item_t **items = calloc (n, sizeof *items);
+    dest_item_t **items = pcalloc (n, sizeof *items);
     size_t k = 0;
     for (dest_item_t *item = zlistx_first (self->items); item; item = zlistx_next (self->items))
         items[k++] = item;
     for (size_t i = 0; i < k; i++) {
         dest_item_t *item = items[i];
-        if (item->in_flight || zhashx_lookup (self->busy, item->chat)
-            || dest_limit_next (item->limit, item->chat, item->is_private, now) > now)
+        if (item->in_flight)
             continue;
-        //  The sink marks the reply as being posted before its first part leaves.
-        if (item->part_next == 0 && !item->announced && self->dest->sending) {
-            if (self->dest->sending (self->dest->ctx, item->tag) != 0)
-                continue;
-            item->announced = true;
+        char *chat = item->chat;
+        bool priv = item->is_private;
+        dest_limit_t *limit = item->limit;
+        //  Waiting for the chat's post in flight: it could go the moment
+        //  that is answered, so less urgent posts must not take its windows.
+        if (zhashx_lookup (self->busy, chat)) {
+            dest_limit_protect (limit, pass, chat, priv, now);
+            continue;
         }
+        int64_t at = dest_limit_next (limit, chat, priv, now);
+        if (at > now) {
+            dest_limit_protect (limit, pass, chat, priv, at);
+            continue;
+        }
+        if (dest_limit_protected (limit, pass, chat, priv, now)) {
+            dest_limit_protect (limit, pass, chat, priv, now);
+            continue;
+        }
+        if (!item->announced && self->dest->sending) {
+            int answer = self->dest->sending (self->dest->ctx, item->tag, now);
+            if (answer == DEST_SEND_DROP) {
+                s_complete (self, item, DEST_DROPPED, NULL, 0);
+                continue;
+            }
+            if (answer != DEST_SEND_GO) {
+                //  The sink is storing its mark: keep its place.
+                dest_limit_protect (limit, pass, chat, priv, now);
+                continue;
+            }
+        }
+        item->announced = true;
         char why[300] = "not ready";
         int rc = self->send (self->dest, item, now, why, sizeof why);
         if (rc == 0) {
-            dest_limit_take (item->limit, item->chat, item->is_private, now);
+            dest_limit_start (item->limit, chat, priv);
             item->in_flight = true;
             item->blocked_since = 0;
-            s_busy (self, item->chat, 1);
+            s_busy (self, chat, 1);
         }
         else if (rc == 2)
             s_complete (self, item, DEST_FAIL, why, 0);
@@ -218,7 +259,7 @@ void dest_outbox_run (dest_outbox_t *self, int64_t now)
 int64_t dest_outbox_wakeup (dest_outbox_t *self, int64_t now)
 {
     assert (self);
-    int64_t wake = INT64_MAX;
+    int64_t wake = DEST_NEVER;
     for (dest_item_t *item = zlistx_first (self->items); item; item = zlistx_next (self->items)) {
         if (item->in_flight || zhashx_lookup (self->busy, item->chat))
             continue;
@@ -235,11 +276,15 @@ void dest_outbox_part_done (dest_outbox_t *self, dest_item_t *item, int status,
                             const char *reason, int64_t retry_after_ms, int64_t now)
 {
     assert (self);
-    (void) now;
     if (item->in_flight) {
         item->in_flight = false;
         s_busy (self, item->chat, -1);
+        //  The platform counted it when it took it: at the answer, at the latest.
+        dest_limit_end (item->limit, item->chat, item->is_private, now,
+                        status == DEST_OK || status == DEST_IN_DOUBT);
     }
+    if (status == DEST_OK && item->part_next == 0 && self->dest->first)
+        self->dest->first (self->dest->ctx, item->tag, now);
     if (status == DEST_OK && ++item->part_next < item->part_count) {
         s_remember (self, item->key, item->part_next);
         return;     //  the next part goes when the limits allow
@@ -268,7 +313,7 @@ dest_item_t *dest_outbox_next (dest_outbox_t *self)
 dest_outbox_t *dest_outbox_new (dest_t *dest, dest_send_fn *send, ptext_unit_t unit,
                                 size_t platform_max)
 {
-    dest_outbox_t *self = calloc (1, sizeof *self);
+    dest_outbox_t *self = pcalloc (1, sizeof *self);
     self->dest = dest;
     dest->holds = true;
     self->send = send;
@@ -277,6 +322,7 @@ dest_outbox_t *dest_outbox_new (dest_t *dest, dest_send_fn *send, ptext_unit_t u
     self->trim = strcmp (dest->config->over_length, "trim") == 0;
     self->timeout_ms = dest->config->timeout_ms;
     self->items = zlistx_new ();
+    zlistx_set_comparator (self->items, s_compare);
     self->busy = zhashx_new ();
     self->progress = zhashx_new ();
     self->progress_order = zlistx_new ();

@@ -5,17 +5,23 @@
     reply). An entity listed in accounts[] posts as its own bot; the others
     post as the default bot (tokenEnv), with textTemplate to say who speaks.
 
-    Limits per bot, held here as a safety net beside the broker's: 30
-    messages per second, 20 per minute in a group, 1 per second in a private
-    chat (chat ids above zero are private chats), plus the configured ones.
-    A 429 pauses the bot for parameters.retry_after and hands the reply
-    back to the sink to retry then. Texts over 4096 UTF-16 units are split
+    Limits per bot, as Telegram counts them: 30 messages per second, 20 per
+    minute in a group, 1 per second in a private chat (chat ids above zero
+    are private chats), plus the configured ones, each held with the
+    destination's margins. A 429 names how long to wait
+    (parameters.retry_after) but not what for: it pauses the chat it came
+    from for exactly that long, since the group and private-chat limits are
+    what a bot within its overall rate runs into; a second 429 from another
+    chat while one chat is paused means the bot as a whole is over its
+    limit, and pauses all of the bot's posts. The reply goes back to the
+    sink, to retry no sooner than retry_after. Texts over 4096 UTF-16 units are split
     (each part is one message, the parts already sent are not sent again on
     a retry) or trimmed. The token is part of every URL: URLs are never
     logged and errors are redacted.
 */
 #include "sink/dest.h"
 #include "sink/dest_outbox.h"
+#include "common/palloc.h"
 #include "common/plog.h"
 
 #include <czmq.h>
@@ -64,10 +70,12 @@ static void s_on_response (void *arg, const phttp_response_t *r)
             json_is_integer (after) ? json_integer_value (after) * 1000 : r->retry_after_ms;
         if (retry_after < 0)
             retry_after = 1000;
-        //  Flood control is per bot: hold all of this bot's posts.
-        dest_limit_pause (acc->limit, now + retry_after);
-        plog_warn ("destination %s: Telegram asks to wait %lld ms (429)", acc->dest->config->name,
-                   (long long) retry_after);
+        //  Another chat already paused: the bot as a whole is over its limit.
+        bool bot = dest_limit_paused_chats (acc->limit, now)
+                   > (dest_limit_chat_paused (acc->limit, item->chat, now) ? 1u : 0u);
+        dest_limit_pause (acc->limit, bot ? NULL : item->chat, now + retry_after);
+        plog_warn ("destination %s: Telegram asks to wait %lld ms (429); %s paused",
+                   acc->dest->config->name, (long long) retry_after, bot ? "the bot is" : "the chat is");
     }
     else if (r->status == 401)
         snprintf (why, sizeof why, "Telegram refused the bot token (401 Unauthorized)");
@@ -112,13 +120,19 @@ static int s_send (dest_t *dest, dest_item_t *item, int64_t now, char *why, size
     return 0;
 }
 
+static tg_account_t *s_account_for (tg_dest_t *t, const char *entity_id)
+{
+    tg_account_t *acc = t->accounts[0];
+    for (size_t i = 1; i < t->account_count; i++)
+        if (strcmp (t->accounts[i]->entity, entity_id) == 0)
+            acc = t->accounts[i];
+    return acc;
+}
+
 static int s_post (dest_t *self, const dest_post_t *post, void *tag, int64_t now)
 {
     tg_dest_t *t = self->state;
-    tg_account_t *acc = t->accounts[0];
-    for (size_t i = 1; i < t->account_count; i++)
-        if (strcmp (t->accounts[i]->entity, post->entity_id) == 0)
-            acc = t->accounts[i];
+    tg_account_t *acc = s_account_for (t, post->entity_id);
     if (!acc) {
         char why[300];
         snprintf (why, sizeof why,
@@ -139,9 +153,9 @@ static int s_post (dest_t *self, const dest_post_t *post, void *tag, int64_t now
 
 //  --- the loop --------------------------------------------------------------------------------
 
-static int s_pollitems (dest_t *self, zmq_pollitem_t *items, int max)
+static int s_pollitems (prt_io_t *io, zmq_pollitem_t *items, int max)
 {
-    tg_dest_t *t = self->state;
+    tg_dest_t *t = dest_of (io)->state;
     int n = 0;
     for (size_t i = 0; i < t->account_count; i++)
         if (t->accounts[i])
@@ -149,19 +163,19 @@ static int s_pollitems (dest_t *self, zmq_pollitem_t *items, int max)
     return n;
 }
 
-static void s_process (dest_t *self, int64_t now, zmq_pollitem_t *items, int count)
+static void s_process (prt_io_t *io, int64_t now, zmq_pollitem_t *items, int count)
 {
     (void) items, (void) count;
-    tg_dest_t *t = self->state;
+    tg_dest_t *t = dest_of (io)->state;
     for (size_t i = 0; i < t->account_count; i++)
         if (t->accounts[i])
             phttp_process (t->accounts[i]->http);
     dest_outbox_run (t->outbox, now);
 }
 
-static int64_t s_wakeup (dest_t *self, int64_t now)
+static int64_t s_wakeup (prt_io_t *io, int64_t now)
 {
-    tg_dest_t *t = self->state;
+    tg_dest_t *t = dest_of (io)->state;
     int64_t wake = dest_outbox_wakeup (t->outbox, now);
     for (size_t i = 0; i < t->account_count; i++)
         if (t->accounts[i]) {
@@ -176,6 +190,13 @@ static int s_was_posted (dest_t *self, const char *msg_key, const char *entity_i
 {
     (void) self, (void) msg_key, (void) entity_id;
     return -1;  //  the Bot API cannot list a bot's own messages
+}
+
+static void s_restore (dest_t *self, const char *entity_id, const char *chat_ref, int64_t at)
+{
+    tg_account_t *acc = s_account_for (self->state, entity_id);
+    if (acc)
+        dest_limit_record (acc->limit, chat_ref, chat_ref[0] != '-', at);
 }
 
 //  --- life ------------------------------------------------------------------------------------
@@ -210,10 +231,10 @@ static void s_destroy (dest_t *self)
 
 static tg_account_t *s_account_new (dest_t *self, const char *entity, const char *token)
 {
-    tg_account_t *acc = calloc (1, sizeof *acc);
+    tg_account_t *acc = pcalloc (1, sizeof *acc);
     acc->dest = self;
-    acc->entity = entity ? strdup (entity) : NULL;
-    acc->token = strdup (token);
+    acc->entity = pstrdup (entity);
+    acc->token = pstrdup (token);
     acc->http = phttp_new (token);
     if (!acc->http) {
         plog_error ("destination %s: libcurl could not be set up", self->config->name);
@@ -221,7 +242,7 @@ static tg_account_t *s_account_new (dest_t *self, const char *entity, const char
         return NULL;
     }
     dest_rule_t rules[DEST_MAX_RULES];
-    size_t n = dest_limit_rules (self->config, rules, DEST_MAX_RULES);
+    size_t n = dest_limit_held_rules (self->config, rules, DEST_MAX_RULES);
     acc->limit = dest_limit_new (rules, n);
     return acc;
 }
@@ -234,13 +255,13 @@ int dest_telegram_init (dest_t *self)
                     c->name);
         return -1;
     }
-    tg_dest_t *t = calloc (1, sizeof *t);
+    tg_dest_t *t = pcalloc (1, sizeof *t);
     self->state = t;
-    t->base = strdup (*c->url ? c->url : DEFAULT_API);
+    t->base = pstrdup (*c->url ? c->url : DEFAULT_API);
     size_t n = strlen (t->base);
     while (n > 0 && t->base[n - 1] == '/')
         t->base[--n] = 0;
-    t->accounts = calloc (c->accounts.count + 1, sizeof (tg_account_t *));
+    t->accounts = pcalloc (c->accounts.count + 1, sizeof (tg_account_t *));
     t->account_count = 1;
     t->outbox = dest_outbox_new (self, s_send, PTEXT_UTF16, TELEGRAM_MAX);
     int rc = 0;
@@ -261,10 +282,11 @@ int dest_telegram_init (dest_t *self)
             t->accounts[t->account_count++] = acc;
     }
     self->post = s_post;
-    self->pollitems = s_pollitems;
-    self->process = s_process;
-    self->wakeup = s_wakeup;
+    self->io.pollitems = s_pollitems;
+    self->io.process = s_process;
+    self->io.wakeup = s_wakeup;
     self->was_posted = s_was_posted;
+    self->restore = s_restore;
     self->destroy = s_destroy;
     if (rc)
         s_destroy (self);

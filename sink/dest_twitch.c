@@ -17,12 +17,15 @@
     sent again blindly.
 
     Limits per account: 20 messages per 30 s (100 with "moderator"), plus
-    the configured ones. Texts over 500 characters are split or trimmed. A
+    the configured ones, held with the destination's margins; a message
+    counts from when it is written until Twitch confirms it, and is recorded
+    at the confirmation. Texts over 500 characters are split or trimmed. A
     text starting with '/' or '.' gets a zero-width space in front, so a
     reply can never run a chat command.
 */
 #include "sink/dest.h"
 #include "sink/dest_outbox.h"
+#include "common/palloc.h"
 #include "common/plog.h"
 #include "net/pirc.h"
 
@@ -191,7 +194,7 @@ static int s_send (dest_t *dest, dest_item_t *item, int64_t now, char *why, size
         char join[200];
         snprintf (join, sizeof join, "JOIN #%s", item->chat);
         pirc_send (acc->irc, join);
-        ch = calloc (1, sizeof *ch);
+        ch = pcalloc (1, sizeof *ch);
         ch->state = CH_JOINING;
         ch->since = now;
         zhashx_insert (acc->channels, item->chat, ch);
@@ -211,13 +214,13 @@ static int s_send (dest_t *dest, dest_item_t *item, int64_t now, char *why, size
     }
     const char *part = item->parts[item->part_next];
     bool command = part[0] == '/' || part[0] == '.';
-    char *line = malloc (strlen (part) + strlen (item->msg_ref) + strlen (item->chat) + 80);
+    char *line = pmalloc (strlen (part) + strlen (item->msg_ref) + strlen (item->chat) + 80);
     if (*item->msg_ref && !strpbrk (item->msg_ref, " ;\\\r\n"))
         sprintf (line, "@reply-parent-msg-id=%s PRIVMSG #%s :%s%s", item->msg_ref, item->chat,
                  command ? ZERO_WIDTH : "", part);
     else
         sprintf (line, "PRIVMSG #%s :%s%s", item->chat, command ? ZERO_WIDTH : "", part);
-    s_sent_t *sent = calloc (1, sizeof *sent);
+    s_sent_t *sent = pcalloc (1, sizeof *sent);
     sent->item = item;
     snprintf (sent->channel, sizeof sent->channel, "%s", item->chat);
     sent->sent_at = now;
@@ -227,6 +230,14 @@ static int s_send (dest_t *dest, dest_item_t *item, int64_t now, char *why, size
     free (line);
     zlistx_add_end (acc->awaiting, sent);
     return 0;
+}
+
+//  The channel a chat id names: without '#', in lower case.
+static void s_channel (const char *chat_ref, char *channel, size_t len)
+{
+    snprintf (channel, len, "%s", chat_ref[0] == '#' ? chat_ref + 1 : chat_ref);
+    for (char *c = channel; *c; c++)
+        *c = (char) tolower ((unsigned char) *c);
 }
 
 static tw_account_t *s_account_for (tw_dest_t *t, const char *entity_id)
@@ -252,10 +263,7 @@ static int s_post (dest_t *self, const dest_post_t *post, void *tag, int64_t now
     dest_vars_t vars = {post, post->text, NULL, ""};
     char *text = ptext_fill (self->config->text_template, dest_var, &vars);
     char channel[128];
-    snprintf (channel, sizeof channel, "%s",
-              post->chat_ref[0] == '#' ? post->chat_ref + 1 : post->chat_ref);
-    for (char *c = channel; *c; c++)
-        *c = (char) tolower ((unsigned char) *c);
+    s_channel (post->chat_ref, channel, sizeof channel);
     dest_outbox_add (t->outbox, post, tag, text, channel, false, acc, acc->limit);
     free (text);
     dest_outbox_run (t->outbox, now);
@@ -264,9 +272,9 @@ static int s_post (dest_t *self, const dest_post_t *post, void *tag, int64_t now
 
 //  --- the loop --------------------------------------------------------------------------------
 
-static int s_pollitems (dest_t *self, zmq_pollitem_t *items, int max)
+static int s_pollitems (prt_io_t *io, zmq_pollitem_t *items, int max)
 {
-    tw_dest_t *t = self->state;
+    tw_dest_t *t = dest_of (io)->state;
     int n = 0;
     for (size_t i = 0; i < t->account_count; i++)
         if (t->accounts[i])
@@ -274,9 +282,10 @@ static int s_pollitems (dest_t *self, zmq_pollitem_t *items, int max)
     return n;
 }
 
-static void s_process (dest_t *self, int64_t now, zmq_pollitem_t *items, int count)
+static void s_process (prt_io_t *io, int64_t now, zmq_pollitem_t *items, int count)
 {
     (void) items, (void) count;
+    dest_t *self = dest_of (io);
     tw_dest_t *t = self->state;
     for (size_t i = 0; i < t->account_count; i++) {
         tw_account_t *acc = t->accounts[i];
@@ -300,8 +309,9 @@ static void s_process (dest_t *self, int64_t now, zmq_pollitem_t *items, int cou
             pirc_process (t->accounts[i]->irc, now);   //  write what was just queued
 }
 
-static int64_t s_wakeup (dest_t *self, int64_t now)
+static int64_t s_wakeup (prt_io_t *io, int64_t now)
 {
+    dest_t *self = dest_of (io);
     tw_dest_t *t = self->state;
     int64_t wake = dest_outbox_wakeup (t->outbox, now);
     for (size_t i = 0; i < t->account_count; i++) {
@@ -325,6 +335,16 @@ static int s_was_posted (dest_t *self, const char *msg_key, const char *entity_i
 {
     (void) self, (void) msg_key, (void) entity_id;
     return -1;  //  chat history cannot be asked over IRC
+}
+
+static void s_restore (dest_t *self, const char *entity_id, const char *chat_ref, int64_t at)
+{
+    tw_account_t *acc = s_account_for (self->state, entity_id);
+    if (!acc)
+        return;
+    char channel[128];
+    s_channel (chat_ref, channel, sizeof channel);
+    dest_limit_record (acc->limit, channel, false, at);
 }
 
 //  --- life ------------------------------------------------------------------------------------
@@ -361,10 +381,10 @@ static void s_destroy (dest_t *self)
 static tw_account_t *s_account_new (dest_t *self, const char *entity, const char *nick,
                                     const char *token)
 {
-    tw_account_t *acc = calloc (1, sizeof *acc);
+    tw_account_t *acc = pcalloc (1, sizeof *acc);
     acc->dest = self;
-    acc->entity = entity ? strdup (entity) : NULL;
-    acc->nick = strdup (nick);
+    acc->entity = pstrdup (entity);
+    acc->nick = pstrdup (nick);
     char name[300];
     snprintf (name, sizeof name, "destination %s (%s)", self->config->name, nick);
     pirc_config_t irc = {name,     *self->config->url ? self->config->url : DEFAULT_URL,
@@ -379,7 +399,7 @@ static tw_account_t *s_account_new (dest_t *self, const char *entity, const char
         return NULL;
     }
     dest_rule_t rules[DEST_MAX_RULES];
-    acc->limit = dest_limit_new (rules, dest_limit_rules (self->config, rules, DEST_MAX_RULES));
+    acc->limit = dest_limit_new (rules, dest_limit_held_rules (self->config, rules, DEST_MAX_RULES));
     acc->channels = zhashx_new ();
     zhashx_set_destructor (acc->channels, s_free);
     acc->awaiting = zlistx_new ();
@@ -396,9 +416,9 @@ int dest_twitch_init (dest_t *self)
                     c->name);
         return -1;
     }
-    tw_dest_t *t = calloc (1, sizeof *t);
+    tw_dest_t *t = pcalloc (1, sizeof *t);
     self->state = t;
-    t->accounts = calloc (c->accounts.count + 1, sizeof (tw_account_t *));
+    t->accounts = pcalloc (c->accounts.count + 1, sizeof (tw_account_t *));
     t->account_count = 1;
     t->outbox = dest_outbox_new (self, s_send, PTEXT_CODEPOINTS, TWITCH_MAX);
     int rc = 0;
@@ -427,10 +447,11 @@ int dest_twitch_init (dest_t *self)
             t->accounts[t->account_count++] = acc;
     }
     self->post = s_post;
-    self->pollitems = s_pollitems;
-    self->process = s_process;
-    self->wakeup = s_wakeup;
+    self->io.pollitems = s_pollitems;
+    self->io.process = s_process;
+    self->io.wakeup = s_wakeup;
     self->was_posted = s_was_posted;
+    self->restore = s_restore;
     self->destroy = s_destroy;
     if (rc)
         s_destroy (self);

@@ -1,16 +1,29 @@
-/*  sink_store - the sink's durable state, in SQLite (storage.dataDir/sink.db).
+/*  sink_store - what only the sink knows, kept durably.
 
-        outbox  every result the sink holds, until the broker has
-                acknowledged its outcome: received (to commit), posting
-                (marked just before it is sent), or reported (outcome known)
-        posted  the (entity, message) pairs posted, or being posted, so a
-                result is never posted twice, even across restarts
+    The broker keeps every job under a lease and a fencing token, so the
+    sink stores nothing about a result until it is about to post it: a
+    result waiting for a verdict or for a rate slot is only in memory (if
+    the sink dies, the broker takes the job back after the lease and
+    dispatches it again under a new token). What the sink stores:
 
-    A result is stored before the sink asks the broker about it; a post is
-    marked "posting" and the mark stored before the post leaves; an outcome
-    is stored before it is reported. So after a crash every result is in one
-    known state, and a post interrupted by the crash is checked with the
-    destination, or dead-lettered as "in doubt", never blindly repeated.
+        mark    per reply being posted: its text, pair, chat, entity and
+                token, stored and synced BEFORE the first byte leaves; later
+                the time its first part was posted and its outcome; forgotten
+                once the broker acknowledged the outcome
+        posted  per pair posted (or in doubt: it may have been): its
+                fingerprint, entity, chat and time; kept for dedupe
+                (storage.dedupeRetentionSeconds / dedupeMaxKeys) and as the
+                rate history a restart replays
+
+    After a restart a mark without an outcome is a post that was
+    interrupted: the sink asks the destination whether it went out.
+
+    Writes are records appended to the turn and stored together by
+    sink_store_commit: with fsync "always", a commit that holds a mark is
+    synced to disk; the others ride along unsynced (losing them can only
+    turn a post into one the sink asks the destination about again, never
+    into a double post). Today the records land in SQLite (storage.dataDir/
+    sink.db); the API is the shape of the append-only journal it moves to.
 */
 #ifndef SINK_STORE_H_INCLUDED
 #define SINK_STORE_H_INCLUDED
@@ -19,63 +32,99 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/pkey.h"
+
 typedef struct sink_store_s sink_store_t;
 
-typedef enum {
-    SINK_ROW_RECEIVED = 1,      //  not posted yet (ask the broker again after a restart)
-    SINK_ROW_POSTING = 2,       //  marked: a post may be on its way
-    SINK_ROW_REPORTED = 3       //  the outcome is known
-} sink_row_state_t;
+#define SINK_NO_OUTCOME -1
 
+//  A reply being posted. Strings and payload are borrowed (copied by the store).
 typedef struct {
-    const char *key;            //  "job_id:token"
+    pkey_fp_t pair;             //  fingerprint of (entity, msg_key)
     uint64_t job_id;
     uint64_t token;
-    uint64_t attempt;
     const char *msg_key;
     const char *entity;
     const char *chat;
+    const char *chat_kind;
+    const char *text;
+    const void *payload;        //  the MESSAGE record: where to post
+    uint32_t payload_size;
+    int priority;
     int64_t created_ms;
     int64_t expires_ms;
-    const char *text;
-    const void *payload;
-    uint32_t payload_size;
     uint64_t llm_ms;
-    int state;                  //  sink_row_state_t
-    int outcome;                //  proto_outcome_status_t, when reported
+    uint64_t tokens;
+    int64_t marked_at;
+    int64_t first_at;           //  when its first part was posted; 0 = not known to be
+    int outcome;                //  proto_outcome_status_t, or SINK_NO_OUTCOME
     const char *reason;
     int64_t outcome_at;
-} sink_row_t;
+} sink_mark_t;
 
+//  A pair posted, or in doubt.
+typedef struct {
+    pkey_fp_t pair;
+    const char *entity;
+    const char *chat;
+    const char *chat_kind;
+    int64_t at;                 //  when its first part was posted (or the doubt arose)
+    bool doubt;                 //  it may or may not have been posted
+} sink_posted_t;
+
+//  NULL + err when the store cannot be opened.
 sink_store_t *sink_store_open (const char *dir, const char *fsync, char *err, size_t errlen);
 void sink_store_close (sink_store_t **self_p);
-//  Ends the open transaction; -1 (logged) if anything could not be stored.
+
+typedef void (sink_store_mark_fn) (void *arg, const sink_mark_t *mark);
+typedef void (sink_store_posted_fn) (void *arg, const sink_posted_t *posted);
+//  Calls `posted` for every posted pair, oldest first, then `mark` for
+//  every mark.
+void sink_store_load (sink_store_t *self, void *arg, sink_store_mark_fn *mark,
+                      sink_store_posted_fn *posted);
+
+//  A reply is about to be posted (synced at the next commit).
+void sink_store_mark (sink_store_t *self, const sink_mark_t *mark);
+//  A newer dispatch of the same job owns the reply being posted.
+void sink_store_retoken (sink_store_t *self, pkey_fp_t pair, uint64_t job_id, uint64_t token);
+//  Its first part was posted at `at`.
+void sink_store_first (sink_store_t *self, pkey_fp_t pair, int64_t at);
+//  Its outcome.
+void sink_store_outcome (sink_store_t *self, pkey_fp_t pair, int outcome, const char *reason,
+                         int64_t at);
+//  Forgets a mark: the outcome was acknowledged, or the post certainly did not happen.
+void sink_store_forget (sink_store_t *self, pkey_fp_t pair);
+
+//  A pair was posted / is no longer remembered.
+void sink_store_posted (sink_store_t *self, const sink_posted_t *posted);
+void sink_store_unposted (sink_store_t *self, pkey_fp_t pair);
+//  Forgets posted pairs older than `before`.
+void sink_store_prune (sink_store_t *self, int64_t before);
+
+//  TEMPORARY, while brokers without leases run (a VERDICT without
+//  lease_ms): such a broker never takes a committed job back, so a result
+//  must survive a restart of the sink from before its COMMIT until its
+//  outcome is acknowledged. Remove with the last such broker.
+typedef struct {
+    uint64_t job_id, token;
+    const char *text;
+    uint64_t llm_ms, tokens;
+    const char *msg_key, *entity, *chat;
+    int64_t created_ms, expires_ms;
+    const void *payload;
+    uint32_t payload_size;
+} sink_result_t;
+void sink_store_result (sink_store_t *self, const sink_result_t *result);
+void sink_store_result_done (sink_store_t *self, uint64_t job_id, uint64_t token);
+typedef void (sink_store_result_fn) (void *arg, const sink_result_t *result);
+void sink_store_load_results (sink_store_t *self, void *arg, sink_store_result_fn *fn);
+
+//  Stores everything since the last commit. Returns 0, or -1 (logged) when
+//  it could not: the error is sticky, nothing that waited may be sent.
 int sink_store_commit (sink_store_t *self);
-
-void sink_store_received (sink_store_t *self, const sink_row_t *row);
-void sink_store_delete (sink_store_t *self, const char *key);
-//  Marks a post as leaving: the row is POSTING and its pair is "being posted".
-void sink_store_mark (sink_store_t *self, const char *key, const char *pair, int64_t now);
-//  The post certainly did not happen: drop the mark, the row waits again.
-void sink_store_unmark (sink_store_t *self, const char *key, const char *pair);
-//  What an outcome means for the pair's mark.
-typedef enum {
-    SINK_PAIR_KEEP,             //  leave it (in doubt; or posted earlier by another result)
-    SINK_PAIR_POSTED,           //  posted for good
-    SINK_PAIR_CLEAR             //  certainly not posted: drop a "being posted" mark
-} sink_pair_t;
-
-//  Stores the outcome of a result and updates its pair's mark.
-void sink_store_outcome (sink_store_t *self, const char *key, const char *pair, sink_pair_t pair_do,
-                         int outcome, const char *reason, int64_t at);
-
-//  -1 never posted, 0 being posted (in doubt if no post is in flight), 1 posted.
-int sink_store_posted (sink_store_t *self, const char *pair);
-
-typedef void (sink_store_row_fn) (void *arg, const sink_row_t *row);
-void sink_store_load (sink_store_t *self, void *arg, sink_store_row_fn *fn);
-
-//  Forgets posted pairs older than `retention_ms`.
-void sink_store_prune (sink_store_t *self, int64_t now, int64_t retention_ms);
+//  True when records wait for the next commit.
+bool sink_store_dirty (sink_store_t *self);
+//  Commits that were synced to disk (for tests and stats).
+uint64_t sink_store_syncs (sink_store_t *self);
 
 #endif

@@ -22,19 +22,24 @@ static void test_sliding_windows (void **state)
     int64_t t = 100000;
     //  A group: 2 per 10 s.
     assert_int_equal (dest_limit_next (l, "-1", false, t), t);
-    dest_limit_take (l, "-1", false, t);
-    dest_limit_take (l, "-1", false, t + 10);
+    dest_limit_record (l, "-1", false, t);
+    dest_limit_record (l, "-1", false, t + 10);
     assert_int_equal (dest_limit_next (l, "-1", false, t + 20), t + 10000);
     //  Another group is not held by the first, but the overall 3/s counts both.
     assert_int_equal (dest_limit_next (l, "-2", false, t + 20), t + 20);
-    dest_limit_take (l, "-2", false, t + 20);
+    dest_limit_record (l, "-2", false, t + 20);
     assert_int_equal (dest_limit_next (l, "-3", false, t + 30), t + 1000);
     //  Private chats: 1 per second each, and the group rule does not apply.
     assert_int_equal (dest_limit_next (l, "7", true, t + 1000), t + 1000);
-    dest_limit_take (l, "7", true, t + 1000);
+    dest_limit_record (l, "7", true, t + 1000);
     assert_int_equal (dest_limit_next (l, "7", true, t + 1001), t + 2000);
-    //  A 429 holds everything.
-    dest_limit_pause (l, t + 50000);
+    //  A 429 about one chat holds that chat; one about the account, everything.
+    dest_limit_pause (l, "8", t + 20000);
+    assert_true (dest_limit_chat_paused (l, "8", t + 3000));
+    assert_int_equal (dest_limit_paused_chats (l, t + 3000), 1);
+    assert_int_equal (dest_limit_next (l, "8", true, t + 3000), t + 20000);
+    assert_int_equal (dest_limit_next (l, "9", true, t + 3000), t + 3000);
+    dest_limit_pause (l, NULL, t + 50000);
     assert_int_equal (dest_limit_next (l, "9", true, t + 3000), t + 50000);
     dest_limit_destroy (&l);
     assert_null (l);
@@ -62,6 +67,9 @@ static void test_platform_rules (void **state)
     assert_true (r[0].count == 100 && r[0].per_ms == 30000);
     assert_true (r[1].scope == DEST_SCOPE_CHAT && r[1].count == 1 && r[1].per_ms == 1500);
     assert_int_equal (dest_limit_rules (&d[2], r, DEST_MAX_RULES), 0);
+    //  Held with margins: 5 % longer, at least 100 ms (the defaults).
+    assert_int_equal (dest_limit_held_rules (&d[0], r, DEST_MAX_RULES), 3);
+    assert_true (r[0].per_ms == 1100 && r[1].per_ms == 63000 && r[2].per_ms == 1100);
     pcfg_destroy (&c);
 }
 
@@ -112,7 +120,7 @@ static dest_t *s_dest (pcfg_t **config, const char *json)
 
 static dest_post_t s_post (const char *msg_key, const char *text)
 {
-    dest_post_t p = {msg_key, "joker", "Joker", "tg/-1", "tg", "-1", "5", "ana", text, 0, 1, 1};
+    dest_post_t p = {msg_key, "joker", "Joker", "tg/-1", "tg", "-1", "5", "ana", text, 0, 1, 1, 10};
     return p;
 }
 
@@ -182,20 +190,132 @@ static void test_outbox_trim_limits_and_timeout (void **state)
     assert_int_equal (s_rec.done_count, 2);
     assert_int_equal (s_rec.done_status[0], DEST_RETRY);
     assert_non_null (strstr (s_rec.done_reason[0], "offline"));
-    //  Ready: the trimmed text, then the 1/s rule holds the next one.
+    //  Ready: the trimmed text; while it is under way it fills the 1/s rule,
+    //  then the rule holds the next one a second from its answer (7300).
     s_rec.ready = 1;
     dest_outbox_add (box, &p, NULL, p.text, "-1", false, NULL, limit);
     dest_outbox_add (box, &q, NULL, q.text, "-2", false, NULL, limit);
     dest_outbox_run (box, 7000);
     assert_int_equal (s_rec.sent_count, 1);
     assert_string_equal (s_rec.sent[0], "abc def\xE2\x80\xA6");
-    dest_outbox_part_done (box, s_rec.last, DEST_OK, NULL, 0, 7001);
+    assert_int_equal (dest_outbox_wakeup (box, 7100), DEST_NEVER);
+    dest_outbox_run (box, 7200);
+    assert_int_equal (s_rec.sent_count, 1);
+    dest_outbox_part_done (box, s_rec.last, DEST_OK, NULL, 0, 7300);
     dest_outbox_run (box, 7500);
     assert_int_equal (s_rec.sent_count, 1);
-    assert_int_equal (dest_outbox_wakeup (box, 7500), 8000);
-    dest_outbox_run (box, 8000);
+    assert_int_equal (dest_outbox_wakeup (box, 7500), 8300);
+    dest_outbox_run (box, 8299);
+    assert_int_equal (s_rec.sent_count, 1);
+    dest_outbox_run (box, 8300);
     assert_int_equal (s_rec.sent_count, 2);
     assert_string_equal (s_rec.sent[1], "second");
+    dest_outbox_destroy (&box);
+    dest_limit_destroy (&limit);
+    free (d);
+    pcfg_destroy (&config);
+}
+
+//  A post as the outbox sees it: its chat, priority and age.
+static dest_post_t s_ranked (const char *msg_key, const char *chat, int priority, int64_t created)
+{
+    dest_post_t p = {msg_key, "joker", "Joker", "tg/x", "tg", chat, "5", "ana", msg_key,
+                     created, 1, 1, priority};
+    return p;
+}
+
+static void test_outbox_mentions_first (void **state)
+{
+    (void) state;
+    memset (&s_rec, 0, sizeof s_rec);
+    s_rec.ready = 1;
+    pcfg_t *config;
+    dest_t *d = s_dest (&config, "{\"sink\":{\"destinations\":[{\"name\":\"x\",\"type\":\"http\"}]}}");
+    dest_outbox_t *box = dest_outbox_new (d, s_send, PTEXT_BYTES, 0);
+    //  Two posts per 20 s for the account, one per 10 s in each chat.
+    dest_rule_t rules[] = {{DEST_SCOPE_ALL, 2, 20000}, {DEST_SCOPE_CHAT, 1, 10000}};
+    dest_limit_t *limit = dest_limit_new (rules, 2);
+    int64_t t = 100000;
+    //  Chatter that waited longest, then two mentions in chat A.
+    dest_post_t c1 = s_ranked ("c1", "B", 50, t - 60000);
+    dest_post_t m1 = s_ranked ("m1", "A", 10, t - 2000), m2 = s_ranked ("m2", "A", 10, t - 1000);
+    dest_outbox_add (box, &c1, NULL, c1.text, "B", false, NULL, limit);
+    dest_outbox_add (box, &m2, NULL, m2.text, "A", false, NULL, limit);
+    dest_outbox_add (box, &m1, NULL, m1.text, "A", false, NULL, limit);
+    dest_outbox_run (box, t);
+    assert_int_equal (s_rec.sent_count, 1);
+    assert_string_equal (s_rec.sent[0], "m1");
+    dest_outbox_part_done (box, s_rec.last, DEST_OK, NULL, 0, t + 1);
+    //  m2 waits for chat A until t + 10001; the account could take c1 now,
+    //  but then m2 would wait until t + 20001: c1 waits instead.
+    for (int64_t at = t + 2; at < t + 10001; at += 999)
+        dest_outbox_run (box, at);
+    assert_int_equal (s_rec.sent_count, 1);
+    dest_outbox_run (box, t + 10001);
+    assert_int_equal (s_rec.sent_count, 2);
+    assert_string_equal (s_rec.sent[1], "m2");
+    dest_outbox_part_done (box, s_rec.last, DEST_OK, NULL, 0, t + 10002);
+    //  The account's window is full until a window after m1's answer.
+    dest_outbox_run (box, t + 20000);
+    assert_int_equal (s_rec.sent_count, 2);
+    assert_int_equal (dest_outbox_wakeup (box, t + 20000), t + 20001);
+    dest_outbox_run (box, t + 20001);
+    assert_int_equal (s_rec.sent_count, 3);
+    assert_string_equal (s_rec.sent[2], "c1");
+    dest_outbox_part_done (box, s_rec.last, DEST_OK, NULL, 0, t + 20002);
+    dest_outbox_destroy (&box);
+    dest_limit_destroy (&limit);
+    free (d);
+    pcfg_destroy (&config);
+}
+
+//  The sink's answer when a reply is about to leave.
+static int s_answers[8];
+static int s_asked;
+
+static int s_sending (void *ctx, void *tag, int64_t now)
+{
+    (void) ctx, (void) tag, (void) now;
+    return s_answers[s_asked++];
+}
+
+static void test_outbox_asks_before_sending (void **state)
+{
+    (void) state;
+    memset (&s_rec, 0, sizeof s_rec);
+    s_rec.ready = 1;
+    pcfg_t *config;
+    dest_t *d = s_dest (&config, "{\"sink\":{\"destinations\":[{\"name\":\"x\",\"type\":\"http\"}]}}");
+    d->sending = s_sending;
+    dest_outbox_t *box = dest_outbox_new (d, s_send, PTEXT_BYTES, 0);
+    dest_rule_t rules[] = {{DEST_SCOPE_ALL, 1, 1000}};
+    dest_limit_t *limit = dest_limit_new (rules, 1);
+    s_asked = 0;
+    s_answers[0] = DEST_SEND_LATER;     //  the mark is being stored
+    s_answers[1] = DEST_SEND_GO;
+    s_answers[2] = DEST_SEND_DROP;      //  too late by the time it may go
+    dest_post_t a = s_ranked ("a", "A", 10, 1), b = s_ranked ("b", "B", 10, 2);
+    dest_outbox_add (box, &a, NULL, a.text, "A", false, NULL, limit);
+    dest_outbox_add (box, &b, NULL, b.text, "B", false, NULL, limit);
+    dest_outbox_run (box, 5000);
+    //  a waits for its mark, and keeps its place: b does not take the window.
+    assert_int_equal (s_rec.sent_count, 0);
+    assert_int_equal (s_asked, 1);
+    dest_outbox_run (box, 5001);
+    assert_int_equal (s_rec.sent_count, 1);
+    assert_string_equal (s_rec.sent[0], "a");
+    //  A post under way fills the window until its answer.
+    dest_outbox_run (box, 9000);
+    assert_int_equal (s_asked, 2);
+    dest_outbox_part_done (box, s_rec.last, DEST_OK, NULL, 0, 9500);
+    dest_outbox_run (box, 10499);
+    assert_int_equal (s_asked, 2);
+    dest_outbox_run (box, 10500);
+    assert_int_equal (s_asked, 3);
+    assert_int_equal (s_rec.sent_count, 1);
+    assert_int_equal (s_rec.done_count, 2);
+    assert_int_equal (s_rec.done_status[1], DEST_DROPPED);
+    assert_int_equal (dest_outbox_size (box), 0);
     dest_outbox_destroy (&box);
     dest_limit_destroy (&limit);
     free (d);
@@ -209,6 +329,8 @@ int main (void)
         cmocka_unit_test (test_platform_rules),
         cmocka_unit_test (test_outbox_split_order_and_resume),
         cmocka_unit_test (test_outbox_trim_limits_and_timeout),
+        cmocka_unit_test (test_outbox_mentions_first),
+        cmocka_unit_test (test_outbox_asks_before_sending),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }

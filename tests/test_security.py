@@ -249,8 +249,8 @@ def test_secure_pipeline_posts_every_reply(bin_dir):
         # The operator's tools work, over CURVE: the broker and the stats feed.
         stats = keys.ctl("broker-stats")
         check(stats["malformed"] == 0, "malformed frames: %d" % stats["malformed"])
-        roles = {c["role"] for c in keys.ctl("stats")["components"]}
-        check(roles >= {"broker", "sink", "worker"}, "stats feed: %s" % roles)
+        wait_until(lambda: {c["role"] for c in keys.ctl("stats")["components"]}
+                   >= {"broker", "sink", "worker", "poller"}, 10, "every role in the stats feed")
         # No secret key in any log line or in `config show`.
         shown = str(keys.ctl("config", "show"))
         for name in NAMES:

@@ -253,8 +253,10 @@ static void s_render_top (json_t *snap, bool tty)
                     s_value (c, "messages"), s_value (c, "jobs"), s_value (c, "unacked"),
                     s_value (c, "source_errors"));
         else if (streq (role, "sink"))
-            printf ("  %-8s %-28s outbox %.0f  stale %.0f  failed %.0f  retries %.0f\n", role, id,
-                    s_value (c, "outbox"), s_value (c, "stale"), s_value (c, "failed"),
+            printf ("  %-8s %-28s waiting %.0f  held %.0f  outbox %.0f  stale %.0f  failed %.0f"
+                    "  in doubt %.0f  retries %.0f\n",
+                    role, id, s_value (c, "waiting"), s_value (c, "held"), s_value (c, "outbox"),
+                    s_value (c, "stale"), s_value (c, "failed"), s_value (c, "in_doubt"),
                     s_value (c, "post_retries"));
         else if (streq (role, "broker"))
             printf ("  %-8s %-28s accepted %.0f  duplicates %.0f  rejected %.0f\n", role, id,

@@ -1,0 +1,355 @@
+/*  commit - the sink's conversation with the broker. See commit.h. */
+#include "sink/commit.h"
+#include "common/palloc.h"
+#include "common/plog.h"
+#include "proto/proto_sock.h"
+
+#include <inttypes.h>
+#include <string.h>
+
+#define MIN_TICK_MS 10
+
+typedef enum { R_FRESH = 1, R_ASKING, R_HELD } s_ref_state_t;
+
+typedef struct {
+    char key[48];               //  "job_id:token"
+    uint64_t job_id, token;
+    s_ref_state_t state;
+    int64_t sent_at;            //  last COMMIT that named it
+    zlistx_t *list;             //  fresh, asking or held: oldest send first
+    void *handle;
+} s_ref_t;
+
+typedef struct {
+    uint64_t job_id, token;
+    uint64_t status;
+    char *reason;
+    int64_t at;
+} s_outcome_t;
+
+typedef struct {
+    uint64_t seq;
+    int64_t sent_at;
+    s_outcome_t *items;
+    size_t count;
+} s_batch_t;
+
+struct commit_s {
+    zsock_t *broker;
+    int64_t resend_ms;
+    int64_t lease_ms;
+    bool leased;                //  a VERDICT gave lease_ms
+    commit_events_t events;
+    zhashx_t *refs;             //  key -> s_ref_t
+    zlistx_t *fresh;            //  never asked yet
+    zlistx_t *asking;           //  asked, no verdict yet
+    zlistx_t *held;             //  held: renewed by hold=1
+    s_outcome_t *outcomes;      //  not sent yet
+    size_t outcome_count, outcome_capacity;
+    zlistx_t *batches;          //  s_batch_t sent, waiting for OUTCOME_ACK, oldest send first
+    uint64_t next_seq;
+    commit_stats_t stats;
+};
+
+static void s_key (char *key, size_t len, uint64_t job_id, uint64_t token)
+{
+    snprintf (key, len, "%" PRIu64 ":%" PRIx64, job_id, token);
+}
+
+static void s_batch_free (s_batch_t *b)
+{
+    for (size_t i = 0; i < b->count; i++)
+        free (b->items[i].reason);
+    free (b->items);
+    free (b);
+}
+
+commit_t *commit_new (zsock_t *broker, int64_t resend_ms, int64_t lease_ms,
+                      const commit_events_t *events)
+{
+    commit_t *self = pcalloc (1, sizeof *self);
+    self->broker = broker;
+    self->resend_ms = resend_ms;
+    self->lease_ms = lease_ms;
+    self->events = *events;
+    self->refs = zhashx_new ();
+    zhashx_set_key_duplicator (self->refs, NULL);
+    zhashx_set_key_destructor (self->refs, NULL);
+    self->fresh = zlistx_new ();
+    self->asking = zlistx_new ();
+    self->held = zlistx_new ();
+    self->batches = zlistx_new ();
+    return self;
+}
+
+void commit_destroy (commit_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    commit_t *self = *self_p;
+    for (s_ref_t *r = zhashx_first (self->refs); r; r = zhashx_next (self->refs))
+        free (r);
+    zhashx_destroy (&self->refs);
+    zlistx_destroy (&self->fresh);
+    zlistx_destroy (&self->asking);
+    zlistx_destroy (&self->held);
+    for (size_t i = 0; i < self->outcome_count; i++)
+        free (self->outcomes[i].reason);
+    free (self->outcomes);
+    for (s_batch_t *b = zlistx_first (self->batches); b; b = zlistx_next (self->batches))
+        s_batch_free (b);
+    zlistx_destroy (&self->batches);
+    free (self);
+    *self_p = NULL;
+}
+
+//  --- refs ------------------------------------------------------------------------------
+
+static void s_move (s_ref_t *r, zlistx_t *to, s_ref_state_t state)
+{
+    if (r->list)
+        zlistx_detach (r->list, r->handle);
+    r->list = to;
+    r->handle = zlistx_add_end (to, r);
+    r->state = state;
+}
+
+static s_ref_t *s_ref (commit_t *self, uint64_t job_id, uint64_t token)
+{
+    char key[48];
+    s_key (key, sizeof key, job_id, token);
+    return zhashx_lookup (self->refs, key);
+}
+
+static void s_drop (commit_t *self, s_ref_t *r)
+{
+    zlistx_detach (r->list, r->handle);
+    zhashx_delete (self->refs, r->key);
+    free (r);
+}
+
+void commit_ask (commit_t *self, uint64_t job_id, uint64_t token)
+{
+    assert (self);
+    s_ref_t *r = s_ref (self, job_id, token);
+    if (!r) {
+        r = pcalloc (1, sizeof *r);
+        s_key (r->key, sizeof r->key, job_id, token);
+        r->job_id = job_id;
+        r->token = token;
+        zhashx_insert (self->refs, r->key, r);
+    }
+    if (r->state != R_HELD)
+        s_move (r, self->fresh, R_FRESH);
+}
+
+void commit_hold (commit_t *self, uint64_t job_id, uint64_t token, int64_t now)
+{
+    assert (self);
+    commit_ask (self, job_id, token);
+    s_ref_t *r = s_ref (self, job_id, token);
+    if (r->state != R_HELD) {
+        //  The COMMIT its verdict answered counts as contact.
+        r->sent_at = now;
+        s_move (r, self->held, R_HELD);
+    }
+}
+
+void commit_forget (commit_t *self, uint64_t job_id, uint64_t token)
+{
+    assert (self);
+    s_ref_t *r = s_ref (self, job_id, token);
+    if (r)
+        s_drop (self, r);
+}
+
+void commit_outcome (commit_t *self, uint64_t job_id, uint64_t token, int status,
+                     const char *reason, int64_t at)
+{
+    assert (self);
+    commit_forget (self, job_id, token);
+    self->outcomes = pgrow (self->outcomes, &self->outcome_capacity, self->outcome_count + 1,
+                            sizeof (s_outcome_t));
+    self->outcomes[self->outcome_count++] =
+        (s_outcome_t) {job_id, token, (uint64_t) status, pstrdup (reason ? reason : ""), at};
+}
+
+//  --- answers -------------------------------------------------------------------------------
+
+void commit_on_verdict (commit_t *self, const proto_verdicts_t *verdicts)
+{
+    assert (self);
+    if (verdicts->lease_ms > 0) {
+        self->lease_ms = (int64_t) verdicts->lease_ms;
+        self->leased = true;
+    }
+    for (size_t i = 0; i < verdicts->count; i++) {
+        const proto_verdict_item_t *v = &verdicts->items[i];
+        s_ref_t *r = s_ref (self, v->job_id, v->token);
+        if (!r)
+            continue;   //  an answer to a repeated question, already settled
+        if (r->state == R_HELD) {
+            //  "post" renews it; anything else: it is no longer ours.
+            if (v->verdict != PROTO_VERDICT_POST)
+                self->events.verdict (self->events.ctx, v, true);
+            continue;
+        }
+        s_drop (self, r);
+        self->events.verdict (self->events.ctx, v, false);
+    }
+}
+
+void commit_on_outcome_ack (commit_t *self, uint64_t seq)
+{
+    assert (self);
+    for (s_batch_t *b = zlistx_first (self->batches); b; b = zlistx_next (self->batches)) {
+        if (b->seq != seq)
+            continue;
+        zlistx_detach_cur (self->batches);
+        for (size_t i = 0; i < b->count; i++)
+            self->events.acked (self->events.ctx, b->items[i].job_id, b->items[i].token);
+        s_batch_free (b);
+        return;
+    }
+}
+
+//  --- sending ---------------------------------------------------------------------------------
+
+typedef struct {
+    proto_commit_item_t items[PROTO_BATCH];
+    size_t count;
+} s_frame_t;
+
+static void s_flush (commit_t *self, s_frame_t *f)
+{
+    if (!f->count)
+        return;
+    proto_commit_t commit = {++self->next_seq, f->items, f->count};
+    //  Not taken (no broker yet, or its queue is full): the resend brings it.
+    proto_send (self->broker, PROTO_COMMIT, &commit);
+    f->count = 0;
+}
+
+static void s_name (commit_t *self, s_frame_t *f, s_ref_t *r, uint64_t hold, int64_t now)
+{
+    f->items[f->count++] = (proto_commit_item_t) {r->job_id, r->token, hold};
+    r->sent_at = now;
+    if (f->count == PROTO_BATCH)
+        s_flush (self, f);
+}
+
+static void s_send_outcomes (commit_t *self, s_batch_t *b)
+{
+    proto_outcome_item_t *items = pcalloc (b->count, sizeof *items);
+    for (size_t i = 0; i < b->count; i++) {
+        s_outcome_t *o = &b->items[i];
+        items[i] = (proto_outcome_item_t) {o->job_id, o->token, o->status, o->reason, (uint64_t) o->at};
+    }
+    proto_outcome_t outcome = {b->seq, items, b->count};
+    proto_send (self->broker, PROTO_OUTCOME, &outcome);
+    free (items);
+}
+
+void commit_send (commit_t *self, int64_t now)
+{
+    assert (self);
+    s_frame_t *f = pmalloc (sizeof *f);
+    f->count = 0;
+    s_ref_t *r;
+    while ((r = zlistx_first (self->fresh))) {
+        s_name (self, f, r, 0, now);
+        s_move (r, self->asking, R_ASKING);
+        self->stats.asked++;
+    }
+    //  Lists are in order of last send: stop at the first one not yet due.
+    while ((r = zlistx_first (self->asking)) && r->sent_at != now
+           && now - r->sent_at >= self->resend_ms) {
+        s_name (self, f, r, 0, now);
+        s_move (r, self->asking, R_ASKING);
+        self->stats.resent++;
+    }
+    //  Due at a quarter of the lease, checked every tick (at most a twelfth):
+    //  never more than a third of the lease between two renewals.
+    int64_t renew = self->lease_ms / 4;
+    while ((r = zlistx_first (self->held)) && r->sent_at != now && now - r->sent_at >= renew) {
+        s_name (self, f, r, 1, now);
+        s_move (r, self->held, R_HELD);
+        self->stats.renewals++;
+    }
+    s_flush (self, f);
+    free (f);
+    //  Outcomes not acknowledged in time go again, then the new ones.
+    s_batch_t *b;
+    while ((b = zlistx_first (self->batches)) && b->sent_at != now
+           && now - b->sent_at >= self->resend_ms) {
+        zlistx_detach_cur (self->batches);
+        b->sent_at = now;
+        s_send_outcomes (self, b);
+        zlistx_add_end (self->batches, b);
+        self->stats.outcomes_resent += b->count;
+    }
+    for (size_t done = 0; done < self->outcome_count;) {
+        size_t n = self->outcome_count - done;
+        if (n > PROTO_BATCH)
+            n = PROTO_BATCH;
+        b = pcalloc (1, sizeof *b);
+        b->seq = ++self->next_seq;
+        b->sent_at = now;
+        b->items = pmemdup (self->outcomes + done, n * sizeof (s_outcome_t));
+        b->count = n;
+        s_send_outcomes (self, b);
+        zlistx_add_end (self->batches, b);
+        self->stats.outcomes += n;
+        done += n;
+    }
+    self->outcome_count = 0;
+}
+
+int64_t commit_wakeup (commit_t *self, int64_t now)
+{
+    assert (self);
+    if (zlistx_size (self->fresh) || self->outcome_count)
+        return now;
+    int64_t wake = INT64_MAX;
+    s_ref_t *r = zlistx_first (self->asking);
+    if (r)
+        wake = r->sent_at + self->resend_ms;
+    r = zlistx_first (self->held);
+    if (r && r->sent_at + self->lease_ms / 4 < wake)
+        wake = r->sent_at + self->lease_ms / 4;
+    s_batch_t *b = zlistx_first (self->batches);
+    if (b && b->sent_at + self->resend_ms < wake)
+        wake = b->sent_at + self->resend_ms;
+    return wake;
+}
+
+int64_t commit_lease (commit_t *self)
+{
+    assert (self);
+    return self->lease_ms;
+}
+
+bool commit_leased (commit_t *self)
+{
+    assert (self);
+    return self->leased;
+}
+
+int64_t commit_tick (commit_t *self)
+{
+    assert (self);
+    int64_t tick = self->lease_ms / 3 < self->resend_ms ? self->lease_ms / 3 : self->resend_ms;
+    tick /= 4;
+    return tick < MIN_TICK_MS ? MIN_TICK_MS : tick;
+}
+
+void commit_stats (commit_t *self, commit_stats_t *stats)
+{
+    assert (self);
+    *stats = self->stats;
+    stats->asking = zlistx_size (self->fresh) + zlistx_size (self->asking);
+    stats->held = zlistx_size (self->held);
+    stats->unacked = self->outcome_count;
+    for (s_batch_t *b = zlistx_first (self->batches); b; b = zlistx_next (self->batches))
+        stats->unacked += b->count;
+}

@@ -1,0 +1,553 @@
+/*  gate - replies wait until every user-level budget allows them. See gate.h. */
+#include "sink/gate.h"
+#include "common/palloc.h"
+
+#include <czmq.h>
+#include <string.h>
+
+#define BUDGETS          3          //  global, entity, chat
+#define EST_SAMPLES      16         //  post durations kept for the estimate
+#define EST_FIRST_MS     1000       //  estimate before any post was seen
+#define EST_MIN_MS       50
+#define EST_MAX_MS       60000
+#define CHAT_PRUNE_MS    60000      //  idle chats are forgotten this often at most
+
+typedef struct {
+    limit_log_t log;
+    size_t pending;             //  released, not yet posted
+    uint64_t stamp;             //  the pass that set protect[]
+    int64_t protect[2];         //  [paced]: earliest time a more urgent waiting reply needs it
+} s_budget_t;
+
+typedef struct {
+    char *key;
+    s_budget_t budget;          //  unused (log inactive) when no rule matches
+    size_t refs;                //  entries pointing here
+} s_chat_t;
+
+typedef struct {
+    uint64_t id;
+    int priority;
+    bool paced;
+    int64_t created_ms;
+    int64_t expires_ms;
+    int64_t not_before;
+    int64_t released_at;        //  0 while waiting
+    s_chat_t *chat;
+    s_budget_t *budgets[BUDGETS];   //  NULL where there is no limit
+} s_entry_t;
+
+struct gate_s {
+    s_budget_t global;
+    s_budget_t *entities;
+    size_t entity_count;
+    gate_chat_rule_t *rules;
+    size_t rule_count;
+    int urgent_below;
+    zhashx_t *entries;          //  id -> s_entry_t, waiting and released
+    zhashx_t *chats;            //  key -> s_chat_t
+    s_entry_t **waiting;        //  most urgent first
+    size_t waiting_count, waiting_capacity;
+    size_t pending;
+    uint64_t *go;               //  released by the last pass, not yet handed out
+    size_t go_head, go_count, go_capacity;
+    uint64_t *expired;
+    size_t expired_head, expired_count, expired_capacity;
+    bool dirty;                 //  something changed since the last pass
+    int64_t next_wake;          //  from the last pass
+    uint64_t stamp;             //  pass number
+    int64_t last_prune;
+    int64_t durations[EST_SAMPLES];     //  release -> posted, most recent posts
+    size_t duration_count, duration_head;
+    int64_t estimate;           //  how long a pending post is expected to take
+};
+
+//  --- ids as hash keys -------------------------------------------------------------
+
+static size_t s_id_hash (const void *key)
+{
+    uint64_t x = (uint64_t) (uintptr_t) key;
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    return (size_t) x;
+}
+
+static int s_id_compare (const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t) a, y = (uintptr_t) b;
+    return x < y ? -1 : x > y;
+}
+
+#define ID_KEY(id) ((void *) (uintptr_t) (id))
+
+//  --- budgets ------------------------------------------------------------------------
+
+static void s_budget_init (s_budget_t *b, const sched_limit_t *limit)
+{
+    if (limit_log_init (&b->log, limit))
+        palloc_fail ("a rate log", sizeof (int64_t) * 3600);
+    b->pending = 0;
+    b->stamp = 0;
+}
+
+//  The earliest time the budget allows one more post with `pending` under
+//  way. While pending posts fill it, that depends on when they complete:
+//  assume they complete within the gate's estimate.
+static int64_t s_budget_at (const gate_t *self, const s_budget_t *b, int64_t now, size_t pending,
+                            bool paced)
+{
+    int64_t at = limit_log_next_with (&b->log, now, pending, paced);
+    if (at != LIMITS_NEVER)
+        return at;
+    const sched_limit_t *l = &b->log.limit;
+    int64_t after = l->gap_ms;
+    if (paced && l->per_minute > 0 && LIMITS_MINUTE_MS / l->per_minute > after)
+        after = LIMITS_MINUTE_MS / l->per_minute;
+    if (l->per_minute > 0 && pending >= (size_t) l->per_minute)
+        after = LIMITS_MINUTE_MS;
+    if (l->per_hour > 0 && pending >= (size_t) l->per_hour)
+        after = LIMITS_HOUR_MS;
+    return now + self->estimate + after;
+}
+
+//  Records a post at `at`; the log needs times that do not decrease.
+static void s_budget_record (s_budget_t *b, int64_t at)
+{
+    if (!limit_log_active (&b->log))
+        return;
+    if (b->log.count && limit_log_entry (&b->log, 0) > at)
+        at = limit_log_entry (&b->log, 0);
+    limit_log_record (&b->log, at);
+}
+
+//  --- chats ---------------------------------------------------------------------------
+
+static bool s_matches (const char *pattern, const char *value)
+{
+    return strcmp (pattern, "*") == 0 || strcmp (pattern, value ? value : "") == 0;
+}
+
+static s_chat_t *s_chat (gate_t *self, const char *key, const char *kind)
+{
+    s_chat_t *chat = zhashx_lookup (self->chats, key);
+    if (chat)
+        return chat;
+    char source[256];
+    const char *slash = strchr (key, '/');
+    size_t n = slash ? (size_t) (slash - key) : strlen (key);
+    if (n >= sizeof source)
+        n = sizeof source - 1;
+    memcpy (source, key, n);
+    source[n] = 0;
+    sched_limit_t none = {0, 0, 0};
+    const sched_limit_t *limit = &none;
+    for (size_t i = 0; i < self->rule_count; i++)
+        if (s_matches (self->rules[i].source, source) && s_matches (self->rules[i].chat_kind, kind)) {
+            limit = &self->rules[i].limit;
+            break;
+        }
+    chat = pcalloc (1, sizeof *chat);
+    chat->key = pstrdup (key);
+    s_budget_init (&chat->budget, limit);
+    zhashx_insert (self->chats, key, chat);
+    return chat;
+}
+
+static void s_chat_free (void **item)
+{
+    s_chat_t *chat = *item;
+    limit_log_destroy (&chat->budget.log);
+    free (chat->key);
+    free (chat);
+    *item = NULL;
+}
+
+//  Forgets chats nobody waits in whose history no longer limits anything.
+static void s_prune_chats (gate_t *self, int64_t now)
+{
+    if (now - self->last_prune < CHAT_PRUNE_MS)
+        return;
+    self->last_prune = now;
+    zlistx_t *idle = zlistx_new ();
+    for (s_chat_t *c = zhashx_first (self->chats); c; c = zhashx_next (self->chats)) {
+        const limit_log_t *log = &c->budget.log;
+        if (!c->refs && (!log->count || limit_log_entry (log, 0) + LIMITS_HOUR_MS <= now))
+            zlistx_add_end (idle, c->key);
+    }
+    for (const char *key = zlistx_first (idle); key; key = zlistx_next (idle))
+        zhashx_delete (self->chats, key);
+    zlistx_destroy (&idle);
+}
+
+//  --- life ------------------------------------------------------------------------------
+
+gate_t *gate_new (const gate_config_t *config)
+{
+    gate_t *self = pcalloc (1, sizeof *self);
+    s_budget_init (&self->global, &config->global);
+    self->entity_count = config->entity_count;
+    self->entities = pcalloc (config->entity_count + 1, sizeof (s_budget_t));
+    for (size_t i = 0; i < config->entity_count; i++)
+        s_budget_init (&self->entities[i], &config->entities[i]);
+    self->rule_count = config->chat_rule_count;
+    self->rules = pcalloc (config->chat_rule_count + 1, sizeof (gate_chat_rule_t));
+    for (size_t i = 0; i < config->chat_rule_count; i++) {
+        self->rules[i] = config->chat_rules[i];
+        self->rules[i].source = pstrdup (config->chat_rules[i].source);
+        self->rules[i].chat_kind = pstrdup (config->chat_rules[i].chat_kind);
+    }
+    self->urgent_below = config->urgent_below;
+    self->entries = zhashx_new ();
+    zhashx_set_key_hasher (self->entries, s_id_hash);
+    zhashx_set_key_comparator (self->entries, s_id_compare);
+    zhashx_set_key_duplicator (self->entries, NULL);
+    zhashx_set_key_destructor (self->entries, NULL);
+    self->chats = zhashx_new ();
+    zhashx_set_destructor (self->chats, s_chat_free);
+    self->estimate = EST_FIRST_MS;
+    self->next_wake = GATE_NEVER;
+    return self;
+}
+
+void gate_destroy (gate_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    gate_t *self = *self_p;
+    for (s_entry_t *e = zhashx_first (self->entries); e; e = zhashx_next (self->entries))
+        free (e);
+    zhashx_destroy (&self->entries);
+    zhashx_destroy (&self->chats);
+    limit_log_destroy (&self->global.log);
+    for (size_t i = 0; i < self->entity_count; i++)
+        limit_log_destroy (&self->entities[i].log);
+    free (self->entities);
+    for (size_t i = 0; i < self->rule_count; i++) {
+        free ((char *) self->rules[i].source);
+        free ((char *) self->rules[i].chat_kind);
+    }
+    free (self->rules);
+    free (self->waiting);
+    free (self->go);
+    free (self->expired);
+    free (self);
+    *self_p = NULL;
+}
+
+//  --- the waiting list, most urgent first -------------------------------------------------
+
+static bool s_before (const s_entry_t *a, const s_entry_t *b)
+{
+    if (a->priority != b->priority)
+        return a->priority < b->priority;
+    if (a->created_ms != b->created_ms)
+        return a->created_ms < b->created_ms;
+    return a->id < b->id;
+}
+
+//  Position of the first entry not before `e`.
+static size_t s_position (gate_t *self, const s_entry_t *e)
+{
+    size_t lo = 0, hi = self->waiting_count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (s_before (self->waiting[mid], e))
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static void s_wait (gate_t *self, s_entry_t *e)
+{
+    self->waiting = pgrow (self->waiting, &self->waiting_capacity, self->waiting_count + 1,
+                           sizeof (s_entry_t *));
+    size_t at = s_position (self, e);
+    memmove (&self->waiting[at + 1], &self->waiting[at],
+             (self->waiting_count - at) * sizeof (s_entry_t *));
+    self->waiting[at] = e;
+    self->waiting_count++;
+}
+
+static void s_unwait (gate_t *self, s_entry_t *e)
+{
+    size_t at = s_position (self, e);
+    if (at < self->waiting_count && self->waiting[at] == e) {
+        memmove (&self->waiting[at], &self->waiting[at + 1],
+                 (self->waiting_count - at - 1) * sizeof (s_entry_t *));
+        self->waiting_count--;
+    }
+}
+
+static void s_queue (uint64_t **ring, size_t *head, size_t *count, size_t *capacity, uint64_t id)
+{
+    if (*count == *capacity) {
+        //  Unroll the ring into a larger array.
+        size_t old = *capacity;
+        uint64_t *grown = pcalloc (old ? old * 2 : 16, sizeof (uint64_t));
+        for (size_t i = 0; i < *count; i++)
+            grown[i] = (*ring)[(*head + i) % old];
+        free (*ring);
+        *ring = grown;
+        *head = 0;
+        *capacity = old ? old * 2 : 16;
+    }
+    (*ring)[(*head + *count) % *capacity] = id;
+    (*count)++;
+}
+
+static bool s_dequeue (uint64_t *ring, size_t *head, size_t *count, size_t capacity, uint64_t *id)
+{
+    if (!*count)
+        return false;
+    *id = ring[*head];
+    *head = (*head + 1) % capacity;
+    (*count)--;
+    return true;
+}
+
+//  --- holding -------------------------------------------------------------------------------
+
+static void s_forget (gate_t *self, s_entry_t *e)
+{
+    zhashx_delete (self->entries, ID_KEY (e->id));
+    e->chat->refs--;
+    free (e);
+}
+
+int gate_add (gate_t *self, const gate_reply_t *r, int64_t now)
+{
+    assert (self);
+    assert (r->id);
+    if (r->expires_ms && now > r->expires_ms)
+        return -1;
+    if (zhashx_lookup (self->entries, ID_KEY (r->id)))
+        gate_remove (self, r->id);
+    s_entry_t *e = pcalloc (1, sizeof *e);
+    e->id = r->id;
+    e->priority = r->priority;
+    e->paced = r->priority >= self->urgent_below;
+    e->created_ms = r->created_ms;
+    e->expires_ms = r->expires_ms;
+    e->not_before = r->not_before;
+    e->chat = s_chat (self, r->chat, r->chat_kind);
+    e->chat->refs++;
+    size_t n = 0;
+    if (limit_log_active (&self->global.log))
+        e->budgets[n++] = &self->global;
+    if (r->entity >= 0 && (size_t) r->entity < self->entity_count
+        && limit_log_active (&self->entities[r->entity].log))
+        e->budgets[n++] = &self->entities[r->entity];
+    if (limit_log_active (&e->chat->budget.log))
+        e->budgets[n++] = &e->chat->budget;
+    zhashx_insert (self->entries, ID_KEY (e->id), e);
+    s_wait (self, e);
+    self->dirty = true;
+    return 0;
+}
+
+bool gate_remove (gate_t *self, uint64_t id)
+{
+    assert (self);
+    s_entry_t *e = zhashx_lookup (self->entries, ID_KEY (id));
+    if (!e)
+        return false;
+    if (e->released_at)
+        gate_cancel (self, id);
+    else {
+        s_unwait (self, e);
+        s_forget (self, e);
+        self->dirty = true;
+    }
+    return true;
+}
+
+static void s_unpend (gate_t *self, s_entry_t *e, int64_t at, bool record)
+{
+    for (int i = 0; i < BUDGETS; i++) {
+        s_budget_t *b = e->budgets[i];
+        if (!b)
+            continue;
+        if (b->pending)
+            b->pending--;
+        if (record)
+            s_budget_record (b, at);
+    }
+    self->pending--;
+    s_forget (self, e);
+    self->dirty = true;
+}
+
+void gate_posted (gate_t *self, uint64_t id, int64_t at)
+{
+    assert (self);
+    s_entry_t *e = zhashx_lookup (self->entries, ID_KEY (id));
+    if (!e || !e->released_at)
+        return;
+    //  Learn how long posts take, for the estimate of pending ones.
+    int64_t took = at - e->released_at;
+    self->durations[self->duration_head] = took < 0 ? 0 : took;
+    self->duration_head = (self->duration_head + 1) % EST_SAMPLES;
+    if (self->duration_count < EST_SAMPLES)
+        self->duration_count++;
+    int64_t longest = 0;
+    for (size_t i = 0; i < self->duration_count; i++)
+        if (self->durations[i] > longest)
+            longest = self->durations[i];
+    self->estimate = longest < EST_MIN_MS ? EST_MIN_MS : longest > EST_MAX_MS ? EST_MAX_MS : longest;
+    s_unpend (self, e, at, true);
+}
+
+void gate_cancel (gate_t *self, uint64_t id)
+{
+    assert (self);
+    s_entry_t *e = zhashx_lookup (self->entries, ID_KEY (id));
+    if (e && e->released_at)
+        s_unpend (self, e, 0, false);
+}
+
+void gate_restore (gate_t *self, int entity, const char *chat, const char *chat_kind, int64_t at)
+{
+    assert (self);
+    s_budget_record (&self->global, at);
+    if (entity >= 0 && (size_t) entity < self->entity_count)
+        s_budget_record (&self->entities[entity], at);
+    s_budget_record (&s_chat (self, chat, chat_kind)->budget, at);
+    self->dirty = true;
+}
+
+//  --- the pass: who may go now ------------------------------------------------------------
+
+//  The earliest time `e` may go, as far as its budgets and its own time go.
+static int64_t s_earliest (const gate_t *self, const s_entry_t *e, int64_t now)
+{
+    int64_t at = e->not_before > now ? e->not_before : now;
+    for (int i = 0; i < BUDGETS; i++) {
+        const s_budget_t *b = e->budgets[i];
+        if (b) {
+            int64_t t = s_budget_at (self, b, now, b->pending, e->paced);
+            if (t > at)
+                at = t;
+        }
+    }
+    return at;
+}
+
+//  True when letting `e` go now would make a more urgent waiting reply,
+//  which needs one of e's budgets, wait longer than it must anyway.
+static bool s_protected (const gate_t *self, const s_entry_t *e, int64_t now)
+{
+    for (int i = 0; i < BUDGETS; i++) {
+        const s_budget_t *b = e->budgets[i];
+        if (!b || b->stamp != self->stamp)
+            continue;
+        for (int paced = 0; paced < 2; paced++)
+            if (b->protect[paced] != GATE_NEVER
+                && s_budget_at (self, b, now, b->pending + 1, paced) > b->protect[paced])
+                return true;
+    }
+    return false;
+}
+
+//  `e` waits until `at`: less urgent replies must not push that later.
+static void s_protect (gate_t *self, const s_entry_t *e, int64_t at)
+{
+    for (int i = 0; i < BUDGETS; i++) {
+        s_budget_t *b = e->budgets[i];
+        if (!b)
+            continue;
+        if (b->stamp != self->stamp) {
+            b->stamp = self->stamp;
+            b->protect[0] = b->protect[1] = GATE_NEVER;
+        }
+        if (at < b->protect[e->paced])
+            b->protect[e->paced] = at;
+    }
+}
+
+static void s_pass (gate_t *self, int64_t now)
+{
+    self->stamp++;
+    self->dirty = false;
+    int64_t wake = GATE_NEVER;
+    size_t kept = 0;
+    for (size_t i = 0; i < self->waiting_count; i++) {
+        s_entry_t *e = self->waiting[i];
+        if (e->expires_ms && now > e->expires_ms) {
+            s_queue (&self->expired, &self->expired_head, &self->expired_count,
+                     &self->expired_capacity, e->id);
+            continue;
+        }
+        int64_t at = s_earliest (self, e, now);
+        if (at <= now && !s_protected (self, e, now)) {
+            for (int b = 0; b < BUDGETS; b++)
+                if (e->budgets[b])
+                    e->budgets[b]->pending++;
+            self->pending++;
+            e->released_at = now > 0 ? now : 1;
+            s_queue (&self->go, &self->go_head, &self->go_count, &self->go_capacity, e->id);
+            continue;
+        }
+        s_protect (self, e, at);
+        if (at > now && at < wake)
+            wake = at;
+        if (e->expires_ms && e->expires_ms + 1 < wake)
+            wake = e->expires_ms + 1;
+        self->waiting[kept++] = e;
+    }
+    self->waiting_count = kept;
+    self->next_wake = wake;
+}
+
+gate_event_t gate_next (gate_t *self, int64_t now, uint64_t *id)
+{
+    assert (self);
+    for (;;) {
+        uint64_t found;
+        if (s_dequeue (self->expired, &self->expired_head, &self->expired_count,
+                       self->expired_capacity, &found)) {
+            s_entry_t *e = zhashx_lookup (self->entries, ID_KEY (found));
+            if (!e || e->released_at)
+                continue;
+            s_forget (self, e);
+            *id = found;
+            return GATE_EXPIRED;
+        }
+        if (s_dequeue (self->go, &self->go_head, &self->go_count, self->go_capacity, &found)) {
+            s_entry_t *e = zhashx_lookup (self->entries, ID_KEY (found));
+            if (!e || !e->released_at)
+                continue;   //  removed since the pass
+            *id = found;
+            return GATE_GO;
+        }
+        if (!self->dirty && now < self->next_wake)
+            break;
+        s_prune_chats (self, now);
+        s_pass (self, now);
+        if (!self->go_count && !self->expired_count)
+            break;
+    }
+    return GATE_NONE;
+}
+
+int64_t gate_wakeup (gate_t *self, int64_t now)
+{
+    assert (self);
+    if (self->dirty || self->go_count || self->expired_count)
+        return now;
+    return self->next_wake;
+}
+
+size_t gate_waiting (gate_t *self)
+{
+    assert (self);
+    return self->waiting_count;
+}
+
+size_t gate_pending (gate_t *self)
+{
+    assert (self);
+    return self->pending;
+}

@@ -1,0 +1,341 @@
+/*  ledger - posted pairs, outcomes until acknowledged, recovery. See ledger.h. */
+#include "sink/ledger.h"
+#include "common/palloc.h"
+#include "common/plog.h"
+#include "common/pseen.h"
+#include "proto/proto.h"
+
+#include <czmq.h>
+#include <inttypes.h>
+#include <string.h>
+
+#define LATENCY_SAMPLES 4096
+
+typedef struct {
+    char ref[48];               //  "job_id:token"
+    char pair_key[40];
+    pkey_fp_t pair;
+    int outcome;
+    bool owns_row;              //  the store's mark for the pair is this outcome's
+} s_entry_t;
+
+struct ledger_s {
+    const pcfg_t *config;
+    sink_store_t *store;
+    commit_t *commit;
+    pseen_t *posted;
+    pseen_t *doubted;
+    zhashx_t *by_ref;           //  ref -> s_entry_t (owns them)
+    zhashx_t *by_pair;          //  pair hex -> s_entry_t (the latest of the pair)
+    ledger_stats_t stats;
+    int64_t latencies[LATENCY_SAMPLES];
+    size_t latency_count, latency_head;
+};
+
+static void s_ref_key (char *key, size_t len, uint64_t job_id, uint64_t token)
+{
+    snprintf (key, len, "%" PRIu64 ":%" PRIx64, job_id, token);
+}
+
+static void s_pair_key (char *key, size_t len, pkey_fp_t fp)
+{
+    snprintf (key, len, "%016" PRIx64 "%016" PRIx64, fp.hi, fp.lo);
+}
+
+static void s_free_item (void **item)
+{
+    free (*item);
+    *item = NULL;
+}
+
+//  The set forgets a pair (too old, or too many): so does the store.
+static void s_on_forget (void *arg, pkey_fp_t fp, int64_t at, uint32_t tag)
+{
+    (void) at, (void) tag;
+    ledger_t *self = arg;
+    if (self->store)
+        sink_store_unposted (self->store, fp);
+}
+
+ledger_t *ledger_new (const pcfg_t *config, sink_store_t *store, commit_t *commit)
+{
+    ledger_t *self = pcalloc (1, sizeof *self);
+    self->config = config;
+    self->store = store;
+    self->commit = commit;
+    self->posted = pseen_new ((size_t) config->dedupe_max_keys, config->dedupe_retention_s * 1000);
+    pseen_on_forget (self->posted, s_on_forget, self);
+    self->doubted = pseen_new ((size_t) config->dedupe_max_keys, config->dedupe_retention_s * 1000);
+    pseen_on_forget (self->doubted, s_on_forget, self);
+    self->by_ref = zhashx_new ();
+    zhashx_set_destructor (self->by_ref, s_free_item);
+    self->by_pair = zhashx_new ();
+    return self;
+}
+
+void ledger_destroy (ledger_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    ledger_t *self = *self_p;
+    pseen_destroy (&self->posted);
+    pseen_destroy (&self->doubted);
+    zhashx_destroy (&self->by_pair);
+    zhashx_destroy (&self->by_ref);
+    free (self);
+    *self_p = NULL;
+}
+
+int ledger_pair (ledger_t *self, pkey_fp_t pair)
+{
+    assert (self);
+    if (pseen_has (self->posted, pair))
+        return LEDGER_POSTED;
+    if (pseen_has (self->doubted, pair))
+        return LEDGER_IN_DOUBT;
+    char key[40];
+    s_pair_key (key, sizeof key, pair);
+    s_entry_t *e = zhashx_lookup (self->by_pair, key);
+    if (!e)
+        return LEDGER_NONE;
+    switch (e->outcome) {
+    case PROTO_OUT_POSTED:
+    case PROTO_OUT_DUPLICATE: return LEDGER_POSTED;
+    case PROTO_OUT_IN_DOUBT: return LEDGER_IN_DOUBT;
+    default: return LEDGER_NOT_POSTED;
+    }
+}
+
+static void s_count (ledger_t *self, int outcome)
+{
+    switch (outcome) {
+    case PROTO_OUT_POSTED: self->stats.posted++; break;
+    case PROTO_OUT_DUPLICATE: self->stats.duplicate_posts++; break;
+    case PROTO_OUT_EXPIRED: self->stats.expired++; break;
+    case PROTO_OUT_IN_DOUBT: self->stats.in_doubt++; break;
+    default: self->stats.failed++; break;
+    }
+}
+
+void ledger_settle (ledger_t *self, const ledger_outcome_t *o, int64_t now)
+{
+    assert (self);
+    s_count (self, o->outcome);
+    if (o->outcome == PROTO_OUT_POSTED) {
+        int64_t at = o->first_at ? o->first_at : now;
+        self->latencies[self->latency_head] = now - o->created_ms;
+        self->latency_head = (self->latency_head + 1) % LATENCY_SAMPLES;
+        if (self->latency_count < LATENCY_SAMPLES)
+            self->latency_count++;
+        pseen_remove (self->doubted, o->pair, NULL);
+        pseen_add (self->posted, o->pair, at, 0);
+        if (self->store) {
+            sink_posted_t p = {o->pair, o->entity, o->chat, o->chat_kind, at, false};
+            sink_store_posted (self->store, &p);
+        }
+    }
+    else if (o->outcome == PROTO_OUT_IN_DOUBT) {
+        plog_warn ("reply to job %" PRIu64 " by %s may or may not be posted: %s", o->job_id,
+                   o->entity, o->reason ? o->reason : "");
+        //  Never posted again; and the platform may have counted it.
+        int64_t at = o->first_at ? o->first_at : now;
+        pseen_add (self->doubted, o->pair, at, 0);
+        if (self->store) {
+            sink_posted_t p = {o->pair, o->entity, o->chat, o->chat_kind, at, true};
+            sink_store_posted (self->store, &p);
+        }
+    }
+    else if (o->outcome == PROTO_OUT_FAILED)
+        plog_warn ("reply to job %" PRIu64 " by %s not posted: %s", o->job_id, o->entity,
+                   o->reason ? o->reason : "");
+    if (o->marked && self->store)
+        sink_store_outcome (self->store, o->pair, o->outcome, o->reason, now);
+    commit_outcome (self->commit, o->job_id, o->token, o->outcome, o->reason, now);
+    s_entry_t *e = pcalloc (1, sizeof *e);
+    s_ref_key (e->ref, sizeof e->ref, o->job_id, o->token);
+    s_pair_key (e->pair_key, sizeof e->pair_key, o->pair);
+    e->pair = o->pair;
+    e->outcome = o->outcome;
+    e->owns_row = o->marked;
+    ledger_supersede (self, o->pair);
+    zhashx_update (self->by_ref, e->ref, e);
+    zhashx_update (self->by_pair, e->pair_key, e);
+}
+
+void ledger_report (ledger_t *self, uint64_t job_id, uint64_t token, int outcome,
+                    const char *reason, int64_t now)
+{
+    assert (self);
+    s_count (self, outcome);
+    commit_outcome (self->commit, job_id, token, outcome, reason, now);
+}
+
+void ledger_supersede (ledger_t *self, pkey_fp_t pair)
+{
+    assert (self);
+    char key[40];
+    s_pair_key (key, sizeof key, pair);
+    s_entry_t *e = zhashx_lookup (self->by_pair, key);
+    if (e) {
+        e->owns_row = false;
+        zhashx_delete (self->by_pair, key);
+    }
+}
+
+bool ledger_has (ledger_t *self, uint64_t job_id, uint64_t token)
+{
+    assert (self);
+    char key[48];
+    s_ref_key (key, sizeof key, job_id, token);
+    return zhashx_lookup (self->by_ref, key) != NULL;
+}
+
+void ledger_acked (ledger_t *self, uint64_t job_id, uint64_t token)
+{
+    assert (self);
+    char key[48];
+    s_ref_key (key, sizeof key, job_id, token);
+    s_entry_t *e = zhashx_lookup (self->by_ref, key);
+    if (!e)
+        return;
+    if (e->owns_row && self->store)
+        sink_store_forget (self->store, e->pair);
+    if (zhashx_lookup (self->by_pair, e->pair_key) == e)
+        zhashx_delete (self->by_pair, e->pair_key);
+    zhashx_delete (self->by_ref, key);
+}
+
+void ledger_prune (ledger_t *self, int64_t now)
+{
+    assert (self);
+    pseen_prune (self->posted, now);
+    pseen_prune (self->doubted, now);
+    if (self->store)
+        sink_store_prune (self->store, now - self->config->dedupe_retention_s * 1000);
+}
+
+//  --- recovery ------------------------------------------------------------------------------
+
+typedef struct {
+    ledger_t *self;
+    gate_t *gate;
+    dests_t *dests;
+    int64_t now;
+    ledger_again_fn *again;
+    void *arg;
+    size_t posted, rate, reported, asked, doubted;
+} s_recovery_t;
+
+static void s_load_posted (void *arg, const sink_posted_t *p)
+{
+    s_recovery_t *rec = arg;
+    pseen_add (p->doubt ? rec->self->doubted : rec->self->posted, p->pair, p->at, 0);
+    rec->posted++;
+    if (p->at + LIMITS_HOUR_MS <= rec->now)
+        return;
+    //  The last hour is rate history: the gate's budgets and the platforms' limits.
+    rec->rate++;
+    gate_restore (rec->gate, pcfg_entity_index (rec->self->config, p->entity), p->chat,
+                  p->chat_kind, p->at);
+    dests_restore (rec->dests, p->entity, p->chat, p->at);
+}
+
+static void s_load_mark (void *arg, const sink_mark_t *m)
+{
+    s_recovery_t *rec = arg;
+    ledger_t *self = rec->self;
+    ledger_outcome_t o = {m->pair,      m->job_id,    m->token,     m->outcome,
+                          m->reason,    m->entity,    m->chat,      m->chat_kind,
+                          m->created_ms, m->first_at, true};
+    if (m->outcome != SINK_NO_OUTCOME) {
+        //  Known, not acknowledged: report it again (counted once, before the restart).
+        rec->reported++;
+        if (m->outcome == PROTO_OUT_POSTED)
+            pseen_add (self->posted, m->pair, m->first_at ? m->first_at : m->outcome_at, 0);
+        commit_outcome (self->commit, m->job_id, m->token, m->outcome, m->reason, m->outcome_at);
+        s_entry_t *e = pcalloc (1, sizeof *e);
+        s_ref_key (e->ref, sizeof e->ref, m->job_id, m->token);
+        s_pair_key (e->pair_key, sizeof e->pair_key, m->pair);
+        e->pair = m->pair;
+        e->outcome = m->outcome;
+        e->owns_row = true;
+        zhashx_update (self->by_ref, e->ref, e);
+        zhashx_update (self->by_pair, e->pair_key, e);
+        return;
+    }
+    //  The sink stopped while posting this: did it go out?
+    proto_message_t message;
+    void *zone = NULL;
+    char why[400];
+    dest_t *dest = NULL;
+    if (proto_message_decode (m->payload, m->payload_size, &message, &zone, why, sizeof why) == 0)
+        dest = dests_route (rec->dests, message.source);
+    proto_zone_free (&zone);
+    int posted = dest ? dest->was_posted (dest, m->msg_key, m->entity) : -1;
+    if (posted == 1) {
+        plog_info ("interrupted post of %s by %s did go out", m->msg_key, m->entity);
+        int64_t at = m->first_at ? m->first_at : m->marked_at;
+        gate_restore (rec->gate, pcfg_entity_index (self->config, m->entity), m->chat,
+                      m->chat_kind, at);
+        o.outcome = PROTO_OUT_POSTED;
+        o.reason = "";
+        o.first_at = at;
+        ledger_settle (self, &o, rec->now);
+    }
+    else if (posted == 0 && !m->first_at) {
+        //  Certainly not posted: the broker says post again if the job is still ours.
+        rec->asked++;
+        rec->again (rec->arg, m);
+        sink_store_forget (self->store, m->pair);
+    }
+    else {
+        rec->doubted++;
+        snprintf (why, sizeof why,
+                  "the sink stopped while posting it%s; destination %s cannot tell whether it "
+                  "went out",
+                  m->first_at ? " (its first part went out)" : "",
+                  dest ? dest->config->name : "(none)");
+        o.outcome = PROTO_OUT_IN_DOUBT;
+        o.reason = why;
+        ledger_settle (self, &o, rec->now);
+    }
+}
+
+void ledger_recover (ledger_t *self, gate_t *gate, dests_t *dests, int64_t now,
+                     ledger_again_fn *again, void *arg)
+{
+    assert (self);
+    if (!self->store)
+        return;
+    s_recovery_t rec = {self, gate, dests, now, again, arg, 0, 0, 0, 0, 0};
+    sink_store_load (self->store, &rec, s_load_mark, s_load_posted);
+    plog_info ("recovered %zu posted or doubted pair(s) (%zu in the last hour), %zu outcome(s) to report "
+               "again, %zu interrupted post(s) to ask about again, %zu in doubt",
+               rec.posted, rec.rate, rec.reported, rec.asked, rec.doubted);
+}
+
+//  --- stats -----------------------------------------------------------------------------------
+
+static int s_compare_i64 (const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *) a, y = *(const int64_t *) b;
+    return x < y ? -1 : x > y;
+}
+
+void ledger_stats (ledger_t *self, ledger_stats_t *stats)
+{
+    assert (self);
+    *stats = self->stats;
+    stats->posted_pairs = pseen_size (self->posted);
+    stats->doubted_pairs = pseen_size (self->doubted);
+    stats->unacked = zhashx_size (self->by_ref);
+    size_t n = self->latency_count;
+    if (n) {
+        int64_t *sorted = pmemdup (self->latencies, n * sizeof (int64_t));
+        qsort (sorted, n, sizeof (int64_t), s_compare_i64);
+        stats->latency_p50 = (double) sorted[n * 50 / 100];
+        stats->latency_p95 = (double) sorted[n * 95 / 100];
+        stats->latency_p99 = (double) sorted[n * 99 / 100];
+        free (sorted);
+    }
+}
