@@ -169,7 +169,7 @@ static int s_pack_field (msgpack_packer *pk, const proto_field_t *f, const char 
             return -1;
         }
         msgpack_pack_bin (pk, b->size);
-        return msgpack_pack_bin_body (pk, b->data, b->size);
+        return b->size ? msgpack_pack_bin_body (pk, b->data, b->size) : 0;
     }
     case PF_STRS: {
         const char *const *items = *(const char *const *const *) at;
@@ -210,7 +210,8 @@ static int s_pack_field (msgpack_packer *pk, const proto_field_t *f, const char 
             msgpack_pack_str_body (pk, items[i].key, len);
             double v = items[i].value;
             //  Whole numbers travel as integers: counters read naturally in any language.
-            if (v == (double) (int64_t) v && v > -9.0e15 && v < 9.0e15)
+            //  The range comes first: converting NaN or 1e300 to an integer is undefined.
+            if (v > -9.0e15 && v < 9.0e15 && v == (double) (int64_t) v)
                 msgpack_pack_int64 (pk, (int64_t) v);
             else
                 msgpack_pack_double (pk, v);
@@ -310,7 +311,9 @@ static int s_dec_str (s_dec_t *d, const msgpack_object *o, uint64_t max, const c
     char *copy = msgpack_zone_malloc (d->zone, n + 1);
     if (!copy)
         return s_dec_fail (d, ": out of memory");
-    memcpy (copy, o->via.str.ptr, n);
+    //  msgpack-c gives an empty string a NULL pointer: never hand that to memcpy.
+    if (n)
+        memcpy (copy, o->via.str.ptr, n);
     copy[n] = 0;
     *out = copy;
     return 0;
@@ -348,7 +351,8 @@ static int s_dec_field (s_dec_t *d, const proto_field_t *f, char *base, const ms
         uint8_t *copy = msgpack_zone_malloc (d->zone, o->via.bin.size ? o->via.bin.size : 1);
         if (!copy)
             return s_dec_fail (d, ": out of memory");
-        memcpy (copy, o->via.bin.ptr, o->via.bin.size);
+        if (o->via.bin.size)   //  empty bytes come with a NULL pointer
+            memcpy (copy, o->via.bin.ptr, o->via.bin.size);
         ((proto_bin_t *) at)->data = copy;
         ((proto_bin_t *) at)->size = o->via.bin.size;
         return 0;
