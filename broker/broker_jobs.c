@@ -278,7 +278,8 @@ const char *broker_accept (broker_t *self, const proto_job_spec_t *spec, bool *d
     job->msg_key = dkey + elen + 1;
     job->pos_deadline = HEAP_NONE;
     uint8_t *payload = malloc (spec->payload.size ? spec->payload.size : 1);
-    memcpy (payload, spec->payload.data, spec->payload.size);
+    if (spec->payload.size)     //  an empty payload may come with a NULL pointer
+        memcpy (payload, spec->payload.data, spec->payload.size);
     job->payload.data = payload;
     job->payload.size = spec->payload.size;
     char source[128];
@@ -386,7 +387,8 @@ static bdead_t *s_dead_new (uint64_t id, const char *msg_key, const char *entity
     dead->reason = strdup (reason);
     dead->history = strdup (history);
     uint8_t *copy = malloc (payload_size ? payload_size : 1);
-    memcpy (copy, payload, payload_size);
+    if (payload_size)           //  an empty payload comes back from storage as NULL
+        memcpy (copy, payload, payload_size);
     dead->payload = (proto_bin_t) {copy, payload_size};
     return dead;
 }
@@ -439,7 +441,8 @@ static void s_load_job (void *arg, const store_job_t *row)
     job->msg_key = job->dkey + elen + 1;
     job->pos_deadline = HEAP_NONE;
     uint8_t *payload = malloc (row->payload_size ? row->payload_size : 1);
-    memcpy (payload, row->payload, row->payload_size);
+    if (row->payload_size)      //  an empty payload comes back from storage as NULL
+        memcpy (payload, row->payload, row->payload_size);
     job->payload = (proto_bin_t) {payload, row->payload_size};
     job->history = *row->history ? strdup (row->history) : NULL;
     char source[128];
