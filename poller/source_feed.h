@@ -18,7 +18,10 @@ void source_http_feed (source_t *self, long status, const char *body, size_t siz
                        source_emit_fn *emit, void *ctx);
 
 //  telegram: one answer to getUpdates (`body` NUL-terminated at `size`).
-void source_telegram_feed (source_t *self, long status, const char *body, size_t size,
+//  The updates of the previous answer are emitted first; while some are
+//  left (emit refused one, or the budget ran out) the source would not
+//  have asked again, so the answer is not taken and it returns false.
+bool source_telegram_feed (source_t *self, long status, const char *body, size_t size,
                            int budget, source_emit_fn *emit, void *ctx);
 
 //  twitch: one line the IRC connection parsed. Returns false when the

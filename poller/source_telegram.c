@@ -42,7 +42,6 @@
 #define AUTH_RETRY_MAX  600000
 #define NAME_MAX_BYTES  256         //  longer names are cut (Telegram's are at most 64 characters)
 #define MAX_DATE        100000000000LL  //  a date (Unix s) past this is nonsense (year 5138)
-#define MAX_RETRY_AFTER 86400       //  a longer flood wait (s) is taken as a day
 
 typedef struct {
     phttp_t *http;
@@ -294,9 +293,9 @@ static void s_on_response (void *arg, const phttp_response_t *r)
         json_t *after = json_object_get (json_object_get (root, "parameters"), "retry_after");
         int64_t ms = r->retry_after_ms;
         if (json_is_integer (after))
-            ms = json_integer_value (after) < 0 ? 0
-                 : json_integer_value (after) > MAX_RETRY_AFTER ? MAX_RETRY_AFTER * 1000
-                 : json_integer_value (after) * 1000;
+            ms = json_integer_value (after) <= 0
+                     ? 0
+                     : phttp_retry_after_ms (json_integer_value (after));
         plog_warn ("source %s: Telegram asks to wait %lld ms before the next getUpdates", name,
                    (long long) ms);
         s_retry_later (t, RETRY_BASE_MS, RETRY_MAX_MS, ms);
@@ -383,15 +382,21 @@ static void s_poll (source_t *self, int64_t now, int budget, source_emit_fn *emi
         s_request (self, t);
 }
 
-void source_telegram_feed (source_t *self, long status, const char *body, size_t size,
+bool source_telegram_feed (source_t *self, long status, const char *body, size_t size,
                            int budget, source_emit_fn *emit, void *ctx)
 {
     tg_src_t *t = self->state;
+    //  What is left of the last answer goes first: until it is all handed
+    //  over, the source asks for no new one.
+    s_emit_page (self, t, budget, emit, ctx);
+    if (t->page)
+        return false;
     phttp_response_t r = {.status = status, .body = body, .size = size, .retry_after_ms = -1,
                           .first_byte_ms = -1};
     t->in_flight = true;
     s_on_response (self, &r);
     s_emit_page (self, t, budget, emit, ctx);
+    return true;
 }
 
 static int64_t s_wakeup (source_t *self, int64_t now)

@@ -179,7 +179,9 @@ static void s_on_state (void *arg, pirc_event_t event, const char *why)
 void dest_twitch_line (dest_t *self, const pirc_msg_t *msg, int64_t now)
 {
     tw_dest_t *t = self->state;
-    tw_account_t *acc = t->accounts[0] ? t->accounts[0] : t->account_count > 1 ? t->accounts[1] : NULL;
+    tw_account_t *acc = t->accounts[0];
+    if (!acc && t->account_count > 1)
+        acc = t->accounts[1];
     if (acc) {
         acc->now = now;
         s_on_line (acc, msg);
