@@ -23,7 +23,7 @@
 #define FUZZ_REQUIRE(cond, what)                                                                   \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
-            fprintf (stderr, "fuzz check failed: %s (%s:%d)\n", what, __FILE__, __LINE__);          \
+            fprintf (stderr, "fuzz check failed: %s (%s:%d)\n", what, __FILE__, __LINE__);  \
             abort ();                                                                              \
         }                                                                                          \
     } while (0)
@@ -52,7 +52,8 @@ static inline void fuzz_check_chat_msg (const char *source, const chat_msg_t *ms
     if (msg->reply_to_author)
         fuzz_check_str (msg->reply_to_author, PROTO_MAX_KEY, "reply_to_author");
     FUZZ_REQUIRE (msg->chat_kind && (!strcmp (msg->chat_kind, "group")
-                                     || !strcmp (msg->chat_kind, "private")),
+                                     || !strcmp (msg->chat_kind, "private")
+                                     || !*msg->chat_kind),
                   "chat_kind");
     for (size_t i = 0; i < msg->mention_count; i++)
         fuzz_check_str (msg->mentions[i], PROTO_MAX_KEY, "mentions[]");
