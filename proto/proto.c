@@ -179,6 +179,11 @@ static int s_pack_field (msgpack_packer *pk, const proto_field_t *f, const char 
         msgpack_pack_array (pk, n);
         for (size_t i = 0; i < n; i++) {
             size_t len = items[i] ? strlen (items[i]) : 0;
+            if (len > PROTO_MAX_KEY) {  //  the decoder's bound for every item
+                plog_error ("proto: %s[%zu] is %zu bytes, more than %d", f->name, i, len,
+                            PROTO_MAX_KEY);
+                return -1;
+            }
             msgpack_pack_str (pk, len);
             msgpack_pack_str_body (pk, items[i] ? items[i] : "", len);
         }

@@ -10,6 +10,7 @@
         llm_chat_stream_event ("error" events to llm_chat_classify), until
         one is refused.
     The reply must stay a NUL-terminated string of its recorded length.
+    The answer is also read as each kind of model listing (llm_probe).
     Seeds: tests/fuzz/llm/.
 */
 #include <stdint.h>
@@ -17,7 +18,9 @@
 #include <string.h>
 
 #include "common/plog.h"
+#include "proto/proto.h"
 #include "worker/llm_chat.h"
+#include "worker/llm_probe.h"
 #include "worker/sse.h"
 
 #define CUT 0xFF
@@ -33,8 +36,9 @@ typedef struct {
 
 static void s_check_reply (const llm_reply_t *reply)
 {
+    size_t finish_max = sizeof reply->finish_reason;
     if (!reply->text || strlen (reply->text) != reply->len || reply->len >= reply->cap
-        || strnlen (reply->finish_reason, sizeof reply->finish_reason) == sizeof reply->finish_reason)
+        || strnlen (reply->finish_reason, finish_max) == finish_max)
         abort ();
 }
 
@@ -99,6 +103,18 @@ int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
         abort ();
     llm_redact (message, "sk-secret");
     llm_chat_is_context_error (body);
+    for (int kind = LLM_LIST_OPENAI; kind <= LLM_LIST_OLLAMA_PS; kind++) {
+        const char *names[16];
+        void *doc = NULL;
+        int n = llm_probe_parse_models ((llm_list_kind_t) kind, body, body_len, &doc, names, 16,
+                                        why, sizeof why);
+        if (n > 16 || (n < 0 && strnlen (why, sizeof why) == sizeof why))
+            abort ();
+        for (int i = 0; i < n; i++)
+            if (!names[i] || strlen (names[i]) > PROTO_MAX_KEY)
+                abort ();
+        json_decref (doc);
+    }
 
     //  The same bytes as a stream, in the pieces the marks cut.
     s_stream_t stream = {.outcome = LLM_OK};
