@@ -257,7 +257,8 @@ static int s_torn_write_steps (const char *path)
 {
     char json[600], err[300];
     snprintf (json, sizeof json,
-              "{\"sink\":{\"destinations\":[{\"name\":\"out\",\"type\":\"jsonl\",\"path\":\"%s\"}]}}",
+              "{\"sink\":{\"destinations\":[{\"name\":\"out\",\"type\":\"jsonl\","
+              "\"path\":\"%s\"}]}}",
               path);
     pcfg_t *config = pcfg_load_string (json, "test", true, err, sizeof err);
     if (!config)
@@ -296,7 +297,8 @@ static int s_torn_write_steps (const char *path)
     if (o.count != 3 || o.status != DEST_OK)
         return 8;
     char keys[8][32];
-    if (s_whole_lines (path, keys, 8) != 2 || strcmp (keys[0], "tg/-1/1") || strcmp (keys[1], "tg/-1/3"))
+    if (s_whole_lines (path, keys, 8) != 2 || strcmp (keys[0], "tg/-1/1")
+        || strcmp (keys[1], "tg/-1/3"))
         return 9;
     //  And what it wrote can be looked up after a crash.
     if (d->was_posted (d, "tg/-1/3", "joker") != 1 || d->was_posted (d, "tg/-1/2", "joker") != 0)

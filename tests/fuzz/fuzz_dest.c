@@ -52,7 +52,8 @@ int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
         raw = raw << 8 | data[i];
     int64_t retry_after_s = (int64_t) raw;
     int64_t retry_after_ms = phttp_retry_after_ms (retry_after_s);
-    if (retry_after_ms != -1 && (retry_after_ms < 1000 || retry_after_ms > PHTTP_RETRY_AFTER_MAX * 1000))
+    if (retry_after_ms != -1
+        && (retry_after_ms < 1000 || retry_after_ms > PHTTP_RETRY_AFTER_MAX * 1000))
         abort ();
     //  The body as phttp keeps it: its bytes and a NUL.
     size_t len = size - HEADER;

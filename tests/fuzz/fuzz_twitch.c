@@ -98,7 +98,8 @@ int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
         pirc_msg_t msg;
         if (pirc_parse (line, &msg) == 0) {
             FUZZ_REQUIRE (msg.command && *msg.command && msg.tags && msg.nick, "pirc_parse result");
-            FUZZ_REQUIRE (msg.param_count >= 0 && msg.param_count <= PIRC_MAX_PARAMS, "param_count");
+            FUZZ_REQUIRE (msg.param_count >= 0 && msg.param_count <= PIRC_MAX_PARAMS,
+                          "param_count");
             for (int i = 0; i < msg.param_count; i++)
                 FUZZ_REQUIRE (msg.params[i], "params[]");
             s_tags (&msg);
