@@ -361,6 +361,13 @@ static void test_encode_refuses_out_of_range (void **state)
     zmq_msg_t frame;
     plog_level = -1;    //  the refusal is logged; keep the test output clean
     assert_int_equal (proto_encode (PROTO_SUBMIT, &submit, &frame), -1);
+    //  An item of a list of strings over the decoder's bound.
+    char long_model[PROTO_MAX_KEY + 2];
+    memset (long_model, 'm', sizeof long_model - 1);
+    long_model[sizeof long_model - 1] = 0;
+    const char *models[] = {"fine", long_model};
+    proto_heartbeat_t hb = {"w", 1, 1, models, 2, "h", 1, 0};
+    assert_int_equal (proto_encode (PROTO_HEARTBEAT, &hb, &frame), -1);
 }
 
 //  Empty strings and bytes: msgpack-c hands out a NULL pointer for them,
