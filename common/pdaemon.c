@@ -43,12 +43,21 @@ static int s_apply_set (json_t *root, const char *path, json_t *value, char *err
             node = json_array_get (node, i);
         }
         else if (json_is_object (node)) {
-            if (!next)
-                return json_object_set_new (node, tok, value);
+            //  jansson refuses a key that is not UTF-8, and then frees the value.
+            if (!next) {
+                if (json_object_set_new (node, tok, value) == 0)
+                    return 0;
+                snprintf (err, errlen, "--set %s: \"%s\" is not a valid key", path, tok);
+                return -1;
+            }
             json_t *child = json_object_get (node, tok);
             if (!child) {
                 child = strspn (next, "0123456789") == strlen (next) ? json_array () : json_object ();
-                json_object_set_new (node, tok, child);
+                if (json_object_set_new (node, tok, child)) {
+                    snprintf (err, errlen, "--set %s: \"%s\" is not a valid key", path, tok);
+                    json_decref (value);
+                    return -1;
+                }
             }
             node = child;
         }
@@ -64,29 +73,40 @@ static int s_apply_set (json_t *root, const char *path, json_t *value, char *err
     return -1;
 }
 
+int pdaemon_apply_sets (json_t *root, char **sets, size_t nsets, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < nsets; i++) {
+        char *eq = strchr (sets[i], '=');
+        if (!eq) {
+            snprintf (err, errlen, "--set %s: expected PATH=VALUE", sets[i]);
+            return -1;
+        }
+        *eq = 0;
+        json_t *value = json_loads (eq + 1, JSON_DECODE_ANY, NULL);
+        if (!value)
+            value = json_string (eq + 1);   //  a plain word is a string
+        if (!value) {
+            *eq = '=';
+            snprintf (err, errlen, "--set %s: the value is neither JSON nor UTF-8 text", sets[i]);
+            return -1;
+        }
+        int rc = s_apply_set (root, sets[i], value, err, errlen);
+        *eq = '=';
+        if (rc)
+            return -1;
+    }
+    return 0;
+}
+
 pcfg_t *pdaemon_load_config (const char *path, char **sets, size_t nsets, bool strict, char *err,
                              size_t errlen)
 {
     json_t *root = pcfg_parse_file (path, err, errlen);
     if (!root)
         return NULL;
-    for (size_t i = 0; i < nsets; i++) {
-        char *eq = strchr (sets[i], '=');
-        if (!eq) {
-            snprintf (err, errlen, "--set %s: expected PATH=VALUE", sets[i]);
-            json_decref (root);
-            return NULL;
-        }
-        *eq = 0;
-        json_t *value = json_loads (eq + 1, JSON_DECODE_ANY, NULL);
-        if (!value)
-            value = json_string (eq + 1);   //  a plain word is a string
-        int rc = s_apply_set (root, sets[i], value, err, errlen);
-        *eq = '=';
-        if (rc) {
-            json_decref (root);
-            return NULL;
-        }
+    if (pdaemon_apply_sets (root, sets, nsets, err, errlen)) {
+        json_decref (root);
+        return NULL;
     }
     pcfg_t *config = pcfg_from_json (root, path ? path : "embedded default", strict, err, errlen);
     json_decref (root);

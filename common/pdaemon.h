@@ -59,6 +59,11 @@ void pdaemon_write_ready (const char *path, json_t *json);
 //  the actor stopped with an error.
 int pdaemon_run_actor (zactor_fn *actor, void *args);
 
+//  Applies PATH=VALUE overrides (as --set takes them) to a parsed
+//  document. Returns 0, or -1 with the reason in `err`. Each string is
+//  restored after use.
+int pdaemon_apply_sets (json_t *root, char **sets, size_t nsets, char *err, size_t errlen);
+
 //  Loads a configuration file (NULL = default) with PATH=VALUE overrides
 //  applied first. Same contract as pcfg_load.
 pcfg_t *pdaemon_load_config (const char *path, char **sets, size_t nsets, bool strict, char *err,

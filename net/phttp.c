@@ -307,7 +307,7 @@ static void s_finish (phttp_t *self, phttp_call_t *call, CURLcode result)
     curl_easy_getinfo (call->easy, CURLINFO_RESPONSE_CODE, &response.status);
     curl_off_t retry_after = 0;
     curl_easy_getinfo (call->easy, CURLINFO_RETRY_AFTER, &retry_after);
-    response.retry_after_ms = retry_after > 0 ? (int64_t) retry_after * 1000 : -1;
+    response.retry_after_ms = phttp_retry_after_ms ((int64_t) retry_after);
     response.body = call->data ? call->data : "";
     response.size = call->size;
     response.error = *error ? error : NULL;
@@ -441,6 +441,13 @@ void phttp_destroy (phttp_t **self_p)
 }
 
 //  --- helpers ---------------------------------------------------------------------------------
+
+int64_t phttp_retry_after_ms (int64_t seconds)
+{
+    if (seconds <= 0)
+        return -1;
+    return (seconds < PHTTP_RETRY_AFTER_MAX ? seconds : PHTTP_RETRY_AFTER_MAX) * 1000;
+}
 
 void phttp_redact (const char *text, const char *secret, char *out, size_t outlen)
 {

@@ -37,6 +37,7 @@
 #define PHTTP_MAX_RESPONSE (8u << 20)   //  default cap on a response body
 #define PHTTP_TIMEOUT_MS   30000        //  default time for a whole request
 #define PHTTP_CONNECT_MS   10000        //  default time to connect
+#define PHTTP_RETRY_AFTER_MAX 86400     //  a longer Retry-After (s) is taken as a day
 
 typedef struct phttp_s phttp_t;
 typedef struct phttp_call_s phttp_call_t;
@@ -119,6 +120,11 @@ void phttp_process (phttp_t *self);
 int64_t phttp_wakeup (phttp_t *self);
 //  Requests and connection attempts in flight.
 size_t phttp_active (phttp_t *self);
+
+//  A Retry-After in seconds (as curl reads the header, a number or a date)
+//  in milliseconds, at most PHTTP_RETRY_AFTER_MAX seconds; -1 when there
+//  was none (or it is not in the future).
+int64_t phttp_retry_after_ms (int64_t seconds);
 
 //  Copies `text` into `out`, replacing every occurrence of `secret` (if
 //  not NULL or empty) with "<redacted>".

@@ -132,6 +132,9 @@ const char *pirc_tag (const pirc_msg_t *msg, const char *key, char *out, size_t 
                 else
                     out[o++] = *v++;
             }
+            //  A value cut to fit must not end inside a UTF-8 sequence.
+            while (v < vend && o > 0 && !ptext_utf8_valid (out, o))
+                o--;
             out[o] = 0;
             return out;
         }

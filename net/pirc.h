@@ -79,8 +79,9 @@ uint64_t pirc_errors (pirc_t *self);
 //  Parses one line (without CR LF, modified in place). Returns -1 if it
 //  has no command.
 int pirc_parse (char *line, pirc_msg_t *msg);
-//  The value of tag `key`, unescaped into `out` (\s \: \\ \r \n). Returns
-//  NULL if the tag is absent.
+//  The value of tag `key`, unescaped into `out` (\s \: \\ \r \n); a value
+//  too long for `out` is cut at a character boundary. Returns NULL if the
+//  tag is absent.
 const char *pirc_tag (const pirc_msg_t *msg, const char *key, char *out, size_t outlen);
 
 #endif

@@ -24,6 +24,7 @@
 */
 #include "poller/source.h"
 #include "common/palloc.h"
+#include "poller/source_feed.h"
 #include "common/plog.h"
 #include "net/phttp.h"
 #include "net/ptext.h"
@@ -38,6 +39,7 @@
 #define MAX_ID          200
 #define MAX_TEXT        65536
 #define RETRY_CAP_MS    300000
+#define MAX_TIME        1e14        //  a time (s or ms) past this is nonsense (and would overflow)
 
 //  The fields and the names tried when the configuration names none.
 static const struct {
@@ -356,7 +358,8 @@ static pending_t *s_map (source_t *self, http_src_t *h, json_t *obj, const char 
         snprintf (path, sizeof path, "%.250s.%.200s", where, used);
         if (!v)
             m->ts_ms = h->now;
-        else if (json_is_number (v)) {
+        else if (json_is_number (v) && json_number_value (v) > -MAX_TIME
+                 && json_number_value (v) < MAX_TIME) {
             m->ts_ms = (int64_t) json_number_value (v);
             if (m->ts_ms < 100000000000LL)
                 m->ts_ms *= 1000;   //  seconds
@@ -576,11 +579,11 @@ static void s_request (source_t *self, http_src_t *h)
     free (url);
 }
 
-static void s_poll (source_t *self, int64_t now, int budget, source_emit_fn *emit, void *ctx)
+//  Hands pending messages over, oldest first. Returns false if the poller
+//  refused one (it stays first in line).
+static bool s_emit_pending (source_t *self, http_src_t *h, int budget, source_emit_fn *emit,
+                            void *ctx)
 {
-    http_src_t *h = self->state;
-    h->now = now;
-    phttp_process (h->http);
     pending_t *m;
     while (budget > 0 && (m = zlistx_first (h->pending))) {
         chat_msg_t msg = {m->id,        m->chat,          m->chat_kind, m->author,
@@ -588,15 +591,36 @@ static void s_poll (source_t *self, int64_t now, int budget, source_emit_fn *emi
                           m->ts_ms,     m->from_bot,      NULL,
                           0};
         if (!emit (ctx, self, &msg))
-            return;
+            return false;
         if (m->ts_ms > h->since)
             h->since = m->ts_ms;
         zlistx_delete (h->pending, zlistx_cursor (h->pending));
         budget--;
     }
+    return true;
+}
+
+static void s_poll (source_t *self, int64_t now, int budget, source_emit_fn *emit, void *ctx)
+{
+    http_src_t *h = self->state;
+    h->now = now;
+    phttp_process (h->http);
+    if (!s_emit_pending (self, h, budget, emit, ctx))
+        return;
     //  The next page only once this one is handed over.
     if (!h->in_flight && zlistx_size (h->pending) == 0 && now >= h->next_at)
         s_request (self, h);
+}
+
+void source_http_feed (source_t *self, long status, const char *body, size_t size, int budget,
+                       source_emit_fn *emit, void *ctx)
+{
+    http_src_t *h = self->state;
+    phttp_response_t r = {.status = status, .body = body, .size = size, .retry_after_ms = -1,
+                          .first_byte_ms = -1};
+    h->in_flight = true;
+    s_on_response (self, &r);
+    s_emit_pending (self, h, budget, emit, ctx);
 }
 
 static int64_t s_wakeup (prt_io_t *io, int64_t now)

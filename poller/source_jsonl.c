@@ -5,7 +5,10 @@
          "chatKind": "group", "authorId": "42", "ts": 1763900000000,
          "replyToAuthor": "Joker", "isBot": false}
     id, chat and text are required; ts (Unix ms, or seconds if small) defaults
-    to now. A bad line is logged with its line number, counted and skipped.
+    to now. chatKind "private" (or "dm", "direct") is a private chat, any
+    other a group; without it the kind is left open (""). Ids and names are
+    at most 200 bytes. A bad line is logged with its line number, counted
+    and skipped.
     With "follow": true the file is watched as it grows.
 */
 #include "poller/source.h"
@@ -16,10 +19,13 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #define MAX_LINE     (1 << 20)     //  longer lines are refused
 #define FOLLOW_MS    200           //  how often a followed file is checked
+#define MAX_ID       200           //  bytes in an id, chat or name
+#define MAX_TIME     1e14          //  a ts (s or ms) past this is nonsense (and would overflow)
 
 typedef struct {
     int fd;
@@ -75,15 +81,27 @@ static bool s_line (source_t *self, jsonl_t *j, char *line, size_t n, int64_t no
     char idbuf[32], chatbuf[32], authorbuf[32];
     const char *id = s_field_string (obj, "id", idbuf, sizeof idbuf);
     const char *chat = s_field_string (obj, "chat", chatbuf, sizeof chatbuf);
+    const char *author = s_field_string (obj, "author", authorbuf, sizeof authorbuf);
+    const char *author_id = json_string_value (json_object_get (obj, "authorId"));
     json_t *text = json_object_get (obj, "text");
     json_t *ts = json_object_get (obj, "ts");
+    //  Longer ids or names would break the protocol's bounds in the job (its
+    //  key, "source/chat/id", travels in every frame about it).
     const char *problem = !json_is_object (obj)         ? "not a JSON object"
                           : !id || !*id                 ? "\"id\" is missing or not a string"
                           : !chat || !*chat             ? "\"chat\" is missing or not a string"
                           : !json_is_string (text)      ? "\"text\" is missing or not a string"
                           : ts && !json_is_number (ts)  ? "\"ts\" is not a number"
-                          : strlen (id) > 200           ? "\"id\" is longer than 200 bytes"
-                                                        : NULL;
+                          : ts && !(json_number_value (ts) > -MAX_TIME
+                                    && json_number_value (ts) < MAX_TIME)
+                              ? "\"ts\" is not a time"
+                          : strlen (id) > MAX_ID        ? "\"id\" is longer than 200 bytes"
+                          : strlen (chat) > MAX_ID      ? "\"chat\" is longer than 200 bytes"
+                          : author && strlen (author) > MAX_ID
+                              ? "\"author\" is longer than 200 bytes"
+                          : author_id && strlen (author_id) > MAX_ID
+                              ? "\"authorId\" is longer than 200 bytes"
+                              : NULL;
     if (problem) {
         s_bad_line (self, j, problem);
         json_decref (obj);
@@ -92,15 +110,22 @@ static bool s_line (source_t *self, jsonl_t *j, char *line, size_t n, int64_t no
     int64_t when = ts ? (int64_t) json_number_value (ts) : now;
     if (ts && when < 100000000000LL)
         when *= 1000;   //  seconds
-    const char *author = s_field_string (obj, "author", authorbuf, sizeof authorbuf);
     const char *kind = json_string_value (json_object_get (obj, "chatKind"));
+    if (kind && *kind)
+        kind = strcasecmp (kind, "private") == 0 || strcasecmp (kind, "dm") == 0
+                       || strcasecmp (kind, "direct") == 0
+                   ? "private"
+                   : "group";
+    const char *reply_to = json_string_value (json_object_get (obj, "replyToAuthor"));
+    if (reply_to && strlen (reply_to) > MAX_ID)
+        reply_to = NULL;
     chat_msg_t msg = {id,
                       chat,
-                      kind ? kind : "",
+                      kind && *kind ? kind : "",
                       author ? author : "someone",
-                      json_string_value (json_object_get (obj, "authorId")),
+                      author_id,
                       json_string_value (text),
-                      json_string_value (json_object_get (obj, "replyToAuthor")),
+                      reply_to,
                       when,
                       json_is_true (json_object_get (obj, "isBot"))};
     if (!msg.author_id)

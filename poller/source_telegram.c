@@ -24,6 +24,7 @@
 */
 #include "poller/source.h"
 #include "common/palloc.h"
+#include "poller/source_feed.h"
 #include "common/plog.h"
 #include "net/phttp.h"
 #include "net/ptext.h"
@@ -40,6 +41,8 @@
 #define CONFLICT_MS     5000        //  first retry after a 409
 #define AUTH_RETRY_MS   30000       //  after the token was refused
 #define AUTH_RETRY_MAX  600000
+#define NAME_MAX_BYTES  256         //  longer names are cut (Telegram's are at most 64 characters)
+#define MAX_DATE        100000000000LL  //  a date (Unix s) past this is nonsense (year 5138)
 
 typedef struct {
     phttp_t *http;
@@ -66,18 +69,36 @@ static void s_bad (source_t *self, tg_src_t *t, const char *where, const char *w
         plog_warn ("source %s: getUpdates %s: %s; skipped", self->config->name, where, what);
 }
 
+//  Copies a name into `buf`, cut to fit without splitting a UTF-8 sequence
+//  (Telegram's names are short; an answer that is not Telegram's may not
+//  be). NULL if it holds a scrubbed invalid byte.
+static const char *s_copy_name (const char *name, char *buf, size_t len)
+{
+    if (!name || ptext_has_sentinel (name))
+        return NULL;
+    size_t n = ptext_cut (name, strlen (name), len - 1, PTEXT_BYTES, false);
+    memcpy (buf, name, n);
+    buf[n] = 0;
+    return buf;
+}
+
 //  A user's name as chats show it: @username, else first (and last) name.
 static const char *s_user_name (json_t *user, char *buf, size_t len)
 {
     const char *username = json_string_value (json_object_get (user, "username"));
     if (username && *username)
-        return username;
+        return s_copy_name (username, buf, len);
     const char *first = json_string_value (json_object_get (user, "first_name"));
     const char *last = json_string_value (json_object_get (user, "last_name"));
     if (!first)
         return NULL;
-    snprintf (buf, len, "%s%s%s", first, last ? " " : "", last ? last : "");
-    return buf;
+    char first_buf[NAME_MAX_BYTES + 1], last_buf[NAME_MAX_BYTES + 1], full[2 * NAME_MAX_BYTES + 2];
+    first = s_copy_name (first, first_buf, sizeof first_buf);
+    last = s_copy_name (last, last_buf, sizeof last_buf);
+    if (!first)
+        return NULL;
+    snprintf (full, sizeof full, "%s%s%s", first, last ? " " : "", last ? last : "");
+    return s_copy_name (full, buf, len);
 }
 
 //  The names Telegram marked as mentioned; `text` is what entities index.
@@ -97,8 +118,10 @@ static size_t s_mentions (json_t *entities, const char *text, char names[][130],
             //  A user without a username: the entity carries the user.
             json_t *user = json_object_get (e, "user");
             const char *username = json_string_value (json_object_get (user, "username"));
-            if (username)
-                snprintf (names[n++], 130, "%s", username);
+            if (username) {
+                if (s_copy_name (username, names[n], 130))
+                    n++;
+            }
             else if (json_is_integer (json_object_get (user, "id")))
                 snprintf (names[n++], 130, "%lld",
                           (long long) json_integer_value (json_object_get (user, "id")));
@@ -161,8 +184,10 @@ static bool s_update (source_t *self, tg_src_t *t, json_t *update, const char *w
     const char *type = json_string_value (json_object_get (chat, "type"));
     const char *author = from ? s_user_name (from, author_buf, sizeof author_buf) : NULL;
     if (!author)
-        author = json_string_value (json_object_get (json_object_get (m, "sender_chat"), "title"));
-    if (!author || ptext_has_sentinel (author))
+        author = s_copy_name (
+            json_string_value (json_object_get (json_object_get (m, "sender_chat"), "title")),
+            author_buf, sizeof author_buf);
+    if (!author)
         author = "someone";
     if (json_is_integer (json_object_get (from, "id")))
         snprintf (author_id, sizeof author_id, "%lld",
@@ -186,7 +211,10 @@ static bool s_update (source_t *self, tg_src_t *t, json_t *update, const char *w
                       author_id,
                       text,
                       reply_to,
-                      json_is_integer (date) ? json_integer_value (date) * 1000 : t->now,
+                      json_is_integer (date) && json_integer_value (date) >= 0
+                              && json_integer_value (date) < MAX_DATE
+                          ? json_integer_value (date) * 1000
+                          : t->now,
                       json_is_true (json_object_get (from, "is_bot"))
                           || source_is_bot_author (self, author, author_id),
                       mentions,
@@ -264,8 +292,11 @@ static void s_on_response (void *arg, const phttp_response_t *r)
     }
     else if (r->status == 429) {
         json_t *after = json_object_get (json_object_get (root, "parameters"), "retry_after");
-        int64_t ms =
-            json_is_integer (after) ? json_integer_value (after) * 1000 : r->retry_after_ms;
+        int64_t ms = r->retry_after_ms;
+        if (json_is_integer (after))
+            ms = json_integer_value (after) <= 0
+                     ? 0
+                     : phttp_retry_after_ms (json_integer_value (after));
         plog_warn ("source %s: Telegram asks to wait %lld ms before the next getUpdates", name,
                    (long long) ms);
         s_retry_later (t, RETRY_BASE_MS, RETRY_MAX_MS, ms);
@@ -310,11 +341,10 @@ static void s_request (source_t *self, tg_src_t *t)
 
 //  --- the source interface ----------------------------------------------------------------
 
-static void s_poll (source_t *self, int64_t now, int budget, source_emit_fn *emit, void *ctx)
+//  Emits the updates of the page in hand. Returns false if the poller
+//  refused one (it is emitted again next time).
+static bool s_emit_page (source_t *self, tg_src_t *t, int budget, source_emit_fn *emit, void *ctx)
 {
-    tg_src_t *t = self->state;
-    t->now = now;
-    phttp_process (t->http);
     while (t->page && t->page_pos < json_array_size (t->page) && budget > 0) {
         json_t *update = json_array_get (t->page, t->page_pos);
         json_t *id = json_object_get (update, "update_id");
@@ -327,7 +357,7 @@ static void s_poll (source_t *self, int64_t now, int budget, source_emit_fn *emi
         }
         if (json_integer_value (id) >= t->read_to) {
             if (!s_update (self, t, update, where, emit, ctx))
-                return;     //  the poller is full: this update again next time
+                return false;   //  the poller is full: this update again next time
             t->read_to = json_integer_value (id) + 1;
             budget--;
         }
@@ -337,10 +367,37 @@ static void s_poll (source_t *self, int64_t now, int budget, source_emit_fn *emi
         json_decref (t->page);
         t->page = NULL;
     }
+    return true;
+}
+
+static void s_poll (source_t *self, int64_t now, int budget, source_emit_fn *emit, void *ctx)
+{
+    tg_src_t *t = self->state;
+    t->now = now;
+    phttp_process (t->http);
+    if (!s_emit_page (self, t, budget, emit, ctx))
+        return;
     //  Ask again only when everything emitted is committed: the offset we
     //  send confirms it to Telegram.
     if (!t->in_flight && !t->page && t->confirmed >= t->read_to && now >= t->next_at)
         s_request (self, t);
+}
+
+bool source_telegram_feed (source_t *self, long status, const char *body, size_t size,
+                           int budget, source_emit_fn *emit, void *ctx)
+{
+    tg_src_t *t = self->state;
+    //  What is left of the last answer goes first: until it is all handed
+    //  over, the source asks for no new one.
+    s_emit_page (self, t, budget, emit, ctx);
+    if (t->page)
+        return false;
+    phttp_response_t r = {.status = status, .body = body, .size = size, .retry_after_ms = -1,
+                          .first_byte_ms = -1};
+    t->in_flight = true;
+    s_on_response (self, &r);
+    s_emit_page (self, t, budget, emit, ctx);
+    return true;
 }
 
 static int64_t s_wakeup (prt_io_t *io, int64_t now)

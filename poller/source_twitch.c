@@ -16,6 +16,7 @@
 */
 #include "poller/source.h"
 #include "common/palloc.h"
+#include "poller/source_feed.h"
 #include "common/plog.h"
 #include "net/pirc.h"
 
@@ -28,6 +29,7 @@
 #define DEFAULT_URL     "ircs://irc.chat.twitch.tv:6697"
 #define JOIN_BATCH      20          //  channels per JOIN burst
 #define JOIN_PERIOD_MS  10500       //  Twitch: 20 joins per 10 seconds
+#define MAX_NAME        128         //  channels and logins are at most 25 characters on Twitch
 
 typedef struct {
     pirc_t *irc;
@@ -63,6 +65,10 @@ static bool s_privmsg (tw_src_t *t, const pirc_msg_t *m)
 {
     if (m->param_count < 2 || m->params[0][0] != '#') {
         s_bad (t, "PRIVMSG without a channel and text");
+        return true;
+    }
+    if (strlen (m->params[0]) > MAX_NAME || strlen (m->nick) > MAX_NAME) {
+        s_bad (t, "PRIVMSG with a channel or login longer than 128 bytes");
         return true;
     }
     if (t->budget <= 0)
@@ -168,6 +174,20 @@ static void s_poll (source_t *self, int64_t now, int budget, source_emit_fn *emi
     pirc_process (t->irc, now);     //  writes the JOIN at once
     t->emit = NULL;
     s_count_errors (t);
+}
+
+bool source_twitch_line (source_t *self, const pirc_msg_t *msg, int64_t now, int budget,
+                         source_emit_fn *emit, void *ctx)
+{
+    tw_src_t *t = self->state;
+    t->now = now;
+    t->emit = emit;
+    t->ctx = ctx;
+    t->budget = budget;
+    bool taken = s_on_line (t, msg);
+    t->emit = NULL;
+    s_count_errors (t);
+    return taken;
 }
 
 static int64_t s_wakeup (prt_io_t *io, int64_t now)

@@ -170,7 +170,7 @@ static int s_pack_field (msgpack_packer *pk, const proto_field_t *f, const char 
             return -1;
         }
         msgpack_pack_bin (pk, b->size);
-        return msgpack_pack_bin_body (pk, b->data, b->size);
+        return b->size ? msgpack_pack_bin_body (pk, b->data, b->size) : 0;
     }
     case PF_STRS: {
         const char *const *items = *(const char *const *const *) at;
@@ -180,6 +180,11 @@ static int s_pack_field (msgpack_packer *pk, const proto_field_t *f, const char 
         msgpack_pack_array (pk, n);
         for (size_t i = 0; i < n; i++) {
             size_t len = items[i] ? strlen (items[i]) : 0;
+            if (len > PROTO_MAX_KEY) {  //  the decoder's bound for every item
+                plog_error ("proto: %s[%zu] is %zu bytes, more than %d", f->name, i, len,
+                            PROTO_MAX_KEY);
+                return -1;
+            }
             msgpack_pack_str (pk, len);
             msgpack_pack_str_body (pk, items[i] ? items[i] : "", len);
         }
@@ -211,7 +216,8 @@ static int s_pack_field (msgpack_packer *pk, const proto_field_t *f, const char 
             msgpack_pack_str_body (pk, items[i].key, len);
             double v = items[i].value;
             //  Whole numbers travel as integers: counters read naturally in any language.
-            if (v == (double) (int64_t) v && v > -9.0e15 && v < 9.0e15)
+            //  The range comes first: converting NaN or 1e300 to an integer is undefined.
+            if (v > -9.0e15 && v < 9.0e15 && v == (double) (int64_t) v)
                 msgpack_pack_int64 (pk, (int64_t) v);
             else
                 msgpack_pack_double (pk, v);
@@ -311,7 +317,9 @@ static int s_dec_str (s_dec_t *d, const msgpack_object *o, uint64_t max, const c
     char *copy = msgpack_zone_malloc (d->zone, n + 1);
     if (!copy)
         return s_dec_fail (d, ": out of memory");
-    memcpy (copy, o->via.str.ptr, n);
+    //  msgpack-c gives an empty string a NULL pointer: never hand that to memcpy.
+    if (n)
+        memcpy (copy, o->via.str.ptr, n);
     copy[n] = 0;
     *out = copy;
     return 0;
@@ -349,7 +357,8 @@ static int s_dec_field (s_dec_t *d, const proto_field_t *f, char *base, const ms
         uint8_t *copy = msgpack_zone_malloc (d->zone, o->via.bin.size ? o->via.bin.size : 1);
         if (!copy)
             return s_dec_fail (d, ": out of memory");
-        memcpy (copy, o->via.bin.ptr, o->via.bin.size);
+        if (o->via.bin.size)   //  empty bytes come with a NULL pointer
+            memcpy (copy, o->via.bin.ptr, o->via.bin.size);
         ((proto_bin_t *) at)->data = copy;
         ((proto_bin_t *) at)->size = o->via.bin.size;
         return 0;

@@ -147,6 +147,14 @@ const char *dest_var (void *ctx, const char *name);
 int dest_http_outcome (const phttp_response_t *response, const char *platform, char *why,
                        size_t whylen);
 
+//  What a Telegram sendMessage answer means: dest_http_outcome, with
+//  Telegram's description (the token redacted) and, for a chat that became
+//  a supergroup, its new id as the reason. `*retry_after_ms` gets, for a
+//  429, how long the bot must wait (parameters.retry_after, else the
+//  Retry-After header, else 1 s), otherwise -1.
+int dest_telegram_outcome (const phttp_response_t *response, const char *token, char *why,
+                           size_t whylen, int64_t *retry_after_ms);
+
 //  Shared no-op parts for destinations without sockets or timers.
 int dest_no_pollitems (prt_io_t *io, zmq_pollitem_t *items, int max);
 void dest_no_process (prt_io_t *io, int64_t now, zmq_pollitem_t *items, int count);

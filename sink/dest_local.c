@@ -4,8 +4,12 @@
         [demo/lounge] Philosopher -> @quietfox3: Consider this, ...
     jsonl appends one JSON object per reply, written with a single write()
     to a file opened for appending, so a crash never leaves half a line in
-    the middle of the file. Its lines carry msg_key and entity, which lets
-    the sink check after a crash whether a post it was making went out.
+    the middle of the file. A write that fails part way (a full disk, a
+    file size limit) is cut back off the file before anything else is
+    written, so the next reply never lands on the end of a torn line; the
+    reply is handed back as a retry. (The sink is the file's only writer.)
+    Its lines carry msg_key and entity, which lets the sink check after a
+    crash whether a post it was making went out.
 */
 #include "sink/dest.h"
 #include "common/palloc.h"
@@ -90,7 +94,26 @@ int dest_stdout_init (dest_t *self)
 typedef struct {
     int fd;
     zhashx_t *index;    //  "entity \x1f msg_key" of lines in the file, built on demand
+    off_t torn_at;      //  where a failed write began, if it could not be cut off yet; or -1
 } jsonl_t;
+
+//  Writes all of `data`, or fails with errno set.
+static int s_write_all (int fd, const char *data, size_t len)
+{
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = write (fd, data + done, len - done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            if (n == 0)
+                errno = EIO;
+            return -1;
+        }
+        done += (size_t) n;
+    }
+    return 0;
+}
 
 static int s_jsonl_post (dest_t *self, const dest_post_t *post, void *tag, int64_t now)
 {
@@ -112,16 +135,31 @@ static int s_jsonl_post (dest_t *self, const dest_post_t *post, void *tag, int64
     }
     size_t len = strlen (text);
     text[len] = '\n';
-    ssize_t wrote = write (j->fd, text, len + 1);
-    free (text);
-    if (wrote == (ssize_t) (len + 1))
-        s_written (self, tag, now);
-    else {
-        char why[200];
-        snprintf (why, sizeof why, "write to %s failed: %s", self->config->path,
-                  wrote < 0 ? strerror (errno) : "short write");
-        self->done (self->ctx, tag, DEST_RETRY, why, 0);
+    char why[600];
+    //  Part of a line from a failed write is still there: it goes first.
+    if (j->torn_at >= 0) {
+        if (ftruncate (j->fd, j->torn_at) != 0) {
+            snprintf (why, sizeof why, "cannot cut a torn line off %s: %s", self->config->path,
+                      strerror (errno));
+            free (text);
+            self->done (self->ctx, tag, DEST_RETRY, why, 0);
+            return 0;
+        }
+        j->torn_at = -1;
     }
+    off_t start = lseek (j->fd, 0, SEEK_END);   //  -1 for a pipe: nothing to cut back there
+    int rc = s_write_all (j->fd, text, len + 1);
+    int error = errno;
+    free (text);
+    if (rc == 0) {
+        s_written (self, tag, now);
+        return 0;
+    }
+    if (start >= 0 && ftruncate (j->fd, start) != 0)
+        j->torn_at = start;
+    snprintf (why, sizeof why, "write to %s failed: %s%s", self->config->path, strerror (error),
+              j->torn_at >= 0 ? " (the partial line is cut off before the next write)" : "");
+    self->done (self->ctx, tag, DEST_RETRY, why, 0);
     return 0;
 }
 
@@ -169,6 +207,7 @@ int dest_jsonl_init (dest_t *self)
         return -1;
     }
     jsonl_t *j = pcalloc (1, sizeof *j);
+    j->torn_at = -1;
     j->fd = open (self->config->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
     if (j->fd < 0) {
         plog_error ("destination %s: cannot open %s: %s", self->config->name, self->config->path,

@@ -48,6 +48,46 @@ typedef struct {
 
 //  --- posting -----------------------------------------------------------------------------
 
+int dest_telegram_outcome (const phttp_response_t *r, const char *token, char *why, size_t whylen,
+                           int64_t *retry_after_ms)
+{
+    int status = dest_http_outcome (r, "Telegram", why, whylen);
+    int64_t retry_after = -1;
+    json_t *root = r->size ? json_loadb (r->body, r->size, 0, NULL) : NULL;
+    const char *description = json_string_value (json_object_get (root, "description"));
+    json_t *parameters = json_object_get (root, "parameters");
+    if (status != DEST_OK && description && !r->error) {
+        char clean[300];
+        phttp_redact (description, token, clean, sizeof clean);
+        json_t *moved = json_object_get (parameters, "migrate_to_chat_id");
+        if (json_is_integer (moved))
+            snprintf (why, whylen, "Telegram %ld: %s (the chat is now %lld)", r->status, clean,
+                      (long long) json_integer_value (moved));
+        else
+            snprintf (why, whylen, "Telegram %ld: %s", r->status, clean);
+    }
+    if (r->status == 429) {
+        json_t *after = json_object_get (parameters, "retry_after");
+        json_int_t seconds = json_integer_value (after);
+        if (!json_is_integer (after))
+            retry_after = r->retry_after_ms;
+        else
+            retry_after = seconds < 0 ? -1 : seconds == 0 ? 0 : phttp_retry_after_ms (seconds);
+        if (retry_after < 0)
+            retry_after = 1000;
+    }
+    else if (r->status == 401)
+        snprintf (why, whylen, "Telegram refused the bot token (401 Unauthorized)");
+    json_decref (root);
+    //  An answer that is not Telegram's (a proxy's error page) may quote the
+    //  URL, which holds the token.
+    char clean[600];
+    phttp_redact (why, token, clean, sizeof clean);
+    snprintf (why, whylen, "%s", clean);
+    *retry_after_ms = retry_after;
+    return status;
+}
+
 static void s_on_response (void *arg, const phttp_response_t *r)
 {
     dest_item_t *item = arg;
@@ -55,21 +95,9 @@ static void s_on_response (void *arg, const phttp_response_t *r)
     tg_dest_t *t = acc->dest->state;
     int64_t now = zclock_time ();
     char why[500] = "";
-    int status = dest_http_outcome (r, "Telegram", why, sizeof why);
-    int64_t retry_after = -1;
-    json_t *root = r->size ? json_loadb (r->body, r->size, 0, NULL) : NULL;
-    const char *description = json_string_value (json_object_get (root, "description"));
-    if (status != DEST_OK && description && !r->error) {
-        char clean[300];
-        phttp_redact (description, acc->token, clean, sizeof clean);
-        snprintf (why, sizeof why, "Telegram %ld: %s", r->status, clean);
-    }
+    int64_t retry_after;
+    int status = dest_telegram_outcome (r, acc->token, why, sizeof why, &retry_after);
     if (r->status == 429) {
-        json_t *after = json_object_get (json_object_get (root, "parameters"), "retry_after");
-        retry_after =
-            json_is_integer (after) ? json_integer_value (after) * 1000 : r->retry_after_ms;
-        if (retry_after < 0)
-            retry_after = 1000;
         //  Another chat already paused: the bot as a whole is over its limit.
         bool bot = dest_limit_paused_chats (acc->limit, now)
                    > (dest_limit_chat_paused (acc->limit, item->chat, now) ? 1u : 0u);
@@ -77,9 +105,6 @@ static void s_on_response (void *arg, const phttp_response_t *r)
         plog_warn ("destination %s: Telegram asks to wait %lld ms (429); %s paused",
                    acc->dest->config->name, (long long) retry_after, bot ? "the bot is" : "the chat is");
     }
-    else if (r->status == 401)
-        snprintf (why, sizeof why, "Telegram refused the bot token (401 Unauthorized)");
-    json_decref (root);
     dest_outbox_part_done (t->outbox, item, status, status == DEST_OK ? NULL : why,
                            retry_after > 0 ? retry_after : 0, now);
 }

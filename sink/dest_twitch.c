@@ -24,6 +24,7 @@
     reply can never run a chat command.
 */
 #include "sink/dest.h"
+#include "sink/dest_feed.h"
 #include "sink/dest_outbox.h"
 #include "common/palloc.h"
 #include "common/plog.h"
@@ -176,6 +177,18 @@ static void s_on_state (void *arg, pirc_event_t event, const char *why)
         }
     }
     zhashx_purge (acc->channels);  //  a new connection joins again
+}
+
+void dest_twitch_line (dest_t *self, const pirc_msg_t *msg, int64_t now)
+{
+    tw_dest_t *t = self->state;
+    tw_account_t *acc = t->accounts[0];
+    if (!acc && t->account_count > 1)
+        acc = t->accounts[1];
+    if (acc) {
+        acc->now = now;
+        s_on_line (acc, msg);
+    }
 }
 
 //  --- posting ---------------------------------------------------------------------------------

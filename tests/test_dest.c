@@ -1,5 +1,6 @@
 /*  The sink's safety net for platform limits (dest_limit) and the outbox
-    that holds, splits and resumes posts (dest_outbox), on a virtual clock. */
+    that holds, splits and resumes posts (dest_outbox), on a virtual clock;
+    and the JSON-lines destination when its writes fail part way. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,9 +10,15 @@
 #include "sink/dest_limit.h"
 #include "sink/dest_outbox.h"
 
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static void test_sliding_windows (void **state)
 {
@@ -322,6 +329,127 @@ static void test_outbox_asks_before_sending (void **state)
     pcfg_destroy (&config);
 }
 
+//  --- jsonl: a write that fails part way -------------------------------------------
+
+typedef struct {
+    int status;
+    char reason[600];
+    int count;
+} s_outcome_t;
+
+static void s_jsonl_done (void *ctx, void *tag, int status, const char *reason, int64_t retry_after)
+{
+    (void) tag, (void) retry_after;
+    s_outcome_t *o = ctx;
+    o->status = status;
+    snprintf (o->reason, sizeof o->reason, "%s", reason ? reason : "");
+    o->count++;
+}
+
+//  Each line of the file is a whole JSON object; returns how many, or -1.
+static int s_whole_lines (const char *path, char keys[][32], int max)
+{
+    FILE *f = fopen (path, "r");
+    if (!f)
+        return -1;
+    char line[4096];
+    int n = 0;
+    while (fgets (line, sizeof line, f)) {
+        size_t len = strlen (line);
+        json_t *obj = json_loads (line, 0, NULL);
+        const char *key = json_string_value (json_object_get (obj, "msg_key"));
+        bool whole = len && line[len - 1] == '\n' && key && n < max;
+        if (whole)
+            snprintf (keys[n++], 32, "%s", key);
+        json_decref (obj);
+        if (!whole) {
+            fclose (f);
+            return -1;
+        }
+    }
+    fclose (f);
+    return n;
+}
+
+//  The steps, in a child process: a file size limit applies to the whole
+//  process. Returns 0, or the number of the step that went wrong.
+static int s_torn_write_steps (const char *path)
+{
+    char json[600], err[300];
+    snprintf (json, sizeof json,
+              "{\"sink\":{\"destinations\":[{\"name\":\"out\",\"type\":\"jsonl\","
+              "\"path\":\"%s\"}]}}",
+              path);
+    pcfg_t *config = pcfg_load_string (json, "test", true, err, sizeof err);
+    if (!config)
+        return 1;
+    s_outcome_t o = {0};
+    dest_events_t events = {.done = s_jsonl_done, .ctx = &o};
+    dest_t *d = dest_new (config->destinations.items, config, &events);
+    if (!d)
+        return 2;
+    dest_post_t p = s_post ("tg/-1/1", "the first reply, written whole");
+    d->post (d, &p, NULL, 1000);
+    struct stat st;
+    if (o.count != 1 || o.status != DEST_OK || stat (path, &st))
+        return 3;
+    off_t one_line = st.st_size;
+    //  Room for a few bytes more: the next line is cut short, then refused (EFBIG).
+    signal (SIGXFSZ, SIG_IGN);
+    struct rlimit old, small;
+    getrlimit (RLIMIT_FSIZE, &old);
+    small = old;
+    small.rlim_cur = (rlim_t) one_line + 20;
+    if (setrlimit (RLIMIT_FSIZE, &small))
+        return 4;
+    p = s_post ("tg/-1/2", "the second reply, which does not fit");
+    d->post (d, &p, NULL, 2000);
+    if (o.count != 2 || o.status != DEST_RETRY)
+        return 5;
+    //  The reason names the file and the error.
+    if (!strstr (o.reason, path) || !strstr (o.reason, strerror (EFBIG)))
+        return 6;
+    //  The file ends with the first line, whole: the torn part is gone.
+    if (stat (path, &st) || st.st_size != one_line)
+        return 7;
+    setrlimit (RLIMIT_FSIZE, &old);
+    p = s_post ("tg/-1/3", "the third reply, after the disk has room again");
+    d->post (d, &p, NULL, 3000);
+    if (o.count != 3 || o.status != DEST_OK)
+        return 8;
+    char keys[8][32];
+    if (s_whole_lines (path, keys, 8) != 2 || strcmp (keys[0], "tg/-1/1")
+        || strcmp (keys[1], "tg/-1/3"))
+        return 9;
+    //  And what it wrote can be looked up after a crash.
+    if (d->was_posted (d, "tg/-1/3", "joker") != 1 || d->was_posted (d, "tg/-1/2", "joker") != 0)
+        return 10;
+    dest_destroy (&d);
+    pcfg_destroy (&config);
+    return 0;
+}
+
+static void test_jsonl_torn_write_is_cut_back (void **state)
+{
+    (void) state;
+    char dir[] = "/tmp/parley-test-dest-XXXXXX";
+    assert_non_null (mkdtemp (dir));
+    char path[300];
+    snprintf (path, sizeof path, "%s/replies.jsonl", dir);
+    fflush (NULL);
+    pid_t pid = fork ();
+    assert_true (pid >= 0);
+    if (pid == 0)
+        _exit (s_torn_write_steps (path));
+    int status = 0;
+    assert_int_equal (waitpid (pid, &status, 0), pid);
+    assert_true (WIFEXITED (status));
+    if (WEXITSTATUS (status))
+        fail_msg ("step %d of the torn write test failed", WEXITSTATUS (status));
+    unlink (path);
+    rmdir (dir);
+}
+
 int main (void)
 {
     const struct CMUnitTest tests[] = {
@@ -331,6 +459,7 @@ int main (void)
         cmocka_unit_test (test_outbox_trim_limits_and_timeout),
         cmocka_unit_test (test_outbox_mentions_first),
         cmocka_unit_test (test_outbox_asks_before_sending),
+        cmocka_unit_test (test_jsonl_torn_write_is_cut_back),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }

@@ -362,6 +362,14 @@ static void test_model_listings (void **state)
         assert_non_null (strstr (why, where[i]));
         json_decref (doc);
     }
+    //  A name too long for HEARTBEAT is left out; the others stay.
+    char huge[700];
+    snprintf (huge, sizeof huge, "{\"data\":[{\"id\":\"%0600d\"},{\"id\":\"ok\"}]}", 0);
+    assert_int_equal (llm_probe_parse_models (LLM_LIST_OPENAI, huge, strlen (huge), &doc, names, 8,
+                                              why, sizeof why),
+                      1);
+    assert_string_equal (names[0], "ok");
+    json_decref (doc);
 }
 
 //  Mutates real answers at random: every reader refuses or accepts, never

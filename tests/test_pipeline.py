@@ -3,6 +3,10 @@ import collections
 import os
 import signal
 import sys
+import time
+
+import msgpack
+import zmq
 
 from harness import Pipeline, base_config, check, jsonl_input, main, wait_until
 
@@ -143,8 +147,33 @@ def test_python_worker_written_from_the_spec(bin_dir):
         check(p.procs["pyworker"].stop() == 0, "the Python worker did not stop cleanly")
 
 
+def test_empty_payload_survives_a_restart(bin_dir):
+    """A job whose payload is empty is stored and recovered after a restart (msgpack-c
+    and SQLite hand empty bytes back as a NULL pointer, which must not reach memcpy)."""
+    config = base_config(ENTITIES, sink={"destinations": []}, storage={"dataDir": "data"})
+    with Pipeline(bin_dir, config, "emptypayload") as p:
+        p.write_config(config)
+        p.start_broker()
+        sock = zmq.Context.instance().socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(p.frontend)
+        try:
+            spec = ["in/room/e1", "alpha", "in/room", "group", 5, int(time.time() * 1000), b""]
+            sock.send(b"\xa5\x50\x01\x01" + msgpack.packb([1, [spec]], use_bin_type=True))
+            check(sock.poll(10000), "no ACK for the SUBMIT")
+            ack = msgpack.unpackb(sock.recv()[4:], raw=False)
+            check(ack[:2] == [1, 1], "ACK: %r" % ack)
+        finally:
+            sock.close()
+        check(p.broker_stats()["jobs"] == 1, "the job is not held")
+        check(p.procs["broker"].stop() == 0, "the broker did not stop cleanly")
+        p.start_broker()
+        wait_until(lambda: p.broker_stats()["jobs"] == 1, 10, "the job back after the restart")
+
+
 if __name__ == "__main__":
     main([test_thousand_messages_once_each_in_priority_order,
           test_second_worker_joins_and_takes_work,
           test_worker_lost_jobs_come_back,
-          test_python_worker_written_from_the_spec])
+          test_python_worker_written_from_the_spec,
+          test_empty_payload_survives_a_restart])

@@ -165,7 +165,7 @@ def test_one_bad_item_does_not_lose_its_batch(bin_dir):
     with Setup(bin_dir, "poller-bad-item", config) as s:
         msgs = mentions(20)
         msgs[7]["chat"] = "c" * 600                 # chat key over 512 bytes
-        msgs[12]["chatKind"] = "a-very-long-chat-kind"  # chat_kind over 16 bytes
+        msgs[12]["id"] = "i" * 600                  # message key over 512 bytes
         config["poller"]["sources"] = [source(s.p, "in", msgs)]
         s.p.write_config(config)
         s.p.start_poller()
@@ -178,10 +178,9 @@ def test_one_bad_item_does_not_lose_its_batch(bin_dir):
               "counters: %s" % stats)
         check(all(n == 1 for n in s.broker.snapshot("accepted").values()), "a job arrived twice")
         log = s.p.log("poller")
-        check("chat id is 600 bytes" in log and "in/ccc" in log,
-              "the bad chat id is not logged with its message key:\n%s" % log[-2000:])
-        check("chat_kind is 21 bytes" in log and "in/room/m12" in log,
-              "the bad chat kind is not logged with its message key:\n%s" % log[-2000:])
+        # The source refuses both, each with where and why; the rest go on.
+        check('line 8: "chat" is longer' in log, "the bad chat is not logged:\n%s" % log[-2000:])
+        check('line 13: "id" is longer' in log, "the bad id is not logged:\n%s" % log[-2000:])
         check(s.p.stop()["poller"] == 0, "unclean exit")
 
 

@@ -1,9 +1,15 @@
-/*  test_proto - every protocol message round-trips; hostile frames are refused. */
+/*  test_proto - every protocol message round-trips; hostile frames are refused.
+
+    `test_proto --make-corpus DIR` writes the fuzzer's seeds instead of
+    testing: one valid frame per message type and a MESSAGE record (see
+    tests/fuzz/fuzz_proto.c).
+*/
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -408,11 +414,172 @@ static void test_encode_refuses_out_of_range (void **state)
     zmq_msg_t frame;
     plog_level = -1;    //  the refusal is logged; keep the test output clean
     assert_int_equal (proto_encode (PROTO_SUBMIT, &submit, &frame), -1);
+    //  An item of a list of strings over the decoder's bound.
+    char long_model[PROTO_MAX_KEY + 2];
+    memset (long_model, 'm', sizeof long_model - 1);
+    long_model[sizeof long_model - 1] = 0;
+    const char *models[] = {"fine", long_model};
+    proto_heartbeat_t hb = {"w", 1, 1, models, 2, "h", 1, 0};
+    assert_int_equal (proto_encode (PROTO_HEARTBEAT, &hb, &frame), -1);
 }
 
-int main (void)
+//  Empty strings and bytes: msgpack-c hands out a NULL pointer for them,
+//  which must never reach memcpy (UBSan: "null pointer passed as argument").
+static void test_empty_strings_and_bytes (void **state)
+{
+    (void) state;
+    char why[256];
+    //  HEARTBEAT ["", 0, 0, [], "", 0]: 11 bytes whose first string is "".
+    uint8_t hb[] = {PROTO_SIG0, PROTO_SIG1, 1,    PROTO_HEARTBEAT, 0x96, 0xa0,
+                    0x00,       0x00,       0x90, 0xa0,            0x00};
+    proto_msg_t msg;
+    assert_int_equal (proto_decode (hb, sizeof hb, &msg, why, sizeof why), PROTO_OK);
+    assert_string_equal (msg.body.heartbeat.worker_id, "");
+    assert_string_equal (msg.body.heartbeat.host, "");
+    proto_msg_release (&msg);
+    //  A SUBMIT whose job has empty strings and an empty payload, both
+    //  as str8/bin8 of length 0 and as fixstr.
+    uint8_t submit[] = {PROTO_SIG0, PROTO_SIG1, 1, PROTO_SUBMIT, 0x92, 0x01, 0x91, 0x97, 0xd9, 0x00,
+                        0xa0, 0xa0, 0xa0, 0x00, 0x00, 0xc4, 0x00};
+    assert_int_equal (proto_decode (submit, sizeof submit, &msg, why, sizeof why), PROTO_OK);
+    assert_int_equal (msg.body.submit.count, 1);
+    assert_string_equal (msg.body.submit.items[0].msg_key, "");
+    assert_int_equal (msg.body.submit.items[0].payload.size, 0);
+    assert_non_null (msg.body.submit.items[0].payload.data);
+    //  And it encodes again, empty payload and all.
+    zmq_msg_t frame;
+    assert_int_equal (proto_encode (PROTO_SUBMIT, &msg.body.submit, &frame), 0);
+    zmq_msg_close (&frame);
+    proto_msg_release (&msg);
+    //  A MESSAGE record of empty strings; a STATS key "".
+    proto_message_t out;
+    void *zone = NULL;
+    uint8_t record[] = {0x99, 0xa0, 0xa0, 0xa0, 0xa0, 0xa0, 0xa0,
+                        0x00, 0x00, 0x91, 0x92, 0xa0, 0xa0};
+    assert_int_equal (proto_message_decode (record, sizeof record, &out, &zone, why, sizeof why),
+                      PROTO_OK);
+    assert_string_equal (out.context[0].text, "");
+    proto_zone_free (&zone);
+    uint8_t stats[] = {PROTO_SIG0, PROTO_SIG1, 1,    PROTO_STATS, 0x92, 0x00, 0x91,
+                       0x93,       0xa0,       0xa0, 0x81,        0xa0, 0x01};
+    assert_int_equal (proto_decode (stats, sizeof stats, &msg, why, sizeof why), PROTO_OK);
+    assert_string_equal (msg.body.stats.components[0].values[0].key, "");
+    proto_msg_release (&msg);
+}
+
+//  Counters that are not whole numbers of a sane size (NaN, infinities,
+//  1e300) arrive from the wire in STATS, and the sink encodes them again.
+static void test_stats_odd_numbers (void **state)
+{
+    (void) state;
+    proto_num_t values[] = {
+        {"nan", __builtin_nan ("")}, {"inf", __builtin_inf ()}, {"big", 1e300}, {"neg", -1e19}};
+    proto_component_t comp = {"sink", "1", values, 4};
+    proto_stats_t stats = {1, &comp, 1};
+    proto_msg_t msg = s_round_trip (PROTO_STATS, &stats);
+    double nan = msg.body.stats.components[0].values[0].value;
+    assert_true (nan != nan);
+    assert_true (msg.body.stats.components[0].values[1].value == __builtin_inf ());
+    assert_true (msg.body.stats.components[0].values[2].value == 1e300);
+    assert_true (msg.body.stats.components[0].values[3].value == -1e19);
+    proto_msg_release (&msg);
+}
+
+//  --- the fuzzer's seeds ---------------------------------------------------------------
+
+static int s_write (const char *dir, const char *name, const void *data, size_t size)
+{
+    char path[1024];
+    snprintf (path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen (path, "wb");
+    if (!f || fwrite (data, 1, size, f) != size || fclose (f)) {
+        fprintf (stderr, "cannot write %s\n", path);
+        return -1;
+    }
+    return 0;
+}
+
+static int s_write_frame (const char *dir, proto_type_t type, const void *body)
+{
+    zmq_msg_t frame;
+    if (proto_encode (type, body, &frame))
+        return -1;
+    char name[64];
+    snprintf (name, sizeof name, "%02d-%s", (int) type, proto_type_name (type));
+    for (char *c = name; *c; c++)
+        *c = (char) (*c == '_' ? '-' : *c >= 'A' && *c <= 'Z' ? *c + 32 : *c);
+    int rc = s_write (dir, name, zmq_msg_data (&frame), zmq_msg_size (&frame));
+    zmq_msg_close (&frame);
+    return rc;
+}
+
+static int s_make_corpus (const char *dir)
+{
+    proto_line_t lines[] = {{"ana", "hi all"}};
+    proto_message_t m = {"tg", "-100123", "456", "bob", "42", "@Joker hi", 1763900000000ULL,
+                         PROTO_MSG_MENTION, lines, 1};
+    uint8_t *record;
+    size_t record_size;
+    if (proto_message_encode (&m, &record, &record_size))
+        return 1;
+    proto_bin_t payload = {record, (uint32_t) record_size};
+    proto_job_spec_t specs[] = {{"tg/-100123/456", "joker", "tg/-100123", "group", 10, 1, payload}};
+    proto_submit_t submit = {1, specs, 1};
+    proto_reject_t rejected[] = {{0, "unknown entity", PROTO_REJECT_INVALID},
+                                 {1, "queue full", PROTO_REJECT_BUSY}};
+    proto_ack_t ack = {1, 0, 0, rejected, 2, 2000, 0};
+    const char *models[] = {"llama-3-8b"};
+    proto_ref_t held[] = {{7, 9}};
+    proto_heartbeat_t hb = {"gpu-1", 8, 7, models, 1, "box", 1234, 0, 3, held, 1, 5};
+    proto_welcome_t welcome = {5, 1000, 60000, 3, held, 1, 300000};
+    proto_job_t jobs[] = {{7, 9, 1, "tg/-100123/456", "joker", "tg/-100123", 10, 1, 0, payload}};
+    proto_jobs_t job = {jobs, 1, 3};
+    proto_release_item_t rel[] = {{7, 9, PROTO_REL_RETRY, "503", 1500}};
+    proto_release_t release = {rel, 1};
+    proto_result_item_t res[] = {{7, 9, 1, "tg/-100123/456", "joker", "tg/-100123", 1, 0, "hi bob",
+                                  payload, 1200, 42}};
+    proto_result_t result = {"gpu-1", res, 1};
+    proto_commit_item_t refs[] = {{7, 9, 0}, {8, 10, 1}};
+    proto_commit_t commit = {3, refs, 2};
+    proto_verdict_item_t v[] = {
+        {7, 9, PROTO_VERDICT_POST, "tg/-100123/456", "joker", "tg/-100123", "group", 10, 1, 0, payload},
+        {8, 10, PROTO_VERDICT_STALE, "", "", "", "", 0, 0, 0, {NULL, 0}}};
+    proto_verdicts_t verdict = {3, v, 2, 60000};
+    proto_outcome_item_t o[] = {{7, 9, PROTO_OUT_POSTED, "", 99}};
+    proto_outcome_t outcome = {4, o, 1};
+    proto_outcome_ack_t outcome_ack = {4};
+    proto_num_t values[] = {{"posted", 12}, {"p50_ms", 812.5}};
+    proto_component_t comps[] = {{"sink", "host/1", values, 2}};
+    proto_stats_t stats = {1763900000000ULL, comps, 1};
+    const char *args[] = {"joker"};
+    proto_ctl_t ctl = {77, "pause", args, 1};
+    proto_ctl_reply_t ctl_reply = {77, 0, "{\"ok\":true}"};
+    const void *bodies[PROTO_TYPE_MAX] = {
+        [PROTO_SUBMIT] = &submit,   [PROTO_ACK] = &ack,         [PROTO_HEARTBEAT] = &hb,
+        [PROTO_WELCOME] = &welcome, [PROTO_JOB] = &job,         [PROTO_RELEASE] = &release,
+        [PROTO_RESULT] = &result,   [PROTO_COMMIT] = &commit,   [PROTO_VERDICT] = &verdict,
+        [PROTO_OUTCOME] = &outcome, [PROTO_OUTCOME_ACK] = &outcome_ack,
+        [PROTO_STATS] = &stats,     [PROTO_CTL] = &ctl,         [PROTO_CTL_REPLY] = &ctl_reply};
+    int rc = 0;
+    for (int t = 1; t < PROTO_TYPE_MAX; t++)
+        rc |= s_write_frame (dir, (proto_type_t) t, bodies[t]);
+    //  The MESSAGE record goes after a header's worth of bytes (the fuzzer
+    //  decodes the input minus a header as a record); type 0 is no message.
+    uint8_t *framed = malloc (record_size + PROTO_HEADER_SIZE);
+    const uint8_t header[PROTO_HEADER_SIZE] = {PROTO_SIG0, PROTO_SIG1, PROTO_VERSION, 0};
+    memcpy (framed, header, sizeof header);
+    memcpy (framed + PROTO_HEADER_SIZE, record, record_size);
+    rc |= s_write (dir, "00-message", framed, record_size + PROTO_HEADER_SIZE);
+    free (framed);
+    free (record);
+    return rc ? 1 : 0;
+}
+
+int main (int argc, char **argv)
 {
     plog_init ("test", PLOG_ERROR);
+    if (argc == 3 && strcmp (argv[1], "--make-corpus") == 0)
+        return s_make_corpus (argv[2]);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test (test_submit_ack),
         cmocka_unit_test (test_worker_messages),
@@ -426,6 +593,8 @@ int main (void)
         cmocka_unit_test (test_extra_fields_ignored),
         cmocka_unit_test (test_random_mutations),
         cmocka_unit_test (test_encode_refuses_out_of_range),
+        cmocka_unit_test (test_empty_strings_and_bytes),
+        cmocka_unit_test (test_stats_odd_numbers),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }

@@ -103,6 +103,13 @@ static void test_irc_parse (void **state)
     assert_int_equal (pirc_parse (escaped, &m), 0);
     assert_string_equal (pirc_tag (&m, "system-msg", v, sizeof v), "a;b\\c\rd");
 
+    //  A value cut to fit its buffer ends at a character boundary.
+    char cut[] = "@display-name=abcd\xc3\xa9" "f :x PRIVMSG #c :y";
+    assert_int_equal (pirc_parse (cut, &m), 0);
+    assert_string_equal (pirc_tag (&m, "display-name", v, 6), "abcd");
+    assert_string_equal (pirc_tag (&m, "display-name", v, 7), "abcd\xc3\xa9");
+    assert_string_equal (pirc_tag (&m, "display-name", v, 1), "");
+
     char bad[] = "@tags-without-command";
     assert_int_equal (pirc_parse (bad, &m), -1);
     char empty[] = ":prefix.only";

@@ -8,6 +8,8 @@ packages=(
     libzmq3-dev libczmq-dev libmsgpack-dev libcurl4-openssl-dev libjansson-dev
     libsqlite3-dev libmicrohttpd-dev libcmocka-dev libsodium-dev zlib1g-dev
     python3 python3-zmq python3-msgpack python3-yaml sqlite3 curl procps docker-compose
+    # libFuzzer: clang, and its runtime (libclang_rt.fuzzer comes in libclang-rt-14-dev)
+    clang libclang-rt-dev
 )
 missing=()
 for p in "${packages[@]}"; do

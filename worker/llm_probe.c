@@ -1,6 +1,7 @@
 /*  llm_probe - health checks and model listings. See llm_probe.h. */
 #include "worker/llm_probe.h"
 #include "common/plog.h"
+#include "proto/proto.h"
 
 #include <czmq.h>
 #include <jansson.h>
@@ -63,6 +64,8 @@ int llm_probe_parse_models (llm_list_kind_t kind, const char *body, size_t len, 
             snprintf (why, whylen, "%s[%zu]: no model name", key, i);
             return -1;
         }
+        if (strlen (name) > PROTO_MAX_KEY)
+            continue;   //  could not travel in HEARTBEAT; no entity names such a model
         if (kind == LLM_LIST_LMSTUDIO) {
             const char *state = json_string_value (json_object_get (item, "state"));
             if (state && strcmp (state, "loaded"))

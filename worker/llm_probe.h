@@ -49,7 +49,8 @@ uint64_t llm_probe_failures (llm_probe_t *self);
 
 //  Reads a model listing. Returns the number of loaded models written to
 //  `names` (borrowed from `*doc_p`, which the caller frees with
-//  json_decref), or -1 with `why` saying what is wrong and where.
+//  json_decref), or -1 with `why` saying what is wrong and where. Names
+//  longer than PROTO_MAX_KEY are left out.
 int llm_probe_parse_models (llm_list_kind_t kind, const char *body, size_t len, void **doc_p,
                             const char **names, size_t max, char *why, size_t whylen);
 
