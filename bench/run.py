@@ -269,12 +269,30 @@ def report(figures, peer_names):
     parley = [n for n, f in figures.items() if n.startswith("e2e_") and f["value"]]
     cols = [p for p in PEER_SHORT if p in peer_names and figures.get(p, {}).get("value")]
     if parley and cols:
-        lines += ["", "Parley throughput / peer throughput (same run, same job count):",
+        lines += ["", "Parley throughput / peer throughput (same run):",
                   "%-34s" % "" + "".join("%14s" % PEER_SHORT[c] for c in cols)]
         for n in parley:
             lines.append("%-34s" % n.replace("_jobs_per_s", "")
                          + "".join("%14.2f" % figures[n]["vs"][c] for c in cols))
     return "\n".join(lines)
+
+
+def markdown(results):
+    """The figures and ratio tables of a results.json, as Markdown (for bench/README.md)."""
+    figures = results["figures"]
+    out = ["| figure | value | unit | runs |", "|---|---:|---|---|"]
+    for name, f in figures.items():
+        out.append("| `%s` | %s | %s | %s |" % (name, _fmt(f["value"]), f["unit"],
+                                               " ".join(_fmt(r) for r in f["runs"])))
+    parley = [n for n, f in figures.items() if f.get("vs")]
+    cols = [c for c in PEER_SHORT if parley and c in figures[parley[0]]["vs"]]
+    if cols:
+        out += ["", "| Parley ÷ peer | " + " | ".join(PEER_SHORT[c] for c in cols) + " |",
+                "|---|" + "---:|" * len(cols)]
+        for n in parley:
+            out.append("| `%s` | " % n.replace("_jobs_per_s", "")
+                       + " | ".join("%.2f" % figures[n]["vs"][c] for c in cols) + " |")
+    return "\n".join(out)
 
 
 def main():
@@ -286,7 +304,13 @@ def main():
                     help="only these figures (a figure's name or its start, e.g. peer_ or latency)")
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     ap.add_argument("--out", default=os.path.join(HERE, "out", "results.json"))
+    ap.add_argument("--markdown", metavar="RESULTS",
+                    help="print the tables of a results.json as Markdown, and measure nothing")
     args = ap.parse_args()
+    if args.markdown:
+        with open(args.markdown) as f:
+            print(markdown(json.load(f)))
+        return
     build = os.path.abspath(args.build)
     runs = args.runs or (1 if args.quick else 3)
     chosen = select(measures(build, args.quick), args.only)
@@ -299,7 +323,9 @@ def main():
     values = {f: [] for m in chosen for f in m.figures}
     began = time.monotonic()
     try:
+        info["loadavg_rounds"] = []
         for rnd in range(1, runs + 1):
+            info["loadavg_rounds"].append(os.getloadavg()[0])
             for m in chosen:
                 t = time.monotonic()
                 try:
