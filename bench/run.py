@@ -195,6 +195,20 @@ def select(all_measures, only):
     return [m for m in all_measures if m.name in chosen]
 
 
+def ratios(figures, peer_names):
+    """Adds to each Parley throughput figure "vs": {peer: ratio}, the median
+    of the ratios round by round (a round's Parley run over the same round's
+    peer run), so that what slowed a round slows both sides of its ratio."""
+    for n, f in figures.items():
+        if not n.startswith("e2e_") or not f["value"]:
+            continue
+        f["vs"] = {}
+        for p in sorted(peer_names):
+            pairs = [a / b for a, b in zip(f["runs"], figures[p]["runs"]) if a and b]
+            if pairs:
+                f["vs"][p] = statistics.median(pairs)
+
+
 def _sh(*argv):
     try:
         return subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout.strip()
@@ -269,7 +283,7 @@ def report(figures, peer_names):
     parley = [n for n, f in figures.items() if n.startswith("e2e_") and f["value"]]
     cols = [p for p in PEER_SHORT if p in peer_names and figures.get(p, {}).get("value")]
     if parley and cols:
-        lines += ["", "Parley throughput / peer throughput (same run):",
+        lines += ["", "Parley throughput / peer throughput (median of the ratios round by round):",
                   "%-34s" % "" + "".join("%14s" % PEER_SHORT[c] for c in cols)]
         for n in parley:
             lines.append("%-34s" % n.replace("_jobs_per_s", "")
@@ -356,10 +370,7 @@ def main():
                           "runs": values[f], "params": m.params}
             if m.peer:
                 peer_names.add(f)
-    for n, f in figures.items():
-        if n.startswith("e2e_") and f["value"]:
-            f["vs"] = {p: f["value"] / figures[p]["value"] for p in sorted(peer_names)
-                       if figures[p]["value"]}
+    ratios(figures, peer_names)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump({"machine": info, "figures": figures}, f, indent=2, ensure_ascii=False)
