@@ -12,12 +12,9 @@ the whole queue drains through dispatch, commit and post. Prints the median
 of the runs.
 """
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
 import msgpack
@@ -72,8 +69,8 @@ def submit_all(endpoint, jobs, payload):
     return elapsed
 
 
-def one_run(build, jobs):
-    config = {
+def _config(jobs):
+    return {
         "entities": [{"id": "e%d" % i, "responseChance": 0} for i in range(10)],
         "storage": {"dataDir": ""},     #  memory: what the queue itself costs
         "queueSettings": {"globalMaxInFlight": 0, "perEntityMaxInFlight": 0, "maxAgeSeconds": 0,
@@ -86,25 +83,40 @@ def one_run(build, jobs):
         "poller": {"sources": []},
         "logLevel": "warn",
     }
-    with Pipeline(build, config, "bench-queue") as p:
-        message = [ "bench", "c1", "1", "someone", "u1", "a chat message of a typical length, "
-                    "asking the bot something", int(time.time() * 1000), 2, [], ]
-        payload = msgpack.packb(message, use_bin_type=True)
-        broker = p.start_broker()
-        time.sleep(0.3)
-        before = rss_kib(broker.pid)
-        submit_s = submit_all(p.frontend, jobs, payload)
-        wait_until(lambda: p.broker_stats()["queued"] == jobs, 60, "all jobs queued")
-        after = rss_kib(broker.pid)
-        per_job = (after - before) * 1024.0 / jobs
+
+
+def _fill(p, jobs):
+    """Submits `jobs` jobs to the pipeline's broker (started here) and
+    measures its memory before and after."""
+    message = ["bench", "c1", "1", "someone", "u1", "a chat message of a typical length, "
+               "asking the bot something", int(time.time() * 1000), 2, []]
+    payload = msgpack.packb(message, use_bin_type=True)
+    broker = p.start_broker()
+    time.sleep(0.3)
+    before = rss_kib(broker.pid)
+    submit_s = submit_all(p.frontend, jobs, payload)
+    wait_until(lambda: p.broker_stats()["queued"] == jobs, 60, "all jobs queued")
+    after = rss_kib(broker.pid)
+    per_job = (after - before) * 1024.0 / jobs
+    return {"submit_per_s": jobs / submit_s, "rss_per_job": per_job,
+            "beyond_payload": per_job - len(payload), "payload": len(payload)}
+
+
+def queue_memory(build, jobs):
+    """A broker holding `jobs` queued jobs in memory: what each costs (see _fill)."""
+    with Pipeline(build, _config(jobs), "bench-queue") as p:
+        return _fill(p, jobs)
+
+
+def one_run(build, jobs):
+    with Pipeline(build, _config(jobs), "bench-queue") as p:
+        result = _fill(p, jobs)
         p.start_sink()
         start = time.monotonic()
         p.start_worker()
         wait_until(lambda: p.broker_stats()["jobs"] == 0, 600, "the queue to drain", interval=0.2)
-        drain_s = time.monotonic() - start
-        return {"submit_per_s": jobs / submit_s, "rss_per_job": per_job,
-                "beyond_payload": per_job - len(payload), "payload": len(payload),
-                "drain_per_s": jobs / drain_s}
+        result["drain_per_s"] = jobs / (time.monotonic() - start)
+        return result
 
 
 def main():
