@@ -1,5 +1,6 @@
 /*  heap - indexed binary min-heap. See heap.h. */
 #include "broker/heap.h"
+#include "common/palloc.h"
 
 #include <stdlib.h>
 
@@ -60,10 +61,7 @@ int heap_push (heap_t *self, void *item)
 {
     if (self->size == self->capacity) {
         size_t capacity = self->capacity ? self->capacity * 2 : 64;
-        void **items = realloc (self->items, capacity * sizeof (void *));
-        if (!items)
-            return -1;
-        self->items = items;
+        self->items = prealloc (self->items, capacity * sizeof (void *));
         self->capacity = capacity;
     }
     s_place (self, self->size++, item);

@@ -26,7 +26,7 @@ typedef struct {
 void heap_init (heap_t *self, heap_less_fn less, size_t pos_offset);
 void heap_destroy (heap_t *self);
 
-//  Adds `item`; returns -1 when out of memory.
+//  Adds `item`; returns 0.
 int heap_push (heap_t *self, void *item);
 
 static inline void *heap_top (const heap_t *self)

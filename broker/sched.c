@@ -13,6 +13,7 @@
     a heap by not-before time; queued jobs are also in an expiry heap.
 */
 #include "broker/sched.h"
+#include "common/palloc.h"
 #include "broker/heap.h"
 
 #include <czmq.h>
@@ -141,21 +142,19 @@ static bool s_chat_timer_less (const void *a, const void *b)
 
 sched_t *sched_new (const sched_config_t *config)
 {
-    sched_t *self = calloc (1, sizeof *self);
-    if (!self)
-        return NULL;
+    sched_t *self = pcalloc (1, sizeof *self);
     self->global_limit = config->global;
     self->global_max_in_flight = config->global_max_in_flight;
     self->aging_ms = config->aging_ms;
     self->rule_count = config->chat_rule_count;
-    self->rules = calloc (self->rule_count + 1, sizeof (sched_chat_rule_t));
+    self->rules = pcalloc (self->rule_count + 1, sizeof (sched_chat_rule_t));
     for (size_t i = 0; i < self->rule_count; i++) {
         self->rules[i] = config->chat_rules[i];
-        self->rules[i].source = strdup (config->chat_rules[i].source);
-        self->rules[i].chat_kind = strdup (config->chat_rules[i].chat_kind);
+        self->rules[i].source = pstrdup (config->chat_rules[i].source);
+        self->rules[i].chat_kind = pstrdup (config->chat_rules[i].chat_kind);
     }
     self->entity_count = config->entity_count;
-    self->entities = calloc (self->entity_count + 1, sizeof (entity_t));
+    self->entities = pcalloc (self->entity_count + 1, sizeof (entity_t));
     for (size_t i = 0; i < self->entity_count; i++) {
         entity_t *e = &self->entities[i];
         heap_init (&e->flows, s_flow_less, offsetof (flow_t, pos));
@@ -227,13 +226,13 @@ uint32_t sched_chat_intern (sched_t *self, const char *key, const char *source, 
         return (uint32_t) ((uintptr_t) found - 1);
     if (self->chat_count == self->chat_capacity) {
         size_t capacity = self->chat_capacity ? self->chat_capacity * 2 : 64;
-        self->chats = realloc (self->chats, capacity * sizeof (chat_t *));
+        self->chats = prealloc (self->chats, capacity * sizeof (chat_t *));
         self->chat_capacity = capacity;
     }
-    chat_t *chat = calloc (1, sizeof *chat);
-    chat->key = strdup (key);
-    chat->kind = strdup (kind ? kind : "");
-    chat->flows = calloc (self->entity_count + 1, sizeof (flow_t *));
+    chat_t *chat = pcalloc (1, sizeof *chat);
+    chat->key = pstrdup (key);
+    chat->kind = pstrdup (kind ? kind : "");
+    chat->flows = pcalloc (self->entity_count + 1, sizeof (flow_t *));
     chat->pos_timer = HEAP_NONE;
     sched_limit_t none = {0, 0, 0};
     const sched_limit_t *limit = &none;
@@ -277,7 +276,7 @@ static flow_t *s_flow (sched_t *self, uint16_t entity, uint32_t chat)
     chat_t *c = self->chats[chat];
     flow_t *flow = c->flows[entity];
     if (!flow) {
-        flow = calloc (1, sizeof *flow);
+        flow = pcalloc (1, sizeof *flow);
         heap_init (&flow->jobs, s_job_less, offsetof (sched_job_t, pos_queue));
         flow->entity = entity;
         flow->chat = chat;

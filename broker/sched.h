@@ -82,7 +82,7 @@ typedef struct sched_job_s {
 
 typedef struct sched_s sched_t;
 
-//  The configuration is copied. Returns NULL when out of memory.
+//  The configuration is copied.
 sched_t *sched_new (const sched_config_t *config);
 void sched_destroy (sched_t **self_p);
 

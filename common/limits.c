@@ -1,5 +1,6 @@
 /*  limits - exact sliding-window rate limits. See limits.h. */
 #include "common/limits.h"
+#include "common/palloc.h"
 
 #include <stdlib.h>
 
@@ -17,9 +18,7 @@ int limit_log_init (limit_log_t *self, const sched_limit_t *limit)
     self->count = self->head = 0;
     self->ring = NULL;
     if (capacity) {
-        self->ring = malloc (capacity * sizeof (int64_t));
-        if (!self->ring)
-            return -1;
+        self->ring = pmalloc (capacity * sizeof (int64_t));
     }
     return 0;
 }

@@ -37,7 +37,7 @@ typedef struct {
     size_t head;
 } limit_log_t;
 
-//  Returns -1 when out of memory.
+//  Returns 0 (memory runs out only by aborting: common/palloc.h).
 int limit_log_init (limit_log_t *self, const sched_limit_t *limit);
 void limit_log_destroy (limit_log_t *self);
 

@@ -1,6 +1,7 @@
 /*  palloc - allocation that aborts on failure. See palloc.h. */
 #include "common/palloc.h"
 
+#include <jansson.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,4 +89,9 @@ void *pgrow (void *items, size_t *capacity, size_t need, size_t size)
     items = prealloc (items, cap * size);
     *capacity = cap;
     return items;
+}
+
+void palloc_install (void)
+{
+    json_set_alloc_funcs (pmalloc, free);
 }

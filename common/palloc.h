@@ -30,6 +30,11 @@ void *pmemdup (const void *data, size_t size);
 //  capacity is *capacity (grown by doubling). Returns the array.
 void *pgrow (void *items, size_t *capacity, size_t need, size_t size);
 
+//  Makes the libraries that let the caller choose an allocator use these
+//  (jansson), so their allocations follow the same policy. Call once at
+//  start, before they allocate.
+void palloc_install (void);
+
 //  The abort, for other allocators' failures (msgpack, jansson, sqlite):
 //  logs what could not be allocated and where, then aborts.
 void palloc_fail (const char *what, size_t size) __attribute__ ((noreturn));

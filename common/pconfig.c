@@ -1,5 +1,6 @@
 /*  pconfig - loads and validates the configuration against pconfig_schema.c. */
 #include "common/pconfig.h"
+#include "common/palloc.h"
 #include "common/pconfig_schema.h"
 #include "common/plog.h"
 
@@ -82,9 +83,7 @@ static size_t s_distance (const char *a, const char *b)
 //  still point at the right place.
 static char *s_strip_comments (const char *text)
 {
-    char *out = strdup (text);
-    if (!out)
-        return NULL;
+    char *out = pstrdup (text);
     bool in_string = false;
     for (char *p = out; *p; p++) {
         if (in_string) {
@@ -155,7 +154,7 @@ static int s_load_strs (s_ctx_t *ctx, pcfg_strs_t *out, json_t *v, const char *p
     if (!json_is_array (v))
         return s_fail (ctx, path, "expected an array of strings, got %s", pcfg_json_type (v));
     size_t n = json_array_size (v);
-    out->items = calloc (n ? n : 1, sizeof (char *));
+    out->items = pcalloc (n ? n : 1, sizeof (char *));
     out->count = 0;
     for (size_t i = 0; i < n; i++) {
         json_t *item = json_array_get (v, i);
@@ -164,7 +163,7 @@ static int s_load_strs (s_ctx_t *ctx, pcfg_strs_t *out, json_t *v, const char *p
             snprintf (ipath, sizeof ipath, "%s[%zu]", path, i);
             return s_fail (ctx, ipath, "expected a string, got %s", pcfg_json_type (item));
         }
-        out->items[out->count++] = strdup (json_string_value (item));
+        out->items[out->count++] = pstrdup (json_string_value (item));
     }
     return 0;
 }
@@ -219,7 +218,7 @@ static int s_load_field (s_ctx_t *ctx, const pcfg_field_t *f, char *base, json_t
                 return s_fail (ctx, path, "\"%s\" is not one of %s", s, f->choices);
         }
         free (*(char **) at);
-        *(char **) at = strdup (s);
+        *(char **) at = pstrdup (s);
         return 0;
     }
     case PCFG_STRS: return s_load_strs (ctx, (pcfg_strs_t *) at, v, path);
@@ -233,7 +232,7 @@ static int s_load_field (s_ctx_t *ctx, const pcfg_field_t *f, char *base, json_t
             return s_fail (ctx, path, "expected an array, got %s", pcfg_json_type (v));
         pcfg_arr_t *arr = (pcfg_arr_t *) at;
         size_t n = json_array_size (v);
-        arr->items = calloc (n ? n : 1, f->sub->size);
+        arr->items = pcalloc (n ? n : 1, f->sub->size);
         arr->count = n;
         for (size_t i = 0; i < n; i++) {
             char ipath[PATH_MAX_LEN];
@@ -374,7 +373,7 @@ static int s_validate (s_ctx_t *ctx, pcfg_t *self)
                 return s_fail (ctx, path, "\"%s\" is also the id of entities[%zu]", e->id, j);
         if (!*e->name) {
             free (e->name);
-            e->name = strdup (e->id);
+            e->name = pstrdup (e->id);
         }
     }
     pcfg_source_t *sources = self->sources.items;
@@ -394,14 +393,14 @@ static int s_validate (s_ctx_t *ctx, pcfg_t *self)
             char url[300];
             snprintf (url, sizeof url, "http://%s:%lld", s->ip, (long long) s->port);
             free (s->url);
-            s->url = strdup (url);
+            s->url = pstrdup (url);
         }
         snprintf (path, sizeof path, "lmStudioServers[%zu]", i);
         if (!*s->url)
             return s_fail (ctx, path, "needs \"url\" (or \"ip\" and \"port\")");
         if (!*s->name) {
             free (s->name);
-            s->name = strdup (s->url);
+            s->name = pstrdup (s->url);
         }
     }
     const pcfg_delay_t *delays[] = {&self->delay_urgent, &self->delay_normal, &self->delay_low};
@@ -447,7 +446,7 @@ json_t *pcfg_parse_file (const char *path, char *err, size_t errlen)
     for (;;) {
         if (size + 4096 + 1 > cap) {
             cap = cap ? cap * 2 : 65536;
-            char *grown = realloc (text, cap);
+            char *grown = prealloc (text, cap);
             if (!grown) {
                 free (text);
                 fclose (f);
@@ -476,7 +475,7 @@ pcfg_t *pcfg_from_json (json_t *root, const char *origin, bool strict, char *err
         errlen = sizeof dummy;
     }
     s_ctx_t ctx = {err, errlen, strict, 0, origin ? origin : "config"};
-    pcfg_t *self = calloc (1, sizeof *self);
+    pcfg_t *self = pcalloc (1, sizeof *self);
     if (s_load_object (&ctx, &pcfg_root_schema, (char *) self, root, "")
         || s_validate (&ctx, self)) {
         pcfg_destroy (&self);

@@ -1,5 +1,6 @@
 /*  pdaemon - command line, configuration and logging set-up. See pdaemon.h. */
 #include "common/pdaemon.h"
+#include "common/palloc.h"
 #include "common/plog.h"
 
 #include <errno.h>
@@ -145,6 +146,7 @@ static const pcfg_t *s_config;
 
 void pdaemon_start (pdaemon_t *self, const pdaemon_info_t *info, int argc, char **argv)
 {
+    palloc_install ();
     memset (self, 0, sizeof *self);
     static const struct option options[] = {
         {"config", required_argument, NULL, 'c'},
@@ -157,18 +159,18 @@ void pdaemon_start (pdaemon_t *self, const pdaemon_info_t *info, int argc, char 
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
-    char **sets = calloc ((size_t) argc + 1, sizeof (char *));
+    char **sets = pcalloc ((size_t) argc + 1, sizeof (char *));
     size_t nsets = 0;
     bool strict = false;
     int opt;
     while ((opt = getopt_long (argc, argv, "c:s:vqhV", options, NULL)) != -1) {
         switch (opt) {
-        case 'c': self->config_path = strdup (optarg); break;
+        case 'c': self->config_path = pstrdup (optarg); break;
         case 's': sets[nsets++] = optarg; break;
         case 'S': strict = true; break;
         case 'v': self->verbosity++; break;
         case 'q': self->verbosity--; break;
-        case 'R': self->ready_file = strdup (optarg); break;
+        case 'R': self->ready_file = pstrdup (optarg); break;
         case 'h':
             s_usage (info, stdout);
             exit (0);
@@ -186,7 +188,7 @@ void pdaemon_start (pdaemon_t *self, const pdaemon_info_t *info, int argc, char 
     }
     //  In containers the configuration file is easier to give by environment.
     if (!self->config_path && getenv ("PARLEY_CONFIG") && *getenv ("PARLEY_CONFIG"))
-        self->config_path = strdup (getenv ("PARLEY_CONFIG"));
+        self->config_path = pstrdup (getenv ("PARLEY_CONFIG"));
     plog_init (info->role, PLOG_INFO);
     char err[1024];
     self->config = pdaemon_load_config (self->config_path, sets, nsets, strict, err, sizeof err);

@@ -8,6 +8,7 @@
     curl_multi_socket_action.
 */
 #include "net/phttp.h"
+#include "common/palloc.h"
 
 #include <czmq.h>
 #include <errno.h>
@@ -129,7 +130,7 @@ static size_t s_write_cb (char *ptr, size_t size, size_t nmemb, void *userp)
         call->cap = (call->size + n + 1) * 2;
         if (call->cap > call->max + 1)
             call->cap = call->max + 1;
-        call->data = realloc (call->data, call->cap);
+        call->data = prealloc (call->data, call->cap);
     }
     memcpy (call->data + call->size, ptr, n);
     call->size += n;
@@ -148,7 +149,7 @@ static void s_call_free (phttp_call_t *call)
 
 static phttp_call_t *s_call_new (const char *url, int64_t connect_timeout_ms, int64_t timeout_ms)
 {
-    phttp_call_t *call = calloc (1, sizeof *call);
+    phttp_call_t *call = pcalloc (1, sizeof *call);
     call->easy = curl_easy_init ();
     if (!call->easy) {
         free (call);
@@ -395,7 +396,7 @@ size_t phttp_active (phttp_t *self)
 phttp_t *phttp_new (const char *secret)
 {
     phttp_global_init ();
-    phttp_t *self = calloc (1, sizeof *self);
+    phttp_t *self = pcalloc (1, sizeof *self);
     self->multi = curl_multi_init ();
     self->epoll_fd = epoll_create1 (EPOLL_CLOEXEC);
     if (!self->multi || self->epoll_fd < 0) {
@@ -406,7 +407,7 @@ phttp_t *phttp_new (const char *secret)
         free (self);
         return NULL;
     }
-    self->secret = secret && *secret ? strdup (secret) : NULL;
+    self->secret = secret && *secret ? pstrdup (secret) : NULL;
     self->deadline = INT64_MAX;
     self->calls = zlistx_new ();
     self->connections = zlistx_new ();

@@ -1,5 +1,6 @@
 /*  pirc - one IRC connection over libcurl. See pirc.h. */
 #include "net/pirc.h"
+#include "common/palloc.h"
 #include "common/plog.h"
 #include "net/phttp.h"
 #include "net/ptext.h"
@@ -188,7 +189,7 @@ static void s_queue (pirc_t *self, const char *line)
         }
         if (self->out_len + n + 3 > self->out_cap) {
             self->out_cap = (self->out_len + n + 3) * 2;
-            self->out = realloc (self->out, self->out_cap);
+            self->out = prealloc (self->out, self->out_cap);
         }
     }
     char *at = self->out + self->out_len;
@@ -259,7 +260,7 @@ static void s_read (pirc_t *self)
             }
             if (self->in_cap - self->in_len < 4096) {
                 self->in_cap = self->in_cap ? self->in_cap * 2 : 16384;
-                self->in = realloc (self->in, self->in_cap);
+                self->in = prealloc (self->in, self->in_cap);
             }
         }
         size_t n = 0;
@@ -353,7 +354,7 @@ static void s_dispatch (pirc_t *self)
             continue;
         }
         //  Parse a copy: a refused line must stay intact for the next try.
-        char *copy = strndup (start, n);
+        char *copy = pstrndup (start, n);
         pirc_msg_t msg;
         if (pirc_parse (copy, &msg)) {
             s_bad_input (self, "not an IRC message");
@@ -502,8 +503,8 @@ pirc_t *pirc_new (const pirc_config_t *config)
         plog_error ("%s: \"%s\" is not an irc:// or ircs:// URL", config->name, url);
         return NULL;
     }
-    pirc_t *self = calloc (1, sizeof *self);
-    self->name = strdup (config->name);
+    pirc_t *self = pcalloc (1, sizeof *self);
+    self->name = pstrdup (config->name);
     char curl_url[600];
     //  IRC ports are not HTTP's: name the port when the URL does not.
     const char *slash = strchr (rest, '/');
@@ -512,19 +513,19 @@ pirc_t *pirc_new (const pirc_config_t *config)
         snprintf (curl_url, sizeof curl_url, "%s://%.*s", scheme, (int) hostlen, rest);
     else
         snprintf (curl_url, sizeof curl_url, "%s://%.*s:%d", scheme, (int) hostlen, rest, port);
-    self->url = strdup (curl_url);
+    self->url = pstrdup (curl_url);
     if (config->nick && *config->nick)
-        self->nick = strdup (config->nick);
+        self->nick = pstrdup (config->nick);
     else {
         char anon[32];
         snprintf (anon, sizeof anon, "justinfan%d", 10000 + (int) (random () % 80000));
-        self->nick = strdup (anon);
+        self->nick = pstrdup (anon);
     }
     if (config->token && *config->token) {
         char token[600];
         snprintf (token, sizeof token, "%s%s", strncmp (config->token, "oauth:", 6) ? "oauth:" : "",
                   config->token);
-        self->token = strdup (token);
+        self->token = pstrdup (token);
         memset (token, 0, sizeof token);
     }
     self->connect_timeout_ms = config->connect_timeout_ms > 0 ? config->connect_timeout_ms : 10000;

@@ -1,5 +1,6 @@
 /*  ptext - text chores for chat platforms. See ptext.h. */
 #include "net/ptext.h"
+#include "common/palloc.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -73,7 +74,7 @@ char *ptext_scrub (const char *s, size_t len, size_t *out_len, size_t *bad)
         i += n;
     }
     size_t size = len + replaced * 2;
-    char *out = malloc (size + 1);
+    char *out = pmalloc (size + 1);
     if (!replaced)
         memcpy (out, s, len);
     else {
@@ -180,7 +181,7 @@ static void s_append (s_buf_t *b, const char *s, size_t n)
 {
     if (b->len + n + 1 > b->cap) {
         b->cap = (b->len + n + 1) * 2;
-        b->data = realloc (b->data, b->cap);
+        b->data = prealloc (b->data, b->cap);
     }
     memcpy (b->data + b->len, s, n);
     b->len += n;
@@ -233,12 +234,12 @@ char *ptext_trim (const char *s, size_t max, ptext_unit_t unit)
     static const char ellipsis[] = "\xE2\x80\xA6";
     size_t len = strlen (s);
     if (!max || ptext_length (s, len, unit) <= max)
-        return strdup (s);
+        return pstrdup (s);
     size_t mark = ptext_length (ellipsis, strlen (ellipsis), unit);
     size_t cut = ptext_cut (s, len, max > mark ? max - mark : 0, unit, true);
     while (cut > 0 && (s[cut - 1] == ' ' || s[cut - 1] == '\n' || s[cut - 1] == '\t'))
         cut--;
-    char *out = malloc (cut + sizeof ellipsis);
+    char *out = pmalloc (cut + sizeof ellipsis);
     memcpy (out, s, cut);
     memcpy (out + cut, ellipsis, sizeof ellipsis);
     return out;

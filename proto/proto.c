@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/palloc.h"
 #include "common/plog.h"
 
 //  --- validation of untrusted msgpack ----------------------------------------
@@ -316,7 +317,7 @@ static int s_dec_str (s_dec_t *d, const msgpack_object *o, uint64_t max, const c
         return s_dec_fail (d, ": not valid UTF-8 (or contains NUL)");
     char *copy = msgpack_zone_malloc (d->zone, n + 1);
     if (!copy)
-        return s_dec_fail (d, ": out of memory");
+        palloc_fail ("msgpack zone", n + 1);
     //  msgpack-c gives an empty string a NULL pointer: never hand that to memcpy.
     if (n)
         memcpy (copy, o->via.str.ptr, n);
@@ -356,7 +357,7 @@ static int s_dec_field (s_dec_t *d, const proto_field_t *f, char *base, const ms
             return s_dec_fail (d, ": bytes too long");
         uint8_t *copy = msgpack_zone_malloc (d->zone, o->via.bin.size ? o->via.bin.size : 1);
         if (!copy)
-            return s_dec_fail (d, ": out of memory");
+            palloc_fail ("msgpack zone", o->via.bin.size ? o->via.bin.size : 1);
         if (o->via.bin.size)   //  empty bytes come with a NULL pointer
             memcpy (copy, o->via.bin.ptr, o->via.bin.size);
         ((proto_bin_t *) at)->data = copy;
@@ -371,7 +372,7 @@ static int s_dec_field (s_dec_t *d, const proto_field_t *f, char *base, const ms
             return s_dec_fail (d, ": too many items");
         const char **items = msgpack_zone_malloc (d->zone, (n ? n : 1) * sizeof (char *));
         if (!items)
-            return s_dec_fail (d, ": out of memory");
+            palloc_fail ("msgpack zone", (n ? n : 1) * sizeof (char *));
         for (size_t i = 0; i < n; i++)
             if (s_dec_str (d, &o->via.array.ptr[i], PROTO_MAX_KEY, &items[i])) {
                 s_dec_prefix (d, "", (long) i);
@@ -390,7 +391,7 @@ static int s_dec_field (s_dec_t *d, const proto_field_t *f, char *base, const ms
         size_t bytes = (n ? n : 1) * f->record->size;
         char *items = msgpack_zone_malloc (d->zone, bytes);
         if (!items)
-            return s_dec_fail (d, ": out of memory");
+            palloc_fail ("msgpack zone", bytes);
         memset (items, 0, bytes);
         for (size_t i = 0; i < n; i++)
             if (s_dec_record (d, f->record, items + i * f->record->size, &o->via.array.ptr[i])) {
@@ -409,7 +410,7 @@ static int s_dec_field (s_dec_t *d, const proto_field_t *f, char *base, const ms
             return s_dec_fail (d, ": too many items");
         proto_num_t *items = msgpack_zone_malloc (d->zone, (n ? n : 1) * sizeof (proto_num_t));
         if (!items)
-            return s_dec_fail (d, ": out of memory");
+            palloc_fail ("msgpack zone", (n ? n : 1) * sizeof (proto_num_t));
         for (size_t i = 0; i < n; i++) {
             const msgpack_object_kv *kv = &o->via.map.ptr[i];
             if (s_dec_str (d, &kv->key, PROTO_MAX_KEY, &items[i].key))

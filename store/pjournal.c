@@ -1,5 +1,6 @@
 /*  pjournal - an append-only journal of records. See pjournal.h. */
 #include "store/pjournal.h"
+#include "common/palloc.h"
 #include "common/plog.h"
 
 #include <czmq.h>
@@ -198,10 +199,10 @@ static s_segment_t *s_segment_add (pjournal_t *self, uint64_t id)
 {
     if (self->nsegments == self->segments_cap) {
         self->segments_cap = self->segments_cap ? self->segments_cap * 2 : 16;
-        self->segments = realloc (self->segments, self->segments_cap * sizeof *self->segments);
+        self->segments = prealloc (self->segments, self->segments_cap * sizeof *self->segments);
         assert (self->segments);
     }
-    s_segment_t *seg = calloc (1, sizeof *seg);
+    s_segment_t *seg = pcalloc (1, sizeof *seg);
     assert (seg);
     seg->id = id;
     seg->fd = -1;
@@ -470,7 +471,7 @@ pjournal_t *pjournal_new (const char *dir, const char *name, const char *fsync_p
     if (segment_bytes > PJOURNAL_SEGMENT_BYTES_MAX)
         segment_bytes = PJOURNAL_SEGMENT_BYTES_MAX;
 
-    pjournal_t *self = calloc (1, sizeof *self);
+    pjournal_t *self = pcalloc (1, sizeof *self);
     assert (self);
     self->dir_fd = self->lock_fd = self->quarantine_fd = -1;
     self->policy = (s_policy_t) policy;
@@ -479,7 +480,7 @@ pjournal_t *pjournal_new (const char *dir, const char *name, const char *fsync_p
     self->dirty_since = -1;
     self->next_id = 1;
     size_t len = strlen (dir) + strlen (name) + 2;
-    self->path = malloc (len);
+    self->path = pmalloc (len);
     assert (self->path);
     snprintf (self->path, len, "%s/%s", dir, name);
 
@@ -564,7 +565,7 @@ static int s_scan (pjournal_t *self, uint64_t **ids_p, size_t *count_p)
             continue;       //  0 is no segment's id (the quarantine's header uses it)
         if (count == cap) {
             cap = cap ? cap * 2 : 64;
-            ids = realloc (ids, cap * sizeof *ids);
+            ids = prealloc (ids, cap * sizeof *ids);
             assert (ids);
         }
         ids[count++] = id;
@@ -723,7 +724,7 @@ static int s_load_segment (pjournal_t *self, uint64_t id, bool newest, unsigned 
     uint64_t size = (uint64_t) st.st_size;
     if (size > *cap_p) {
         free (*buf_p);
-        *buf_p = malloc (size);
+        *buf_p = pmalloc (size);
         assert (*buf_p);
         *cap_p = size;
     }
@@ -802,7 +803,7 @@ static void s_reserve (pjournal_t *self, size_t more)
     size_t cap = self->buffer_cap ? self->buffer_cap : 64 * 1024;
     while (cap < self->buffer_len + more)
         cap *= 2;
-    self->buffer = realloc (self->buffer, cap);
+    self->buffer = prealloc (self->buffer, cap);
     assert (self->buffer);
     self->buffer_cap = cap;
 }
@@ -811,7 +812,7 @@ static s_piece_t *s_piece_start (pjournal_t *self, s_segment_t *seg)
 {
     if (self->npieces == self->pieces_cap) {
         self->pieces_cap = self->pieces_cap ? self->pieces_cap * 2 : 8;
-        self->pieces = realloc (self->pieces, self->pieces_cap * sizeof *self->pieces);
+        self->pieces = prealloc (self->pieces, self->pieces_cap * sizeof *self->pieces);
         assert (self->pieces);
     }
     s_piece_t *piece = &self->pieces[self->npieces++];
@@ -1155,7 +1156,7 @@ int pjournal_quarantine_read (const char *path, pjournal_quarantine_fn *fn, void
         return -1;
     }
     uint64_t size = (uint64_t) st.st_size;
-    unsigned char *data = malloc (size ? size : 1);
+    unsigned char *data = pmalloc (size ? size : 1);
     assert (data);
     int rc = s_pread_all (fd, data, size, 0);
     close (fd);
@@ -1175,7 +1176,7 @@ int pjournal_quarantine_read (const char *path, pjournal_quarantine_fn *fn, void
         size_t rlen = (size_t) q[17] | (size_t) q[18] << 8;
         if (S_QUARANTINE_PREFIX + rlen > len)
             break;
-        char *reason = strndup ((const char *) q + S_QUARANTINE_PREFIX, rlen);
+        char *reason = pstrndup ((const char *) q + S_QUARANTINE_PREFIX, rlen);
         assert (reason);
         count++;
         int stop = fn (arg, p[8], s_get64 (q), s_get64 (q + 8), q[16], reason,

@@ -1,5 +1,6 @@
 /*  pstore - SQLite plumbing. See pstore.h. */
 #include "store/pstore.h"
+#include "common/palloc.h"
 #include "common/plog.h"
 
 #include <errno.h>
@@ -47,9 +48,9 @@ pstore_t *pstore_open (const char *dir, const char *name, const char *fsync, con
         snprintf (err, errlen, "cannot create %s: %s", dir, strerror (errno));
         return NULL;
     }
-    pstore_t *self = calloc (1, sizeof *self);
+    pstore_t *self = pcalloc (1, sizeof *self);
     size_t len = strlen (dir) + strlen (name) + 8;
-    self->path = malloc (len);
+    self->path = pmalloc (len);
     snprintf (self->path, len, "%s/%s.db", dir, name);
     if (sqlite3_open_v2 (self->path, &self->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL)
         != SQLITE_OK) {

@@ -15,6 +15,7 @@
     the PARLEY_* environment variables.
 */
 #include "common/pdaemon.h"
+#include "common/palloc.h"
 #include "common/plog.h"
 #include "proto/proto.h"
 #include "proto/proto_keys.h"
@@ -133,7 +134,7 @@ static int s_print_table (json_t *rows, const char **columns)
     json_array_foreach (rows, i, row) {
         for (const char **c = columns; *c; c++) {
             json_t *v = json_object_get (row, *c);
-            char *text = json_is_string (v) ? strdup (json_string_value (v))
+            char *text = json_is_string (v) ? pstrdup (json_string_value (v))
                                             : json_dumps (v, JSON_COMPACT | JSON_ENCODE_ANY);
             printf ("%-14s", text ? text : "-");
             free (text);
@@ -396,6 +397,7 @@ static int s_keygen (int argc, char **argv)
 
 int main (int argc, char **argv)
 {
+    palloc_install ();
     static const struct option options[] = {
         {"config", required_argument, NULL, 'c'}, {"set", required_argument, NULL, 's'},
         {"timeout", required_argument, NULL, 't'}, {"json", no_argument, NULL, 'j'},
@@ -404,7 +406,7 @@ int main (int argc, char **argv)
     };
     ctl_t self = {NULL, 5000, false, false, {0}};
     const char *path = NULL;
-    char **sets = calloc ((size_t) argc + 1, sizeof (char *));
+    char **sets = pcalloc ((size_t) argc + 1, sizeof (char *));
     size_t nsets = 0;
     int opt;
     while ((opt = getopt_long (argc, argv, "+c:s:t:jhV", options, NULL)) != -1) {

@@ -26,6 +26,7 @@
     requestTimeoutMs goes back the same way, so another worker may do it.
 */
 #include "worker/backend.h"
+#include "common/palloc.h"
 #include "worker/llm_chat.h"
 #include "worker/llm_pool.h"
 #include "worker/llm_probe.h"
@@ -109,7 +110,7 @@ static void s_finish (ojob_t *oj, int status, const char *text, uint64_t tokens,
     job->backend_data = NULL;
     backend_t *backend = self->backend;
     //  done may free the job; the ojob goes first.
-    char *copy = strdup (text ? text : "");
+    char *copy = pstrdup (text ? text : "");
     s_ojob_free (&oj);
     if (status == PROTO_REL_RETRY || status == PROTO_REL_RETURN)
         self->counters.handed_back++;
@@ -347,7 +348,7 @@ static void s_dispatch (oai_t *self, int64_t now)
     size_t count = zlistx_size (self->waiting);
     if (count == 0)
         return;
-    ojob_t **list = malloc (count * sizeof (ojob_t *));
+    ojob_t **list = pmalloc (count * sizeof (ojob_t *));
     size_t n = 0;
     for (ojob_t *oj = zlistx_first (self->waiting); oj; oj = zlistx_next (self->waiting))
         list[n++] = oj;
@@ -387,10 +388,10 @@ static void s_dispatch (oai_t *self, int64_t now)
 static int s_start (backend_t *backend, wjob_t *job, int64_t now)
 {
     oai_t *self = backend->state;
-    ojob_t *oj = calloc (1, sizeof *oj);
+    ojob_t *oj = pcalloc (1, sizeof *oj);
     oj->job = job;
     oj->owner = self;
-    oj->tried = calloc (llm_pool_size (self->pool), sizeof (bool));
+    oj->tried = pcalloc (llm_pool_size (self->pool), sizeof (bool));
     oj->messages = prompt_messages (pcfg_entity (self->config, (size_t) job->entity), &job->message);
     job->backend_data = oj;
     s_wait (self, oj, false, now);
@@ -544,7 +545,7 @@ static void s_destroy (backend_t *backend)
 int backend_openai_init (backend_t *backend)
 {
     char err[600];
-    oai_t *self = calloc (1, sizeof *self);
+    oai_t *self = pcalloc (1, sizeof *self);
     self->backend = backend;
     self->config = backend->config;
     self->pool = llm_pool_new (backend->config, err, sizeof err);

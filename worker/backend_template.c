@@ -6,6 +6,7 @@
     filled in, after templateLatencyMs plus up to templateJitterMs.
 */
 #include "worker/backend.h"
+#include "common/palloc.h"
 #include "common/plog.h"
 
 #include <czmq.h>
@@ -62,7 +63,7 @@ static void s_append (char **buf, size_t *len, size_t *cap, const char *s, size_
 {
     if (*len + n + 1 > *cap) {
         *cap = (*len + n + 1) * 2;
-        *buf = realloc (*buf, *cap);
+        *buf = prealloc (*buf, *cap);
     }
     memcpy (*buf + *len, s, n);
     *len += n;
@@ -117,7 +118,7 @@ static int s_start (backend_t *self, wjob_t *job, int64_t now)
 {
     template_t *t = self->state;
     int64_t jitter = self->config->template_jitter_ms;
-    pending_t *p = malloc (sizeof *p);
+    pending_t *p = pmalloc (sizeof *p);
     p->due = now + self->config->template_latency_ms
              + (jitter ? (int64_t) (erand48 (t->rand) * (double) (jitter + 1)) : 0);
     p->job = job;
@@ -191,7 +192,7 @@ static void s_destroy (backend_t *self)
 
 int backend_template_init (backend_t *self)
 {
-    template_t *t = calloc (1, sizeof *t);
+    template_t *t = pcalloc (1, sizeof *t);
     t->pending = zlistx_new ();
     zlistx_set_comparator (t->pending, s_due_compare);
     int64_t seed = zclock_time ();

@@ -7,6 +7,7 @@
     {"object": "error", "message"} (vLLM) or {"detail"} (FastAPI proxies).
 */
 #include "worker/llm_chat.h"
+#include "common/palloc.h"
 
 #include <ctype.h>
 #include <stdarg.h>
@@ -73,7 +74,7 @@ static void s_append (llm_reply_t *reply, const char *s, size_t n)
         size_t cap = reply->cap ? reply->cap : 256;
         while (cap < reply->len + n + 1)
             cap *= 2;
-        reply->text = realloc (reply->text, cap);
+        reply->text = prealloc (reply->text, cap);
         reply->cap = cap;
     }
     memcpy (reply->text + reply->len, s, n);

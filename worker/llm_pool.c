@@ -1,5 +1,6 @@
 /*  llm_pool - the LLM servers one worker calls. See llm_pool.h. */
 #include "worker/llm_pool.h"
+#include "common/palloc.h"
 #include "common/plog.h"
 
 #include <assert.h>
@@ -26,7 +27,7 @@ static char *s_trimmed (const char *s, size_t n)
         s++, n--;
     while (n && isspace ((unsigned char) s[n - 1]))
         n--;
-    return strndup (s, n);
+    return pstrndup (s, n);
 }
 
 //  The key of server `i`, from the environment or a file. Never logged.
@@ -70,7 +71,7 @@ static void s_urls (llm_server_t *s, const char *url)
         n--;
     if (n >= 3 && !strncmp (url + n - 3, "/v1", 3))
         n -= 3;
-    s->base = strndup (url, n);
+    s->base = pstrndup (url, n);
     const char *scheme = strstr (s->base, "://");
     const char *host = scheme ? scheme + 3 : s->base;
     const char *slash = strchr (host, '/');
@@ -78,25 +79,25 @@ static void s_urls (llm_server_t *s, const char *url)
     if (at && (!slash || at < slash)) {
         size_t prefix = (size_t) (host - s->base);
         size_t len = prefix + strlen (at + 1) + 1;
-        s->shown_url = malloc (len);
+        s->shown_url = pmalloc (len);
         snprintf (s->shown_url, len, "%.*s%s", (int) prefix, s->base, at + 1);
     }
     else
-        s->shown_url = strdup (s->base);
+        s->shown_url = pstrdup (s->base);
 }
 
 llm_pool_t *llm_pool_new (const pcfg_t *config, char *err, size_t errlen)
 {
-    llm_pool_t *self = calloc (1, sizeof *self);
+    llm_pool_t *self = pcalloc (1, sizeof *self);
     self->config = config;
     const pcfg_llm_server_t *all = config->llm_servers.items;
-    self->servers = calloc (config->llm_servers.count + 1, sizeof (llm_server_t));
+    self->servers = pcalloc (config->llm_servers.count + 1, sizeof (llm_server_t));
     for (size_t i = 0; i < config->llm_servers.count; i++) {
         if (!all[i].enabled)
             continue;
         llm_server_t *s = &self->servers[self->count++];
         s->config = &all[i];
-        s->name = strdup (all[i].name);
+        s->name = pstrdup (all[i].name);
         s->up = true;
         s_urls (s, all[i].url);
         //  OpenAI itself wants max_completion_tokens (its reasoning models refuse
@@ -223,9 +224,9 @@ void llm_pool_set_loaded (llm_pool_t *self, size_t index, const char **models, s
 {
     llm_server_t *s = llm_pool_server (self, index);
     s_free_loaded (s);
-    s->loaded = calloc (count + 1, sizeof (char *));
+    s->loaded = pcalloc (count + 1, sizeof (char *));
     for (size_t i = 0; i < count; i++)
-        s->loaded[i] = strdup (models[i]);
+        s->loaded[i] = pstrdup (models[i]);
     s->loaded_count = count;
     s->listed = true;
 }

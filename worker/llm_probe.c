@@ -1,5 +1,6 @@
 /*  llm_probe - health checks and model listings. See llm_probe.h. */
 #include "worker/llm_probe.h"
+#include "common/palloc.h"
 #include "common/plog.h"
 #include "proto/proto.h"
 
@@ -229,12 +230,12 @@ uint64_t llm_probe_failures (llm_probe_t *self)
 
 llm_probe_t *llm_probe_new (const pcfg_t *config, llm_pool_t *pool, phttp_t *http)
 {
-    llm_probe_t *self = calloc (1, sizeof *self);
+    llm_probe_t *self = pcalloc (1, sizeof *self);
     self->config = config;
     self->pool = pool;
     self->http = http;
     self->count = llm_pool_size (pool);
-    self->checks = calloc (self->count, sizeof (s_check_t));
+    self->checks = pcalloc (self->count, sizeof (s_check_t));
     for (size_t i = 0; i < self->count; i++) {
         self->checks[i].owner = self;
         self->checks[i].index = i;

@@ -1,5 +1,6 @@
 /*  prompt - what the LLM is asked. See prompt.h. */
 #include "worker/prompt.h"
+#include "common/palloc.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,7 +16,7 @@ static void s_add (s_text_t *t, const char *s)
     size_t n = strlen (s);
     if (t->len + n + 1 > t->cap) {
         t->cap = (t->len + n + 1) * 2;
-        t->data = realloc (t->data, t->cap);
+        t->data = prealloc (t->data, t->cap);
     }
     memcpy (t->data + t->len, s, n + 1);
     t->len += n;

@@ -1,5 +1,6 @@
 /*  reply - makes what an LLM wrote fit to post. See reply.h. */
 #include "worker/reply.h"
+#include "common/palloc.h"
 
 #include <ctype.h>
 #include <stdbool.h>
@@ -93,7 +94,7 @@ static char *s_cut (char *text, size_t limit, size_t max_bytes)
     while (cut > 0 && isspace ((unsigned char) text[cut - 1]))
         cut--;
     if (cut + sizeof ellipsis > len + 1)
-        text = realloc (text, cut + sizeof ellipsis);
+        text = prealloc (text, cut + sizeof ellipsis);
     memcpy (text + cut, ellipsis, sizeof ellipsis);
     return text;
 }

@@ -5,6 +5,7 @@
     accumulate, a blank line dispatches the event.
 */
 #include "worker/sse.h"
+#include "common/palloc.h"
 
 #include <assert.h>
 #include <stdbool.h>
@@ -33,7 +34,7 @@ static int s_append (s_buf_t *b, const char *s, size_t n)
         size_t cap = b->cap ? b->cap : 256;
         while (cap < b->len + n + 1)
             cap *= 2;
-        char *grown = realloc (b->data, cap);
+        char *grown = prealloc (b->data, cap);
         if (!grown)
             return -1;
         b->data = grown;
@@ -162,7 +163,7 @@ const char *sse_error (sse_t *self)
 
 sse_t *sse_new (sse_event_fn *on_event, void *arg)
 {
-    sse_t *self = calloc (1, sizeof *self);
+    sse_t *self = pcalloc (1, sizeof *self);
     if (self) {
         self->on_event = on_event;
         self->arg = arg;
