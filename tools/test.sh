@@ -15,5 +15,7 @@ fi
 echo "== tests (release build)"
 ctest --test-dir build --output-on-failure --timeout 900
 echo "== tests under AddressSanitizer/UBSan"
-ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    ctest --test-dir build-asan --output-on-failure --timeout 900 -LE 'slow|fuzz'
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+ctest --test-dir build-asan --output-on-failure --timeout 900 -LE 'slow|fuzz'
+echo "== a shortened chaos run under AddressSanitizer/UBSan"
+PARLEY_CHAOS_MESSAGES=1000 ctest --test-dir build-asan --output-on-failure --timeout 900 -R '^test_chaos$'
