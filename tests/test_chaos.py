@@ -114,7 +114,7 @@ def test_kill_anything_lose_nothing(bin_dir):
         check(not duplicated, "posted twice: %s" % duplicated[:5])
         check(not extra, "posted pairs nobody asked for: %s" % extra[:5])
         check(all(dead.values()), "a dead letter without a reason")
-        check(sum(kills.values()) >= 10, "too few kills to mean anything: %s" % dict(kills))
+        check(sum(kills.values()) >= (10 if n >= 5000 else 4), "too few kills to mean anything: %s" % dict(kills))
 
 
 def test_frozen_worker_results_are_refused(bin_dir):
