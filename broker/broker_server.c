@@ -369,6 +369,7 @@ static sched_t *s_sched_new (const pcfg_t *c)
     sc.global.per_hour = c->max_total_messages_per_hour;
     sc.global_max_in_flight = c->global_max_in_flight;
     sc.aging_ms = c->aging_seconds * 1000;
+    sc.paced_from = (int) c->urgent_below;
     sc.entity_count = c->entities.count;
     for (size_t i = 0; i < c->entities.count; i++) {
         const pcfg_entity_t *e = pcfg_entity (c, i);

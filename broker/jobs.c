@@ -478,6 +478,32 @@ void bjobs_take_back (bjobs_t *self, bjob_t *job, bjobs_why_t why, const char *d
 
 //  --- what the sink reports ----------------------------------------------------------------------
 
+static int s_cmp_i64 (const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *) a, y = *(const int64_t *) b;
+    return (x > y) - (x < y);
+}
+
+//  A rate-limited job reached the sink `took` ms after its dispatch. The
+//  scheduler reserves slots about that far ahead (sched_set_lead): the 90th
+//  percentile of the last LEAD_SAMPLES, at most a minute, so most replies
+//  wait at the sink for their slots and a saturated budget is used in full.
+static void s_learn_lead (bjobs_t *self, int64_t took)
+{
+    if (took < 0)
+        took = 0;
+    self->lead_samples[self->lead_count++ % LEAD_SAMPLES] = took;
+    //  Sorting 64 numbers is cheap, but not on every job: every 8th.
+    if (self->lead_count % 8 != 0 && self->lead_count > 8)
+        return;
+    size_t n = self->lead_count < LEAD_SAMPLES ? self->lead_count : LEAD_SAMPLES;
+    int64_t sorted[LEAD_SAMPLES];
+    memcpy (sorted, self->lead_samples, n * sizeof (int64_t));
+    qsort (sorted, n, sizeof (int64_t), s_cmp_i64);
+    int64_t lead = sorted[(n * 9) / 10];
+    sched_set_lead (self->sched, lead < LIMITS_MINUTE_MS ? lead : LIMITS_MINUTE_MS);
+}
+
 void bjobs_commit (bjobs_t *self, const proto_commit_item_t *item, int64_t lease_ms, int64_t now,
                    proto_verdict_item_t *v)
 {
@@ -496,6 +522,10 @@ void bjobs_commit (bjobs_t *self, const proto_commit_item_t *item, int64_t lease
         if (job->state != JOB_COMMITTED) {
             //  This attempt owns the job: the sink holds it now, under a lease it
             //  renews. Its writing is over (the RELEASE may still be on its way).
+            if (job->state == JOB_DISPATCHED || job->state == JOB_HANDED_OFF) {
+                if (sched_limited (self->sched, job->sj.entity, job->sj.chat))
+                    s_learn_lead (self, now - job->dispatched_at);
+            }
             sched_done (self->sched, &job->sj, now);
             bjobs__set_state (self, job, JOB_COMMITTED);
             bjobs__persist (self, job);
@@ -528,6 +558,10 @@ void bjobs_outcome (bjobs_t *self, const proto_outcome_item_t *item, int64_t now
         return;
     switch (item->status) {
     case PROTO_OUT_POSTED:
+        //  The slots count from when the post was made (the sink's clock,
+        //  never later than now).
+        sched_posted (self->sched, &job->sj,
+                      item->at_ms > 0 && (int64_t) item->at_ms < now ? (int64_t) item->at_ms : now, now);
         self->counters.posted++;
         s_finish (self, job, now);
         break;

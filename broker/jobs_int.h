@@ -16,6 +16,8 @@
 
 #define TOKENS_BUFFERED 256     //  random tokens fetched from the kernel at once
 
+#define LEAD_SAMPLES 64          //  recent hand-off times the dispatch lead is taken from
+
 struct bjobs_s {
     const pcfg_t *config;
     sched_t *sched;
@@ -30,6 +32,8 @@ struct bjobs_s {
     uint64_t tokens[TOKENS_BUFFERED];
     size_t tokens_left;
     bjobs_counters_t counters;
+    int64_t lead_samples[LEAD_SAMPLES]; //  dispatch -> the sink asking, rate-limited jobs
+    size_t lead_count;
     plog_limiter_t dead_log;    //  dead letters can come in floods
     plog_limiter_t back_log;    //  so can take-backs
 };

@@ -4,8 +4,12 @@
     ready jobs by (rank, seq). An entity holds a heap of its flows keyed by
     (head rank, flow's last-served stamp, head seq), so its chats take turns
     within a rank. Entities that may dispatch now sit in the ready heap,
-    keyed by (best head rank, entity's last-served stamp), so entities take
-    turns within a rank. An entity blocked by its rate limit waits in a
+    keyed by (best head rank, entity's virtual time, last-served stamp), so
+    entities take turns within a rank, weighted by their rate limits: each
+    dispatch advances an entity's virtual time by the inverse of its posts
+    per minute, so under a binding global limit an entity allowed 20 posts a
+    minute gets twice the turns of one allowed 10, and none runs out of its
+    own budget early while the others leave global slots unused. An entity blocked by its rate limit waits in a
     timer heap until its limit lifts; one blocked by its concurrency cap or
     a pause waits for that event. A flow whose chat is rate-limited is
     parked on the chat, which waits in its own timer heap; when it lifts,
@@ -37,6 +41,8 @@ typedef struct {
     size_t in_flight;
     size_t queued;
     uint64_t stamp;             //  when it last dispatched
+    uint64_t vtime;             //  virtual time: advanced by `step` per dispatch
+    uint64_t step;              //  VTIME_SCALE / its posts per minute
     bool paused;
     int64_t next_ok;            //  key in the timer heap
     uint32_t pos_ready;
@@ -57,6 +63,7 @@ struct sched_s {
     sched_limit_t global_limit;
     int64_t global_max_in_flight;
     int64_t aging_ms;
+    int paced_from;
     sched_chat_rule_t *rules;
     size_t rule_count;
 
@@ -69,6 +76,8 @@ struct sched_s {
 
     limit_log_t global_log;
     size_t global_in_flight;
+    int64_t lead;               //  reservations are made this far ahead (sched_set_lead)
+    uint64_t vclock;            //  virtual time of the latest dispatch
     bool paused_all;
 
     heap_t ready;               //  entities that may dispatch now
@@ -125,7 +134,25 @@ static bool s_entity_less (const void *a, const void *b)
     const sched_job_t *hy = heap_top (&((const flow_t *) heap_top (&y->flows))->jobs);
     if (hx->rank != hy->rank)
         return hx->rank < hy->rank;
+    if (x->vtime != y->vtime)
+        return x->vtime < y->vtime;
     return x->stamp < y->stamp;
+}
+
+#define VTIME_SCALE 1000000000.0
+
+//  An entity's sustained posts per minute under its own rate limit; 0 when
+//  it has none.
+static double s_rate (const sched_limit_t *l)
+{
+    double rate = 0;
+    if (l->gap_ms > 0)
+        rate = (double) LIMITS_MINUTE_MS / (double) l->gap_ms;
+    if (l->per_minute > 0 && (rate == 0 || (double) l->per_minute < rate))
+        rate = (double) l->per_minute;
+    if (l->per_hour > 0 && (rate == 0 || (double) l->per_hour / 60.0 < rate))
+        rate = (double) l->per_hour / 60.0;
+    return rate;
 }
 
 static bool s_entity_timer_less (const void *a, const void *b)
@@ -146,6 +173,7 @@ sched_t *sched_new (const sched_config_t *config)
     self->global_limit = config->global;
     self->global_max_in_flight = config->global_max_in_flight;
     self->aging_ms = config->aging_ms;
+    self->paced_from = config->paced_from;
     self->rule_count = config->chat_rule_count;
     self->rules = pcalloc (self->rule_count + 1, sizeof (sched_chat_rule_t));
     for (size_t i = 0; i < self->rule_count; i++) {
@@ -163,6 +191,18 @@ sched_t *sched_new (const sched_config_t *config)
         e->pos_ready = e->pos_timer = HEAP_NONE;
     }
     limit_log_init (&self->global_log, &config->global);
+    //  Turn weights: an entity without a limit of its own weighs as much as
+    //  the most generous one that has one.
+    double most = 0;
+    for (size_t i = 0; i < self->entity_count; i++)
+        if (s_rate (&config->entities[i].limit) > most)
+            most = s_rate (&config->entities[i].limit);
+    for (size_t i = 0; i < self->entity_count; i++) {
+        double rate = s_rate (&config->entities[i].limit);
+        if (rate == 0)
+            rate = most > 0 ? most : 1;
+        self->entities[i].step = (uint64_t) (VTIME_SCALE / rate) + 1;
+    }
     self->chat_index = zhashx_new ();
     heap_init (&self->ready, s_entity_less, offsetof (entity_t, pos_ready));
     heap_init (&self->entity_timers, s_entity_timer_less, offsetof (entity_t, pos_timer));
@@ -271,6 +311,46 @@ bool sched_limited (sched_t *self, int entity, uint32_t chat)
            || (chat < self->chat_count && limit_log_active (&self->chats[chat]->log));
 }
 
+//  --- rate slots, reserved ahead ----------------------------------------------------------
+
+//  The sink holds each post until its slot and records the slot when the
+//  post is made; the broker reserves slots only so that it does not dispatch
+//  more than can be posted. A reply reaches the sink one LLM latency after
+//  dispatch, so the broker reserves in the future: a job dispatched at `now`
+//  takes the slot at now + lead. With lead about the LLM latency, replies
+//  reach the sink a little before their slots and wait there, so a saturated
+//  budget is used in full instead of losing every slot a slow reply misses.
+
+//  The earliest time >= now at which `log` allows a reservation (ahead),
+//  paced or not (limits.h).
+static int64_t s_next_ok (const sched_t *self, const limit_log_t *log, int64_t now, bool paced)
+{
+    int64_t at = limit_log_next_with (log, now + self->lead, 0, paced);
+    return at == LIMITS_NEVER ? at : at - self->lead;
+}
+
+//  True when the entity's most urgent ready job is paced.
+static bool s_entity_paced (const sched_t *self, const entity_t *e)
+{
+    if (self->paced_from <= 0 || e->flows.size == 0)
+        return false;
+    const flow_t *flow = heap_top (&e->flows);
+    const sched_job_t *job = heap_top (&flow->jobs);
+    return job && job->priority >= self->paced_from;
+}
+
+//  Reserves the slot at now + lead, or just after the newest if the lead
+//  shrank (the log's times must not decrease). Returns the time recorded.
+static int64_t s_reserve (limit_log_t *log, int64_t at)
+{
+    if (!limit_log_active (log))
+        return at;
+    if (log->count && limit_log_entry (log, 0) > at)
+        at = limit_log_entry (log, 0);
+    limit_log_record (log, at);
+    return at;
+}
+
 static flow_t *s_flow (sched_t *self, uint16_t entity, uint32_t chat)
 {
     chat_t *c = self->chats[chat];
@@ -294,7 +374,7 @@ static void s_entity_refresh (sched_t *self, entity_t *e, int64_t now)
 {
     bool can_ready = e->flows.size > 0 && !e->paused
                      && !(e->max_in_flight > 0 && e->in_flight >= (size_t) e->max_in_flight);
-    int64_t next_ok = can_ready ? limit_log_next (&e->log, now) : SCHED_NEVER;
+    int64_t next_ok = can_ready ? s_next_ok (self, &e->log, now, s_entity_paced (self, e)) : SCHED_NEVER;
     if (can_ready && next_ok <= now) {
         heap_remove (&self->entity_timers, e);
         if (heap_contains (&self->ready, e))
@@ -385,7 +465,7 @@ static void s_advance (sched_t *self, int64_t now)
     }
     chat_t *chat;
     while ((chat = heap_top (&self->chat_timers)) && chat->next_ok <= now) {
-        int64_t next_ok = limit_log_next (&chat->log, now);
+        int64_t next_ok = s_next_ok (self, &chat->log, now, false);
         if (next_ok > now) {
             chat->next_ok = next_ok;
             heap_update (&self->chat_timers, chat);
@@ -432,14 +512,15 @@ sched_job_t *sched_pop (sched_t *self, int64_t now)
         return NULL;
     if (self->global_max_in_flight > 0 && self->global_in_flight >= (size_t) self->global_max_in_flight)
         return NULL;
-    if (limit_log_next (&self->global_log, now) > now)
+    const entity_t *first = heap_top (&self->ready);
+    if (first && s_next_ok (self, &self->global_log, now, s_entity_paced (self, first)) > now)
         return NULL;
     entity_t *e;
     while ((e = heap_top (&self->ready))) {
         flow_t *flow = heap_top (&e->flows);
         chat_t *chat = self->chats[flow->chat];
         if (limit_log_active (&chat->log)) {
-            int64_t chat_ok = limit_log_next (&chat->log, now);
+            int64_t chat_ok = s_next_ok (self, &chat->log, now, s_entity_paced (self, e));
             if (chat_ok > now) {
                 //  This chat is busy: set the flow aside, others go on.
                 s_park (self, flow, chat_ok, now);
@@ -451,14 +532,28 @@ sched_job_t *sched_pop (sched_t *self, int64_t now)
         self->queued--;
         e->queued--;
         job->where = SCHED_INFLIGHT;
-        job->reserved_at = now;
-        limit_log_record (&e->log, now);
-        limit_log_record (&chat->log, now);
-        limit_log_record (&self->global_log, now);
+        //  One time for all three logs, so sched_unreserve finds it in each.
+        int64_t at = now + self->lead;
+        if (limit_log_active (&e->log) && e->log.count && limit_log_entry (&e->log, 0) > at)
+            at = limit_log_entry (&e->log, 0);
+        if (limit_log_active (&chat->log) && chat->log.count && limit_log_entry (&chat->log, 0) > at)
+            at = limit_log_entry (&chat->log, 0);
+        if (limit_log_active (&self->global_log) && self->global_log.count
+            && limit_log_entry (&self->global_log, 0) > at)
+            at = limit_log_entry (&self->global_log, 0);
+        job->reserved_at = s_reserve (&e->log, at);
+        s_reserve (&chat->log, at);
+        s_reserve (&self->global_log, at);
         e->in_flight++;
         self->global_in_flight++;
         flow->stamp = ++self->stamp;
         e->stamp = ++self->stamp;
+        //  An entity back from idling starts at the current virtual time: its
+        //  idle turns are not saved up into a burst.
+        if (e->vtime < self->vclock)
+            e->vtime = self->vclock;
+        self->vclock = e->vtime;
+        e->vtime += e->step;
         s_flow_refresh (self, flow, now);
         return job;
     }
@@ -488,7 +583,25 @@ void sched_unreserve (sched_t *self, sched_job_t *job, int64_t now)
     job->reserved_at = 0;
     s_entity_refresh (self, e, now);
     if (heap_contains (&self->chat_timers, chat)) {
-        chat->next_ok = limit_log_next (&chat->log, now);
+        chat->next_ok = s_next_ok (self, &chat->log, now, false);
+        heap_update (&self->chat_timers, chat);
+    }
+}
+
+void sched_posted (sched_t *self, sched_job_t *job, int64_t at, int64_t now)
+{
+    if (!job->reserved_at || at <= 0 || at == job->reserved_at)
+        return;
+    entity_t *e = &self->entities[job->entity];
+    chat_t *chat = self->chats[job->chat];
+    limit_log_t *logs[] = {&e->log, &chat->log, &self->global_log};
+    for (size_t i = 0; i < sizeof logs / sizeof logs[0]; i++)
+        if (limit_log_forget (logs[i], job->reserved_at))
+            limit_log_insert (logs[i], at);
+    job->reserved_at = at;
+    s_entity_refresh (self, e, now);
+    if (heap_contains (&self->chat_timers, chat)) {
+        chat->next_ok = s_next_ok (self, &chat->log, now, false);
         heap_update (&self->chat_timers, chat);
     }
 }
@@ -551,7 +664,8 @@ int64_t sched_wakeup (sched_t *self, int64_t now)
     bool capped = self->global_max_in_flight > 0
                   && self->global_in_flight >= (size_t) self->global_max_in_flight;
     if (self->ready.size > 0 && !self->paused_all && !capped) {
-        int64_t global_ok = limit_log_next (&self->global_log, now);
+        const entity_t *first = heap_top (&self->ready);
+        int64_t global_ok = s_next_ok (self, &self->global_log, now, s_entity_paced (self, first));
         if (global_ok < at)
             at = global_ok;
     }
@@ -580,10 +694,15 @@ bool sched_paused (sched_t *self, int entity)
 void sched_restore_reservation (sched_t *self, int entity, uint32_t chat, int64_t at)
 {
     if (entity >= 0 && (size_t) entity < self->entity_count)
-        limit_log_record (&self->entities[entity].log, at);
+        s_reserve (&self->entities[entity].log, at);
     if (chat < self->chat_count)
-        limit_log_record (&self->chats[chat]->log, at);
-    limit_log_record (&self->global_log, at);
+        s_reserve (&self->chats[chat]->log, at);
+    s_reserve (&self->global_log, at);
+}
+
+void sched_set_lead (sched_t *self, int64_t lead_ms)
+{
+    self->lead = lead_ms < 0 ? 0 : lead_ms;
 }
 
 void sched_counts (sched_t *self, sched_counts_t *counts)

@@ -9,6 +9,9 @@
     - rate limits per entity, per chat and global: a minimum gap, at most N
       in any 60 s and at most M in any 3600 s window (exact sliding logs:
       no half-open window of that length ever holds more than the limit);
+      jobs of priority paced_from and up (chatter) are paced: a per-minute
+      count is spent evenly through the minute, as the sink spends it, not
+      in a burst that leaves the rest of the minute to others;
     - concurrency caps: global and per entity (jobs in flight);
     - not-before times (natural response delays, retry backoff);
     - pause per entity or for everything.
@@ -53,6 +56,7 @@ typedef struct {
     const sched_entity_config_t *entities;
     size_t chat_rule_count;
     const sched_chat_rule_t *chat_rules;    //  first match wins
+    int paced_from;                 //  jobs of this priority and up are paced; 0 = none
 } sched_config_t;
 
 //  Where a job is (sched_job_t.where).
@@ -112,6 +116,10 @@ void sched_done (sched_t *self, sched_job_t *job, int64_t now);
 //  Gives the job's rate slots back: it was not posted and will not be.
 void sched_unreserve (sched_t *self, sched_job_t *job, int64_t now);
 
+//  The job was posted at `at`: its rate slots move from the time reserved
+//  at dispatch to that time, so the broker counts what the platform saw.
+void sched_posted (sched_t *self, sched_job_t *job, int64_t at, int64_t now);
+
 //  Takes a queued or delayed job out (dropped, purged). No-op otherwise.
 void sched_remove (sched_t *self, sched_job_t *job);
 
@@ -130,6 +138,10 @@ bool sched_paused (sched_t *self, int entity);
 //  Rate history: restore a reservation made before a restart, so a
 //  restarted broker does not allow a burst.
 void sched_restore_reservation (sched_t *self, int entity, uint32_t chat, int64_t at);
+
+//  Rate slots are reserved lead_ms ahead of dispatch (about the time a reply
+//  takes to reach the sink, which holds it until its slot): see sched.c.
+void sched_set_lead (sched_t *self, int64_t lead_ms);
 
 typedef struct {
     size_t queued;          //  ready + delayed

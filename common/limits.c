@@ -58,8 +58,19 @@ int64_t limit_log_next_with (const limit_log_t *self, int64_t now, size_t pendin
     const sched_limit_t *l = &self->limit;
     if (pending == 0) {
         int64_t at = limit_log_next (self, now);
-        if (paced && l->per_minute > 0 && self->count >= 1)
-            at = s_max (at, limit_log_entry (self, 0) + LIMITS_MINUTE_MS / l->per_minute);
+        if (paced && l->per_minute > 0 && self->count >= 1) {
+            //  Evenly spaced, but a post that went late (its slot taken by
+            //  another budget) does not push every later one back: the next
+            //  may catch up, to as little as half a step after it, while two
+            //  steps separate every other post. A saturated budget keeps its
+            //  rate instead of losing each delay.
+            int64_t step = LIMITS_MINUTE_MS / l->per_minute;
+            if (self->count >= 2)
+                at = s_max (at, s_max (limit_log_entry (self, 0) + step / 2,
+                                       limit_log_entry (self, 1) + 2 * step));
+            else
+                at = s_max (at, limit_log_entry (self, 0) + step);
+        }
         return at;
     }
     //  A pending post takes its slot at some time >= now: a gap is not known
@@ -94,7 +105,7 @@ void limit_log_record (limit_log_t *self, int64_t at)
         self->count++;
 }
 
-void limit_log_forget (limit_log_t *self, int64_t at)
+bool limit_log_forget (limit_log_t *self, int64_t at)
 {
     for (size_t i = 0; i < self->count; i++) {
         if (limit_log_entry (self, i) != at)
@@ -107,6 +118,27 @@ void limit_log_forget (limit_log_t *self, int64_t at)
         }
         self->head = (self->head + self->capacity - 1) % self->capacity;
         self->count--;
+        return true;
+    }
+    return false;
+}
+
+void limit_log_insert (limit_log_t *self, int64_t at)
+{
+    if (!self->capacity)
         return;
+    //  Older than everything a full log keeps: it no longer counts.
+    if (self->count == self->capacity && at < limit_log_entry (self, self->count - 1))
+        return;
+    limit_log_record (self, at);
+    //  Back to its place, newest first.
+    for (size_t i = 0; i + 1 < self->count; i++) {
+        size_t newer = (self->head + 2 * self->capacity - 1 - i) % self->capacity;
+        size_t older = (self->head + 2 * self->capacity - 2 - i) % self->capacity;
+        if (self->ring[older] <= self->ring[newer])
+            break;
+        int64_t t = self->ring[older];
+        self->ring[older] = self->ring[newer];
+        self->ring[newer] = t;
     }
 }

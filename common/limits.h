@@ -57,16 +57,24 @@ int64_t limit_log_next (const limit_log_t *self, int64_t now);
 //  The same, with `pending` posts under way whose time is not known yet
 //  (they will be recorded when they are made, at a time >= now): they
 //  occupy slots, so LIMITS_NEVER while they fill the limit. With `paced`,
-//  count limits of a minute also keep posts at least window / count apart,
-//  so a saturated budget is spent evenly through the window instead of in
-//  bursts at its start (used for replies that are not urgent).
+//  count limits of a minute also space posts a step (window / count) apart
+//  on average (two steps between every other post, at least half a step
+//  between neighbours, so one late post does not delay all later ones), so a
+//  saturated budget is spent evenly through the window instead of in bursts
+//  at its start (used for replies that are not urgent).
 int64_t limit_log_next_with (const limit_log_t *self, int64_t now, size_t pending, bool paced);
 
 //  Records a reservation at `at` (times must not decrease).
 void limit_log_record (limit_log_t *self, int64_t at);
 
-//  Gives back the reservation made at `at`, if the log still holds it.
-void limit_log_forget (limit_log_t *self, int64_t at);
+//  Gives back the reservation made at `at`, if the log still holds it
+//  (returns whether it did).
+bool limit_log_forget (limit_log_t *self, int64_t at);
+
+//  Records a reservation at `at`, which may be older than the newest: it
+//  takes its place in time order (used when a reservation moves to the time
+//  the post was really made).
+void limit_log_insert (limit_log_t *self, int64_t at);
 
 //  The i-th newest reservation (0 = newest); i < count.
 int64_t limit_log_entry (const limit_log_t *self, size_t i);

@@ -17,6 +17,8 @@ typedef struct {
     size_t pending;             //  released, not yet posted
     uint64_t stamp;             //  the pass that set protect[]
     int64_t protect[2];         //  [paced]: earliest time a more urgent waiting reply needs it
+    int level;                  //  priority of the replies that set level_protect[]
+    int64_t level_protect[2];   //  the same, from replies of priority `level`
 } s_budget_t;
 
 typedef struct {
@@ -397,7 +399,10 @@ void gate_posted (gate_t *self, uint64_t id, int64_t at)
         if (self->durations[i] > longest)
             longest = self->durations[i];
     self->estimate = longest < EST_MIN_MS ? EST_MIN_MS : longest > EST_MAX_MS ? EST_MAX_MS : longest;
-    s_unpend (self, e, at, true);
+    //  The clock counts whole milliseconds: the post completed somewhere in
+    //  [at, at + 1). Counting it at the end of that millisecond keeps the next
+    //  post's start, and so its arrival, a whole gap after this one's arrival.
+    s_unpend (self, e, at + 1, true);
 }
 
 void gate_cancel (gate_t *self, uint64_t id)
@@ -436,22 +441,31 @@ static int64_t s_earliest (const gate_t *self, const s_entry_t *e, int64_t now)
 }
 
 //  True when letting `e` go now would make a more urgent waiting reply,
-//  which needs one of e's budgets, wait longer than it must anyway.
+//  which needs one of e's budgets, wait longer than it must anyway. Only a
+//  more urgent priority protects: among replies of one priority the gate is
+//  work-conserving (a reply ready now takes a free slot rather than leave it
+//  unused for an older one that is not ready yet), or a saturated budget
+//  would lose every slot an older reply's own limit makes it miss.
 static bool s_protected (const gate_t *self, const s_entry_t *e, int64_t now)
 {
     for (int i = 0; i < BUDGETS; i++) {
         const s_budget_t *b = e->budgets[i];
         if (!b || b->stamp != self->stamp)
             continue;
-        for (int paced = 0; paced < 2; paced++)
-            if (b->protect[paced] != GATE_NEVER
-                && s_budget_at (self, b, now, b->pending + 1, paced) > b->protect[paced])
+        for (int paced = 0; paced < 2; paced++) {
+            int64_t until = b->protect[paced];
+            if (b->level != e->priority && b->level_protect[paced] < until)
+                until = b->level_protect[paced];
+            if (until != GATE_NEVER && s_budget_at (self, b, now, b->pending + 1, paced) > until)
                 return true;
+        }
     }
     return false;
 }
 
-//  `e` waits until `at`: less urgent replies must not push that later.
+//  `e` waits until `at`: less urgent replies must not push that later. The
+//  pass goes most urgent first, so a new priority level folds the previous
+//  one's times into protect[].
 static void s_protect (gate_t *self, const s_entry_t *e, int64_t at)
 {
     for (int i = 0; i < BUDGETS; i++) {
@@ -461,9 +475,18 @@ static void s_protect (gate_t *self, const s_entry_t *e, int64_t at)
         if (b->stamp != self->stamp) {
             b->stamp = self->stamp;
             b->protect[0] = b->protect[1] = GATE_NEVER;
+            b->level_protect[0] = b->level_protect[1] = GATE_NEVER;
+            b->level = e->priority;
         }
-        if (at < b->protect[e->paced])
-            b->protect[e->paced] = at;
+        if (b->level != e->priority) {
+            for (int paced = 0; paced < 2; paced++)
+                if (b->level_protect[paced] < b->protect[paced])
+                    b->protect[paced] = b->level_protect[paced];
+            b->level_protect[0] = b->level_protect[1] = GATE_NEVER;
+            b->level = e->priority;
+        }
+        if (at < b->level_protect[e->paced])
+            b->level_protect[e->paced] = at;
     }
 }
 

@@ -134,9 +134,25 @@ static void test_limits_pending_and_pacing (void **state)
     //  Two made, one pending: the next waits for the oldest to be a minute old.
     assert_int_equal (limit_log_next_with (&log, 2500, 1, false), 61000);
     assert_int_equal (limit_log_next_with (&log, 2500, 0, false), 2500);
-    //  Paced: posts at least 20 s apart (60 s / 3), from the newest.
-    assert_int_equal (limit_log_next_with (&log, 2500, 0, true), 22000);
+    //  Paced: a step is 20 s (60 s / 3); two steps after the one before the
+    //  newest, at least half a step after the newest.
+    assert_int_equal (limit_log_next_with (&log, 2500, 0, true), 41000);
     assert_int_equal (limit_log_next_with (&log, 2500, 1, true), LIMITS_NEVER);
+    //  On time, the spacing is one step; a late post lets the next catch up.
+    limit_log_record (&log, 41000);
+    assert_int_equal (limit_log_next_with (&log, 41000, 0, true), 61000);
+    limit_log_record (&log, 70000);
+    assert_int_equal (limit_log_next_with (&log, 70000, 0, true), 81000);
+    //  A reservation moved back in time takes its place in order; one older
+    //  than all a full log keeps is dropped.
+    assert_true (limit_log_forget (&log, 70000));
+    limit_log_insert (&log, 30000);
+    assert_int_equal (limit_log_entry (&log, 0), 41000);
+    assert_int_equal (limit_log_entry (&log, 1), 30000);
+    assert_int_equal (limit_log_entry (&log, 2), 2000);
+    limit_log_insert (&log, 500);
+    assert_int_equal (limit_log_entry (&log, 2), 2000);
+    assert_false (limit_log_forget (&log, 500));
     limit_log_destroy (&log);
 
     sched_limit_t gap = {500, 0, 0};

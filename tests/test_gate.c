@@ -212,17 +212,18 @@ static void test_pending_posts_block (void **state)
     //  However long the first takes, the second waits for it.
     assert_int_equal (s_go (gate, t + 600000), 0);
     assert_int_equal (gate_pending (gate), 1);
-    //  Recorded at its completion: the gap counts from then.
+    //  Recorded at its completion (the end of that millisecond): the gap
+    //  counts from then.
     gate_posted (gate, 1, t + 600500);
     assert_int_equal (s_go (gate, t + 600500), 0);
-    assert_int_equal (gate_wakeup (gate, t + 600500), t + 601500);
-    assert_int_equal (s_go (gate, t + 601499), 0);
-    assert_int_equal (s_go (gate, t + 601500), 2);
+    assert_int_equal (gate_wakeup (gate, t + 600500), t + 601501);
+    assert_int_equal (s_go (gate, t + 601500), 0);
+    assert_int_equal (s_go (gate, t + 601501), 2);
     //  A post that did not happen gives its slot back at once.
     gate_cancel (gate, 2);
     gate_reply_t c = s_reply (3, 0, "x/1", 10, t);
-    gate_add (gate, &c, t + 601501);
-    assert_int_equal (s_go (gate, t + 601501), 3);
+    gate_add (gate, &c, t + 601502);
+    assert_int_equal (s_go (gate, t + 601502), 3);
     gate_posted (gate, 3, t + 601600);
 
     //  Counts: three posts under way fill a limit of three a minute.
@@ -242,9 +243,9 @@ static void test_pending_posts_block (void **state)
     gate_posted (g3, 3, t + 300);
     //  The fourth goes a minute after the first completed.
     assert_int_equal (s_go (g3, t + 300), 0);
-    assert_int_equal (gate_wakeup (g3, t + 300), t + 60100);
-    assert_int_equal (s_go (g3, t + 60099), 0);
-    assert_int_equal (s_go (g3, t + 60100), 4);
+    assert_int_equal (gate_wakeup (g3, t + 300), t + 60101);
+    assert_int_equal (s_go (g3, t + 60100), 0);
+    assert_int_equal (s_go (g3, t + 60101), 4);
     gate_destroy (&g3);
     gate_destroy (&gate);
 }
@@ -265,15 +266,15 @@ static void test_mentions_never_overtaken_by_chatter (void **state)
     gate_add (gate, &m2, t);
     assert_int_equal (s_go (gate, t), 1);
     gate_posted (gate, 1, t + 200);
-    //  The chat has one slot left, which m2 needs at t + 10200: chatter
+    //  The chat has one slot left, which m2 needs at t + 10201: chatter
     //  waiting longer does not get it, however long it has waited.
-    for (int64_t at = t + 300; at < t + 10200; at += 700)
+    for (int64_t at = t + 300; at < t + 10201; at += 700)
         assert_int_equal (s_go (gate, at), 0);
-    assert_int_equal (s_go (gate, t + 10200), 2);
+    assert_int_equal (s_go (gate, t + 10201), 2);
     gate_posted (gate, 2, t + 10300);
     //  Now the chat is full until an hour after m1.
-    assert_int_equal (s_go (gate, t + 3600199), 0);
-    assert_int_equal (s_go (gate, t + 3600200), 3);
+    assert_int_equal (s_go (gate, t + 3600200), 0);
+    assert_int_equal (s_go (gate, t + 3600201), 3);
     gate_posted (gate, 3, t + 3600250);
     gate_destroy (&gate);
 
@@ -292,11 +293,11 @@ static void test_mentions_never_overtaken_by_chatter (void **state)
     assert_int_equal (s_go (gate, t), 1);
     gate_posted (gate, 1, t + 100);
     //  b waits a minute for its entity; c and d take turns with the chat's gap.
-    assert_int_equal (s_go (gate, t + 1100), 3);
+    assert_int_equal (s_go (gate, t + 1101), 3);
     gate_posted (gate, 3, t + 1200);
-    assert_int_equal (s_go (gate, t + 2200), 4);
+    assert_int_equal (s_go (gate, t + 2201), 4);
     gate_posted (gate, 4, t + 2300);
-    assert_int_equal (s_go (gate, t + 60100), 2);
+    assert_int_equal (s_go (gate, t + 60101), 2);
     gate_destroy (&gate);
 }
 
@@ -412,11 +413,12 @@ static void test_order_and_restored_history (void **state)
     gate_posted (gate, 3, t + 10000);
     assert_int_equal (s_go (gate, t + 20000), 2);
     gate_posted (gate, 2, t + 20000);
-    assert_int_equal (s_go (gate, t + 70000), 1);
-    gate_posted (gate, 1, t + 70000);
+    assert_int_equal (s_go (gate, t + 70000), 0);
+    assert_int_equal (s_go (gate, t + 70001), 1);
+    gate_posted (gate, 1, t + 70001);
     //  4 is chatter (priority 99): paced, half a minute after the newest.
     assert_int_equal (s_go (gate, t + 80000), 0);
-    assert_int_equal (s_go (gate, t + 100000), 4);
+    assert_int_equal (s_go (gate, t + 100002), 4);
     gate_destroy (&gate);
 }
 

@@ -410,6 +410,85 @@ static void test_restored_history_prevents_a_burst (void **state)
     sched_destroy (&s);
 }
 
+
+//  Under a binding global limit, turns follow the entities' own budgets:
+//  one allowed 20 a minute gets twice the turns of one allowed 10, so
+//  neither runs out of its minute early while global slots go unused.
+static void test_weighted_turns (void **state)
+{
+    (void) state;
+    setup_t st = {0};
+    st.config.global.gap_ms = 1000;
+    st.entities[0].limit.per_minute = 20;
+    st.entities[1].limit.per_minute = 10;
+    sched_t *s = s_new (&st, 2);
+    uint32_t c = sched_chat_intern (s, "src/a", "src", "group");
+    for (int i = 0; i < 100; i++) {
+        s_push (s, 50, 0, c, 0);
+        s_push (s, 50, 1, c, 0);
+    }
+    int count[2] = {0, 0};
+    for (int64_t now = 1000; now < 31000; now += 1000) {
+        job_t *j = (job_t *) sched_pop (s, now);
+        assert_non_null (j);
+        count[j->sj.entity]++;
+        sched_done (s, &j->sj, now);
+    }
+    assert_int_equal (count[0], 20);
+    assert_int_equal (count[1], 10);
+    sched_destroy (&s);
+}
+
+//  Slots are reserved `lead` ahead, and move to the time the post was made.
+static void test_lead_and_posted_time (void **state)
+{
+    (void) state;
+    setup_t st = {0};
+    st.entities[0].limit.per_minute = 2;
+    sched_t *s = s_new (&st, 1);
+    uint32_t c = sched_chat_intern (s, "src/a", "src", "group");
+    job_t *a = s_push (s, 10, 0, c, 0);
+    s_push (s, 10, 0, c, 0);
+    s_push (s, 10, 0, c, 0);
+    sched_set_lead (s, 5000);
+    assert_int_equal (s_pop_id (s, 100000), 0);
+    assert_int_equal (a->sj.reserved_at, 105000);
+    assert_int_equal (s_pop_id (s, 100000), 1);
+    //  Two in the minute from 105 s: the third may go when that minute has
+    //  passed, counted ahead: at 165 s - 5 s.
+    assert_int_equal (s_pop_id (s, 159999), -1);
+    assert_int_equal (sched_wakeup (s, 150000), 160000);
+    //  The first was really posted at 101 s: the minute counts from then.
+    sched_posted (s, &a->sj, 101000, 150000);
+    assert_int_equal (a->sj.reserved_at, 101000);
+    assert_int_equal (sched_wakeup (s, 150000), 156000);
+    assert_int_equal (s_pop_id (s, 156000), 2);
+    sched_destroy (&s);
+}
+
+//  Chatter is paced through the minute; a mention is not.
+static void test_chatter_paced (void **state)
+{
+    (void) state;
+    setup_t st = {0};
+    st.config.paced_from = 30;
+    st.entities[0].limit.per_minute = 4;
+    sched_t *s = s_new (&st, 1);
+    uint32_t c = sched_chat_intern (s, "src/a", "src", "group");
+    s_push (s, 50, 0, c, 0);
+    s_push (s, 50, 0, c, 0);
+    assert_int_equal (s_pop_id (s, 1000), 0);
+    //  A step is 15 s (60 s / 4).
+    assert_int_equal (s_pop_id (s, 1000), -1);
+    assert_int_equal (sched_wakeup (s, 1000), 16000);
+    s_push (s, 10, 0, c, 0);
+    assert_int_equal (s_pop_id (s, 1000), 2);
+    //  Two went together: the next chatter waits two steps after the older.
+    assert_int_equal (s_pop_id (s, 30999), -1);
+    assert_int_equal (s_pop_id (s, 31000), 1);
+    sched_destroy (&s);
+}
+
 int main (void)
 {
     const struct CMUnitTest tests[] = {
@@ -427,6 +506,9 @@ int main (void)
         cmocka_unit_test (test_rotation),
         cmocka_unit_test (test_aging),
         cmocka_unit_test (test_restored_history_prevents_a_burst),
+        cmocka_unit_test (test_weighted_turns),
+        cmocka_unit_test (test_lead_and_posted_time),
+        cmocka_unit_test (test_chatter_paced),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }
