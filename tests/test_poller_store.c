@@ -337,12 +337,15 @@ static void test_quarantine (void **state)
     assert_non_null (j);
     assert_int_equal (pjournal_load (j, s_keep_all, j), 0);
     //  A SEEN that is not three numbers; a CURSOR whose source is not
-    //  UTF-8; an array claiming 2^28 items; a type this version does not know.
+    //  UTF-8, and one without a source; an array claiming 2^28 items; a
+    //  type this version does not know.
     static const uint8_t seen_bad[] = {0x92, 0x01, 0x02};
     static const uint8_t cursor_bad[] = {0x92, 0xa1, 0xff, 0xa1, '9'};
+    static const uint8_t cursor_nameless[] = {0x92, 0xa0, 0xa1, '9'};
     static const uint8_t huge[] = {0xdd, 0x0f, 0xff, 0xff, 0xff};
     assert_true (pjournal_append (j, 1, seen_bad, sizeof seen_bad));
     assert_true (pjournal_append (j, 2, cursor_bad, sizeof cursor_bad));
+    assert_true (pjournal_append (j, 2, cursor_nameless, sizeof cursor_nameless));
     assert_true (pjournal_append (j, 3, huge, sizeof huge));
     assert_true (pjournal_append (j, 200, "from the future", 15));
     //  A BATCH whose frame is not a SUBMIT, and one whose frame has another seq.
@@ -371,7 +374,7 @@ static void test_quarantine (void **state)
     pjournal_destroy (&j);
 
     s_open (&p, dir, "off", 0, 1000, 2000);
-    assert_int_equal (poller_store_quarantined (p.store), 6);
+    assert_int_equal (poller_store_quarantined (p.store), 7);
     assert_true (pseen_has (p.seen, s_fp (1)));
     char *c = poller_store_get_cursor (p.store, "in");
     assert_string_equal (c, "42");
