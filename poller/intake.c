@@ -19,28 +19,13 @@ struct intake_s {
     select_t *select;
     selection_t *selection;     //  scratch, one slot per entity
     context_t *context;
-    pseen_t *seen;              //  fingerprints of message keys
-    int64_t forgotten_at;       //  the newest mark the seen set has forgotten
+    pseen_t *seen;              //  fingerprints of message keys (tags: the store's segments)
     size_t refused_need;        //  jobs of the last message refused for want of room
     char *keys;                 //  scratch: chat key and message key
     size_t keys_capacity;
     intake_counters_t counters;
     plog_limiter_t log;
 };
-
-static void s_on_forget (void *arg, pkey_fp_t fp, int64_t at, uint32_t tag)
-{
-    (void) fp, (void) tag;
-    intake_t *self = arg;
-    if (at > self->forgotten_at)
-        self->forgotten_at = at;
-}
-
-static void s_load_seen (void *arg, const char *msg_key, int64_t at)
-{
-    intake_t *self = arg;
-    pseen_add (self->seen, pkey_fp (msg_key, strlen (msg_key)), at, 0);
-}
 
 intake_t *intake_new (const pcfg_t *config, prt_t *rt, submit_t *submit, poller_store_t *store)
 {
@@ -59,13 +44,8 @@ intake_t *intake_new (const pcfg_t *config, prt_t *rt, submit_t *submit, poller_
     }
     self->context = context_new (lines);
     self->seen = pseen_new ((size_t) config->dedupe_max_keys, config->dedupe_retention_s * 1000);
-    pseen_on_forget (self->seen, s_on_forget, self);
-    if (store) {
-        poller_store_load_seen (store, self, s_load_seen);
-        intake_prune (self, prt_now (rt));
-        if (pseen_size (self->seen))
-            plog_info ("%zu message keys remembered from before the restart", pseen_size (self->seen));
-    }
+    if (store)
+        poller_store_set_seen (store, self->seen);     //  filled by poller_store_load
     return self;
 }
 
@@ -86,11 +66,8 @@ void intake_destroy (intake_t **self_p)
 void intake_prune (intake_t *self, int64_t now)
 {
     assert (self);
+    //  Forgotten keys free their records' segments (the store's callback).
     pseen_prune (self->seen, now);
-    if (self->store) {
-        int64_t before = now - self->config->dedupe_retention_s * 1000;
-        poller_store_prune (self->store, before > self->forgotten_at ? before : self->forgotten_at);
-    }
 }
 
 size_t intake_refused_need (intake_t *self)
@@ -204,9 +181,7 @@ bool intake_message (void *ctx, source_t *source, const chat_msg_t *msg)
 
     int64_t now = prt_now (self->rt);
     self->counters.messages++;
-    pseen_add (self->seen, fp, now, 0);
-    if (self->store)
-        poller_store_mark_seen (self->store, msg_key, now);
+    pseen_add (self->seen, fp, now, self->store ? poller_store_mark_seen (self->store, fp, now) : 0);
     self->counters.skipped += (uint64_t) skipped;
     proto_message_t message = {name,
                                msg->chat_ref,

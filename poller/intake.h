@@ -38,6 +38,7 @@ typedef struct {
 typedef struct intake_s intake_t;
 
 //  `rt` gives the clock; `submit` and `store` (may be NULL) are borrowed.
+//  With a store, the seen set is filled by poller_store_load.
 intake_t *intake_new (const pcfg_t *config, prt_t *rt, submit_t *submit, poller_store_t *store);
 void intake_destroy (intake_t **self_p);
 
@@ -48,7 +49,7 @@ bool intake_message (void *ctx, source_t *source, const chat_msg_t *msg);
 //  should not offer it again before the window has that much room).
 size_t intake_refused_need (intake_t *self);
 
-//  Forgets seen keys past the retention, in memory and in the store.
+//  Forgets seen keys past the retention (the store frees their records).
 void intake_prune (intake_t *self, int64_t now);
 
 //  Message keys remembered.

@@ -231,6 +231,10 @@ static int64_t s_wakeup (void *arg, int64_t now)
 {
     poller_t *self = arg;
     int64_t at = submit_wakeup (self->submit, now);
+    //  Records that ride along are synced by a commit within their time.
+    int64_t due = self->store ? poller_store_sync_due (self->store) : -1;
+    if (due >= 0 && now + due < at)
+        at = now + due;
     return self->stop_at && self->stop_at < at ? self->stop_at : at;
 }
 
@@ -278,10 +282,11 @@ static void s_poller_destroy (poller_t **self_p)
 }
 
 //  A stored, unacknowledged batch: it goes again first thing.
-static void s_load_batch (void *arg, uint64_t seq, const void *frame, size_t size, size_t count)
+static void s_load_batch (void *arg, uint64_t seq, const void *frame, size_t size, size_t count,
+                          uint64_t segment)
 {
     poller_t *self = arg;
-    submit_restore (self->submit, seq, frame, size, count);
+    submit_restore (self->submit, seq, frame, size, count, segment);
 }
 
 static int s_start_sources (poller_t *self)
@@ -325,7 +330,13 @@ static int s_start (poller_t *self, const char *ready_file)
     self->submit = submit_new (c, self->store);
     self->intake = intake_new (c, self->rt, self->submit, self->store);
     if (self->store) {
-        poller_store_load_batches (self->store, self, s_load_batch);
+        int64_t now = prt_now (self->rt);
+        if (poller_store_load (self->store, now, c->dedupe_retention_s * 1000, s_load_batch, self))
+            return -1;
+        intake_prune (self->intake, now);
+        if (intake_seen (self->intake))
+            plog_info ("%zu message keys remembered from before the restart",
+                       intake_seen (self->intake));
         if (submit_outstanding (self->submit))
             plog_info ("%zu unacknowledged jobs from before the restart go again",
                        submit_outstanding (self->submit));

@@ -22,6 +22,7 @@ typedef struct {
     int64_t due;                //  ready/waiting: when to send; unacked: when to resend
     uint32_t refusals;          //  times its jobs were refused as busy in a row
     zmq_msg_t frame;            //  the SUBMIT, kept for resending
+    poller_store_anchor_t anchor;   //  its record, until the ACK
 } s_batch_t;
 
 struct submit_s {
@@ -56,6 +57,15 @@ static int s_by_due (const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+//  Migration: the store asks for a batch to be written again.
+static void s_rewrite (void *arg, poller_store_anchor_t *anchor)
+{
+    submit_t *self = arg;
+    s_batch_t *batch = PJOURNAL_CONTAINER (anchor, s_batch_t, anchor);
+    poller_store_batch (self->store, &batch->anchor, batch->seq, zmq_msg_data (&batch->frame),
+                        zmq_msg_size (&batch->frame), batch->count, false);
+}
+
 submit_t *submit_new (const pcfg_t *config, poller_store_t *store)
 {
     submit_t *self = pcalloc (1, sizeof *self);
@@ -70,7 +80,16 @@ submit_t *submit_new (const pcfg_t *config, poller_store_t *store)
     zlistx_set_comparator (self->waiting, s_by_due);
     size_t frame = (size_t) config->max_frame_bytes;
     self->frame_room = frame > 2 * FRAME_MARGIN ? frame - FRAME_MARGIN : frame / 2;
+    if (store)
+        poller_store_set_owner (store, s_rewrite, self);
     return self;
+}
+
+//  Unties the batches of a list from the store (they stay stored).
+static void s_drop_anchors (submit_t *self, zlistx_t *list)
+{
+    for (s_batch_t *b = zlistx_first (list); b; b = zlistx_next (list))
+        poller_store_anchor_drop (self->store, &b->anchor);
 }
 
 void submit_destroy (submit_t **self_p)
@@ -81,6 +100,12 @@ void submit_destroy (submit_t **self_p)
     for (size_t i = 0; i < self->pending_count; i++)
         spec_free (&self->pending[i]);
     free (self->pending);
+    if (self->store) {
+        s_drop_anchors (self, self->ready);
+        s_drop_anchors (self, self->unacked);
+        s_drop_anchors (self, self->waiting);
+        poller_store_set_owner (self->store, NULL, NULL);
+    }
     zlistx_destroy (&self->ready);
     zlistx_destroy (&self->unacked);
     zlistx_destroy (&self->waiting);
@@ -89,7 +114,9 @@ void submit_destroy (submit_t **self_p)
 }
 
 //  A batch in `frame` (taken over) joins the ready list, or with `retry`
-//  the waiting list to be sent at `due`; it is stored first. Returns it.
+//  the waiting list to be sent at `due`; it is stored first. A new batch
+//  makes the turn sync; busy jobs were stored before, in the batch their
+//  ACK forgets in this same turn, after this one.
 static s_batch_t *s_add_batch (submit_t *self, zmq_msg_t *frame, size_t count, bool retry,
                                int64_t due)
 {
@@ -101,8 +128,8 @@ static s_batch_t *s_add_batch (submit_t *self, zmq_msg_t *frame, size_t count, b
     zmq_msg_move (&batch->frame, frame);
     zmq_msg_close (frame);
     if (self->store)
-        poller_store_batch (self->store, batch->seq, zmq_msg_data (&batch->frame),
-                            zmq_msg_size (&batch->frame), count);
+        poller_store_batch (self->store, &batch->anchor, batch->seq, zmq_msg_data (&batch->frame),
+                            zmq_msg_size (&batch->frame), count, !retry);
     self->batch_jobs += count;
     if (retry) {
         self->waiting_jobs += count;
@@ -113,7 +140,8 @@ static s_batch_t *s_add_batch (submit_t *self, zmq_msg_t *frame, size_t count, b
     return batch;
 }
 
-void submit_restore (submit_t *self, uint64_t seq, const void *frame, size_t size, size_t count)
+void submit_restore (submit_t *self, uint64_t seq, const void *frame, size_t size, size_t count,
+                     uint64_t segment)
 {
     assert (self);
     s_batch_t *batch = pcalloc (1, sizeof *batch);
@@ -121,6 +149,8 @@ void submit_restore (submit_t *self, uint64_t seq, const void *frame, size_t siz
     batch->count = count;
     zmq_msg_init_size (&batch->frame, size);
     memcpy (zmq_msg_data (&batch->frame), frame, size);
+    if (self->store)
+        poller_store_anchor_loaded (self->store, &batch->anchor, segment);
     zlistx_add_end (self->ready, batch);
     self->batch_jobs += count;
     if (seq > self->next_seq)
@@ -319,7 +349,7 @@ void submit_on_ack (submit_t *self, const proto_ack_t *ack, int64_t now)
     self->counters.rejected += invalid;
     self->counters.acked += batch->count - busy;
     if (self->store)
-        poller_store_acked (self->store, batch->seq);
+        poller_store_acked (self->store, &batch->anchor, batch->seq);
     self->batch_jobs -= batch->count;
     zlistx_delete (self->unacked, zlistx_cursor (self->unacked));
     free (state);

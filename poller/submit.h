@@ -43,12 +43,15 @@ typedef struct {
 
 typedef struct submit_s submit_t;
 
-//  `store` (may be NULL: memory only) is borrowed.
+//  `store` (may be NULL: memory only) is borrowed; submit owns the stored
+//  batches (poller_store_set_owner) until it is destroyed.
 submit_t *submit_new (const pcfg_t *config, poller_store_t *store);
 void submit_destroy (submit_t **self_p);
 
-//  A stored batch from before a restart: it goes first at the next send.
-void submit_restore (submit_t *self, uint64_t seq, const void *frame, size_t size, size_t count);
+//  A stored batch from before a restart (poller_store_load hands it over
+//  with the segment of its record): it goes first at the next send.
+void submit_restore (submit_t *self, uint64_t seq, const void *frame, size_t size, size_t count,
+                     uint64_t segment);
 
 //  Takes a job over (its strings and payload, which it frees). Returns 0,
 //  or -1 when the job breaks the protocol's bounds (counted, logged,

@@ -13,7 +13,11 @@ import signal
 import struct
 import zlib
 
-from harness import Pipeline, base_config, check, jsonl_input, main, mentions, wait_until
+import msgpack
+
+from harness import (Pipeline, base_config, check, free_endpoint, jsonl_input, main, mentions,
+                     wait_until, write_jsonl)
+from test_poller_protocol import FakeBroker
 
 
 def segments(journal_dir):
@@ -93,6 +97,75 @@ def test_broker_with_an_unreadable_segment_header_starts(bin_dir):
         check(p.broker_stats()["queued"] == 10, "the good jobs did not survive a bad segment")
 
 
+def test_poller_quarantines_damaged_records_and_serves(bin_dir):
+    """The poller's journal (seen keys, cursors, unacknowledged batches) after a kill -9,
+    with damaged records and a torn write: they are quarantined, the poller starts, does
+    not read again what it read before, and reads what it had not."""
+    config = base_config([{"id": "alpha", "responseChance": 0}],
+                         network={"heartbeatMs": 200, "resendMs": 500})
+    with Pipeline(bin_dir, config, "recovery-poller") as p:
+        p.frontend = free_endpoint()
+        p.backend, p.results, p.stats = free_endpoint(), free_endpoint(), free_endpoint()
+        broker = FakeBroker(p.frontend)
+        try:
+            config["storage"] = {"dataDir": p.path("data"), "fsync": "always"}
+            jsonl_input(p, config, mentions(30))
+            p.write_config(config)
+            p.start_poller()
+            first = {("alpha", "in/room/m%d" % i) for i in range(30)}
+            wait_until(lambda: set(broker.snapshot("accepted")) == first, 20, "the first 30 jobs")
+            wait_until(lambda: broker.snapshot("stats").get("acked") == 30, 10,
+                       "the poller's 30 acknowledgements")
+            p.procs["poller"].signal(signal.SIGKILL)
+            p.procs["poller"].popen.wait(10)
+
+            journal = p.path("data/poller")
+            newest = segments(journal)[-1]
+            junk_frame = msgpack.packb([99, 1, b"not a SUBMIT frame"], use_bin_type=True)
+            with open(newest, "ab") as f:
+                f.write(record(1, b"\x92\x01\x02"))            # a SEEN that is not one
+                f.write(record(3, junk_frame))                   # a batch that would never be acked
+                f.write(record(3, b"\xdd\x0f\xff\xff\xff"))    # an array claiming 2^28 items
+                f.write(record(201, b"from the future"))         # a type this version does not know
+                f.write(b"\x40\x00\x00\x00\x12")               # a torn last write
+            # Twenty messages the poller has not read yet.
+            write_jsonl(p.path("in.jsonl"), mentions(20, start=30), mode="a")
+            reports = broker.snapshot("stats_reports")
+            p.start_poller()
+            log = p.log("poller")
+            check("could not be loaded" in log and "quarantine" in log,
+                  "the poller did not report the quarantine:\n%s" % log[-2000:])
+            check("unfinished write" in log, "the torn write was not cut:\n%s" % log[-2000:])
+            check(quarantine_entries(journal) > 0, "nothing in quarantine.pj")
+            every = first | {("alpha", "in/room/m%d" % i) for i in range(30, 50)}
+            wait_until(lambda: set(broker.snapshot("accepted")) == every, 20, "the 20 new jobs")
+            stats = wait_until(lambda: (lambda st: st if st.get("acked") == 20 else None)(
+                broker.snapshot("stats") if broker.snapshot("stats_reports") > reports else {}),
+                10, "the restarted poller's counters")
+            check(stats["messages"] == 20 and stats["duplicates"] == 0,
+                  "the restarted poller read old messages again: %s" % stats)
+            check(stats["unacked"] == 0, "a batch stays unacknowledged: %s" % stats)
+            check(all(n == 1 for n in broker.snapshot("accepted").values()), "a job accepted twice")
+            check(broker.snapshot("after_accept") == 0, "jobs submitted again after acceptance")
+            check(broker.malformed == 0, "the poller sent a malformed frame")
+
+            # A second kill -9 and restart: no loop on the same records, nothing read again.
+            p.procs["poller"].signal(signal.SIGKILL)
+            p.procs["poller"].popen.wait(10)
+            received = len(broker.snapshot("received"))
+            reports = broker.snapshot("stats_reports")
+            p.start_poller()
+            wait_until(lambda: broker.snapshot("stats_reports") > reports + 1, 10, "a fresh report")
+            stats = broker.snapshot("stats")
+            check(stats["messages"] == 0 and stats["unacked"] == 0,
+                  "the second restart read or sent again: %s" % stats)
+            check(len(broker.snapshot("received")) == received, "jobs sent again")
+            check(p.stop()["poller"] == 0, "unclean exit")
+        finally:
+            broker.close()
+
+
 if __name__ == "__main__":
     main([test_broker_quarantines_damaged_records_and_serves,
-          test_broker_with_an_unreadable_segment_header_starts])
+          test_broker_with_an_unreadable_segment_header_starts,
+          test_poller_quarantines_damaged_records_and_serves])
