@@ -26,16 +26,10 @@ static const char *s_schema =
     "CREATE TABLE IF NOT EXISTS posted_pairs ("
     "  pair BLOB PRIMARY KEY, entity TEXT NOT NULL, chat TEXT NOT NULL, chat_kind TEXT NOT NULL,"
     "  at INTEGER NOT NULL, doubt INTEGER NOT NULL) WITHOUT ROWID;"
-    "CREATE INDEX IF NOT EXISTS posted_pairs_at ON posted_pairs (at);"
-    "CREATE TABLE IF NOT EXISTS results ("
-    "  job_id INTEGER NOT NULL, token INTEGER NOT NULL, text TEXT NOT NULL, llm_ms INTEGER NOT NULL,"
-    "  tokens INTEGER NOT NULL, msg_key TEXT NOT NULL, entity TEXT NOT NULL, chat TEXT NOT NULL,"
-    "  created_ms INTEGER NOT NULL, expires_ms INTEGER NOT NULL, payload BLOB,"
-    "  PRIMARY KEY (job_id, token)) WITHOUT ROWID;";
+    "CREATE INDEX IF NOT EXISTS posted_pairs_at ON posted_pairs (at);";
 
 enum {
-    S_MARK, S_RETOKEN, S_FIRST, S_OUTCOME, S_FORGET, S_POSTED, S_UNPOSTED, S_PRUNE, S_RESULT,
-    S_RESULT_DONE
+    S_MARK, S_RETOKEN, S_FIRST, S_OUTCOME, S_FORGET, S_POSTED, S_UNPOSTED, S_PRUNE
 };
 
 typedef struct {
@@ -181,33 +175,6 @@ void sink_store_prune (sink_store_t *self, int64_t before)
     s_op (self, S_PRUNE, none)->n[0] = before;
 }
 
-void sink_store_result (sink_store_t *self, const sink_result_t *r)
-{
-    assert (self);
-    pkey_fp_t none = {0, 0};
-    s_op_t *op = s_op (self, S_RESULT, none);
-    op->job_id = r->job_id;
-    op->token = r->token;
-    op->s[0] = pstrdup (r->text);
-    op->s[1] = pstrdup (r->msg_key);
-    op->s[2] = pstrdup (r->entity);
-    op->s[3] = pstrdup (r->chat);
-    op->payload = pmemdup (r->payload, r->payload_size);
-    op->payload_size = r->payload_size;
-    int64_t n[4] = {(int64_t) r->llm_ms, (int64_t) r->tokens, r->created_ms, r->expires_ms};
-    memcpy (op->n, n, sizeof n);
-    self->need_sync = true;
-}
-
-void sink_store_result_done (sink_store_t *self, uint64_t job_id, uint64_t token)
-{
-    assert (self);
-    pkey_fp_t none = {0, 0};
-    s_op_t *op = s_op (self, S_RESULT_DONE, none);
-    op->job_id = job_id;
-    op->token = token;
-}
-
 bool sink_store_dirty (sink_store_t *self)
 {
     assert (self);
@@ -309,27 +276,6 @@ static void s_apply (sink_store_t *self, s_op_t *op)
         st = pstore_stmt (db, S_PRUNE, "DELETE FROM posted_pairs WHERE at < ?");
         sqlite3_bind_int64 (st, 1, op->n[0]);
         break;
-    case S_RESULT:
-        st = pstore_stmt (db, S_RESULT,
-                          "INSERT OR IGNORE INTO results (job_id, token, text, llm_ms, tokens, msg_key,"
-                          " entity, chat, created_ms, expires_ms, payload)"
-                          " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
-        sqlite3_bind_int64 (st, 1, (int64_t) op->job_id);
-        sqlite3_bind_int64 (st, 2, (int64_t) op->token);
-        sqlite3_bind_text (st, 3, op->s[0], -1, SQLITE_STATIC);
-        sqlite3_bind_int64 (st, 4, op->n[0]);
-        sqlite3_bind_int64 (st, 5, op->n[1]);
-        for (int i = 1; i < 4; i++)
-            sqlite3_bind_text (st, 5 + i, op->s[i], -1, SQLITE_STATIC);
-        sqlite3_bind_int64 (st, 9, op->n[2]);
-        sqlite3_bind_int64 (st, 10, op->n[3]);
-        sqlite3_bind_blob (st, 11, op->payload, (int) op->payload_size, SQLITE_STATIC);
-        break;
-    case S_RESULT_DONE:
-        st = pstore_stmt (db, S_RESULT_DONE, "DELETE FROM results WHERE job_id = ? AND token = ?");
-        sqlite3_bind_int64 (st, 1, (int64_t) op->job_id);
-        sqlite3_bind_int64 (st, 2, (int64_t) op->token);
-        break;
     default:
         return;
     }
@@ -429,31 +375,5 @@ void sink_store_load (sink_store_t *self, void *arg, sink_store_mark_fn *mark_fn
             mark_fn (arg, &m);
         }
     }
-    sqlite3_finalize (st);
-}
-
-void sink_store_load_results (sink_store_t *self, void *arg, sink_store_result_fn *fn)
-{
-    assert (self);
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2 (pstore_db (self->db),
-                            "SELECT job_id, token, text, llm_ms, tokens, msg_key, entity, chat,"
-                            " created_ms, expires_ms, payload FROM results ORDER BY job_id",
-                            -1, &st, NULL) == SQLITE_OK)
-        while (sqlite3_step (st) == SQLITE_ROW) {
-            sink_result_t r = {(uint64_t) sqlite3_column_int64 (st, 0),
-                               (uint64_t) sqlite3_column_int64 (st, 1),
-                               s_text (st, 2),
-                               (uint64_t) sqlite3_column_int64 (st, 3),
-                               (uint64_t) sqlite3_column_int64 (st, 4),
-                               s_text (st, 5),
-                               s_text (st, 6),
-                               s_text (st, 7),
-                               sqlite3_column_int64 (st, 8),
-                               sqlite3_column_int64 (st, 9),
-                               sqlite3_column_blob (st, 10),
-                               (uint32_t) sqlite3_column_bytes (st, 10)};
-            fn (arg, &r);
-        }
     sqlite3_finalize (st);
 }

@@ -101,24 +101,6 @@ void sink_store_unposted (sink_store_t *self, pkey_fp_t pair);
 //  Forgets posted pairs older than `before`.
 void sink_store_prune (sink_store_t *self, int64_t before);
 
-//  TEMPORARY, while brokers without leases run (a VERDICT without
-//  lease_ms): such a broker never takes a committed job back, so a result
-//  must survive a restart of the sink from before its COMMIT until its
-//  outcome is acknowledged. Remove with the last such broker.
-typedef struct {
-    uint64_t job_id, token;
-    const char *text;
-    uint64_t llm_ms, tokens;
-    const char *msg_key, *entity, *chat;
-    int64_t created_ms, expires_ms;
-    const void *payload;
-    uint32_t payload_size;
-} sink_result_t;
-void sink_store_result (sink_store_t *self, const sink_result_t *result);
-void sink_store_result_done (sink_store_t *self, uint64_t job_id, uint64_t token);
-typedef void (sink_store_result_fn) (void *arg, const sink_result_t *result);
-void sink_store_load_results (sink_store_t *self, void *arg, sink_store_result_fn *fn);
-
 //  Stores everything since the last commit. Returns 0, or -1 (logged) when
 //  it could not: the error is sticky, nothing that waited may be sent.
 int sink_store_commit (sink_store_t *self);

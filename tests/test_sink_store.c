@@ -13,7 +13,7 @@
 #include <string.h>
 
 typedef struct {
-    int marks, posted, results;
+    int marks, posted;
     char text[64], reason[64];
     int outcome;
     int64_t first_at;
@@ -42,20 +42,12 @@ static void s_on_posted (void *arg, const sink_posted_t *p)
     seen->posted++;
 }
 
-static void s_on_result (void *arg, const sink_result_t *r)
-{
-    s_seen_t *seen = arg;
-    seen->results++;
-    assert_string_equal (r->text, "hello");
-}
-
 static s_seen_t s_load (sink_store_t *store)
 {
     s_seen_t seen;
     memset (&seen, 0, sizeof seen);
     seen.outcome = -9;
     sink_store_load (store, &seen, s_on_mark, s_on_posted);
-    sink_store_load_results (store, &seen, s_on_result);
     return seen;
 }
 
@@ -111,17 +103,6 @@ static void test_marks_outcomes_and_syncs (void **state)
     seen = s_load (store);
     assert_int_equal (seen.posted, 0);
 
-    //  Results stored for brokers without leases, forgotten when done.
-    sink_result_t r = {9, 1, "hello", 5, 6, "tg/-1/9", "joker", "tg/-1", 100, 0, "abc", 3};
-    sink_store_result (store, &r);
-    assert_int_equal (sink_store_commit (store), 0);
-    assert_int_equal (sink_store_syncs (store), 1);     //  since it was opened again
-    seen = s_load (store);
-    assert_int_equal (seen.results, 1);
-    sink_store_result_done (store, 9, 1);
-    assert_int_equal (sink_store_commit (store), 0);
-    seen = s_load (store);
-    assert_int_equal (seen.results, 0);
     sink_store_close (&store);
     assert_null (store);
     char cmd[600];
