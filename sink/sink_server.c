@@ -286,6 +286,7 @@ static size_t s_own_values (sink_t *self, proto_num_t *v)
         {"posted_pairs", (double) l.posted_pairs},
         {"doubted_pairs", (double) l.doubted_pairs},
         {"syncs", (double) (self->store ? sink_store_syncs (self->store) : 0)},
+        {"quarantined", (double) (self->store ? sink_store_quarantined (self->store) : 0)},
         {"stats_components", (double) h.components},
         {"stats_dropped", (double) h.dropped},
         {"posted_per_s", self->posted_per_s},
@@ -491,7 +492,8 @@ static sink_t *s_sink_new (zsock_t *pipe, const pcfg_t *c, const char *ready_fil
         return self;
     self->hub = hub_new (self->publisher);
     char why[600];
-    if (*c->data_dir && !(self->store = sink_store_open (c->data_dir, c->fsync, why, sizeof why))) {
+    if (*c->data_dir
+        && !(self->store = sink_store_open (c->data_dir, c->fsync, 0, why, sizeof why))) {
         plog_error ("%s", why);
         *err = "cannot open the sink's storage";
         return self;
@@ -506,14 +508,18 @@ static sink_t *s_sink_new (zsock_t *pipe, const pcfg_t *c, const char *ready_fil
         return self;
     //  Destinations exist: recovery asks them about interrupted posts.
     int64_t start = zclock_mono ();
-    ledger_recover (self->ledger, self->gate, post_dests (self->post), prt_now (self->rt),
-                    s_ask_again, self);
+    if (ledger_recover (self->ledger, self->gate, post_dests (self->post), prt_now (self->rt),
+                        s_ask_again, self)) {
+        *err = "cannot read the sink's storage";
+        return self;
+    }
     if (self->store && sink_store_commit (self->store)) {
         *err = "cannot store the sink's recovered state";
         return self;
     }
     if (self->store)
-        plog_info ("recovered from %s/sink.db in %" PRId64 " ms", c->data_dir, zclock_mono () - start);
+        plog_info ("recovered from %s in %" PRId64 " ms", sink_store_path (self->store),
+                   zclock_mono () - start);
     prt_reader (self->rt, self->results, s_read_results, self);
     prt_reader (self->rt, self->broker, s_read_broker, self);
     prt_reader (self->rt, self->publisher, hub_read, self->hub);
