@@ -38,7 +38,6 @@ struct commit_s {
     zsock_t *broker;
     int64_t resend_ms;
     int64_t lease_ms;
-    bool leased;                //  a VERDICT gave lease_ms
     commit_events_t events;
     zhashx_t *refs;             //  key -> s_ref_t
     zlistx_t *fresh;            //  never asked yet
@@ -179,10 +178,8 @@ void commit_outcome (commit_t *self, uint64_t job_id, uint64_t token, int status
 void commit_on_verdict (commit_t *self, const proto_verdicts_t *verdicts)
 {
     assert (self);
-    if (verdicts->lease_ms > 0) {
+    if (verdicts->lease_ms > 0)
         self->lease_ms = (int64_t) verdicts->lease_ms;
-        self->leased = true;
-    }
     for (size_t i = 0; i < verdicts->count; i++) {
         const proto_verdict_item_t *v = &verdicts->items[i];
         s_ref_t *r = s_ref (self, v->job_id, v->token);
@@ -327,12 +324,6 @@ int64_t commit_lease (commit_t *self)
 {
     assert (self);
     return self->lease_ms;
-}
-
-bool commit_leased (commit_t *self)
-{
-    assert (self);
-    return self->leased;
 }
 
 int64_t commit_tick (commit_t *self)

@@ -75,8 +75,6 @@ int64_t commit_wakeup (commit_t *self, int64_t now);
 
 //  The lease in force, and how often renewals and resends must be checked.
 int64_t commit_lease (commit_t *self);
-//  True once a VERDICT carried lease_ms (the broker takes back what the sink stops holding).
-bool commit_leased (commit_t *self);
 int64_t commit_tick (commit_t *self);
 
 void commit_stats (commit_t *self, commit_stats_t *stats);

@@ -21,11 +21,6 @@ void intake_result_free (intake_result_t **result_p)
     if (!r)
         return;
     free (r->text);
-    free (r->msg_key);
-    free (r->entity);
-    free (r->chat);
-    free (r->chat_kind);
-    free (r->payload);
     free (r);
     *result_p = NULL;
 }
@@ -83,15 +78,6 @@ int intake_add (intake_t *self, const proto_result_item_t *item, int64_t now)
     r->llm_ms = item->llm_ms;
     r->tokens = item->tokens;
     r->received_at = now;
-    r->msg_key = pstrdup (item->msg_key);
-    r->entity = pstrdup (item->entity);
-    r->chat = pstrdup (item->chat);
-    r->chat_kind = pstrdup ("");
-    r->priority = 0;    //  a RESULT does not say; the old broker already ordered by it
-    r->created_ms = (int64_t) item->created_ms;
-    r->expires_ms = (int64_t) item->expires_ms;
-    r->payload = pmemdup (item->payload.data, item->payload.size);
-    r->payload_size = item->payload.size;
     zhashx_insert (self->results, key, r);
     return INTAKE_ADDED;
 }

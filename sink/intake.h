@@ -21,7 +21,8 @@
 
 typedef struct intake_s intake_t;
 
-//  One result. A plain record: whoever takes it owns it.
+//  One result: what a worker contributes (the job itself is what the
+//  broker's verdict names). A plain record: whoever takes it owns it.
 typedef struct {
     uint64_t job_id;
     uint64_t token;
@@ -29,18 +30,6 @@ typedef struct {
     uint64_t llm_ms;
     uint64_t tokens;
     int64_t received_at;
-    //  TEMPORARY, until every broker sends the job's fields with a post
-    //  verdict: what the worker says the job is, used only when a post
-    //  verdict carries no fields (a broker from before leases).
-    char *msg_key;
-    char *entity;
-    char *chat;
-    char *chat_kind;
-    uint64_t priority;
-    int64_t created_ms;
-    int64_t expires_ms;
-    uint8_t *payload;
-    uint32_t payload_size;
 } intake_result_t;
 
 typedef enum {

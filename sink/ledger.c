@@ -48,15 +48,6 @@ static void s_free_item (void **item)
     *item = NULL;
 }
 
-//  The set forgets a pair (too old, or too many): so does the store.
-static void s_on_forget (void *arg, pkey_fp_t fp, int64_t at, uint32_t tag)
-{
-    (void) at, (void) tag;
-    ledger_t *self = arg;
-    if (self->store)
-        sink_store_unposted (self->store, fp);
-}
-
 ledger_t *ledger_new (const pcfg_t *config, sink_store_t *store, commit_t *commit)
 {
     ledger_t *self = pcalloc (1, sizeof *self);
@@ -64,9 +55,10 @@ ledger_t *ledger_new (const pcfg_t *config, sink_store_t *store, commit_t *commi
     self->store = store;
     self->commit = commit;
     self->posted = pseen_new ((size_t) config->dedupe_max_keys, config->dedupe_retention_s * 1000);
-    pseen_on_forget (self->posted, s_on_forget, self);
     self->doubted = pseen_new ((size_t) config->dedupe_max_keys, config->dedupe_retention_s * 1000);
-    pseen_on_forget (self->doubted, s_on_forget, self);
+    //  The store keeps each pair's segment in its tag, and lets go of it when the set forgets it.
+    if (store)
+        sink_store_set_pairs (store, self->posted, self->doubted);
     self->by_ref = zhashx_new ();
     zhashx_set_destructor (self->by_ref, s_free_item);
     self->by_pair = zhashx_new ();
@@ -78,6 +70,8 @@ void ledger_destroy (ledger_t **self_p)
     if (!self_p || !*self_p)
         return;
     ledger_t *self = *self_p;
+    if (self->store)
+        sink_store_set_pairs (self->store, NULL, NULL);
     pseen_destroy (&self->posted);
     pseen_destroy (&self->doubted);
     zhashx_destroy (&self->by_pair);
@@ -117,6 +111,24 @@ static void s_count (ledger_t *self, int outcome)
     }
 }
 
+//  Remembers a pair as posted (or in doubt), durably when there is a store.
+static void s_remember (ledger_t *self, pkey_fp_t pair, const char *entity, const char *chat,
+                        const char *chat_kind, int64_t at, bool doubt)
+{
+    uint32_t tag;
+    if (!doubt && pseen_remove (self->doubted, pair, &tag) && self->store)
+        sink_store_unposted (self->store, tag);
+    pseen_t *set = doubt ? self->doubted : self->posted;
+    if (pseen_has (set, pair))
+        return;
+    tag = 0;
+    if (self->store) {
+        sink_posted_t p = {pair, entity, chat, chat_kind, at, doubt};
+        tag = sink_store_posted (self->store, &p);
+    }
+    pseen_add (set, pair, at, tag);
+}
+
 void ledger_settle (ledger_t *self, const ledger_outcome_t *o, int64_t now)
 {
     assert (self);
@@ -127,23 +139,14 @@ void ledger_settle (ledger_t *self, const ledger_outcome_t *o, int64_t now)
         self->latency_head = (self->latency_head + 1) % LATENCY_SAMPLES;
         if (self->latency_count < LATENCY_SAMPLES)
             self->latency_count++;
-        pseen_remove (self->doubted, o->pair, NULL);
-        pseen_add (self->posted, o->pair, at, 0);
-        if (self->store) {
-            sink_posted_t p = {o->pair, o->entity, o->chat, o->chat_kind, at, false};
-            sink_store_posted (self->store, &p);
-        }
+        s_remember (self, o->pair, o->entity, o->chat, o->chat_kind, at, false);
     }
     else if (o->outcome == PROTO_OUT_IN_DOUBT) {
         plog_warn ("reply to job %" PRIu64 " by %s may or may not be posted: %s", o->job_id,
                    o->entity, o->reason ? o->reason : "");
         //  Never posted again; and the platform may have counted it.
-        int64_t at = o->first_at ? o->first_at : now;
-        pseen_add (self->doubted, o->pair, at, 0);
-        if (self->store) {
-            sink_posted_t p = {o->pair, o->entity, o->chat, o->chat_kind, at, true};
-            sink_store_posted (self->store, &p);
-        }
+        s_remember (self, o->pair, o->entity, o->chat, o->chat_kind,
+                    o->first_at ? o->first_at : now, true);
     }
     else if (o->outcome == PROTO_OUT_FAILED)
         plog_warn ("reply to job %" PRIu64 " by %s not posted: %s", o->job_id, o->entity,
@@ -211,7 +214,7 @@ void ledger_prune (ledger_t *self, int64_t now)
     pseen_prune (self->posted, now);
     pseen_prune (self->doubted, now);
     if (self->store)
-        sink_store_prune (self->store, now - self->config->dedupe_retention_s * 1000);
+        sink_store_prune (self->store, now);
 }
 
 //  --- recovery ------------------------------------------------------------------------------
@@ -226,14 +229,10 @@ typedef struct {
     size_t posted, rate, reported, asked, doubted;
 } s_recovery_t;
 
+//  A post of the last hour: rate history for the gate's budgets and the platforms' limits.
 static void s_load_posted (void *arg, const sink_posted_t *p)
 {
     s_recovery_t *rec = arg;
-    pseen_add (p->doubt ? rec->self->doubted : rec->self->posted, p->pair, p->at, 0);
-    rec->posted++;
-    if (p->at + LIMITS_HOUR_MS <= rec->now)
-        return;
-    //  The last hour is rate history: the gate's budgets and the platforms' limits.
     rec->rate++;
     gate_restore (rec->gate, pcfg_entity_index (rec->self->config, p->entity), p->chat,
                   p->chat_kind, p->at);
@@ -249,9 +248,12 @@ static void s_load_mark (void *arg, const sink_mark_t *m)
                           m->created_ms, m->first_at, true};
     if (m->outcome != SINK_NO_OUTCOME) {
         //  Known, not acknowledged: report it again (counted once, before the restart).
+        //  Its pair was stored with it, unless that write was cut short.
         rec->reported++;
-        if (m->outcome == PROTO_OUT_POSTED)
-            pseen_add (self->posted, m->pair, m->first_at ? m->first_at : m->outcome_at, 0);
+        if (m->outcome == PROTO_OUT_POSTED || m->outcome == PROTO_OUT_IN_DOUBT)
+            s_remember (self, m->pair, m->entity, m->chat, m->chat_kind,
+                        m->first_at ? m->first_at : m->outcome_at,
+                        m->outcome == PROTO_OUT_IN_DOUBT);
         commit_outcome (self->commit, m->job_id, m->token, m->outcome, m->reason, m->outcome_at);
         s_entry_t *e = pcalloc (1, sizeof *e);
         s_ref_key (e->ref, sizeof e->ref, m->job_id, m->token);
@@ -301,17 +303,21 @@ static void s_load_mark (void *arg, const sink_mark_t *m)
     }
 }
 
-void ledger_recover (ledger_t *self, gate_t *gate, dests_t *dests, int64_t now,
-                     ledger_again_fn *again, void *arg)
+int ledger_recover (ledger_t *self, gate_t *gate, dests_t *dests, int64_t now,
+                    ledger_again_fn *again, void *arg)
 {
     assert (self);
     if (!self->store)
-        return;
+        return 0;
     s_recovery_t rec = {self, gate, dests, now, again, arg, 0, 0, 0, 0, 0};
-    sink_store_load (self->store, &rec, s_load_mark, s_load_posted);
+    if (sink_store_load (self->store, now, self->config->dedupe_retention_s * 1000, &rec,
+                         s_load_mark, s_load_posted))
+        return -1;
+    rec.posted = pseen_size (self->posted) + pseen_size (self->doubted);
     plog_info ("recovered %zu posted or doubted pair(s) (%zu in the last hour), %zu outcome(s) to report "
                "again, %zu interrupted post(s) to ask about again, %zu in doubt",
                rec.posted, rec.rate, rec.reported, rec.asked, rec.doubted);
+    return 0;
 }
 
 //  --- stats -----------------------------------------------------------------------------------

@@ -84,8 +84,9 @@ void ledger_acked (ledger_t *self, uint64_t job_id, uint64_t token);
 //  A recovered post the broker must be asked about again (COMMIT hold=0).
 typedef void (ledger_again_fn) (void *arg, const sink_mark_t *mark);
 //  Loads the stored state; replays the last hour into `gate` and `dests`.
-void ledger_recover (ledger_t *self, gate_t *gate, dests_t *dests, int64_t now,
-                     ledger_again_fn *again, void *arg);
+//  Returns 0, or -1 when the store cannot be read at all.
+int ledger_recover (ledger_t *self, gate_t *gate, dests_t *dests, int64_t now,
+                    ledger_again_fn *again, void *arg);
 
 //  Forgets posted pairs past their retention.
 void ledger_prune (ledger_t *self, int64_t now);

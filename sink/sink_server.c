@@ -89,55 +89,6 @@ static const char *s_peer (const proto_peer_t *peer, const char *otherwise, char
     return *buf ? buf : otherwise;
 }
 
-//  --- TEMPORARY: brokers without leases -------------------------------------------------------
-//  A broker that sends no lease_ms with its VERDICTs never takes a committed
-//  job back: if the sink forgot a result it had COMMITted, the job would wait
-//  for its outcome for ever. Until every broker has leases, results are
-//  stored when they come (while no VERDICT has shown a lease) and forgotten
-//  when their outcome is acknowledged or the broker drops them.
-
-static void s_keep_result (sink_t *self, const proto_result_item_t *item)
-{
-    if (!self->store || commit_leased (self->commit))
-        return;
-    sink_result_t r = {item->job_id,   item->token,          item->text,           item->llm_ms,
-                       item->tokens,   item->msg_key,        item->entity,         item->chat,
-                       (int64_t) item->created_ms, (int64_t) item->expires_ms, item->payload.data,
-                       item->payload.size};
-    sink_store_result (self->store, &r);
-}
-
-static void s_result_done (sink_t *self, uint64_t job_id, uint64_t token)
-{
-    if (self->store)
-        sink_store_result_done (self->store, job_id, token);
-}
-
-static void s_load_result (void *arg, const sink_result_t *result)
-{
-    sink_t *self = arg;
-    if (post_has (self->post, result->job_id, result->token)
-        || intake_has (self->intake, result->job_id, result->token)
-        || ledger_has (self->ledger, result->job_id, result->token))
-        return;
-    intake_result_t *r = pcalloc (1, sizeof *r);
-    r->job_id = result->job_id;
-    r->token = result->token;
-    r->text = pstrdup (result->text);
-    r->llm_ms = result->llm_ms;
-    r->tokens = result->tokens;
-    r->msg_key = pstrdup (result->msg_key);
-    r->entity = pstrdup (result->entity);
-    r->chat = pstrdup (result->chat);
-    r->chat_kind = pstrdup ("");
-    r->created_ms = result->created_ms;
-    r->expires_ms = result->expires_ms;
-    r->payload = pmemdup (result->payload, result->payload_size);
-    r->payload_size = result->payload_size;
-    if (intake_put (self->intake, r) == INTAKE_ADDED)
-        commit_ask (self->commit, result->job_id, result->token);
-}
-
 //  --- results --------------------------------------------------------------------------------
 
 static void s_on_result (sink_t *self, const proto_result_t *result, const char *peer)
@@ -152,7 +103,6 @@ static void s_on_result (sink_t *self, const proto_result_t *result, const char 
         switch (intake_add (self->intake, item, now)) {
         case INTAKE_ADDED:
             self->counters.received++;
-            s_keep_result (self, item);
             commit_ask (self->commit, item->job_id, item->token);
             break;
         case INTAKE_REPEATED: self->counters.repeated++; break;
@@ -215,39 +165,31 @@ static void s_on_verdict (void *ctx, const proto_verdict_item_t *v, bool renewal
     if (renewal) {
         //  stale, unknown or done: the job is no longer the sink's.
         post_lost (self->post, v->job_id, v->token);
-        s_result_done (self, v->job_id, v->token);
         return;
     }
     intake_result_t *r = intake_take (self->intake, v->job_id, v->token);
     if (!r)
         return;
-    if (v->verdict == PROTO_VERDICT_POST) {
+    if (v->verdict == PROTO_VERDICT_POST && (!*v->msg_key || !*v->entity || !*v->chat)) {
+        //  The broker must name what to post; the worker's word is not taken
+        //  for it. Not held, the job comes back after the broker's lease.
+        self->counters.malformed++;
+        if (s_may_warn (self, "verdict"))
+            plog_warn ("post verdict for job %" PRIu64 " without the job's message key, entity or "
+                       "chat (a broker fault): not posted; the broker takes the job back after "
+                       "its lease",
+                       v->job_id);
+    }
+    else if (v->verdict == PROTO_VERDICT_POST) {
         post_job_t job = {v->msg_key,    v->entity,     v->chat,         v->chat_kind,
                           (int) v->priority, (int64_t) v->created_ms, (int64_t) v->expires_ms,
                           v->payload.data, v->payload.size};
-        if (!*v->msg_key) {
-            //  TEMPORARY: a broker from before leases sends no fields with
-            //  "post"; the result's own stand in until every broker sends them.
-            const pcfg_t *c = self->config;
-            proto_message_t m;
-            void *zone = NULL;
-            char why[200];
-            bool mention = proto_message_decode (r->payload, r->payload_size, &m, &zone, why,
-                                                 sizeof why) == 0
-                           && (m.flags & PROTO_MSG_MENTION);
-            proto_zone_free (&zone);
-            job = (post_job_t) {r->msg_key,    r->entity,     r->chat,
-                                r->chat_kind,  (int) (mention ? c->mention_priority : c->default_priority),
-                                r->created_ms, r->expires_ms, r->payload,
-                                r->payload_size};
-        }
         post_accept (self->post, v->job_id, v->token, &job, r->text, r->llm_ms, r->tokens,
                      prt_now (self->rt));
     }
     else {
         //  Another attempt owns the job (or it is finished): drop this one.
         self->counters.stale++;
-        s_result_done (self, v->job_id, v->token);
         plog_debug ("result for job %" PRIu64 " token %" PRIx64 " dropped: verdict %" PRIu64,
                     v->job_id, v->token, v->verdict);
     }
@@ -258,7 +200,6 @@ static void s_on_acked (void *ctx, uint64_t job_id, uint64_t token)
 {
     sink_t *self = ctx;
     ledger_acked (self->ledger, job_id, token);
-    s_result_done (self, job_id, token);
 }
 
 static int s_read_broker (void *arg, zsock_t *sock, int max)
@@ -345,6 +286,7 @@ static size_t s_own_values (sink_t *self, proto_num_t *v)
         {"posted_pairs", (double) l.posted_pairs},
         {"doubted_pairs", (double) l.doubted_pairs},
         {"syncs", (double) (self->store ? sink_store_syncs (self->store) : 0)},
+        {"quarantined", (double) (self->store ? sink_store_quarantined (self->store) : 0)},
         {"stats_components", (double) h.components},
         {"stats_dropped", (double) h.dropped},
         {"posted_per_s", self->posted_per_s},
@@ -459,7 +401,8 @@ static void s_term (void *arg, int64_t now)
 
 //  --- life -----------------------------------------------------------------------------------------
 
-//  A post recovered as certainly not made: ask the broker about it again.
+//  A post recovered as certainly not made: ask the broker about it again
+//  (its verdict names the job again; the mark contributes the text).
 static void s_ask_again (void *arg, const sink_mark_t *m)
 {
     sink_t *self = arg;
@@ -470,15 +413,6 @@ static void s_ask_again (void *arg, const sink_mark_t *m)
     r->llm_ms = m->llm_ms;
     r->tokens = m->tokens;
     r->received_at = prt_now (self->rt);
-    r->msg_key = pstrdup (m->msg_key);
-    r->entity = pstrdup (m->entity);
-    r->chat = pstrdup (m->chat);
-    r->chat_kind = pstrdup (m->chat_kind);
-    r->priority = (uint64_t) m->priority;
-    r->created_ms = m->created_ms;
-    r->expires_ms = m->expires_ms;
-    r->payload = pmemdup (m->payload, m->payload_size);
-    r->payload_size = m->payload_size;
     if (intake_put (self->intake, r) == INTAKE_ADDED)
         commit_ask (self->commit, m->job_id, m->token);
 }
@@ -558,7 +492,8 @@ static sink_t *s_sink_new (zsock_t *pipe, const pcfg_t *c, const char *ready_fil
         return self;
     self->hub = hub_new (self->publisher);
     char why[600];
-    if (*c->data_dir && !(self->store = sink_store_open (c->data_dir, c->fsync, why, sizeof why))) {
+    if (*c->data_dir
+        && !(self->store = sink_store_open (c->data_dir, c->fsync, 0, why, sizeof why))) {
         plog_error ("%s", why);
         *err = "cannot open the sink's storage";
         return self;
@@ -573,16 +508,18 @@ static sink_t *s_sink_new (zsock_t *pipe, const pcfg_t *c, const char *ready_fil
         return self;
     //  Destinations exist: recovery asks them about interrupted posts.
     int64_t start = zclock_mono ();
-    ledger_recover (self->ledger, self->gate, post_dests (self->post), prt_now (self->rt),
-                    s_ask_again, self);
-    if (self->store)
-        sink_store_load_results (self->store, self, s_load_result);
+    if (ledger_recover (self->ledger, self->gate, post_dests (self->post), prt_now (self->rt),
+                        s_ask_again, self)) {
+        *err = "cannot read the sink's storage";
+        return self;
+    }
     if (self->store && sink_store_commit (self->store)) {
         *err = "cannot store the sink's recovered state";
         return self;
     }
     if (self->store)
-        plog_info ("recovered from %s/sink.db in %" PRId64 " ms", c->data_dir, zclock_mono () - start);
+        plog_info ("recovered from %s in %" PRId64 " ms", sink_store_path (self->store),
+                   zclock_mono () - start);
     prt_reader (self->rt, self->results, s_read_results, self);
     prt_reader (self->rt, self->broker, s_read_broker, self);
     prt_reader (self->rt, self->publisher, hub_read, self->hub);

@@ -11,10 +11,13 @@ import glob
 import os
 import signal
 import struct
+import time
 import zlib
+from contextlib import closing
 
 import msgpack
 
+from fake_telegram import FakeTelegram
 from harness import (Pipeline, base_config, check, free_endpoint, jsonl_input, main, mentions,
                      wait_until, write_jsonl)
 from test_poller_protocol import FakeBroker
@@ -163,9 +166,80 @@ def test_poller_quarantines_damaged_records_and_serves(bin_dir):
             check(p.stop()["poller"] == 0, "unclean exit")
         finally:
             broker.close()
+class SlowFirstTelegram(FakeTelegram):
+    """Holds the first sendMessage for a while (then takes it), so a test can kill
+    the sink while that post is on its way; answers the others at once."""
+
+    def __init__(self):
+        super().__init__()
+        self.started = []
+
+    def _send_message(self, handler, bot, body):
+        self.started.append(time.monotonic())
+        if len(self.started) == 1:
+            time.sleep(3.0)
+        return super()._send_message(handler, bot, body)
+
+
+def test_sink_quarantines_damaged_records_and_posts_nothing_twice(bin_dir):
+    """The sink is killed while a reply is on its way (its "posting" mark was
+    stored and synced before the first byte left); its journal then gets a
+    damaged record and a torn write. Restarted, it quarantines them, starts,
+    reports the interrupted reply as in doubt (Telegram cannot tell whether it
+    went out) instead of posting it again, and posts new replies."""
+    tg = SlowFirstTelegram()
+    tg.add_bot("555:SINK", "sinkbot")
+    env = {"TG_BOT": "555:SINK"}
+    def messages(start, n):     # numeric ids: the replies name them (reply_to)
+        return [{"id": str(i), "chat": "-1001", "chatKind": "group", "author": "u%d" % i,
+                 "text": "@alpha question %d" % i} for i in range(start, start + n)]
+    config = base_config([{"id": "alpha", "responseChance": 0}], sink={"destinations": [
+        {"name": "tg", "type": "telegram", "source": "*", "url": tg.url, "tokenEnv": "TG_BOT"}]})
+    config["storage"] = {"dataDir": "data", "fsync": "always"}
+    with closing(tg), Pipeline(bin_dir, config, "recovery-sink") as p:
+        jsonl_input(p, config, messages(100, 1), follow=True)
+        p.write_config(config)
+        p.start_broker()
+        p.start_sink(env=env)
+        p.start_worker()
+        p.start_poller()
+        wait_until(lambda: tg.started, 20, "the first post to reach the platform")
+        p.procs["sink"].signal(signal.SIGKILL)
+        p.procs["sink"].popen.wait(10)
+        journal = p.path("data/sink")
+        with open(segments(journal)[-1], "ab") as f:
+            f.write(record(1, b"\x93\x01\x02"))          # a MARK that is not a mark
+            f.write(record(200, b"from the future"))     # a type this version does not know
+            f.write(b"\x20\x00\x00")                      # a torn last write
+        with open(p.path("data/sink.db"), "wb") as f:     # what an older version left
+            f.write(b"SQLite format 3\x00")
+        p.start_sink(env=env)
+        log = p.log("sink")
+        check("could not be loaded" in log and "quarantine" in log,
+              "the sink did not report the quarantine:\n%s" % log[-2000:])
+        check("sink.db is from an older version and is not read" in log, "sink.db not reported")
+        check(quarantine_entries(journal) > 0, "nothing in quarantine.pj")
+        wait_until(lambda: p.component("sink").get("in_doubt", 0) >= 1, 20,
+                   "the interrupted post to be reported in doubt")
+        sink = p.component("sink")
+        check(sink["quarantined"] == 2, "sink: %r" % sink)
+        check("cannot tell whether it went out" in p.log("sink"), "no doubt logged")
+        # It serves: new messages are answered.
+        write_jsonl(p.path("in.jsonl"), messages(101, 3), mode="a")
+        wait_until(lambda: len(tg.sent) >= 4, 30, "the first reply (taken late) and 3 new ones")
+        # The interrupted reply reached the platform once, and only once, even
+        # after the broker's lease on it ran out.
+        time.sleep(config["queueSettings"]["staleClaimTimeout"] / 1000.0 + 1)
+        replies = sorted(str(a["reply_to"]) for a in tg.arrivals())
+        check(len(tg.started) == 4 and replies == ["100", "101", "102", "103"],
+              "the platform was asked %d times, replying to %s" % (len(tg.started), replies))
+        dead = p.ctl("dlq", "list", "100")["items"]
+        check(len(dead) == 1 and dead[0]["msg_key"] == "in/-1001/100",
+              "dead letters: %s" % dead)
 
 
 if __name__ == "__main__":
     main([test_broker_quarantines_damaged_records_and_serves,
           test_broker_with_an_unreadable_segment_header_starts,
-          test_poller_quarantines_damaged_records_and_serves])
+          test_poller_quarantines_damaged_records_and_serves,
+          test_sink_quarantines_damaged_records_and_posts_nothing_twice])

@@ -225,6 +225,31 @@ def test_roles_and_bounds(bin_dir):
         check(sink["asking"] == 3 and sink["overflow"] == 2, "sink: %s" % sink)
 
 
+def test_post_verdict_without_the_jobs_fields(bin_dir):
+    """A post verdict must name the job: one without its fields is a broker
+    fault. The sink posts nothing, holds nothing (the broker's lease brings
+    the job back) and counts the verdict as malformed."""
+    with Rig(bin_dir, "proto-nofields", [{"id": "e1", "responseChance": 0}]) as rig:
+        with rig.broker.lock:
+            rig.broker.jobs[(1, 0xA1)] = []         # "post", and nothing else
+        rig.result(1, 0xA1, "from the worker")
+        wait_until(lambda: rig.p.component("sink").get("malformed", 0) >= 1, 10,
+                   "the verdict to be refused")
+        check("without the job's message key" in rig.p.log("sink"), "not logged")
+        # Well past a renewal's due time: nothing held, nothing reported, nothing posted.
+        time.sleep(LEASE_MS / 1000.0)
+        with rig.broker.lock:
+            holds = [c for c in rig.broker.commits if c[3] and c[1] == 1]
+        check(not holds, "the sink renewed a job it may not post: %s" % holds)
+        check(not outcome_of(rig, 1, 0xA1), "an outcome for it: %s" % rig.broker.outcomes)
+        check(not rig.p.posted(), "posted what the worker claimed: %s" % rig.p.posted())
+        # The same job again, named by the broker this time, is posted.
+        rig.job(1, 0xA2, 7)
+        rig.result(1, 0xA2, "second attempt")
+        wait_until(lambda: rig.p.posted(), 10, "the post")
+        check(rig.p.posted()[0]["msg_key"] == "in/room/7", "posted %s" % rig.p.posted())
+
+
 class SlowTelegram(FakeTelegram):
     """Takes its time over sendMessage, so a test can stop the sink mid-post."""
 
@@ -272,4 +297,5 @@ def test_interrupted_post_is_in_doubt(bin_dir):
 
 if __name__ == "__main__":
     main([test_posts_what_the_verdict_names, test_renewals_lost_replies_and_newer_tokens,
-          test_roles_and_bounds, test_interrupted_post_is_in_doubt])
+          test_roles_and_bounds, test_post_verdict_without_the_jobs_fields,
+          test_interrupted_post_is_in_doubt])
