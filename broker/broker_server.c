@@ -444,7 +444,7 @@ static int s_recover (broker_t *self)
     if (self->store) {
         sched_counts_t counts;
         sched_counts (self->sched, &counts);
-        plog_info ("recovered from %s/broker.db in %" PRId64 " ms: %zu queued, %zu committed to the"
+        plog_info ("recovered from %s/broker/ in %" PRId64 " ms: %zu queued, %zu committed to the"
                    " sink, %zu dead letters (run %u)",
                    c->data_dir, zclock_mono () - start, counts.queued,
                    bjobs_in_state (self->jobs, JOB_COMMITTED), bdlq_size (self->dlq), self->epoch);

@@ -140,6 +140,7 @@ struct store_s {
     store_anchor_t meta;        //  the latest META record
     s_pause_t *pauses;          //  paused entities ("*" = all)
     size_t pause_count, pause_capacity;
+    uint64_t retagged;          //  the segment whose finished pairs were last copied forward
     s_resv_t *resv;             //  reservations of the last hour, oldest first
     size_t resv_head, resv_count, resv_capacity;
     store_rewrite_fn *rewrite;
@@ -167,7 +168,13 @@ static void s_put_meta (store_t *self)
 
 store_t *store_open (const char *dir, const char *fsync, char *err, size_t errlen)
 {
-    pjournal_t *journal = pjournal_new (dir, "broker", fsync, 0, err, errlen);
+    return store_open_sized (dir, fsync, 0, err, errlen);
+}
+
+store_t *store_open_sized (const char *dir, const char *fsync, size_t segment_bytes, char *err,
+                           size_t errlen)
+{
+    pjournal_t *journal = pjournal_new (dir, "broker", fsync, segment_bytes, err, errlen);
     if (!journal)
         return NULL;
     store_t *self = pcalloc (1, sizeof *self);
@@ -265,9 +272,13 @@ static void s_migrate (store_t *self)
             break;
         }
     }
-    if (self->done && !pjournal_anchor_first (self->journal, seg)) {
+    //  Finished pairs: copied forward once per segment (a walk over the
+    //  whole set); the segment may stay wanted for a while, held by rate
+    //  history, and must not be walked again every turn.
+    if (self->done && seg != self->retagged && !pjournal_anchor_first (self->journal, seg)) {
         s_retag_t r = {self, seg};
         pseen_retag (self->done, s_retag_done, &r);
+        self->retagged = seg;
     }
     //  Rate history pins a segment for at most an hour: it is not moved.
 }
@@ -582,6 +593,8 @@ static int s_replay (void *arg, uint64_t seg, uint8_t type, const void *data, si
         break;
     }
     case R_RESERVE: {
+        if ((int64_t) r.resv.at <= load->now - RESERVATION_MS)
+            break;      //  older than the rate history needs
         s_resv_t *e = ptable_lookup (load->resv, &r.resv.job_id);
         if (!e) {
             e = pcalloc (1, sizeof *e);
@@ -592,7 +605,11 @@ static int s_replay (void *arg, uint64_t seg, uint8_t type, const void *data, si
             free (e->entity);
             free (e->chat);
             free (e->chat_kind);
+            pjournal_unref (self->journal, e->segment);
         }
+        //  Referenced now, while loading: the load deletes the segments
+        //  nothing references when it ends.
+        pjournal_ref (self->journal, seg);
         e->at = (int64_t) r.resv.at;
         e->segment = seg;
         e->entity = pstrdup (r.resv.entity);
@@ -602,8 +619,10 @@ static int s_replay (void *arg, uint64_t seg, uint8_t type, const void *data, si
     }
     case R_UNRESERVE: {
         s_resv_t *e = ptable_remove (load->resv, &r.id.id);
-        if (e)
+        if (e) {
+            pjournal_unref (self->journal, e->segment);
             s_resv_free (e);
+        }
         break;
     }
     case R_DEAD: {
@@ -666,9 +685,10 @@ int store_load (store_t *self, int64_t now, int64_t retention_ms, const store_ca
         e = list[i];
         if (e->at > now - RESERVATION_MS) {
             fns->reservation (arg, e->at, e->entity, e->chat, e->chat_kind);
-            pjournal_ref (self->journal, e->segment);
-            s_resv_push (self, e->job_id, e->at, e->segment);
+            s_resv_push (self, e->job_id, e->at, e->segment);     //  keeps its reference
         }
+        else
+            pjournal_unref (self->journal, e->segment);
         s_resv_free (e);
     }
     free (list);

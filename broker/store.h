@@ -91,6 +91,9 @@ typedef struct {
 //  Opens (creating it) dir/broker/. fsync: always | batch | off. Returns NULL
 //  and writes why into err on failure.
 store_t *store_open (const char *dir, const char *fsync, char *err, size_t errlen);
+//  The same with segments of segment_bytes (0: the journal's default); for tests.
+store_t *store_open_sized (const char *dir, const char *fsync, size_t segment_bytes, char *err,
+                           size_t errlen);
 void store_close (store_t **self_p);
 
 //  The owner writes an object again when asked (migration): it calls

@@ -7,6 +7,8 @@
 #include <cmocka.h>
 
 #include "broker/broker.h"
+#include "broker/store.h"
+#include "common/pseen.h"
 #include "common/palloc.h"
 #include "proto/proto_sock.h"
 
@@ -477,6 +479,81 @@ static void test_wrong_socket (void **state)
     s_stop (&b);
 }
 
+
+//  --- the store ----------------------------------------------------------------------------
+
+static int s_reservations;
+static void s_cb_job (void *arg, const store_job_t *job, uint64_t segment)
+{
+    (void) arg, (void) job, (void) segment;
+}
+static void s_cb_gone (void *arg, uint64_t id)
+{
+    (void) arg, (void) id;
+}
+static void s_cb_dead (void *arg, const store_dead_t *dead, uint64_t segment)
+{
+    (void) arg, (void) dead, (void) segment;
+}
+static void s_cb_reservation (void *arg, int64_t at, const char *entity, const char *chat,
+                              const char *chat_kind)
+{
+    (void) arg, (void) at, (void) chat_kind;
+    assert_string_equal (entity, "a");
+    assert_string_equal (chat, "src/c");
+    s_reservations++;
+}
+static void s_cb_paused (void *arg, const char *entity, bool paused)
+{
+    (void) arg, (void) entity, (void) paused;
+}
+
+//  A segment whose only live records are rate reservations is kept at load
+//  (they are referenced while loading), and the reservations come back.
+static void test_reservation_alone_in_a_segment (void **state)
+{
+    (void) state;
+    char dir[] = "/tmp/parley-store-XXXXXX";
+    assert_non_null (mkdtemp (dir));
+    char err[256];
+    int64_t now = zclock_time ();
+    for (int round = 0; round < 2; round++) {
+        store_t *store = store_open_sized (dir, "off", 1024, err, sizeof err);
+        assert_non_null (store);
+        pseen_t *done = pseen_new (100, 3600000);
+        store_set_owner (store, NULL, NULL, done);
+        store_callbacks_t fns = {s_cb_job, s_cb_gone, s_cb_dead, s_cb_gone, s_cb_reservation,
+                                 s_cb_paused};
+        s_reservations = 0;
+        assert_int_equal (store_load (store, now, 3600000, &fns, NULL), 0);
+        if (round == 0) {
+            assert_int_equal (s_reservations, 0);
+            store_reserve (store, 1, now, "a", "src/c", "group");
+            //  Jobs that come and go fill the following segments; the
+            //  reservation's segment holds nothing else alive.
+            char payload[200];
+            memset (payload, 'x', sizeof payload);
+            for (uint64_t id = 2; id < 40; id++) {
+                store_anchor_t anchor = {0};
+                store_job_t job = {.id = id, .entity = "a", .msg_key = "src/c/1", .chat = "src/c",
+                                   .chat_kind = "group", .priority = 50, .payload = payload,
+                                   .payload_size = sizeof payload, .history = ""};
+                store_job_put (store, &anchor, &job, false);
+                store_job_gone (store, &anchor, id);
+                assert_int_equal (store_commit (store), 0);
+            }
+        }
+        else
+            assert_int_equal (s_reservations, 1);
+        assert_int_equal (store_commit (store), 0);
+        store_close (&store);
+        pseen_destroy (&done);
+    }
+    char cmd[300];
+    snprintf (cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal (system (cmd), 0);
+}
+
 int main (void)
 {
     const struct CMUnitTest tests[] = {
@@ -490,6 +567,7 @@ int main (void)
         cmocka_unit_test (test_suspect_runs_alone),
         cmocka_unit_test (test_max_hold),
         cmocka_unit_test (test_wrong_socket),
+        cmocka_unit_test (test_reservation_alone_in_a_segment),
     };
     if (getenv ("TEST_FILTER"))
         cmocka_set_test_filter (getenv ("TEST_FILTER"));
