@@ -41,4 +41,11 @@ static inline bool pkey_fp_equal (pkey_fp_t a, pkey_fp_t b)
     return a.hi == b.hi && a.lo == b.lo;
 }
 
+//  For tables keyed by a fingerprint (common/ptable): `key` points to a
+//  pkey_fp_t. Its bits are already uniform: half of them is the hash.
+static inline uint64_t pkey_fp_hash (const void *key)
+{
+    return ((const pkey_fp_t *) key)->lo;
+}
+
 #endif

@@ -141,6 +141,13 @@ uint64_t ptable_hash_u64 (const void *key)
     return x;
 }
 
+uint64_t ptable_hash_u64x2 (const void *key)
+{
+    const ptable_u64x2_t *k = key;
+    uint64_t x = k->a ^ (k->b * 0x9E3779B97F4A7C15ULL);
+    return ptable_hash_u64 (&x);
+}
+
 uint64_t ptable_hash_str (const void *key)
 {
     const char *s = key;

@@ -43,4 +43,20 @@ void *ptable_next (const ptable_t *self, size_t *cursor);
 uint64_t ptable_hash_u64 (const void *key);
 uint64_t ptable_hash_str (const void *key);
 
+//  A key of two 64-bit numbers, such as a job's (id, token): a record keeps
+//  it as two adjacent uint64_t fields, in this order, and key_of returns
+//  the address of the first.
+typedef struct {
+    uint64_t a, b;
+} ptable_u64x2_t;
+
+uint64_t ptable_hash_u64x2 (const void *key);
+
+//  Compares two keys (a match function compares a record with a key).
+static inline bool ptable_u64x2_equal (const void *x, const void *y)
+{
+    const ptable_u64x2_t *p = x, *q = y;
+    return p->a == q->a && p->b == q->b;
+}
+
 #endif

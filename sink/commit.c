@@ -2,9 +2,11 @@
 #include "sink/commit.h"
 #include "common/palloc.h"
 #include "common/plog.h"
+#include "common/ptable.h"
 #include "proto/proto_sock.h"
 
 #include <inttypes.h>
+#include <stddef.h>
 #include <string.h>
 
 #define MIN_TICK_MS 10
@@ -12,8 +14,7 @@
 typedef enum { R_FRESH = 1, R_ASKING, R_HELD } s_ref_state_t;
 
 typedef struct {
-    char key[48];               //  "job_id:token"
-    uint64_t job_id, token;
+    uint64_t job_id, token;     //  adjacent: the table's key
     s_ref_state_t state;
     int64_t sent_at;            //  last COMMIT that named it
     zlistx_t *list;             //  fresh, asking or held: oldest send first
@@ -39,7 +40,7 @@ struct commit_s {
     int64_t resend_ms;
     int64_t lease_ms;
     commit_events_t events;
-    zhashx_t *refs;             //  key -> s_ref_t
+    ptable_t *refs;             //  (job_id, token) -> s_ref_t (owns them)
     zlistx_t *fresh;            //  never asked yet
     zlistx_t *asking;           //  asked, no verdict yet
     zlistx_t *held;             //  held: renewed by hold=1
@@ -50,9 +51,17 @@ struct commit_s {
     commit_stats_t stats;
 };
 
-static void s_key (char *key, size_t len, uint64_t job_id, uint64_t token)
+_Static_assert (offsetof (s_ref_t, token) == offsetof (s_ref_t, job_id) + 8,
+                "the table's key is (job_id, token), adjacent");
+
+static const void *s_ref_key (const void *item)
 {
-    snprintf (key, len, "%" PRIu64 ":%" PRIx64, job_id, token);
+    return &((const s_ref_t *) item)->job_id;
+}
+
+static bool s_ref_match (const void *item, const void *key)
+{
+    return ptable_u64x2_equal (s_ref_key (item), key);
 }
 
 static void s_batch_free (s_batch_t *b)
@@ -71,9 +80,7 @@ commit_t *commit_new (zsock_t *broker, int64_t resend_ms, int64_t lease_ms,
     self->resend_ms = resend_ms;
     self->lease_ms = lease_ms;
     self->events = *events;
-    self->refs = zhashx_new ();
-    zhashx_set_key_duplicator (self->refs, NULL);
-    zhashx_set_key_destructor (self->refs, NULL);
+    self->refs = ptable_new (ptable_hash_u64x2, s_ref_key, s_ref_match);
     self->fresh = zlistx_new ();
     self->asking = zlistx_new ();
     self->held = zlistx_new ();
@@ -86,9 +93,11 @@ void commit_destroy (commit_t **self_p)
     if (!self_p || !*self_p)
         return;
     commit_t *self = *self_p;
-    for (s_ref_t *r = zhashx_first (self->refs); r; r = zhashx_next (self->refs))
+    size_t cursor = 0;
+    s_ref_t *r;
+    while ((r = ptable_next (self->refs, &cursor)))
         free (r);
-    zhashx_destroy (&self->refs);
+    ptable_destroy (&self->refs);
     zlistx_destroy (&self->fresh);
     zlistx_destroy (&self->asking);
     zlistx_destroy (&self->held);
@@ -115,15 +124,14 @@ static void s_move (s_ref_t *r, zlistx_t *to, s_ref_state_t state)
 
 static s_ref_t *s_ref (commit_t *self, uint64_t job_id, uint64_t token)
 {
-    char key[48];
-    s_key (key, sizeof key, job_id, token);
-    return zhashx_lookup (self->refs, key);
+    ptable_u64x2_t key = {job_id, token};
+    return ptable_lookup (self->refs, &key);
 }
 
 static void s_drop (commit_t *self, s_ref_t *r)
 {
     zlistx_detach (r->list, r->handle);
-    zhashx_delete (self->refs, r->key);
+    ptable_remove (self->refs, &r->job_id);
     free (r);
 }
 
@@ -133,10 +141,9 @@ void commit_ask (commit_t *self, uint64_t job_id, uint64_t token)
     s_ref_t *r = s_ref (self, job_id, token);
     if (!r) {
         r = pcalloc (1, sizeof *r);
-        s_key (r->key, sizeof r->key, job_id, token);
         r->job_id = job_id;
         r->token = token;
-        zhashx_insert (self->refs, r->key, r);
+        ptable_insert (self->refs, r);
     }
     if (r->state != R_HELD)
         s_move (r, self->fresh, R_FRESH);

@@ -3,17 +3,18 @@
 #include "common/palloc.h"
 #include "common/plog.h"
 #include "common/pseen.h"
+#include "common/ptable.h"
 #include "proto/proto.h"
 
 #include <czmq.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <string.h>
 
 #define LATENCY_SAMPLES 4096
 
 typedef struct {
-    char ref[48];               //  "job_id:token"
-    char pair_key[40];
+    uint64_t job_id, token;     //  adjacent: the by_ref key
     pkey_fp_t pair;
     int outcome;
     bool owns_row;              //  the store's mark for the pair is this outcome's
@@ -25,27 +26,67 @@ struct ledger_s {
     commit_t *commit;
     pseen_t *posted;
     pseen_t *doubted;
-    zhashx_t *by_ref;           //  ref -> s_entry_t (owns them)
-    zhashx_t *by_pair;          //  pair hex -> s_entry_t (the latest of the pair)
+    ptable_t *by_ref;           //  (job_id, token) -> s_entry_t (owns them)
+    ptable_t *by_pair;          //  pair -> s_entry_t (the latest of the pair)
     ledger_stats_t stats;
     int64_t latencies[LATENCY_SAMPLES];
     size_t latency_count, latency_head;
 };
 
-static void s_ref_key (char *key, size_t len, uint64_t job_id, uint64_t token)
+_Static_assert (offsetof (s_entry_t, token) == offsetof (s_entry_t, job_id) + 8,
+                "the by_ref key is (job_id, token), adjacent");
+
+static const void *s_ref_of (const void *item)
 {
-    snprintf (key, len, "%" PRIu64 ":%" PRIx64, job_id, token);
+    return &((const s_entry_t *) item)->job_id;
 }
 
-static void s_pair_key (char *key, size_t len, pkey_fp_t fp)
+static const void *s_pair_of (const void *item)
 {
-    snprintf (key, len, "%016" PRIx64 "%016" PRIx64, fp.hi, fp.lo);
+    return &((const s_entry_t *) item)->pair;
 }
 
-static void s_free_item (void **item)
+static bool s_ref_match (const void *item, const void *key)
 {
-    free (*item);
-    *item = NULL;
+    return ptable_u64x2_equal (s_ref_of (item), key);
+}
+
+static bool s_pair_match (const void *item, const void *key)
+{
+    return pkey_fp_equal (((const s_entry_t *) item)->pair, *(const pkey_fp_t *) key);
+}
+
+static s_entry_t *s_by_ref (ledger_t *self, uint64_t job_id, uint64_t token)
+{
+    ptable_u64x2_t key = {job_id, token};
+    return ptable_lookup (self->by_ref, &key);
+}
+
+//  Takes an entry out of both tables and frees it.
+static void s_entry_free (ledger_t *self, s_entry_t *e)
+{
+    if (ptable_lookup (self->by_pair, &e->pair) == e)
+        ptable_remove (self->by_pair, &e->pair);
+    ptable_remove (self->by_ref, &e->job_id);
+    free (e);
+}
+
+//  Keeps an outcome until acknowledged: the latest for its attempt and its pair.
+static void s_entry_add (ledger_t *self, uint64_t job_id, uint64_t token, pkey_fp_t pair,
+                         int outcome, bool owns_row)
+{
+    s_entry_t *e = s_by_ref (self, job_id, token);
+    if (e)
+        s_entry_free (self, e);
+    e = pcalloc (1, sizeof *e);
+    e->job_id = job_id;
+    e->token = token;
+    e->pair = pair;
+    e->outcome = outcome;
+    e->owns_row = owns_row;
+    ptable_insert (self->by_ref, e);
+    ptable_remove (self->by_pair, &e->pair);
+    ptable_insert (self->by_pair, e);
 }
 
 ledger_t *ledger_new (const pcfg_t *config, sink_store_t *store, commit_t *commit)
@@ -59,9 +100,8 @@ ledger_t *ledger_new (const pcfg_t *config, sink_store_t *store, commit_t *commi
     //  The store keeps each pair's segment in its tag, and lets go of it when the set forgets it.
     if (store)
         sink_store_set_pairs (store, self->posted, self->doubted);
-    self->by_ref = zhashx_new ();
-    zhashx_set_destructor (self->by_ref, s_free_item);
-    self->by_pair = zhashx_new ();
+    self->by_ref = ptable_new (ptable_hash_u64x2, s_ref_of, s_ref_match);
+    self->by_pair = ptable_new (pkey_fp_hash, s_pair_of, s_pair_match);
     return self;
 }
 
@@ -74,8 +114,12 @@ void ledger_destroy (ledger_t **self_p)
         sink_store_set_pairs (self->store, NULL, NULL);
     pseen_destroy (&self->posted);
     pseen_destroy (&self->doubted);
-    zhashx_destroy (&self->by_pair);
-    zhashx_destroy (&self->by_ref);
+    size_t cursor = 0;
+    s_entry_t *e;
+    while ((e = ptable_next (self->by_ref, &cursor)))
+        free (e);
+    ptable_destroy (&self->by_pair);
+    ptable_destroy (&self->by_ref);
     free (self);
     *self_p = NULL;
 }
@@ -87,9 +131,7 @@ int ledger_pair (ledger_t *self, pkey_fp_t pair)
         return LEDGER_POSTED;
     if (pseen_has (self->doubted, pair))
         return LEDGER_IN_DOUBT;
-    char key[40];
-    s_pair_key (key, sizeof key, pair);
-    s_entry_t *e = zhashx_lookup (self->by_pair, key);
+    s_entry_t *e = ptable_lookup (self->by_pair, &pair);
     if (!e)
         return LEDGER_NONE;
     switch (e->outcome) {
@@ -154,15 +196,8 @@ void ledger_settle (ledger_t *self, const ledger_outcome_t *o, int64_t now)
     if (o->marked && self->store)
         sink_store_outcome (self->store, o->pair, o->outcome, o->reason, now);
     commit_outcome (self->commit, o->job_id, o->token, o->outcome, o->reason, now);
-    s_entry_t *e = pcalloc (1, sizeof *e);
-    s_ref_key (e->ref, sizeof e->ref, o->job_id, o->token);
-    s_pair_key (e->pair_key, sizeof e->pair_key, o->pair);
-    e->pair = o->pair;
-    e->outcome = o->outcome;
-    e->owns_row = o->marked;
     ledger_supersede (self, o->pair);
-    zhashx_update (self->by_ref, e->ref, e);
-    zhashx_update (self->by_pair, e->pair_key, e);
+    s_entry_add (self, o->job_id, o->token, o->pair, o->outcome, o->marked);
 }
 
 void ledger_report (ledger_t *self, uint64_t job_id, uint64_t token, int outcome,
@@ -176,36 +211,26 @@ void ledger_report (ledger_t *self, uint64_t job_id, uint64_t token, int outcome
 void ledger_supersede (ledger_t *self, pkey_fp_t pair)
 {
     assert (self);
-    char key[40];
-    s_pair_key (key, sizeof key, pair);
-    s_entry_t *e = zhashx_lookup (self->by_pair, key);
-    if (e) {
+    s_entry_t *e = ptable_remove (self->by_pair, &pair);
+    if (e)
         e->owns_row = false;
-        zhashx_delete (self->by_pair, key);
-    }
 }
 
 bool ledger_has (ledger_t *self, uint64_t job_id, uint64_t token)
 {
     assert (self);
-    char key[48];
-    s_ref_key (key, sizeof key, job_id, token);
-    return zhashx_lookup (self->by_ref, key) != NULL;
+    return s_by_ref (self, job_id, token) != NULL;
 }
 
 void ledger_acked (ledger_t *self, uint64_t job_id, uint64_t token)
 {
     assert (self);
-    char key[48];
-    s_ref_key (key, sizeof key, job_id, token);
-    s_entry_t *e = zhashx_lookup (self->by_ref, key);
+    s_entry_t *e = s_by_ref (self, job_id, token);
     if (!e)
         return;
     if (e->owns_row && self->store)
         sink_store_forget (self->store, e->pair);
-    if (zhashx_lookup (self->by_pair, e->pair_key) == e)
-        zhashx_delete (self->by_pair, e->pair_key);
-    zhashx_delete (self->by_ref, key);
+    s_entry_free (self, e);
 }
 
 void ledger_prune (ledger_t *self, int64_t now)
@@ -255,14 +280,7 @@ static void s_load_mark (void *arg, const sink_mark_t *m)
                         m->first_at ? m->first_at : m->outcome_at,
                         m->outcome == PROTO_OUT_IN_DOUBT);
         commit_outcome (self->commit, m->job_id, m->token, m->outcome, m->reason, m->outcome_at);
-        s_entry_t *e = pcalloc (1, sizeof *e);
-        s_ref_key (e->ref, sizeof e->ref, m->job_id, m->token);
-        s_pair_key (e->pair_key, sizeof e->pair_key, m->pair);
-        e->pair = m->pair;
-        e->outcome = m->outcome;
-        e->owns_row = true;
-        zhashx_update (self->by_ref, e->ref, e);
-        zhashx_update (self->by_pair, e->pair_key, e);
+        s_entry_add (self, m->job_id, m->token, m->pair, m->outcome, true);
         return;
     }
     //  The sink stopped while posting this: did it go out?
@@ -334,7 +352,7 @@ void ledger_stats (ledger_t *self, ledger_stats_t *stats)
     *stats = self->stats;
     stats->posted_pairs = pseen_size (self->posted);
     stats->doubted_pairs = pseen_size (self->doubted);
-    stats->unacked = zhashx_size (self->by_ref);
+    stats->unacked = ptable_size (self->by_ref);
     size_t n = self->latency_count;
     if (n) {
         int64_t *sorted = pmemdup (self->latencies, n * sizeof (int64_t));

@@ -4,6 +4,7 @@
 #include "common/pbackoff.h"
 #include "common/pkey.h"
 #include "common/plog.h"
+#include "common/ptable.h"
 #include "proto/proto.h"
 
 #include <czmq.h>
@@ -25,10 +26,8 @@ typedef enum {
 
 typedef struct {
     uint64_t id;                //  the gate's id for it
-    uint64_t job_id, token;
-    char ref[48];               //  "job_id:token"
+    uint64_t job_id, token;     //  adjacent: the by_ref key
     pkey_fp_t pair;
-    char pair_key[40];          //  hex of the pair fingerprint
     char *msg_key, *entity, *chat, *chat_kind, *text;
     uint8_t *payload;
     uint32_t payload_size;
@@ -58,9 +57,9 @@ struct post_s {
     commit_t *commit;
     sink_store_t *store;
     dests_t *dests;
-    zhashx_t *by_id;            //  id -> reply_t (owns them)
-    zhashx_t *by_ref;           //  "job_id:token" -> reply_t
-    zhashx_t *by_pair;          //  pair hex -> reply_t
+    ptable_t *by_id;            //  id -> reply_t (owns them)
+    ptable_t *by_ref;           //  (job_id, token) -> reply_t
+    ptable_t *by_pair;          //  pair fingerprint -> reply_t
     zlistx_t *marking;          //  marks stored this turn, waiting for the commit
     zlistx_t *local;            //  marked replies for local destinations, to write
     zlistx_t *resuming;         //  partly posted replies waiting to send the rest
@@ -73,30 +72,58 @@ struct post_s {
 
 //  --- keys and records ------------------------------------------------------------------
 
-static size_t s_id_hash (const void *key)
+//  The tables' keys are the reply's own fields.
+_Static_assert (offsetof (reply_t, token) == offsetof (reply_t, job_id) + 8,
+                "the by_ref key is (job_id, token), adjacent");
+
+static const void *s_id_of (const void *item)
 {
-    uint64_t x = (uint64_t) (uintptr_t) key;
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    return (size_t) (x ^ (x >> 33));
+    return &((const reply_t *) item)->id;
 }
 
-static int s_id_compare (const void *a, const void *b)
+static bool s_id_match (const void *item, const void *key)
 {
-    uintptr_t x = (uintptr_t) a, y = (uintptr_t) b;
-    return x < y ? -1 : x > y;
+    return ((const reply_t *) item)->id == *(const uint64_t *) key;
 }
 
-#define ID_KEY(id) ((void *) (uintptr_t) (id))
-
-static void s_ref_key (char *key, size_t len, uint64_t job_id, uint64_t token)
+static const void *s_ref_of (const void *item)
 {
-    snprintf (key, len, "%" PRIu64 ":%" PRIx64, job_id, token);
+    return &((const reply_t *) item)->job_id;
 }
 
-static void s_pair_key (char *key, size_t len, pkey_fp_t fp)
+static const void *s_pair_of (const void *item)
 {
-    snprintf (key, len, "%016" PRIx64 "%016" PRIx64, fp.hi, fp.lo);
+    return &((const reply_t *) item)->pair;
+}
+
+static bool s_ref_match (const void *item, const void *key)
+{
+    return ptable_u64x2_equal (s_ref_of (item), key);
+}
+
+static bool s_pair_match (const void *item, const void *key)
+{
+    return pkey_fp_equal (((const reply_t *) item)->pair, *(const pkey_fp_t *) key);
+}
+
+static reply_t *s_by_ref (post_t *self, uint64_t job_id, uint64_t token)
+{
+    ptable_u64x2_t key = {job_id, token};
+    return ptable_lookup (self->by_ref, &key);
+}
+
+//  Takes `r` out of `table` if it is the record there under its key.
+static void s_unindex (ptable_t *table, const void *key, reply_t *r)
+{
+    if (ptable_lookup (table, key) == r)
+        ptable_remove (table, key);
+}
+
+//  Puts `r` in `table`, in place of any record with its key.
+static void s_index (ptable_t *table, const void *key, reply_t *r)
+{
+    ptable_remove (table, key);
+    ptable_insert (table, r);
 }
 
 //  Wall time for events that come from destinations within a turn.
@@ -118,12 +145,10 @@ static void s_list (reply_t *r, zlistx_t *list)
 
 static void s_reindex (post_t *self, reply_t *r, uint64_t job_id, uint64_t token)
 {
-    if (*r->ref)
-        zhashx_delete (self->by_ref, r->ref);
+    s_unindex (self->by_ref, &r->job_id, r);
     r->job_id = job_id;
     r->token = token;
-    s_ref_key (r->ref, sizeof r->ref, job_id, token);
-    zhashx_update (self->by_ref, r->ref, r);
+    s_index (self->by_ref, &r->job_id, r);
 }
 
 static reply_t *s_new (post_t *self, uint64_t job_id, uint64_t token, pkey_fp_t pair)
@@ -131,20 +156,20 @@ static reply_t *s_new (post_t *self, uint64_t job_id, uint64_t token, pkey_fp_t 
     reply_t *r = pcalloc (1, sizeof *r);
     r->id = ++self->next_id;
     r->pair = pair;
-    s_pair_key (r->pair_key, sizeof r->pair_key, pair);
-    zhashx_insert (self->by_id, ID_KEY (r->id), r);
-    zhashx_update (self->by_pair, r->pair_key, r);
-    s_reindex (self, r, job_id, token);
+    r->job_id = job_id;
+    r->token = token;
+    ptable_insert (self->by_id, r);
+    s_index (self->by_pair, &r->pair, r);
+    s_index (self->by_ref, &r->job_id, r);
     return r;
 }
 
 static void s_free (post_t *self, reply_t *r)
 {
     s_list (r, NULL);
-    zhashx_delete (self->by_ref, r->ref);
-    if (zhashx_lookup (self->by_pair, r->pair_key) == r)
-        zhashx_delete (self->by_pair, r->pair_key);
-    zhashx_delete (self->by_id, ID_KEY (r->id));
+    s_unindex (self->by_ref, &r->job_id, r);
+    s_unindex (self->by_pair, &r->pair, r);
+    ptable_remove (self->by_id, &r->id);
     free (r->msg_key);
     free (r->entity);
     free (r->chat);
@@ -255,9 +280,7 @@ void post_accept (post_t *self, uint64_t job_id, uint64_t token, const post_job_
     self->now = now;
     self->stats.committed++;
     pkey_fp_t pair = pkey_pair_fp (job->entity, job->msg_key);
-    char key[40];
-    s_pair_key (key, sizeof key, pair);
-    reply_t *r = zhashx_lookup (self->by_pair, key);
+    reply_t *r = ptable_lookup (self->by_pair, &pair);
     if (r) {
         if (r->job_id != job_id || r->token != token)
             s_replace (self, r, job_id, token, job, text, llm_ms, tokens);
@@ -299,9 +322,7 @@ void post_accept (post_t *self, uint64_t job_id, uint64_t token, const post_job_
 void post_lost (post_t *self, uint64_t job_id, uint64_t token)
 {
     assert (self);
-    char key[48];
-    s_ref_key (key, sizeof key, job_id, token);
-    reply_t *r = zhashx_lookup (self->by_ref, key);
+    reply_t *r = s_by_ref (self, job_id, token);
     if (!r)
         return;
     commit_forget (self->commit, job_id, token);
@@ -323,9 +344,7 @@ void post_lost (post_t *self, uint64_t job_id, uint64_t token)
 bool post_has (post_t *self, uint64_t job_id, uint64_t token)
 {
     assert (self);
-    char key[48];
-    s_ref_key (key, sizeof key, job_id, token);
-    return zhashx_lookup (self->by_ref, key) != NULL;
+    return s_by_ref (self, job_id, token) != NULL;
 }
 
 //  --- posting --------------------------------------------------------------------------------
@@ -396,7 +415,7 @@ void post_apply (post_t *self, int64_t now)
     uint64_t id;
     gate_event_t event;
     while (!self->draining && (event = gate_next (self->gate, now, &id)) != GATE_NONE) {
-        reply_t *r = zhashx_lookup (self->by_id, ID_KEY (id));
+        reply_t *r = ptable_lookup (self->by_id, &id);
         if (!r)
             continue;
         if (event == GATE_EXPIRED)
@@ -471,7 +490,9 @@ void post_stop (post_t *self)
     assert (self);
     if (!self->store)
         return;
-    for (reply_t *r = zhashx_first (self->by_id); r; r = zhashx_next (self->by_id))
+    size_t cursor = 0;
+    reply_t *r;
+    while ((r = ptable_next (self->by_id, &cursor)))
         if (r->marked && r->state != R_POSTING && r->state != R_RESUMING)
             sink_store_forget (self->store, r->pair);
 }
@@ -593,13 +614,9 @@ post_t *post_new (const pcfg_t *config, gate_t *gate, ledger_t *ledger, commit_t
     self->ledger = ledger;
     self->commit = commit;
     self->store = store;
-    self->by_id = zhashx_new ();
-    zhashx_set_key_hasher (self->by_id, s_id_hash);
-    zhashx_set_key_comparator (self->by_id, s_id_compare);
-    zhashx_set_key_duplicator (self->by_id, NULL);
-    zhashx_set_key_destructor (self->by_id, NULL);
-    self->by_ref = zhashx_new ();
-    self->by_pair = zhashx_new ();
+    self->by_id = ptable_new (ptable_hash_u64, s_id_of, s_id_match);
+    self->by_ref = ptable_new (ptable_hash_u64x2, s_ref_of, s_ref_match);
+    self->by_pair = ptable_new (pkey_fp_hash, s_pair_of, s_pair_match);
     self->marking = zlistx_new ();
     self->local = zlistx_new ();
     self->resuming = zlistx_new ();
@@ -617,12 +634,16 @@ void post_destroy (post_t **self_p)
     post_t *self = *self_p;
     //  Destinations first: they hold replies as tags.
     dests_destroy (&self->dests);
-    reply_t *r;
-    while ((r = zhashx_first (self->by_id)))
-        s_free (self, r);
-    zhashx_destroy (&self->by_id);
-    zhashx_destroy (&self->by_ref);
-    zhashx_destroy (&self->by_pair);
+    size_t count = ptable_size (self->by_id), cursor = 0, n = 0;
+    reply_t **all = pcalloc (count + 1, sizeof *all), *r;
+    while ((r = ptable_next (self->by_id, &cursor)))
+        all[n++] = r;
+    for (size_t i = 0; i < n; i++)
+        s_free (self, all[i]);
+    free (all);
+    ptable_destroy (&self->by_id);
+    ptable_destroy (&self->by_ref);
+    ptable_destroy (&self->by_pair);
     zlistx_destroy (&self->marking);
     zlistx_destroy (&self->local);
     zlistx_destroy (&self->resuming);
@@ -640,6 +661,6 @@ void post_stats (post_t *self, post_stats_t *stats)
 {
     assert (self);
     *stats = self->stats;
-    stats->replies = zhashx_size (self->by_id);
+    stats->replies = ptable_size (self->by_id);
     stats->waiting = gate_waiting (self->gate);
 }

@@ -1,4 +1,4 @@
-/*  test_common - pair keys, the bounded seen-set, backoff. */
+/*  test_common - pair keys, the bounded seen-set, backoff, the pointer table. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,6 +12,7 @@
 #include "common/pbackoff.h"
 #include "common/pkey.h"
 #include "common/pseen.h"
+#include "common/ptable.h"
 
 static void test_pair_keys (void **state)
 {
@@ -163,6 +164,69 @@ static void test_limits_pending_and_pacing (void **state)
     limit_log_destroy (&log);
 }
 
+//  --- ptable: records keyed by their own (a, b) fields -------------------------------
+
+typedef struct {
+    uint64_t id;                //  first, so a match that compared the record itself would fail
+    uint64_t a, b;              //  the key
+} s_rec_t;
+
+static const void *s_rec_key (const void *item)
+{
+    return &((const s_rec_t *) item)->a;
+}
+
+static bool s_rec_match (const void *item, const void *key)
+{
+    return ptable_u64x2_equal (s_rec_key (item), key);
+}
+
+static void test_ptable_against_a_reference (void **state)
+{
+    (void) state;
+    enum { N = 5000 };
+    s_rec_t *recs = calloc (N, sizeof *recs);
+    bool *in = calloc (N, sizeof *in);
+    ptable_t *t = ptable_new (ptable_hash_u64x2, s_rec_key, s_rec_match);
+    //  Keys that share their first half, and many operations that shift probe runs.
+    for (size_t i = 0; i < N; i++)
+        recs[i] = (s_rec_t) {1000 + i, i / 7, (i % 7) * 0x9e37ULL};
+    uint64_t x = 88172645463325252ULL;
+    size_t size = 0;
+    for (int step = 0; step < 200000; step++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        size_t i = (size_t) (x % N);
+        ptable_u64x2_t key = {recs[i].a, recs[i].b};
+        assert_ptr_equal (ptable_lookup (t, &key), in[i] ? &recs[i] : NULL);
+        if (in[i]) {
+            assert_ptr_equal (ptable_remove (t, &key), &recs[i]);
+            in[i] = false;
+            size--;
+        }
+        else {
+            ptable_insert (t, &recs[i]);
+            in[i] = true;
+            size++;
+        }
+        assert_int_equal (ptable_size (t), size);
+    }
+    size_t cursor = 0, walked = 0;
+    s_rec_t *r;
+    while ((r = ptable_next (t, &cursor))) {
+        assert_true (in[r - recs]);
+        walked++;
+    }
+    assert_int_equal (walked, size);
+    for (size_t i = 0; i < N; i++) {
+        ptable_u64x2_t key = {recs[i].a, recs[i].b};
+        assert_ptr_equal (ptable_lookup (t, &key), in[i] ? &recs[i] : NULL);
+    }
+    ptable_destroy (&t);
+    assert_null (t);
+    free (recs);
+    free (in);
+}
+
 int main (void)
 {
     const struct CMUnitTest tests[] = {
@@ -171,6 +235,7 @@ int main (void)
         cmocka_unit_test (test_seen_iteration_is_oldest_first),
         cmocka_unit_test (test_backoff),
         cmocka_unit_test (test_limits_pending_and_pacing),
+        cmocka_unit_test (test_ptable_against_a_reference),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }
