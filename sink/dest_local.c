@@ -95,14 +95,99 @@ typedef struct {
     int fd;
     zhashx_t *index;    //  "entity \x1f msg_key" of lines in the file, built on demand
     off_t torn_at;      //  where a failed write began, if it could not be cut off yet; or -1
+    char *line;         //  the line being built, reused post after post
+    size_t len, cap;
 } jsonl_t;
 
-//  Writes all of `data`, or fails with errno set.
-static int s_write_all (int fd, const char *data, size_t len)
+//  --- the line, as jansson would write it ---------------------------------------------
+//
+//  A line is what json_dumps (JSON_COMPACT | JSON_ENSURE_ASCII) makes of the
+//  object, keys in this order. Building a jansson object per post cost more
+//  than the rest of the write: the line is put together here, and jansson
+//  itself encodes any string that is not plain printable ASCII.
+
+static void s_put (jsonl_t *j, const char *data, size_t len)
 {
-    size_t done = 0;
-    while (done < len) {
-        ssize_t n = write (fd, data + done, len - done);
+    if (j->len + len > j->cap)
+        j->line = pgrow (j->line, &j->cap, j->len + len, 1);
+    memcpy (j->line + j->len, data, len);
+    j->len += len;
+}
+
+//  Appends `s` as a JSON string; -1 if it is not valid UTF-8 (or NULL).
+static int s_put_str (jsonl_t *j, const char *s)
+{
+    if (!s)
+        return -1;
+    size_t n = 0;
+    while (s[n] >= 0x20 && s[n] < 0x7f && s[n] != '"' && s[n] != '\\')
+        n++;
+    if (!s[n]) {
+        //  Printable ASCII without quotes or backslashes: jansson writes it as it is.
+        s_put (j, "\"", 1);
+        s_put (j, s, n);
+        s_put (j, "\"", 1);
+        return 0;
+    }
+    json_t *str = json_string (s);
+    char *text = str ? json_dumps (str, JSON_ENCODE_ANY | JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
+    json_decref (str);
+    if (!text)
+        return -1;
+    s_put (j, text, strlen (text));
+    free (text);
+    return 0;
+}
+
+static void s_put_int (jsonl_t *j, int64_t v)
+{
+    char digits[24], *at = digits + sizeof digits;
+    uint64_t u = v < 0 ? 0 - (uint64_t) v : (uint64_t) v;
+    do
+        *--at = (char) ('0' + u % 10);
+    while (u /= 10);
+    if (v < 0)
+        *--at = '-';
+    s_put (j, at, (size_t) (digits + sizeof digits - at));
+}
+
+//  The line of a post, with its newline, in j->line; -1 if a string is not valid UTF-8.
+static int s_jsonl_line (jsonl_t *j, const dest_post_t *post, const char *text, int64_t now)
+{
+    const struct {
+        const char *key;
+        const char *value;
+    } strings[] = {{"{\"msg_key\":", post->msg_key},   {",\"entity\":", post->entity_id},
+                   {",\"chat\":", post->chat},         {",\"source\":", post->source},
+                   {",\"chat_ref\":", post->chat_ref}, {",\"reply_to\":", post->msg_ref},
+                   {",\"author\":", post->author},     {",\"text\":", text}};
+    const struct {
+        const char *key;
+        int64_t value;
+    } numbers[] = {{",\"created_ms\":", post->created_ms},
+                   {",\"posted_ms\":", now},
+                   {",\"job_id\":", (int64_t) post->job_id},
+                   {",\"attempt\":", (int64_t) post->attempt}};
+    j->len = 0;
+    for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++) {
+        s_put (j, strings[i].key, strlen (strings[i].key));
+        if (s_put_str (j, strings[i].value))
+            return -1;
+    }
+    for (size_t i = 0; i < sizeof numbers / sizeof numbers[0]; i++) {
+        s_put (j, numbers[i].key, strlen (numbers[i].key));
+        s_put_int (j, numbers[i].value);
+    }
+    s_put (j, "}\n", 2);
+    return 0;
+}
+
+//  Writes all of `data`, or fails with errno set; `*done` gets what was written.
+static int s_write_all (int fd, const char *data, size_t len, size_t *done)
+{
+    *done = 0;
+    while (*done < len) {
+        ssize_t n = write (fd, data + *done, len - *done);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0) {
@@ -110,7 +195,7 @@ static int s_write_all (int fd, const char *data, size_t len)
                 errno = EIO;
             return -1;
         }
-        done += (size_t) n;
+        *done += (size_t) n;
     }
     return 0;
 }
@@ -119,42 +204,35 @@ static int s_jsonl_post (dest_t *self, const dest_post_t *post, void *tag, int64
 {
     jsonl_t *j = self->state;
     char *trimmed = s_text (self, post);
-    json_t *line = json_pack ("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I}",
-                              "msg_key", post->msg_key, "entity", post->entity_id, "chat", post->chat,
-                              "source", post->source, "chat_ref", post->chat_ref, "reply_to",
-                              post->msg_ref, "author", post->author, "text", trimmed,
-                              "created_ms", (json_int_t) post->created_ms, "posted_ms",
-                              (json_int_t) now, "job_id", (json_int_t) post->job_id, "attempt",
-                              (json_int_t) post->attempt);
+    int rc = s_jsonl_line (j, post, trimmed, now);
     free (trimmed);
-    char *text = line ? json_dumps (line, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
-    json_decref (line);
-    if (!text) {
+    if (rc) {
         self->done (self->ctx, tag, DEST_FAIL, "reply could not be written as JSON", 0);
         return 0;
     }
-    size_t len = strlen (text);
-    text[len] = '\n';
     char why[600];
     //  Part of a line from a failed write is still there: it goes first.
     if (j->torn_at >= 0) {
         if (ftruncate (j->fd, j->torn_at) != 0) {
             snprintf (why, sizeof why, "cannot cut a torn line off %s: %s", self->config->path,
                       strerror (errno));
-            free (text);
             self->done (self->ctx, tag, DEST_RETRY, why, 0);
             return 0;
         }
         j->torn_at = -1;
     }
-    off_t start = lseek (j->fd, 0, SEEK_END);   //  -1 for a pipe: nothing to cut back there
-    int rc = s_write_all (j->fd, text, len + 1);
+    size_t done;
+    rc = s_write_all (j->fd, j->line, j->len, &done);
     int error = errno;
-    free (text);
     if (rc == 0) {
         s_written (self, tag, now);
         return 0;
     }
+    //  The file is appended to by this sink alone: the line began `done`
+    //  bytes before its end. (-1 for a pipe: nothing to cut back there.)
+    off_t start = lseek (j->fd, 0, SEEK_END);
+    if (start >= 0)
+        start -= (off_t) done;
     if (start >= 0 && ftruncate (j->fd, start) != 0)
         j->torn_at = start;
     snprintf (why, sizeof why, "write to %s failed: %s%s", self->config->path, strerror (error),
@@ -197,6 +275,7 @@ static void s_jsonl_destroy (dest_t *self)
     jsonl_t *j = self->state;
     close (j->fd);
     zhashx_destroy (&j->index);
+    free (j->line);
     free (j);
 }
 

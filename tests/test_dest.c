@@ -450,6 +450,78 @@ static void test_jsonl_torn_write_is_cut_back (void **state)
     rmdir (dir);
 }
 
+//  --- jsonl: each line is what jansson writes for the post --------------------------
+
+static void test_jsonl_lines_as_jansson_writes_them (void **state)
+{
+    (void) state;
+    char dir[] = "/tmp/parley-test-dest-XXXXXX";
+    assert_non_null (mkdtemp (dir));
+    char path[300], json[600], err[300];
+    snprintf (path, sizeof path, "%s/replies.jsonl", dir);
+    snprintf (json, sizeof json,
+              "{\"sink\":{\"destinations\":[{\"name\":\"out\",\"type\":\"jsonl\","
+              "\"path\":\"%s\"}]}}",
+              path);
+    pcfg_t *config = pcfg_load_string (json, "test", true, err, sizeof err);
+    assert_non_null (config);
+    s_outcome_t o = {0};
+    dest_events_t events = {.done = s_jsonl_done, .ctx = &o};
+    dest_t *d = dest_new (config->destinations.items, config, &events);
+    assert_non_null (d);
+    //  Plain text, every kind of escape, text beyond ASCII, an empty string.
+    const char *texts[] = {"a plain reply, the common case",
+                           "\"quoted\" and back\\slash / slash",
+                           "tab\there, newline\nthere, bell\a, delete\x7f, nul-free",
+                           "caf\xc3\xa9 \xe2\x80\xa6 \xf0\x9f\x98\x80 (two code units)",
+                           ""};
+    size_t n = sizeof texts / sizeof texts[0];
+    char *expected = NULL;
+    size_t expected_len = 0;
+    for (size_t i = 0; i < n; i++) {
+        dest_post_t p = s_post (i % 2 ? "tg/-1/\"x\"" : "tg/-1/1", texts[i]);
+        p.author = texts[(i + 1) % n];
+        p.created_ms = i == 3 ? -5 : (int64_t) 1700000000000 + (int64_t) i;
+        p.job_id = UINT64_C (1) << 62;
+        int64_t now = 1700000000123 + (int64_t) i;
+        d->post (d, &p, NULL, now);
+        assert_int_equal (o.count, (int) i + 1);
+        assert_int_equal (o.status, DEST_OK);
+        json_t *line = json_pack (
+            "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I}", "msg_key", p.msg_key,
+            "entity", p.entity_id, "chat", p.chat, "source", p.source, "chat_ref", p.chat_ref,
+            "reply_to", p.msg_ref, "author", p.author, "text", p.text, "created_ms",
+            (json_int_t) p.created_ms, "posted_ms", (json_int_t) now, "job_id",
+            (json_int_t) p.job_id, "attempt", (json_int_t) p.attempt);
+        assert_non_null (line);
+        char *text = json_dumps (line, JSON_COMPACT | JSON_ENSURE_ASCII);
+        json_decref (line);
+        size_t len = strlen (text);
+        expected = realloc (expected, expected_len + len + 2);
+        memcpy (expected + expected_len, text, len);
+        expected[expected_len + len] = '\n';
+        expected_len += len + 1;
+        expected[expected_len] = 0;
+        free (text);
+    }
+    //  Text that is not UTF-8 cannot be a JSON string: the post fails, nothing is written.
+    dest_post_t bad = s_post ("tg/-1/9", "broken \xc3 sequence");
+    d->post (d, &bad, NULL, 5000);
+    assert_int_equal (o.status, DEST_FAIL);
+    FILE *f = fopen (path, "r");
+    assert_non_null (f);
+    char got[8192];
+    size_t got_len = fread (got, 1, sizeof got - 1, f);
+    got[got_len] = 0;
+    fclose (f);
+    assert_string_equal (got, expected);
+    free (expected);
+    dest_destroy (&d);
+    pcfg_destroy (&config);
+    unlink (path);
+    rmdir (dir);
+}
+
 int main (void)
 {
     const struct CMUnitTest tests[] = {
@@ -460,6 +532,7 @@ int main (void)
         cmocka_unit_test (test_outbox_mentions_first),
         cmocka_unit_test (test_outbox_asks_before_sending),
         cmocka_unit_test (test_jsonl_torn_write_is_cut_back),
+        cmocka_unit_test (test_jsonl_lines_as_jansson_writes_them),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }
