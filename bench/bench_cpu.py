@@ -43,7 +43,7 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / TICK     # utime, stime
 
 
-def one(build, jobs, mode, perf=None, perf_out=None, run=0):
+def one(build, jobs, mode, perf=None, perf_out=None, run=0, perf_graph="fp"):
     with Pipeline(build, {}, "bench-cpu") as p, bd.Posts() as posts:
         memory = mode == "memory"
         bd.start(p, bd.config(jobs, "" if memory else p.path("data"),
@@ -53,7 +53,7 @@ def one(build, jobs, mode, perf=None, perf_out=None, run=0):
             if perf == "poller":
                 raise SystemExit("--perf poller: the poller starts with the run; not supported")
             out = os.path.join(perf_out, "perf-%s-%s-%d.data" % (perf, mode, run))
-            rec = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-g", "-o", out,
+            rec = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "--call-graph", perf_graph, "-o", out,
                                     "-p", str(p.procs[perf].popen.pid)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         p.start_poller()
@@ -74,6 +74,7 @@ def main():
     ap.add_argument("--modes", default="memory,batch")
     ap.add_argument("--perf", choices=DAEMONS[1:])
     ap.add_argument("--perf-out", default="/tmp")
+    ap.add_argument("--perf-graph", default="fp", help="fp, or dwarf (callers through libraries)")
     ap.add_argument("--against")
     args = ap.parse_args()
     builds = [os.path.abspath(args.build)] + ([os.path.abspath(args.against)] if args.against
@@ -84,7 +85,7 @@ def main():
     results = {c: [] for c in cases}
     for r in range(args.runs):
         for b, m in cases:
-            rate, cpu = one(b, args.jobs, m, args.perf, args.perf_out, r)
+            rate, cpu = one(b, args.jobs, m, args.perf, args.perf_out, r, args.perf_graph)
             results[(b, m)].append((rate, cpu))
             print("  run %d %-13s %8.0f jobs/s  " % (r + 1, tag(b, m), rate)
                   + "  ".join("%s %5.2f" % (d, cpu[d]) for d in DAEMONS) + "  us/job",

@@ -461,34 +461,46 @@ static int s_dec_record (s_dec_t *d, const proto_record_t *rec, char *base, cons
     return 0;
 }
 
-static int s_decode_record (const proto_record_t *rec, const uint8_t *bytes, size_t size,
-                            void *out, msgpack_zone **zone_p, char *why, size_t whylen)
+//  Into `zone`, which the caller keeps: the checked bytes are one object.
+static int s_decode_in (const proto_record_t *rec, const uint8_t *bytes, size_t size, void *out,
+                        msgpack_zone *zone, char *why, size_t whylen)
 {
     const char *check_why = NULL;
     if (proto_mp_check (bytes, size, &check_why)) {
         snprintf (why, whylen, "%s: bad msgpack: %s", rec->name, check_why);
         return PROTO_MALFORMED;
     }
-    msgpack_unpacked result;
-    msgpack_unpacked_init (&result);
+    msgpack_object obj;
     size_t off = 0;
-    if (msgpack_unpack_next (&result, (const char *) bytes, size, &off) != MSGPACK_UNPACK_SUCCESS) {
-        msgpack_unpacked_destroy (&result);
+    msgpack_unpack_return rc = msgpack_unpack ((const char *) bytes, size, &off, zone, &obj);
+    if (rc != MSGPACK_UNPACK_SUCCESS && rc != MSGPACK_UNPACK_EXTRA_BYTES) {
         snprintf (why, whylen, "%s: msgpack could not be unpacked", rec->name);
         return PROTO_MALFORMED;
     }
-    s_dec_t d = {result.zone, why, whylen};
+    s_dec_t d = {zone, why, whylen};
     memset (out, 0, rec->size);
-    if (s_dec_record (&d, rec, out, &result.data)) {
+    if (s_dec_record (&d, rec, out, &obj)) {
         char tmp[512];
         snprintf (tmp, sizeof tmp, "%s.%s", rec->name, why);
         snprintf (why, whylen, "%s", tmp);
-        msgpack_unpacked_destroy (&result);
         return PROTO_MALFORMED;
     }
-    *zone_p = msgpack_unpacked_release_zone (&result);
-    msgpack_unpacked_destroy (&result);
     return PROTO_OK;
+}
+
+static int s_decode_record (const proto_record_t *rec, const uint8_t *bytes, size_t size,
+                            void *out, msgpack_zone **zone_p, char *why, size_t whylen)
+{
+    msgpack_zone *zone = msgpack_zone_new (MSGPACK_ZONE_CHUNK_SIZE);
+    if (!zone)
+        palloc_fail ("msgpack zone", MSGPACK_ZONE_CHUNK_SIZE);
+    int rc = s_decode_in (rec, bytes, size, out, zone, why, whylen);
+    if (rc != PROTO_OK) {
+        msgpack_zone_free (zone);
+        zone = NULL;
+    }
+    *zone_p = zone;
+    return rc;
 }
 
 int proto_decode (const void *data, size_t size, proto_msg_t *msg, char *why, size_t whylen)
@@ -545,6 +557,12 @@ int proto_record_unpack (const proto_record_t *rec, const void *data, size_t siz
     int rc = s_decode_record (rec, data, size, out, &zone, why, whylen);
     *zone_p = zone;
     return rc;
+}
+
+int proto_record_unpack_in (const proto_record_t *rec, const void *data, size_t size, void *out,
+                            msgpack_zone *zone, char *why, size_t whylen)
+{
+    return s_decode_in (rec, data, size, out, zone, why, whylen);
 }
 
 int proto_message_decode (const void *data, size_t size, proto_message_t *out, void **zone_p,

@@ -104,7 +104,7 @@ typedef struct {
 //  A line is what json_dumps (JSON_COMPACT | JSON_ENSURE_ASCII) makes of the
 //  object, keys in this order. Building a jansson object per post cost more
 //  than the rest of the write: the line is put together here, and jansson
-//  itself encodes any string that is not plain printable ASCII.
+//  itself encodes any string with text beyond ASCII.
 
 static void s_put (jsonl_t *j, const char *data, size_t len)
 {
@@ -115,27 +115,57 @@ static void s_put (jsonl_t *j, const char *data, size_t len)
 }
 
 //  Appends `s` as a JSON string; -1 if it is not valid UTF-8 (or NULL).
+//  ASCII is escaped here as jansson escapes it (" \\ \b \f \n \r \t with a
+//  backslash, other controls as \u00XX); a string with anything beyond
+//  ASCII goes to jansson whole, which checks it and writes \uXXXX escapes.
 static int s_put_str (jsonl_t *j, const char *s)
 {
     if (!s)
         return -1;
     size_t n = 0;
-    while (s[n] >= 0x20 && s[n] < 0x7f && s[n] != '"' && s[n] != '\\')
+    while ((unsigned char) s[n] < 0x80 && s[n])
         n++;
-    if (!s[n]) {
-        //  Printable ASCII without quotes or backslashes: jansson writes it as it is.
-        s_put (j, "\"", 1);
-        s_put (j, s, n);
-        s_put (j, "\"", 1);
+    if (s[n]) {
+        json_t *str = json_string (s);
+        char *text =
+            str ? json_dumps (str, JSON_ENCODE_ANY | JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
+        json_decref (str);
+        if (!text)
+            return -1;
+        s_put (j, text, strlen (text));
+        free (text);
         return 0;
     }
-    json_t *str = json_string (s);
-    char *text = str ? json_dumps (str, JSON_ENCODE_ANY | JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
-    json_decref (str);
-    if (!text)
-        return -1;
-    s_put (j, text, strlen (text));
-    free (text);
+    static const char hex[] = "0123456789ABCDEF";
+    s_put (j, "\"", 1);
+    const char *run = s;
+    for (const char *c = s; *c; c++) {
+        unsigned char ch = (unsigned char) *c;
+        if (ch >= 0x20 && ch != '"' && ch != '\\')
+            continue;
+        s_put (j, run, (size_t) (c - run));
+        run = c + 1;
+        char esc[6] = {'\\', (char) ch, 0};
+        size_t len = 2;
+        switch (ch) {
+        case '\b': esc[1] = 'b'; break;
+        case '\f': esc[1] = 'f'; break;
+        case '\n': esc[1] = 'n'; break;
+        case '\r': esc[1] = 'r'; break;
+        case '\t': esc[1] = 't'; break;
+        case '"':
+        case '\\': break;
+        default:
+            memcpy (esc + 1, "u00", 3);
+            esc[4] = hex[ch >> 4];
+            esc[5] = hex[ch & 15];
+            len = 6;
+            break;
+        }
+        s_put (j, esc, len);
+    }
+    s_put (j, run, (size_t) (s + n - run));
+    s_put (j, "\"", 1);
     return 0;
 }
 

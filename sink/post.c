@@ -6,6 +6,8 @@
 #include "common/plog.h"
 #include "common/ptable.h"
 #include "proto/proto.h"
+#include "proto/proto_defs.h"
+#include "proto/proto_record.h"
 
 #include <czmq.h>
 #include <inttypes.h>
@@ -28,11 +30,11 @@ typedef struct {
     uint64_t id;                //  the gate's id for it
     uint64_t job_id, token;     //  adjacent: the by_ref key
     pkey_fp_t pair;
-    char *msg_key, *entity, *chat, *chat_kind, *text;
-    uint8_t *payload;
+    char *block;                //  one allocation: the payload, then every string below
+    const char *msg_key, *entity, *chat, *chat_kind, *text;
+    const char *source, *chat_ref, *msg_ref, *author;     //  the payload's: where to post
+    const uint8_t *payload;
     uint32_t payload_size;
-    proto_message_t message;    //  the payload decoded: where to post
-    void *zone;
     int priority;
     int64_t created_ms, expires_ms;
     uint64_t llm_ms, tokens;
@@ -63,6 +65,7 @@ struct post_s {
     zlistx_t *marking;          //  marks stored this turn, waiting for the commit
     zlistx_t *local;            //  marked replies for local destinations, to write
     zlistx_t *resuming;         //  partly posted replies waiting to send the rest
+    msgpack_zone *zone;         //  decodes each payload, cleared before the next
     uint64_t next_id;
     int64_t now;
     bool draining;
@@ -170,37 +173,47 @@ static void s_free (post_t *self, reply_t *r)
     s_unindex (self->by_ref, &r->job_id, r);
     s_unindex (self->by_pair, &r->pair, r);
     ptable_remove (self->by_id, &r->id);
-    free (r->msg_key);
-    free (r->entity);
-    free (r->chat);
-    free (r->chat_kind);
-    free (r->text);
-    free (r->payload);
-    proto_zone_free (&r->zone);
+    free (r->block);
     free (r);
 }
 
-//  Takes the job's fields; -1 (why in `why`) if its message record cannot be read.
-static int s_set_job (reply_t *r, const post_job_t *job, const char *text, char *why, size_t len)
+//  Takes the job's fields, copied into one block with the payload and what
+//  its message record says; -1 (why in `why`) if that record cannot be read.
+static int s_set_job (post_t *self, reply_t *r, const post_job_t *job, const char *text, char *why,
+                      size_t whylen)
 {
-    free (r->msg_key);
-    free (r->entity);
-    free (r->chat);
-    free (r->chat_kind);
-    free (r->text);
-    free (r->payload);
-    proto_zone_free (&r->zone);
-    r->msg_key = pstrdup (job->msg_key);
-    r->entity = pstrdup (job->entity);
-    r->chat = pstrdup (job->chat);
-    r->chat_kind = pstrdup (job->chat_kind ? job->chat_kind : "");
-    r->text = pstrdup (text ? text : "");
-    r->payload = pmemdup (job->payload, job->payload_size);
+    proto_message_t m;
+    msgpack_zone_clear (self->zone);
+    int rc = proto_record_unpack_in (&proto_message_record, job->payload, job->payload_size, &m,
+                                     self->zone, why, whylen);
+    enum { N = 9 };
+    const char *in[N] = {job->msg_key, job->entity, job->chat, job->chat_kind, text,
+                         rc ? "" : m.source, rc ? "" : m.chat_ref, rc ? "" : m.msg_ref,
+                         rc ? "" : m.author};
+    const char **out[N] = {&r->msg_key, &r->entity,   &r->chat,    &r->chat_kind, &r->text,
+                           &r->source,  &r->chat_ref, &r->msg_ref, &r->author};
+    size_t len[N], total = job->payload_size;
+    for (int i = 0; i < N; i++) {
+        if (!in[i])
+            in[i] = "";
+        len[i] = strlen (in[i]) + 1;
+        total += len[i];
+    }
+    char *block = pmalloc (total), *at = block + job->payload_size;
+    memcpy (block, job->payload, job->payload_size);
+    for (int i = 0; i < N; i++) {
+        memcpy (at, in[i], len[i]);
+        *out[i] = at;
+        at += len[i];
+    }
+    free (r->block);
+    r->block = block;
+    r->payload = (const uint8_t *) block;
     r->payload_size = job->payload_size;
     r->priority = job->priority;
     r->created_ms = job->created_ms;
     r->expires_ms = job->expires_ms;
-    return proto_message_decode (r->payload, r->payload_size, &r->message, &r->zone, why, len);
+    return rc;
 }
 
 //  --- outcomes ------------------------------------------------------------------------------
@@ -265,9 +278,9 @@ static void s_replace (post_t *self, reply_t *r, uint64_t job_id, uint64_t token
     r->llm_ms = llm_ms;
     r->tokens = tokens;
     char why[300];
-    if (s_set_job (r, job, text, why, sizeof why))
+    if (s_set_job (self, r, job, text, why, sizeof why))
         s_settle (self, r, PROTO_OUT_FAILED, why);
-    else if (!(r->dest = dests_route (self->dests, r->message.source)))
+    else if (!(r->dest = dests_route (self->dests, r->source)))
         s_settle (self, r, PROTO_OUT_FAILED, "no destination takes replies for its source");
     else if (s_gate (self, r, 0))
         s_settle (self, r, PROTO_OUT_EXPIRED, "too late to post");
@@ -300,15 +313,15 @@ void post_accept (post_t *self, uint64_t job_id, uint64_t token, const post_job_
     r->llm_ms = llm_ms;
     r->tokens = tokens;
     char why[300], reason[400];
-    if (s_set_job (r, job, text, why, sizeof why)) {
+    if (s_set_job (self, r, job, text, why, sizeof why)) {
         snprintf (reason, sizeof reason, "the job's message record cannot be read: %s", why);
         s_settle (self, r, PROTO_OUT_FAILED, reason);
         return;
     }
-    r->dest = dests_route (self->dests, r->message.source);
+    r->dest = dests_route (self->dests, r->source);
     if (!r->dest) {
         snprintf (reason, sizeof reason, "no destination takes replies for source \"%s\"",
-                  r->message.source);
+                  r->source);
         s_settle (self, r, PROTO_OUT_FAILED, reason);
         return;
     }
@@ -376,10 +389,10 @@ static void s_hand (post_t *self, reply_t *r)
                         r->entity,
                         entity >= 0 ? pcfg_entity (self->config, (size_t) entity)->name : r->entity,
                         r->chat,
-                        r->message.source,
-                        r->message.chat_ref,
-                        r->message.msg_ref,
-                        r->message.author,
+                        r->source,
+                        r->chat_ref,
+                        r->msg_ref,
+                        r->author,
                         r->text,
                         r->created_ms,
                         r->job_id,
@@ -620,6 +633,9 @@ post_t *post_new (const pcfg_t *config, gate_t *gate, ledger_t *ledger, commit_t
     self->marking = zlistx_new ();
     self->local = zlistx_new ();
     self->resuming = zlistx_new ();
+    self->zone = msgpack_zone_new (MSGPACK_ZONE_CHUNK_SIZE);
+    if (!self->zone)
+        palloc_fail ("msgpack zone", MSGPACK_ZONE_CHUNK_SIZE);
     dest_events_t events = {s_on_done, s_on_sending, s_on_first, self};
     self->dests = dests_new (config, &events);
     if (!self->dests)
@@ -647,6 +663,7 @@ void post_destroy (post_t **self_p)
     zlistx_destroy (&self->marking);
     zlistx_destroy (&self->local);
     zlistx_destroy (&self->resuming);
+    msgpack_zone_free (self->zone);
     free (self);
     *self_p = NULL;
 }

@@ -472,7 +472,7 @@ static void test_jsonl_lines_as_jansson_writes_them (void **state)
     //  Plain text, every kind of escape, text beyond ASCII, an empty string.
     const char *texts[] = {"a plain reply, the common case",
                            "\"quoted\" and back\\slash / slash",
-                           "tab\there, newline\nthere, bell\a, delete\x7f, nul-free",
+                           "tab\there, newline\nthere, bell\a, delete\x7f, \b\f\r\x01\x1f, nul-free",
                            "caf\xc3\xa9 \xe2\x80\xa6 \xf0\x9f\x98\x80 (two code units)",
                            ""};
     size_t n = sizeof texts / sizeof texts[0];
