@@ -1,6 +1,7 @@
 /*  commit - the sink's conversation with the broker. See commit.h. */
 #include "sink/commit.h"
 #include "common/palloc.h"
+#include "common/plist.h"
 #include "common/plog.h"
 #include "common/ptable.h"
 #include "proto/proto_sock.h"
@@ -11,14 +12,16 @@
 
 #define MIN_TICK_MS 10
 
-typedef enum { R_FRESH = 1, R_ASKING, R_HELD } s_ref_state_t;
+//  R_DECIDING: its verdict is being handled (in no list); unless that holds
+//  it, it is dropped after.
+typedef enum { R_FRESH = 1, R_ASKING, R_HELD, R_DECIDING } s_ref_state_t;
 
 typedef struct {
     uint64_t job_id, token;     //  adjacent: the table's key
     s_ref_state_t state;
     int64_t sent_at;            //  last COMMIT that named it
-    zlistx_t *list;             //  fresh, asking or held: oldest send first
-    void *handle;
+    plist_t *list;              //  fresh, asking or held: oldest send first
+    plist_node_t node;
 } s_ref_t;
 
 typedef struct {
@@ -41,9 +44,11 @@ struct commit_s {
     int64_t lease_ms;
     commit_events_t events;
     ptable_t *refs;             //  (job_id, token) -> s_ref_t (owns them)
-    zlistx_t *fresh;            //  never asked yet
-    zlistx_t *asking;           //  asked, no verdict yet
-    zlistx_t *held;             //  held: renewed by hold=1
+    plist_t fresh;              //  never asked yet
+    plist_t asking;             //  asked, no verdict yet
+    plist_t held;               //  held: renewed by hold=1
+    proto_commit_item_t *frame; //  the COMMIT being filled (PROTO_BATCH items)
+    size_t frame_count;
     s_outcome_t *outcomes;      //  not sent yet
     size_t outcome_count, outcome_capacity;
     zlistx_t *batches;          //  s_batch_t sent, waiting for OUTCOME_ACK, oldest send first
@@ -81,9 +86,10 @@ commit_t *commit_new (zsock_t *broker, int64_t resend_ms, int64_t lease_ms,
     self->lease_ms = lease_ms;
     self->events = *events;
     self->refs = ptable_new (ptable_hash_u64x2, s_ref_key, s_ref_match);
-    self->fresh = zlistx_new ();
-    self->asking = zlistx_new ();
-    self->held = zlistx_new ();
+    plist_init (&self->fresh);
+    plist_init (&self->asking);
+    plist_init (&self->held);
+    self->frame = pcalloc (PROTO_BATCH, sizeof (proto_commit_item_t));
     self->batches = zlistx_new ();
     return self;
 }
@@ -98,9 +104,7 @@ void commit_destroy (commit_t **self_p)
     while ((r = ptable_next (self->refs, &cursor)))
         free (r);
     ptable_destroy (&self->refs);
-    zlistx_destroy (&self->fresh);
-    zlistx_destroy (&self->asking);
-    zlistx_destroy (&self->held);
+    free (self->frame);
     for (size_t i = 0; i < self->outcome_count; i++)
         free (self->outcomes[i].reason);
     free (self->outcomes);
@@ -113,13 +117,21 @@ void commit_destroy (commit_t **self_p)
 
 //  --- refs ------------------------------------------------------------------------------
 
-static void s_move (s_ref_t *r, zlistx_t *to, s_ref_state_t state)
+//  Moves a ref to the end of `to` (NULL: out of every list).
+static void s_move (s_ref_t *r, plist_t *to, s_ref_state_t state)
 {
     if (r->list)
-        zlistx_detach (r->list, r->handle);
+        plist_remove (r->list, &r->node);
     r->list = to;
-    r->handle = zlistx_add_end (to, r);
+    if (to)
+        plist_append (to, &r->node);
     r->state = state;
+}
+
+static s_ref_t *s_first_of (plist_t *list)
+{
+    plist_node_t *node = plist_first (list);
+    return node ? PLIST_ITEM (node, s_ref_t, node) : NULL;
 }
 
 static s_ref_t *s_ref (commit_t *self, uint64_t job_id, uint64_t token)
@@ -130,14 +142,13 @@ static s_ref_t *s_ref (commit_t *self, uint64_t job_id, uint64_t token)
 
 static void s_drop (commit_t *self, s_ref_t *r)
 {
-    zlistx_detach (r->list, r->handle);
+    s_move (r, NULL, r->state);
     ptable_remove (self->refs, &r->job_id);
     free (r);
 }
 
-void commit_ask (commit_t *self, uint64_t job_id, uint64_t token)
+static s_ref_t *s_ref_get (commit_t *self, uint64_t job_id, uint64_t token)
 {
-    assert (self);
     s_ref_t *r = s_ref (self, job_id, token);
     if (!r) {
         r = pcalloc (1, sizeof *r);
@@ -145,19 +156,25 @@ void commit_ask (commit_t *self, uint64_t job_id, uint64_t token)
         r->token = token;
         ptable_insert (self->refs, r);
     }
+    return r;
+}
+
+void commit_ask (commit_t *self, uint64_t job_id, uint64_t token)
+{
+    assert (self);
+    s_ref_t *r = s_ref_get (self, job_id, token);
     if (r->state != R_HELD)
-        s_move (r, self->fresh, R_FRESH);
+        s_move (r, &self->fresh, R_FRESH);
 }
 
 void commit_hold (commit_t *self, uint64_t job_id, uint64_t token, int64_t now)
 {
     assert (self);
-    commit_ask (self, job_id, token);
-    s_ref_t *r = s_ref (self, job_id, token);
+    s_ref_t *r = s_ref_get (self, job_id, token);
     if (r->state != R_HELD) {
         //  The COMMIT its verdict answered counts as contact.
         r->sent_at = now;
-        s_move (r, self->held, R_HELD);
+        s_move (r, &self->held, R_HELD);
     }
 }
 
@@ -177,7 +194,8 @@ void commit_outcome (commit_t *self, uint64_t job_id, uint64_t token, int status
     self->outcomes = pgrow (self->outcomes, &self->outcome_capacity, self->outcome_count + 1,
                             sizeof (s_outcome_t));
     self->outcomes[self->outcome_count++] =
-        (s_outcome_t) {job_id, token, (uint64_t) status, pstrdup (reason ? reason : ""), at};
+        (s_outcome_t) {job_id, token, (uint64_t) status, reason && *reason ? pstrdup (reason) : NULL,
+                       at};
 }
 
 //  --- answers -------------------------------------------------------------------------------
@@ -198,8 +216,12 @@ void commit_on_verdict (commit_t *self, const proto_verdicts_t *verdicts)
                 self->events.verdict (self->events.ctx, v, true);
             continue;
         }
-        s_drop (self, r);
+        //  The handler may hold it (kept, no new ref), forget it, or leave it.
+        s_move (r, NULL, R_DECIDING);
         self->events.verdict (self->events.ctx, v, false);
+        r = s_ref (self, v->job_id, v->token);
+        if (r && r->state == R_DECIDING)
+            s_drop (self, r);
     }
 }
 
@@ -219,27 +241,22 @@ void commit_on_outcome_ack (commit_t *self, uint64_t seq)
 
 //  --- sending ---------------------------------------------------------------------------------
 
-typedef struct {
-    proto_commit_item_t items[PROTO_BATCH];
-    size_t count;
-} s_frame_t;
-
-static void s_flush (commit_t *self, s_frame_t *f)
+static void s_flush (commit_t *self)
 {
-    if (!f->count)
+    if (!self->frame_count)
         return;
-    proto_commit_t commit = {++self->next_seq, f->items, f->count};
+    proto_commit_t commit = {++self->next_seq, self->frame, self->frame_count};
     //  Not taken (no broker yet, or its queue is full): the resend brings it.
     proto_send (self->broker, PROTO_COMMIT, &commit);
-    f->count = 0;
+    self->frame_count = 0;
 }
 
-static void s_name (commit_t *self, s_frame_t *f, s_ref_t *r, uint64_t hold, int64_t now)
+static void s_name (commit_t *self, s_ref_t *r, uint64_t hold, int64_t now)
 {
-    f->items[f->count++] = (proto_commit_item_t) {r->job_id, r->token, hold};
+    self->frame[self->frame_count++] = (proto_commit_item_t) {r->job_id, r->token, hold};
     r->sent_at = now;
-    if (f->count == PROTO_BATCH)
-        s_flush (self, f);
+    if (self->frame_count == PROTO_BATCH)
+        s_flush (self);
 }
 
 static void s_send_outcomes (commit_t *self, s_batch_t *b)
@@ -247,7 +264,8 @@ static void s_send_outcomes (commit_t *self, s_batch_t *b)
     proto_outcome_item_t *items = pcalloc (b->count, sizeof *items);
     for (size_t i = 0; i < b->count; i++) {
         s_outcome_t *o = &b->items[i];
-        items[i] = (proto_outcome_item_t) {o->job_id, o->token, o->status, o->reason, (uint64_t) o->at};
+        items[i] = (proto_outcome_item_t) {o->job_id, o->token, o->status, o->reason ? o->reason : "",
+                                           (uint64_t) o->at};
     }
     proto_outcome_t outcome = {b->seq, items, b->count};
     proto_send (self->broker, PROTO_OUTCOME, &outcome);
@@ -257,31 +275,28 @@ static void s_send_outcomes (commit_t *self, s_batch_t *b)
 void commit_send (commit_t *self, int64_t now)
 {
     assert (self);
-    s_frame_t *f = pmalloc (sizeof *f);
-    f->count = 0;
     s_ref_t *r;
-    while ((r = zlistx_first (self->fresh))) {
-        s_name (self, f, r, 0, now);
-        s_move (r, self->asking, R_ASKING);
+    while ((r = s_first_of (&self->fresh))) {
+        s_name (self, r, 0, now);
+        s_move (r, &self->asking, R_ASKING);
         self->stats.asked++;
     }
     //  Lists are in order of last send: stop at the first one not yet due.
-    while ((r = zlistx_first (self->asking)) && r->sent_at != now
+    while ((r = s_first_of (&self->asking)) && r->sent_at != now
            && now - r->sent_at >= self->resend_ms) {
-        s_name (self, f, r, 0, now);
-        s_move (r, self->asking, R_ASKING);
+        s_name (self, r, 0, now);
+        s_move (r, &self->asking, R_ASKING);
         self->stats.resent++;
     }
     //  Due at a quarter of the lease, checked every tick (at most a twelfth):
     //  never more than a third of the lease between two renewals.
     int64_t renew = self->lease_ms / 4;
-    while ((r = zlistx_first (self->held)) && r->sent_at != now && now - r->sent_at >= renew) {
-        s_name (self, f, r, 1, now);
-        s_move (r, self->held, R_HELD);
+    while ((r = s_first_of (&self->held)) && r->sent_at != now && now - r->sent_at >= renew) {
+        s_name (self, r, 1, now);
+        s_move (r, &self->held, R_HELD);
         self->stats.renewals++;
     }
-    s_flush (self, f);
-    free (f);
+    s_flush (self);
     //  Outcomes not acknowledged in time go again, then the new ones.
     s_batch_t *b;
     while ((b = zlistx_first (self->batches)) && b->sent_at != now
@@ -312,13 +327,13 @@ void commit_send (commit_t *self, int64_t now)
 int64_t commit_wakeup (commit_t *self, int64_t now)
 {
     assert (self);
-    if (zlistx_size (self->fresh) || self->outcome_count)
+    if (plist_size (&self->fresh) || self->outcome_count)
         return now;
     int64_t wake = INT64_MAX;
-    s_ref_t *r = zlistx_first (self->asking);
+    s_ref_t *r = s_first_of (&self->asking);
     if (r)
         wake = r->sent_at + self->resend_ms;
-    r = zlistx_first (self->held);
+    r = s_first_of (&self->held);
     if (r && r->sent_at + self->lease_ms / 4 < wake)
         wake = r->sent_at + self->lease_ms / 4;
     s_batch_t *b = zlistx_first (self->batches);
@@ -345,8 +360,8 @@ void commit_stats (commit_t *self, commit_stats_t *stats)
 {
     assert (self);
     *stats = self->stats;
-    stats->asking = zlistx_size (self->fresh) + zlistx_size (self->asking);
-    stats->held = zlistx_size (self->held);
+    stats->asking = plist_size (&self->fresh) + plist_size (&self->asking);
+    stats->held = plist_size (&self->held);
     stats->unacked = self->outcome_count;
     for (s_batch_t *b = zlistx_first (self->batches); b; b = zlistx_next (self->batches))
         stats->unacked += b->count;

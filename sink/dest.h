@@ -92,6 +92,10 @@ struct dest_s {
     bool holds;
     //  Posts; calls done (maybe at once). Returns -1 if it cannot start.
     int (*post) (dest_t *self, const dest_post_t *post, void *tag, int64_t now);
+    //  May be NULL. Finishes the posts made since the last flush (and calls
+    //  their done): a destination that writes at once may gather a turn's
+    //  posts into one write. The sink flushes at the end of every posting.
+    void (*flush) (dest_t *self);
     //  True if a post with this msg_key and entity is known to have been
     //  made (used to settle a post interrupted by a crash); -1 if the
     //  destination cannot tell.

@@ -59,6 +59,13 @@ dest_t *dests_route (dests_t *self, const char *source)
     return NULL;
 }
 
+void dests_flush (dests_t *self)
+{
+    for (size_t i = 0; i < self->count; i++)
+        if (self->items[i]->flush)
+            self->items[i]->flush (self->items[i]);
+}
+
 void dests_restore (dests_t *self, const char *entity, const char *chat, int64_t at)
 {
     const char *slash = strchr (chat, '/');

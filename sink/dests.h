@@ -24,6 +24,9 @@ dest_t *dests_get (dests_t *self, size_t index);
 //  The destination for replies to messages from `source`, or NULL.
 dest_t *dests_route (dests_t *self, const char *source);
 
+//  Finishes what every destination gathered (dest_t.flush).
+void dests_flush (dests_t *self);
+
 //  A post made before a restart to chat key `chat` ("source/chat id"):
 //  the destination that takes that source holds its limits to it.
 void dests_restore (dests_t *self, const char *entity, const char *chat, int64_t at);

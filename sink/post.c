@@ -3,6 +3,7 @@
 #include "common/palloc.h"
 #include "common/pbackoff.h"
 #include "common/pkey.h"
+#include "common/plist.h"
 #include "common/plog.h"
 #include "common/ptable.h"
 #include "proto/proto.h"
@@ -36,6 +37,7 @@ typedef struct {
     const uint8_t *payload;
     uint32_t payload_size;
     int priority;
+    int entity_index;           //  in the configuration, or -1
     int64_t created_ms, expires_ms;
     uint64_t llm_ms, tokens;
     dest_t *dest;
@@ -48,8 +50,8 @@ typedef struct {
     int64_t first_at;           //  its first part was posted then; 0 = not (known to be)
     uint32_t attempts;
     int64_t not_before;         //  R_RESUMING
-    zlistx_t *list;             //  marking, local or resuming, if in one
-    void *handle;
+    plist_t *list;              //  marking, local or resuming, if in one
+    plist_node_t node;
 } reply_t;
 
 struct post_s {
@@ -62,9 +64,9 @@ struct post_s {
     ptable_t *by_id;            //  id -> reply_t (owns them)
     ptable_t *by_ref;           //  (job_id, token) -> reply_t
     ptable_t *by_pair;          //  pair fingerprint -> reply_t
-    zlistx_t *marking;          //  marks stored this turn, waiting for the commit
-    zlistx_t *local;            //  marked replies for local destinations, to write
-    zlistx_t *resuming;         //  partly posted replies waiting to send the rest
+    plist_t marking;            //  marks stored this turn, waiting for the commit
+    plist_t local;              //  marked replies for local destinations, to write
+    plist_t resuming;           //  partly posted replies waiting to send the rest
     msgpack_zone *zone;         //  decodes each payload, cleared before the next
     uint64_t next_id;
     int64_t now;
@@ -138,12 +140,20 @@ static int64_t s_clock (post_t *self)
     return self->now;
 }
 
-static void s_list (reply_t *r, zlistx_t *list)
+static void s_list (reply_t *r, plist_t *list)
 {
     if (r->list)
-        zlistx_detach (r->list, r->handle);
+        plist_remove (r->list, &r->node);
     r->list = list;
-    r->handle = list ? zlistx_add_end (list, r) : NULL;
+    if (list)
+        plist_append (list, &r->node);
+}
+
+//  The first reply of a list, or NULL.
+static reply_t *s_first_of (plist_t *list)
+{
+    plist_node_t *node = plist_first (list);
+    return node ? PLIST_ITEM (node, reply_t, node) : NULL;
 }
 
 static void s_reindex (post_t *self, reply_t *r, uint64_t job_id, uint64_t token)
@@ -211,6 +221,7 @@ static int s_set_job (post_t *self, reply_t *r, const post_job_t *job, const cha
     r->payload = (const uint8_t *) block;
     r->payload_size = job->payload_size;
     r->priority = job->priority;
+    r->entity_index = pcfg_entity_index (self->config, r->entity);
     r->created_ms = job->created_ms;
     r->expires_ms = job->expires_ms;
     return rc;
@@ -240,7 +251,7 @@ static void s_drop (post_t *self, reply_t *r)
 
 static int s_gate (post_t *self, reply_t *r, int64_t not_before)
 {
-    gate_reply_t g = {r->id,         pcfg_entity_index (self->config, r->entity),
+    gate_reply_t g = {r->id,         r->entity_index,
                       r->chat,       r->chat_kind,
                       r->priority,   r->created_ms,
                       r->expires_ms, not_before};
@@ -379,12 +390,12 @@ static void s_mark (post_t *self, reply_t *r)
     sink_store_mark (self->store, &m);
     r->durable = false;
     r->state = R_MARKING;
-    s_list (r, self->marking);
+    s_list (r, &self->marking);
 }
 
 static void s_hand (post_t *self, reply_t *r)
 {
-    int entity = pcfg_entity_index (self->config, r->entity);
+    int entity = r->entity_index;
     dest_post_t post = {r->msg_key,
                         r->entity,
                         entity >= 0 ? pcfg_entity (self->config, (size_t) entity)->name : r->entity,
@@ -417,7 +428,7 @@ static void s_release (post_t *self, reply_t *r)
     s_mark (self, r);
     if (r->durable) {
         r->state = R_READY;
-        s_list (r, self->local);
+        s_list (r, &self->local);
     }
 }
 
@@ -436,16 +447,17 @@ void post_apply (post_t *self, int64_t now)
         else
             s_release (self, r);
     }
-    for (size_t n = zlistx_size (self->resuming); n > 0 && !self->draining; n--) {
-        reply_t *r = zlistx_first (self->resuming);
+    for (size_t n = plist_size (&self->resuming); n > 0 && !self->draining; n--) {
+        reply_t *r = s_first_of (&self->resuming);
         if (r->not_before > now) {
-            s_list (r, self->resuming);     //  to the end: each is visited once
+            s_list (r, &self->resuming);     //  to the end: each is visited once
             continue;
         }
         s_list (r, NULL);
         r->state = R_POSTING;
         s_hand (self, r);
     }
+    dests_flush (self->dests);
 }
 
 bool post_committed (post_t *self)
@@ -453,8 +465,8 @@ bool post_committed (post_t *self)
     assert (self);
     bool any = false;
     reply_t *r;
-    while ((r = zlistx_first (self->marking))) {
-        s_list (r, r->in_dest ? NULL : self->local);
+    while ((r = s_first_of (&self->marking))) {
+        s_list (r, r->in_dest ? NULL : &self->local);
         r->durable = true;
         r->state = R_READY;     //  a destination that holds it asks again next turn
         any = true;
@@ -467,7 +479,7 @@ void post_send (post_t *self, int64_t now)
     assert (self);
     self->now = now;
     reply_t *r;
-    while ((r = zlistx_first (self->local))) {
+    while ((r = s_first_of (&self->local))) {
         s_list (r, NULL);
         //  Freshness, right before the write.
         if (r->expires_ms && now > r->expires_ms) {
@@ -478,17 +490,21 @@ void post_send (post_t *self, int64_t now)
         r->state = R_POSTING;
         s_hand (self, r);
     }
+    //  Destinations that gather a turn's posts write them now.
+    dests_flush (self->dests);
 }
 
 int64_t post_wakeup (post_t *self, int64_t now)
 {
     assert (self);
-    if (zlistx_size (self->local))
+    if (plist_size (&self->local))
         return now;
     int64_t wake = self->draining ? GATE_NEVER : gate_wakeup (self->gate, now);
-    for (reply_t *r = zlistx_first (self->resuming); r; r = zlistx_next (self->resuming))
+    for (plist_node_t *n = plist_first (&self->resuming); n; n = plist_next (&self->resuming, n)) {
+        reply_t *r = PLIST_ITEM (n, reply_t, node);
         if (r->not_before < wake)
             wake = r->not_before;
+    }
     return wake;
 }
 
@@ -513,7 +529,7 @@ void post_stop (post_t *self)
 bool post_busy (post_t *self)
 {
     assert (self);
-    return self->in_dest > 0 || zlistx_size (self->local) > 0;
+    return self->in_dest > 0 || plist_size (&self->local) > 0;
 }
 
 //  --- what destinations say ---------------------------------------------------------------------
@@ -569,7 +585,7 @@ static void s_retry (post_t *self, reply_t *r, const char *reason, int64_t retry
     if (r->first_at) {
         r->state = R_RESUMING;
         r->not_before = self->now + delay;
-        s_list (r, self->resuming);
+        s_list (r, &self->resuming);
         return;
     }
     //  Certainly not posted: no mark until it is about to go again.
@@ -630,9 +646,9 @@ post_t *post_new (const pcfg_t *config, gate_t *gate, ledger_t *ledger, commit_t
     self->by_id = ptable_new (ptable_hash_u64, s_id_of, s_id_match);
     self->by_ref = ptable_new (ptable_hash_u64x2, s_ref_of, s_ref_match);
     self->by_pair = ptable_new (pkey_fp_hash, s_pair_of, s_pair_match);
-    self->marking = zlistx_new ();
-    self->local = zlistx_new ();
-    self->resuming = zlistx_new ();
+    plist_init (&self->marking);
+    plist_init (&self->local);
+    plist_init (&self->resuming);
     self->zone = msgpack_zone_new (MSGPACK_ZONE_CHUNK_SIZE);
     if (!self->zone)
         palloc_fail ("msgpack zone", MSGPACK_ZONE_CHUNK_SIZE);
@@ -660,9 +676,6 @@ void post_destroy (post_t **self_p)
     ptable_destroy (&self->by_id);
     ptable_destroy (&self->by_ref);
     ptable_destroy (&self->by_pair);
-    zlistx_destroy (&self->marking);
-    zlistx_destroy (&self->local);
-    zlistx_destroy (&self->resuming);
     msgpack_zone_free (self->zone);
     free (self);
     *self_p = NULL;

@@ -1,6 +1,7 @@
 /*  The sink's safety net for platform limits (dest_limit) and the outbox
     that holds, splits and resumes posts (dest_outbox), on a virtual clock;
-    and the JSON-lines destination when its writes fail part way. */
+    and the JSON-lines destination: its lines, and its writes when they fail
+    part way. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -390,6 +391,7 @@ static int s_torn_write_steps (const char *path)
         return 2;
     dest_post_t p = s_post ("tg/-1/1", "the first reply, written whole");
     d->post (d, &p, NULL, 1000);
+    d->flush (d);
     struct stat st;
     if (o.count != 1 || o.status != DEST_OK || stat (path, &st))
         return 3;
@@ -404,6 +406,7 @@ static int s_torn_write_steps (const char *path)
         return 4;
     p = s_post ("tg/-1/2", "the second reply, which does not fit");
     d->post (d, &p, NULL, 2000);
+    d->flush (d);
     if (o.count != 2 || o.status != DEST_RETRY)
         return 5;
     //  The reason names the file and the error.
@@ -415,6 +418,7 @@ static int s_torn_write_steps (const char *path)
     setrlimit (RLIMIT_FSIZE, &old);
     p = s_post ("tg/-1/3", "the third reply, after the disk has room again");
     d->post (d, &p, NULL, 3000);
+    d->flush (d);
     if (o.count != 3 || o.status != DEST_OK)
         return 8;
     char keys[8][32];
@@ -485,6 +489,7 @@ static void test_jsonl_lines_as_jansson_writes_them (void **state)
         p.job_id = UINT64_C (1) << 62;
         int64_t now = 1700000000123 + (int64_t) i;
         d->post (d, &p, NULL, now);
+        d->flush (d);
         assert_int_equal (o.count, (int) i + 1);
         assert_int_equal (o.status, DEST_OK);
         json_t *line = json_pack (
@@ -507,6 +512,7 @@ static void test_jsonl_lines_as_jansson_writes_them (void **state)
     //  Text that is not UTF-8 cannot be a JSON string: the post fails, nothing is written.
     dest_post_t bad = s_post ("tg/-1/9", "broken \xc3 sequence");
     d->post (d, &bad, NULL, 5000);
+    d->flush (d);
     assert_int_equal (o.status, DEST_FAIL);
     FILE *f = fopen (path, "r");
     assert_non_null (f);
@@ -522,6 +528,116 @@ static void test_jsonl_lines_as_jansson_writes_them (void **state)
     rmdir (dir);
 }
 
+//  --- jsonl: a turn's lines go in one write; a write cut short keeps the whole lines ---
+
+typedef struct {
+    int status[4];              //  by tag; -1 = not reported
+    int first[4];
+} s_turn_t;
+
+static void s_turn_done (void *ctx, void *tag, int status, const char *reason, int64_t retry_after)
+{
+    (void) reason, (void) retry_after;
+    s_turn_t *t = ctx;
+    t->status[(intptr_t) tag] = status;
+}
+
+static void s_turn_first (void *ctx, void *tag, int64_t at)
+{
+    (void) at;
+    s_turn_t *t = ctx;
+    t->first[(intptr_t) tag]++;
+}
+
+//  In a child process (a file size limit applies to the whole process):
+//  0, or the number of the step that went wrong.
+static int s_turn_steps (const char *path)
+{
+    char json[600], err[300];
+    snprintf (json, sizeof json,
+              "{\"sink\":{\"destinations\":[{\"name\":\"out\",\"type\":\"jsonl\","
+              "\"path\":\"%s\"}]}}",
+              path);
+    pcfg_t *config = pcfg_load_string (json, "test", true, err, sizeof err);
+    if (!config)
+        return 1;
+    s_turn_t t = {{-1, -1, -1, -1}, {0}};
+    dest_events_t events = {.done = s_turn_done, .first = s_turn_first, .ctx = &t};
+    dest_t *d = dest_new (config->destinations.items, config, &events);
+    if (!d)
+        return 2;
+    //  Three posts: nothing is written, nothing reported, until the flush.
+    const char *keys[] = {"", "tg/-1/1", "tg/-1/2", "tg/-1/3"};
+    dest_post_t p[4];
+    for (int i = 1; i <= 3; i++) {
+        p[i] = s_post (keys[i], "a reply of the turn");
+        d->post (d, &p[i], (void *) (intptr_t) i, 1000 + i);
+    }
+    struct stat st;
+    if (t.status[1] != -1 || t.status[3] != -1 || (stat (path, &st) == 0 && st.st_size != 0))
+        return 3;
+    //  Room for the first line and half of the second: one write, cut short.
+    d->flush (d);
+    if (t.status[1] != DEST_OK || t.status[2] != DEST_OK || t.status[3] != DEST_OK
+        || stat (path, &st))
+        return 4;
+    off_t three = st.st_size, one = three / 3;
+    if (truncate (path, 0))
+        return 5;
+    signal (SIGXFSZ, SIG_IGN);
+    struct rlimit old, small;
+    getrlimit (RLIMIT_FSIZE, &old);
+    small = old;
+    small.rlim_cur = (rlim_t) (one + one / 2);
+    if (setrlimit (RLIMIT_FSIZE, &small))
+        return 6;
+    t = (s_turn_t) {{-1, -1, -1, -1}, {0}};
+    for (int i = 1; i <= 3; i++)
+        d->post (d, &p[i], (void *) (intptr_t) i, 2000 + i);
+    d->flush (d);
+    //  The whole first line is posted; the torn second is cut back and retried with the third.
+    if (t.status[1] != DEST_OK || t.first[1] != 1 || t.status[2] != DEST_RETRY
+        || t.status[3] != DEST_RETRY || t.first[2] || t.first[3])
+        return 7;
+    if (stat (path, &st) || st.st_size != one)
+        return 8;
+    setrlimit (RLIMIT_FSIZE, &old);
+    t = (s_turn_t) {{-1, -1, -1, -1}, {0}};
+    for (int i = 2; i <= 3; i++)
+        d->post (d, &p[i], (void *) (intptr_t) i, 3000 + i);
+    d->flush (d);
+    if (t.status[2] != DEST_OK || t.status[3] != DEST_OK)
+        return 9;
+    char got[3][32];
+    if (s_whole_lines (path, got, 3) != 3 || strcmp (got[0], keys[1]) || strcmp (got[1], keys[2])
+        || strcmp (got[2], keys[3]))
+        return 10;
+    dest_destroy (&d);
+    pcfg_destroy (&config);
+    return 0;
+}
+
+static void test_jsonl_turn_is_one_write_cut_at_a_whole_line (void **state)
+{
+    (void) state;
+    char dir[] = "/tmp/parley-test-dest-XXXXXX";
+    assert_non_null (mkdtemp (dir));
+    char path[300];
+    snprintf (path, sizeof path, "%s/replies.jsonl", dir);
+    fflush (NULL);
+    pid_t pid = fork ();
+    assert_true (pid >= 0);
+    if (pid == 0)
+        _exit (s_turn_steps (path));
+    int status = 0;
+    assert_int_equal (waitpid (pid, &status, 0), pid);
+    assert_true (WIFEXITED (status));
+    if (WEXITSTATUS (status))
+        fail_msg ("step %d of the turn test failed", WEXITSTATUS (status));
+    unlink (path);
+    rmdir (dir);
+}
+
 int main (void)
 {
     const struct CMUnitTest tests[] = {
@@ -533,6 +649,7 @@ int main (void)
         cmocka_unit_test (test_outbox_asks_before_sending),
         cmocka_unit_test (test_jsonl_torn_write_is_cut_back),
         cmocka_unit_test (test_jsonl_lines_as_jansson_writes_them),
+        cmocka_unit_test (test_jsonl_turn_is_one_write_cut_at_a_whole_line),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }
