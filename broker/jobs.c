@@ -37,11 +37,6 @@ static bool s_pair_match (const void *item, const void *key)
     return strcmp (((const bjob_t *) item)->pair, key) == 0;
 }
 
-static bool s_deadline_less (const void *a, const void *b)
-{
-    return ((const bjob_t *) a)->deadline < ((const bjob_t *) b)->deadline;
-}
-
 bjobs_t *bjobs_new (const pcfg_t *config, sched_t *sched, store_t *store, bdlq_t *dlq)
 {
     bjobs_t *self = pcalloc (1, sizeof *self);
@@ -52,7 +47,6 @@ bjobs_t *bjobs_new (const pcfg_t *config, sched_t *sched, store_t *store, bdlq_t
     self->by_id = ptable_new (ptable_hash_u64, s_id_of, s_id_match);
     self->by_pair = ptable_new (ptable_hash_str, s_pair_of, s_pair_match);
     self->finished = pseen_new ((size_t) config->dedupe_max_keys, config->dedupe_retention_s * 1000);
-    heap_init (&self->deadlines, s_deadline_less, offsetof (bjob_t, pos_deadline));
     return self;
 }
 
@@ -74,7 +68,7 @@ void bjobs_destroy (bjobs_t **self_p)
     ptable_destroy (&self->by_id);
     ptable_destroy (&self->by_pair);
     pseen_destroy (&self->finished);
-    heap_destroy (&self->deadlines);
+    bdeadlines_destroy (&self->deadlines);
     free (self);
     *self_p = NULL;
 }
@@ -107,11 +101,7 @@ void bjobs__set_state (bjobs_t *self, bjob_t *job, int state)
 
 void bjobs__set_deadline (bjobs_t *self, bjob_t *job, int64_t at)
 {
-    job->deadline = at;
-    if (heap_contains (&self->deadlines, job))
-        heap_update (&self->deadlines, job);
-    else
-        heap_push (&self->deadlines, job);
+    bdeadlines_set (&self->deadlines, job, at);
 }
 
 const char *bjobs__entity (bjobs_t *self, const bjob_t *job)
@@ -155,7 +145,7 @@ static void s_finish (bjobs_t *self, bjob_t *job, int64_t now)
 {
     sched_done (self->sched, &job->sj, now);
     sched_remove (self->sched, &job->sj);
-    heap_remove (&self->deadlines, job);
+    bdeadlines_remove (&self->deadlines, job);
     if (job->link.worker)
         bworkers_unlink (job);
     bjobs__set_state (self, job, 0);
@@ -199,7 +189,7 @@ static void s_requeue (bjobs_t *self, bjob_t *job, int64_t not_before, int64_t n
     if (job->link.worker)
         bworkers_unlink (job);
     sched_done (self->sched, &job->sj, now);
-    heap_remove (&self->deadlines, job);
+    bdeadlines_remove (&self->deadlines, job);
     bjobs__set_state (self, job, JOB_QUEUED);
     job->token = 0;
     job->alone = false;
@@ -373,7 +363,7 @@ void bjobs_unpop (bjobs_t *self, bjob_t *job, int64_t now, int64_t not_before)
     bjobs__unreserve (self, job, now);
     job->attempt--;
     self->counters.dispatched--;
-    heap_remove (&self->deadlines, job);
+    bdeadlines_remove (&self->deadlines, job);
     bjobs__set_state (self, job, JOB_QUEUED);
     job->token = 0;
     job->sj.not_before = not_before;
@@ -434,7 +424,7 @@ void bjobs_take_back (bjobs_t *self, bjob_t *job, bjobs_why_t why, const char *d
         bworkers_unlink (job);
     sched_done (self->sched, &job->sj, now);
     bjobs__unreserve (self, job, now);
-    heap_remove (&self->deadlines, job);
+    bdeadlines_remove (&self->deadlines, job);
     if (plog_limiter_allow (&self->back_log, 20))
         plog_info ("job %s for %s taken back: %s", bjob_msg_key (job), bjobs__entity (self, job), detail);
     switch (why) {
@@ -599,8 +589,7 @@ void bjobs_tick (bjobs_t *self, int64_t now)
         s_finish (self, (bjob_t *) sj, now);
     }
     bjob_t *job;
-    while ((job = heap_top (&self->deadlines)) && job->deadline <= now) {
-        heap_pop (&self->deadlines);
+    while ((job = bdeadlines_due (&self->deadlines, now))) {
         char detail[300];
         switch (job->state) {
         case JOB_DISPATCHED:
@@ -647,8 +636,8 @@ void bjobs_tick (bjobs_t *self, int64_t now)
 int64_t bjobs_wakeup (bjobs_t *self, int64_t now)
 {
     (void) now;
-    bjob_t *job = heap_top (&self->deadlines);
-    return job ? job->deadline : SCHED_NEVER;
+    int64_t next = bdeadlines_next (&self->deadlines);
+    return next == INT64_MAX ? SCHED_NEVER : next;
 }
 
 //  --- looking and counting -------------------------------------------------------------------

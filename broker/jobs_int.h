@@ -18,6 +18,17 @@
 
 #define LEAD_SAMPLES 64          //  recent hand-off times the dispatch lead is taken from
 
+//  jobs_deadlines.c: every job that is not QUEUED, by deadline (lazily: see there).
+typedef struct {
+    int64_t at;                 //  the entry's key: never later than job->deadline
+    bjob_t *job;
+} bdeadline_t;
+
+typedef struct {
+    bdeadline_t *items;
+    size_t size, capacity;
+} bdeadlines_t;
+
 struct bjobs_s {
     const pcfg_t *config;
     sched_t *sched;
@@ -26,7 +37,7 @@ struct bjobs_s {
     ptable_t *by_id;            //  id -> bjob_t
     ptable_t *by_pair;          //  pair key -> bjob_t: one active job per pair
     pseen_t *finished;          //  fingerprints of finished pairs, bounded
-    heap_t deadlines;           //  every job that is not QUEUED, by deadline
+    bdeadlines_t deadlines;     //  every job that is not QUEUED, by deadline
     size_t state_count[JOB_STATES];
     uint64_t next_job_id;
     uint64_t tokens[TOKENS_BUFFERED];
@@ -46,6 +57,16 @@ void bjobs__chat_source (const char *chat, char *source, size_t len);
 bjob_t *bjobs__job_new (uint64_t id, const char *entity, const char *msg_key, const void *payload,
                         uint32_t payload_size);
 void bjobs__job_free (bjob_t *job);
+
+//  jobs_deadlines.c
+void bdeadlines_destroy (bdeadlines_t *self);
+//  Sets the job's deadline, and adds it if it has none.
+void bdeadlines_set (bdeadlines_t *self, bjob_t *job, int64_t at);
+void bdeadlines_remove (bdeadlines_t *self, bjob_t *job);
+//  Takes out and returns a job whose deadline is at or before `now`; NULL when none is.
+bjob_t *bdeadlines_due (bdeadlines_t *self, int64_t now);
+//  When to look again (INT64_MAX: nothing has a deadline).
+int64_t bdeadlines_next (const bdeadlines_t *self);
 
 //  jobs_store.c
 store_job_t bjobs__row (bjobs_t *self, const bjob_t *job);
