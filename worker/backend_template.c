@@ -88,6 +88,13 @@ char *backend_template_reply (const pcfg_entity_t *entity, const proto_message_t
     size_t len = 0, cap = 0;
     s_append (&out, &len, &cap, "", 0);
     for (const char *p = tmpl; *p;) {
+        //  The text up to the next brace as it is, then a placeholder or the brace.
+        size_t run = strcspn (p, "{");
+        if (run) {
+            s_append (&out, &len, &cap, p, run);
+            p += run;
+            continue;
+        }
         const char *value = NULL;
         size_t skip = 0;
         if (!strncmp (p, "{author}", 8))

@@ -8,10 +8,13 @@
 #include "worker/worker_int.h"
 #include "worker/reply.h"
 #include "common/palloc.h"
+#include "proto/proto_defs.h"
+#include "proto/proto_record.h"
 
 #include <string.h>
 
 #define MAX_REPLY 16384     //  longest reply kept, in bytes, whatever the platform
+#define ZONE_SLACK 512      //  a decoded message's zone: its payload's size and this
 
 void worker_job_free (wjob_t **job_p)
 {
@@ -80,9 +83,16 @@ static wjob_t *s_job_new (worker_t *self, const proto_job_t *item, int64_t now)
         memcpy (payload, item->payload.data, item->payload.size);
     job->payload.data = payload;
     job->payload.size = item->payload.size;
+    //  The message's strings live as long as the job, in a zone of its own
+    //  sized to the payload: msgpack's default zone is 8 KiB, a malloc large
+    //  enough to cost more than the rest of taking a job.
+    msgpack_zone *zone = msgpack_zone_new (job->payload.size + ZONE_SLACK);
+    if (!zone)
+        palloc_fail ("msgpack zone", job->payload.size + ZONE_SLACK);
+    job->zone = zone;
     char why[300];
-    if (proto_message_decode (job->payload.data, job->payload.size, &job->message, &job->zone, why,
-                              sizeof why)) {
+    if (proto_record_unpack_in (&proto_message_record, job->payload.data, job->payload.size,
+                                &job->message, zone, why, sizeof why)) {
         char reason[400];
         snprintf (reason, sizeof reason, "malformed message payload: %s", why);
         self->counters.malformed++;

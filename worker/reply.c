@@ -11,6 +11,8 @@
 static void s_drop_reasoning (char *text)
 {
     char *open;
+    if (!strchr (text, '<'))
+        return;     //  nearly every reply: no tag at all (strcasestr costs a setup per call)
     while ((open = strcasestr (text, "<think>"))) {
         char *close = strcasestr (open, "</think>");
         if (!close) {
