@@ -53,6 +53,7 @@ bjobs_t *bjobs_new (const pcfg_t *config, sched_t *sched, store_t *store, bdlq_t
 void bjobs__job_free (bjob_t *job)
 {
     free (job->history);
+    free (job->flight);
     free (job);
 }
 
@@ -97,6 +98,27 @@ void bjobs__set_state (bjobs_t *self, bjob_t *job, int state)
     job->state = (uint8_t) state;
     if (state)
         self->state_count[state]++;
+}
+
+bjob_flight_t *bjobs__flight (bjob_t *job)
+{
+    if (!job->flight) {
+        job->flight = pcalloc (1, sizeof (bjob_flight_t));
+        job->flight->job = job;
+        job->flight->pos_deadline = HEAP_NONE;
+    }
+    return job->flight;
+}
+
+//  Out of any worker's hands and out of the deadlines: the job is queued or finished.
+static void s_land (bjobs_t *self, bjob_t *job)
+{
+    if (!job->flight)
+        return;
+    bworkers_unlink (job);
+    bdeadlines_remove (&self->deadlines, job);
+    free (job->flight);
+    job->flight = NULL;
 }
 
 void bjobs__set_deadline (bjobs_t *self, bjob_t *job, int64_t at)
@@ -145,9 +167,7 @@ static void s_finish (bjobs_t *self, bjob_t *job, int64_t now)
 {
     sched_done (self->sched, &job->sj, now);
     sched_remove (self->sched, &job->sj);
-    bdeadlines_remove (&self->deadlines, job);
-    if (job->link.worker)
-        bworkers_unlink (job);
+    s_land (self, job);
     bjobs__set_state (self, job, 0);
     if (self->store)
         store_job_gone (self->store, &job->anchor, job->id);
@@ -186,12 +206,9 @@ static void s_requeue (bjobs_t *self, bjob_t *job, int64_t not_before, int64_t n
 {
     //  Out of any worker's hands and out of flight first (a job the sink
     //  committed may still be with its worker, whose RELEASE is on its way).
-    if (job->link.worker)
-        bworkers_unlink (job);
+    s_land (self, job);
     sched_done (self->sched, &job->sj, now);
-    bdeadlines_remove (&self->deadlines, job);
     bjobs__set_state (self, job, JOB_QUEUED);
-    job->token = 0;
     job->alone = false;
     job->sj.not_before = not_before;
     sched_push (self->sched, &job->sj, now);
@@ -270,7 +287,6 @@ bjob_t *bjobs__job_new (uint64_t id, const char *entity, const char *msg_key, co
     if (payload_size)
         memcpy (job->pair + job->pair_len + 1, payload, payload_size);
     job->payload_size = payload_size;
-    job->pos_deadline = HEAP_NONE;
     return job;
 }
 
@@ -337,7 +353,7 @@ bjobs_accept_t bjobs_accept (bjobs_t *self, const proto_job_spec_t *spec, int64_
 static int64_t s_lease_end (bjobs_t *self, const bjob_t *job, int64_t now)
 {
     int64_t end = now + self->config->stale_claim_timeout_ms;
-    int64_t hold_end = job->dispatched_at + self->config->max_hold_ms;
+    int64_t hold_end = job->flight->dispatched_at + self->config->max_hold_ms;
     return end < hold_end ? end : hold_end;
 }
 
@@ -348,9 +364,9 @@ bjob_t *bjobs_next (bjobs_t *self, int64_t now)
         return NULL;
     bjob_t *job = (bjob_t *) sj;
     bjobs__set_state (self, job, JOB_DISPATCHED);
-    job->token = s_token (self);
+    bjobs__flight (job)->token = s_token (self);
     job->attempt++;
-    job->dispatched_at = now;
+    job->flight->dispatched_at = now;
     bjobs__set_deadline (self, job, s_lease_end (self, job, now));
     bjobs__reserve (self, job);
     self->counters.dispatched++;
@@ -363,9 +379,8 @@ void bjobs_unpop (bjobs_t *self, bjob_t *job, int64_t now, int64_t not_before)
     bjobs__unreserve (self, job, now);
     job->attempt--;
     self->counters.dispatched--;
-    bdeadlines_remove (&self->deadlines, job);
+    s_land (self, job);
     bjobs__set_state (self, job, JOB_QUEUED);
-    job->token = 0;
     job->sj.not_before = not_before;
     sched_push (self->sched, &job->sj, now);
 }
@@ -420,11 +435,9 @@ void bjobs_released (bjobs_t *self, bjob_t *job, const proto_release_item_t *ite
 
 void bjobs_take_back (bjobs_t *self, bjob_t *job, bjobs_why_t why, const char *detail, int64_t now)
 {
-    if (job->link.worker)
-        bworkers_unlink (job);
+    s_land (self, job);
     sched_done (self->sched, &job->sj, now);
     bjobs__unreserve (self, job, now);
-    bdeadlines_remove (&self->deadlines, job);
     if (plog_limiter_allow (&self->back_log, 20))
         plog_info ("job %s for %s taken back: %s", bjob_msg_key (job), bjobs__entity (self, job), detail);
     switch (why) {
@@ -504,7 +517,7 @@ void bjobs_commit (bjobs_t *self, const proto_commit_item_t *item, int64_t lease
     bjob_t *job = ptable_lookup (self->by_id, &item->job_id);
     if (!job)
         v->verdict = PROTO_VERDICT_UNKNOWN;
-    else if (job->token != item->token || job->state == JOB_QUEUED)
+    else if (bjob_token (job) != item->token || job->state == JOB_QUEUED)
         v->verdict = PROTO_VERDICT_STALE;
     else {
         v->verdict = PROTO_VERDICT_POST;
@@ -514,7 +527,7 @@ void bjobs_commit (bjobs_t *self, const proto_commit_item_t *item, int64_t lease
             //  renews. Its writing is over (the RELEASE may still be on its way).
             if (job->state == JOB_DISPATCHED || job->state == JOB_HANDED_OFF) {
                 if (sched_limited (self->sched, job->sj.entity, job->sj.chat))
-                    s_learn_lead (self, now - job->dispatched_at);
+                    s_learn_lead (self, now - job->flight->dispatched_at);
             }
             sched_done (self->sched, &job->sj, now);
             bjobs__set_state (self, job, JOB_COMMITTED);
@@ -544,7 +557,7 @@ void bjobs_outcome (bjobs_t *self, const proto_outcome_item_t *item, int64_t now
 {
     bjob_t *job = ptable_lookup (self->by_id, &item->job_id);
     //  Outcomes are idempotent: a repeat for a finished job is ignored.
-    if (!job || job->token != item->token || job->state != JOB_COMMITTED)
+    if (!job || bjob_token (job) != item->token || job->state != JOB_COMMITTED)
         return;
     switch (item->status) {
     case PROTO_OUT_POSTED:
@@ -593,20 +606,20 @@ void bjobs_tick (bjobs_t *self, int64_t now)
         char detail[300];
         switch (job->state) {
         case JOB_DISPATCHED:
-            if (bworkers_is_silent (job->link.worker, now)) {
+            if (bworkers_is_silent (job->flight->link.worker, now)) {
                 //  Its worker went silent: that is a lost worker, not a slow job.
                 snprintf (detail, sizeof detail, "worker %s lost (no heartbeat within staleClaimTimeout)",
-                          bworkers_name (job->link.worker));
+                          bworkers_name (job->flight->link.worker));
                 bjobs_take_back (self, job, BJOBS_WORKER_LOST, detail, now);
             }
-            else if (now >= job->dispatched_at + self->config->max_hold_ms) {
+            else if (now >= job->flight->dispatched_at + self->config->max_hold_ms) {
                 snprintf (detail, sizeof detail, "held longer than maxHoldMs (%" PRId64 " ms) by worker %s",
-                          self->config->max_hold_ms, bworkers_name (job->link.worker));
+                          self->config->max_hold_ms, bworkers_name (job->flight->link.worker));
                 bjobs_take_back (self, job, BJOBS_HELD_TOO_LONG, detail, now);
             }
             else {
                 snprintf (detail, sizeof detail, "lease ran out: worker %s did not list it in its heartbeats",
-                          bworkers_name (job->link.worker));
+                          bworkers_name (job->flight->link.worker));
                 bjobs_take_back (self, job, BJOBS_LEASE, detail, now);
             }
             break;

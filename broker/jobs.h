@@ -54,17 +54,26 @@ typedef struct {
     uint64_t frame_seq;         //  the JOB frame it went out in
 } bjob_link_t;
 
+//  What a job has only while it is not QUEUED (dispatched, handed off,
+//  committed). A million queued jobs do not carry it: it is allocated at
+//  dispatch (or when a committed job is loaded) and freed when the job is
+//  queued again or finished.
+typedef struct {
+    bjob_link_t link;           //  workers.c's
+    struct bjob_s *job;         //  whose it is
+    uint64_t token;             //  fencing token of the current dispatch
+    int64_t deadline;           //  see above; in the deadline heap
+    int64_t dispatched_at;      //  when (for maxHoldMs)
+    uint32_t pos_deadline;
+} bjob_flight_t;
+
 typedef struct bjob_s {
     sched_job_t sj;             //  first: the scheduler's part
     uint64_t id;
-    uint64_t token;             //  fencing token of the current dispatch; 0 = none
     int64_t created_ms;
-    int64_t deadline;           //  see above; in the deadline heap while not QUEUED
-    int64_t dispatched_at;      //  DISPATCHED: when (for maxHoldMs)
-    bjob_link_t link;           //  workers.c's
+    bjob_flight_t *flight;      //  NULL while QUEUED
     store_anchor_t anchor;      //  its latest stored record
     char *history;              //  a line per attempt that went wrong
-    uint32_t pos_deadline;
     uint32_t attempt;           //  dispatches so far
     uint32_t failures;          //  attempts that failed by the job's own fault
     uint32_t payload_size;
@@ -76,6 +85,12 @@ typedef struct bjob_s {
     bool alone;                 //  dispatched alone, as a suspect
     char pair[];                //  "entity \x1f msg_key" NUL, then the payload
 } bjob_t;
+
+//  The token of its current dispatch; 0 while QUEUED.
+static inline uint64_t bjob_token (const bjob_t *job)
+{
+    return job->flight ? job->flight->token : 0;
+}
 
 static inline const char *bjob_msg_key (const bjob_t *job)
 {

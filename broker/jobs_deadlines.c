@@ -1,16 +1,17 @@
 /*  jobs_deadlines - every job that is not QUEUED, by its deadline (its lease).
 
-    A binary min-heap of (key, job) pairs. The key is kept in the entry, so
-    comparing two never reads the jobs: with tens of thousands of jobs in
-    flight, the heap's comparisons were cache misses into job records and a
-    tenth of the broker's time.
+    A binary min-heap of (key, flight record) pairs. The key is kept in the
+    entry, so comparing two never reads the jobs: with tens of thousands of
+    jobs in flight, the heap's comparisons were cache misses into job
+    records and a tenth of the broker's time. An entry's position is kept in
+    the job's small flight record, not in the job.
 
     Keys are lazy. A job's deadline only moves later while it is in flight
     (its worker releases it, the sink commits it, a renewal comes), and it
     nearly always finishes long before even its first deadline. So a later
-    deadline is only written in the job; its entry keeps the earlier key
-    until that key comes due, when the entry is given the job's real
-    deadline and sinks back. An earlier deadline moves the entry up at
+    deadline is only written in the flight record; its entry keeps the
+    earlier key until that key comes due, when the entry is given the job's
+    real deadline and sinks back. An earlier deadline moves the entry up at
     once, so the heap's top is never later than the earliest deadline: the
     broker may wake a little early, never late.
 */
@@ -20,7 +21,7 @@
 static inline void s_place (bdeadlines_t *self, size_t pos, bdeadline_t entry)
 {
     self->items[pos] = entry;
-    entry.job->pos_deadline = (uint32_t) pos;
+    entry.flight->pos_deadline = (uint32_t) pos;
 }
 
 static void s_sift_up (bdeadlines_t *self, size_t pos)
@@ -55,8 +56,8 @@ static void s_sift_down (bdeadlines_t *self, size_t pos)
 
 static bool s_contains (const bdeadlines_t *self, const bjob_t *job)
 {
-    uint32_t pos = job->pos_deadline;
-    return pos < self->size && self->items[pos].job == job;
+    uint32_t pos = job->flight ? job->flight->pos_deadline : HEAP_NONE;
+    return pos < self->size && self->items[pos].flight == job->flight;
 }
 
 void bdeadlines_destroy (bdeadlines_t *self)
@@ -68,17 +69,17 @@ void bdeadlines_destroy (bdeadlines_t *self)
 
 void bdeadlines_set (bdeadlines_t *self, bjob_t *job, int64_t at)
 {
-    job->deadline = at;
+    job->flight->deadline = at;
     if (s_contains (self, job)) {
-        bdeadline_t *entry = &self->items[job->pos_deadline];
+        bdeadline_t *entry = &self->items[job->flight->pos_deadline];
         if (at < entry->at) {
             entry->at = at;
-            s_sift_up (self, job->pos_deadline);
+            s_sift_up (self, job->flight->pos_deadline);
         }
         return;
     }
     self->items = pgrow (self->items, &self->capacity, self->size + 1, sizeof (bdeadline_t));
-    self->items[self->size] = (bdeadline_t) {at, job};
+    self->items[self->size] = (bdeadline_t) {at, job->flight};
     s_sift_up (self, self->size++);
 }
 
@@ -86,8 +87,8 @@ void bdeadlines_remove (bdeadlines_t *self, bjob_t *job)
 {
     if (!s_contains (self, job))
         return;
-    size_t pos = job->pos_deadline;
-    job->pos_deadline = HEAP_NONE;
+    size_t pos = job->flight->pos_deadline;
+    job->flight->pos_deadline = HEAP_NONE;
     if (pos == --self->size)
         return;
     self->items[pos] = self->items[self->size];
@@ -101,13 +102,13 @@ void bdeadlines_remove (bdeadlines_t *self, bjob_t *job)
 bjob_t *bdeadlines_due (bdeadlines_t *self, int64_t now)
 {
     while (self->size && self->items[0].at <= now) {
-        bjob_t *job = self->items[0].job;
-        if (job->deadline <= now) {
+        bjob_t *job = self->items[0].flight->job;
+        if (job->flight->deadline <= now) {
             bdeadlines_remove (self, job);
             return job;
         }
         //  Its deadline moved later: the entry takes it now.
-        self->items[0].at = job->deadline;
+        self->items[0].at = job->flight->deadline;
         s_sift_down (self, 0);
     }
     return NULL;

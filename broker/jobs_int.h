@@ -20,8 +20,8 @@
 
 //  jobs_deadlines.c: every job that is not QUEUED, by deadline (lazily: see there).
 typedef struct {
-    int64_t at;                 //  the entry's key: never later than job->deadline
-    bjob_t *job;
+    int64_t at;                 //  the entry's key: never later than the job's deadline
+    bjob_flight_t *flight;
 } bdeadline_t;
 
 typedef struct {
@@ -51,6 +51,9 @@ struct bjobs_s {
 
 //  jobs.c
 void bjobs__set_state (bjobs_t *self, bjob_t *job, int state);
+//  The job's flight record, made if it has none (it leaves the queue).
+bjob_flight_t *bjobs__flight (bjob_t *job);
+//  Needs the flight record.
 void bjobs__set_deadline (bjobs_t *self, bjob_t *job, int64_t at);
 const char *bjobs__entity (bjobs_t *self, const bjob_t *job);
 void bjobs__chat_source (const char *chat, char *source, size_t len);

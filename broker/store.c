@@ -497,6 +497,7 @@ typedef struct {
     int64_t now;
     int64_t retention_ms;
     ptable_t *resv;             //  job id -> s_resv_t*, while loading
+    msgpack_zone *zone;         //  what a record decodes into, cleared for the next
 } s_load_t;
 
 static const void *s_resv_key (const void *item)
@@ -544,9 +545,10 @@ static int s_replay (void *arg, uint64_t seg, uint8_t type, const void *data, si
         rec_dead_t dead;
         rec_pause_t pause;
     } r;
-    void *zone = NULL;
+    //  One zone for every record: a zone of its own is a malloc of 8 KiB each.
+    msgpack_zone_clear (load->zone);
     char why[300];
-    if (proto_record_unpack (rec, data, len, &r, &zone, why, sizeof why) != PROTO_OK) {
+    if (proto_record_unpack_in (rec, data, len, &r, load->zone, why, sizeof why) != PROTO_OK) {
         snprintf (reason, rlen, "%s", why);
         return -1;
     }
@@ -647,7 +649,6 @@ static int s_replay (void *arg, uint64_t seg, uint8_t type, const void *data, si
     }
     default: break;
     }
-    proto_zone_free (&zone);
     if (rc)
         self->quarantined++;
     return rc;
@@ -664,7 +665,10 @@ int store_load (store_t *self, int64_t now, int64_t retention_ms, const store_ca
 {
     assert (self->done);
     s_load_t load = {self, fns, arg, now, retention_ms,
-                     ptable_new (ptable_hash_u64, s_resv_key, s_resv_match)};
+                     ptable_new (ptable_hash_u64, s_resv_key, s_resv_match),
+                     msgpack_zone_new (MSGPACK_ZONE_CHUNK_SIZE)};
+    if (!load.zone)
+        palloc_fail ("msgpack zone", MSGPACK_ZONE_CHUNK_SIZE);
     pjournal_stats_t before;
     pjournal_stats (self->journal, &before);
     int rc = pjournal_load (self->journal, s_replay, &load);
@@ -693,6 +697,7 @@ int store_load (store_t *self, int64_t now, int64_t retention_ms, const store_ca
     }
     free (list);
     ptable_destroy (&load.resv);
+    msgpack_zone_free (load.zone);
     for (size_t i = 0; i < self->pause_count; i++)
         if (self->pauses[i].anchor.journal.segment)
             fns->paused (arg, self->pauses[i].entity, true);

@@ -106,8 +106,8 @@ void bworkers_destroy (bworkers_t **self_p)
     bworker_t *w;
     while ((w = ptable_next (self->by_route, &cursor))) {
         //  The jobs stay with the job table, which frees them.
-        for (bjob_t *job = w->jobs; job; job = job->link.next)
-            job->link.worker = NULL;
+        for (bjob_t *job = w->jobs; job; job = job->flight->link.next)
+            job->flight->link.worker = NULL;
         s_worker_free (w);
     }
     ptable_destroy (&self->by_route);
@@ -127,32 +127,34 @@ const char *bworkers_name (const bworker_t *worker)
 
 //  --- what each worker holds --------------------------------------------------------
 
+//  A dispatched job (it has its flight) joins the worker's list.
 static void s_link (bworker_t *w, bjob_t *job, uint64_t frame_seq)
 {
-    if (job->link.worker)
+    if (job->flight->link.worker)
         bworkers_unlink (job);      //  never in two lists (a list with a cycle never ends)
-    job->link = (bjob_link_t) {w, NULL, w->jobs, frame_seq};
+    job->flight->link = (bjob_link_t) {w, NULL, w->jobs, frame_seq};
     if (w->jobs)
-        w->jobs->link.prev = job;
+        w->jobs->flight->link.prev = job;
     w->jobs = job;
     w->job_count++;
 }
 
 void bworkers_unlink (bjob_t *job)
 {
-    bworker_t *w = job->link.worker;
+    bjob_link_t *link = job->flight ? &job->flight->link : NULL;
+    bworker_t *w = link ? link->worker : NULL;
     if (!w)
         return;
-    if (job->link.prev)
-        job->link.prev->link.next = job->link.next;
+    if (link->prev)
+        link->prev->flight->link.next = link->next;
     else
-        w->jobs = job->link.next;
-    if (job->link.next)
-        job->link.next->link.prev = job->link.prev;
+        w->jobs = link->next;
+    if (link->next)
+        link->next->flight->link.prev = link->prev;
     if (w->alone == job)
         w->alone = NULL;
     w->job_count--;
-    job->link = (bjob_link_t) {NULL, NULL, NULL, 0};
+    *link = (bjob_link_t) {NULL, NULL, NULL, 0};
 }
 
 static uint32_t s_credit (const bworker_t *w)
@@ -255,19 +257,19 @@ static void s_reconcile (bworkers_t *self, bworker_t *w, const proto_heartbeat_t
     uint64_t seen = job_seq < w->last_frame ? job_seq : w->last_frame;
     bjob_t *job = w->jobs;
     while (job) {
-        bjob_t *next = job->link.next;
-        bool listed = s_held_take (&held, job->id, job->token);
+        bjob_t *next = job->flight->link.next;
+        bool listed = s_held_take (&held, job->id, job->flight->token);
         if (listed || job_seq == 0) {
             //  A worker that reports no frame seq cannot be judged (it predates
             //  leases per job, or has seen nothing yet): its heartbeat renews all.
             bjobs_renew (self->jobs, job, now);
         }
-        else if (job->link.frame_seq <= seen) {
+        else if (job->flight->link.frame_seq <= seen) {
             if (job->state == JOB_DISPATCHED) {
                 char detail[300];
                 snprintf (detail, sizeof detail,
                           "worker %s does not hold it (its JOB frame %" PRIu64 " was lost, or the worker dropped it)",
-                          w->id, job->link.frame_seq);
+                          w->id, job->flight->link.frame_seq);
                 bjobs_take_back (self->jobs, job, BJOBS_NOT_HELD, detail, now);
             }
             else
@@ -333,7 +335,8 @@ void bworkers_release (bworkers_t *self, const proto_peer_t *peer, const proto_r
         const proto_release_item_t *item = &release->items[i];
         bjob_t *job = bjobs_find (self->jobs, item->job_id);
         //  Only the attempt this worker holds can be settled by it.
-        if (!job || job->token != item->token || !w || job->link.worker != w)
+        if (!job || !job->flight || job->flight->token != item->token || !w
+            || job->flight->link.worker != w)
             continue;
         bworkers_unlink (job);
         if (job->state == JOB_DISPATCHED)
@@ -395,8 +398,8 @@ static void s_frame_failed (void *arg, const uint8_t *route, size_t route_size, 
     self->counters.reclaimed_frames++;
     bjob_t *job = w->jobs;
     while (job) {
-        bjob_t *next = job->link.next;
-        if (job->link.frame_seq == seq && job->state == JOB_DISPATCHED)
+        bjob_t *next = job->flight->link.next;
+        if (job->flight->link.frame_seq == seq && job->state == JOB_DISPATCHED)
             bjobs_take_back (self->jobs, job, BJOBS_NOT_SENT, "its JOB frame could not be sent",
                              zclock_time ());
         job = next;
@@ -421,7 +424,7 @@ static void s_add_to_batch (bworkers_t *self, bworker_t *w, bjob_t *job)
     s_link (w, job, w->last_frame);
     w->batch = pgrow (w->batch, &w->batch_capacity, w->batch_count + 1, sizeof (proto_job_t));
     w->batch[w->batch_count++] = (proto_job_t) {job->id,
-                                                job->token,
+                                                job->flight->token,
                                                 job->attempt,
                                                 bjob_msg_key (job),
                                                 bjobs_entity (self->jobs, job),

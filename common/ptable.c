@@ -8,6 +8,7 @@
 
 struct ptable_s {
     void **slots;
+    uint32_t *hashes;           //  the low 32 bits of each slot's hash
     size_t capacity;
     size_t size;
     ptable_hash_fn *hash;
@@ -23,6 +24,7 @@ ptable_t *ptable_new (ptable_hash_fn *hash, ptable_key_fn *key_of, ptable_match_
     self->match = match;
     self->capacity = FIRST_CAPACITY;
     self->slots = pcalloc (self->capacity, sizeof (void *));
+    self->hashes = pcalloc (self->capacity, sizeof (uint32_t));
     return self;
 }
 
@@ -32,34 +34,42 @@ void ptable_destroy (ptable_t **self_p)
     if (!self)
         return;
     free (self->slots);
+    free (self->hashes);
     free (self);
     *self_p = NULL;
 }
 
-static inline size_t s_home (const ptable_t *self, const void *key)
+//  Where the probe for a key of hash `h` begins (capacities stay below 2^32).
+static inline size_t s_home (const ptable_t *self, uint32_t h)
 {
-    return (size_t) self->hash (key) & (self->capacity - 1);
+    return (size_t) h & (self->capacity - 1);
+}
+
+//  The slot holding the record with `key`, or the empty slot that ends its
+//  probe. Only a record whose stored hash bits equal the key's is read.
+static size_t s_find (const ptable_t *self, const void *key, uint32_t h)
+{
+    size_t mask = self->capacity - 1;
+    for (size_t i = s_home (self, h);; i = (i + 1) & mask) {
+        void *item = self->slots[i];
+        if (!item || (self->hashes[i] == h && self->match (item, key)))
+            return i;
+    }
 }
 
 void *ptable_lookup (const ptable_t *self, const void *key)
 {
-    size_t mask = self->capacity - 1;
-    for (size_t i = s_home (self, key);; i = (i + 1) & mask) {
-        void *item = self->slots[i];
-        if (!item)
-            return NULL;
-        if (self->match (item, key))
-            return item;
-    }
+    return self->slots[s_find (self, key, (uint32_t) self->hash (key))];
 }
 
-static void s_place (ptable_t *self, void *item)
+static void s_place (ptable_t *self, void *item, uint32_t h)
 {
     size_t mask = self->capacity - 1;
-    size_t i = s_home (self, self->key_of (item));
+    size_t i = s_home (self, h);
     while (self->slots[i])
         i = (i + 1) & mask;
     self->slots[i] = item;
+    self->hashes[i] = h;
 }
 
 void ptable_insert (ptable_t *self, void *item)
@@ -67,32 +77,29 @@ void ptable_insert (ptable_t *self, void *item)
     //  Keep the load at most 0.7: probe runs stay short.
     if ((self->size + 1) * 10 > self->capacity * 7) {
         void **old = self->slots;
+        uint32_t *old_hashes = self->hashes;
         size_t old_capacity = self->capacity;
         self->capacity *= 2;
         self->slots = pcalloc (self->capacity, sizeof (void *));
+        self->hashes = pcalloc (self->capacity, sizeof (uint32_t));
+        //  The stored hashes place every record again without reading it.
         for (size_t i = 0; i < old_capacity; i++)
             if (old[i])
-                s_place (self, old[i]);
+                s_place (self, old[i], old_hashes[i]);
         free (old);
+        free (old_hashes);
     }
-    s_place (self, item);
+    s_place (self, item, (uint32_t) self->hash (self->key_of (item)));
     self->size++;
 }
 
 void *ptable_remove (ptable_t *self, const void *key)
 {
     size_t mask = self->capacity - 1;
-    size_t i = s_home (self, key);
-    void *found = NULL;
-    for (;; i = (i + 1) & mask) {
-        void *item = self->slots[i];
-        if (!item)
-            return NULL;
-        if (self->match (item, key)) {
-            found = item;
-            break;
-        }
-    }
+    size_t i = s_find (self, key, (uint32_t) self->hash (key));
+    void *found = self->slots[i];
+    if (!found)
+        return NULL;
     //  Backward shift: move later members of the run into the hole when
     //  their home is not between the hole and where they sit.
     size_t j = i;
@@ -101,10 +108,11 @@ void *ptable_remove (ptable_t *self, const void *key)
         void *item = self->slots[j];
         if (!item)
             break;
-        size_t home = s_home (self, self->key_of (item));
+        size_t home = s_home (self, self->hashes[j]);
         bool between = i <= j ? (home > i && home <= j) : (home > i || home <= j);
         if (!between) {
             self->slots[i] = item;
+            self->hashes[i] = self->hashes[j];
             i = j;
         }
     }
