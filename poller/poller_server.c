@@ -188,6 +188,7 @@ static void s_send_stats (void *arg, int64_t now)
         {"seen", (double) intake_seen (self->intake)},
         {"sources", (double) self->source_count},
         {"sources_finished", (double) finished},
+        {"quarantined", (double) (self->store ? poller_store_quarantined (self->store) : 0)},
     };
     proto_component_t me = {"poller", self->id, values, sizeof values / sizeof values[0]};
     proto_stats_t stats = {(uint64_t) now, &me, 1};
