@@ -708,14 +708,14 @@ static void s_replay (pjournal_t *self, s_segment_t *seg, const char *name, bool
 }
 
 //  A file named like a segment whose id is beyond PJOURNAL_SEGMENT_ID_MAX (a
-//  damaged or foreign name; this engine never makes one): owners keep
-//  segment ids in 32 bits, so its records cannot be loaded. Its bytes go to
-//  the quarantine and the file goes, like a segment with a bad header.
+//  damaged or foreign name): owners keep segment ids in 32 bits, and new
+//  segments need ids after it, so its records are not loaded. Its bytes go
+//  to the quarantine and the file goes, like a segment with a bad header.
 static void s_stray (pjournal_t *self, uint64_t id)
 {
     char name[32];
     s_segment_name (name, sizeof name, id);
-    const char *why = "segment id beyond 32 bits";
+    const char *why = "segment id out of range (damaged name?)";
     int fd = openat (self->dir_fd, name, O_RDONLY | O_CLOEXEC);
     struct stat st;
     if (fd < 0 || fstat (fd, &st)) {
@@ -865,7 +865,8 @@ static s_piece_t *s_piece_start (pjournal_t *self, s_segment_t *seg)
 //  Starts the next segment: its header leads its piece of the buffer.
 static s_segment_t *s_rotate (pjournal_t *self)
 {
-    assert (self->next_id <= PJOURNAL_SEGMENT_ID_MAX);   //  16 TiB in the smallest segments
+    //  Loaded ids end at PJOURNAL_SEGMENT_ID_MAX: 2^31 rotations from there.
+    assert (self->next_id <= UINT32_MAX);
     s_segment_t *seg = s_segment_add (self, self->next_id++);
     self->current = seg;
     s_piece_t *piece = s_piece_start (self, seg);

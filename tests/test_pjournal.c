@@ -803,10 +803,10 @@ static void test_bad_headers (void **state)
     assert_true (s_segment_on_disk (dir, 3));
 }
 
-//  A file named like a segment beyond 32 bits (a damaged name: owners keep
-//  segment ids in 32-bit tags) is quarantined and removed; the rest loads,
-//  and new segments go on from the last good id.
-static void test_segment_id_beyond_32_bits (void **state)
+//  A file named like a segment beyond PJOURNAL_SEGMENT_ID_MAX (a damaged
+//  name: owners keep segment ids in 32-bit tags) is quarantined and
+//  removed; the rest loads, and new segments go on from the last good id.
+static void test_segment_id_out_of_range (void **state)
 {
     const char *dir = *state;
     pjournal_t *j = s_open (dir, "off", 4096);
@@ -844,6 +844,23 @@ static void test_segment_id_beyond_32_bits (void **state)
     assert_int_equal (q.kind[0], PJOURNAL_QUARANTINE_BYTES);
     assert_true (q.segment[0] == (uint64_t) PJOURNAL_SEGMENT_ID_MAX + 2);
     assert_int_equal (q.len[0], (size_t) size);
+
+    //  The largest id that loads: the next segment comes after it.
+    s_segment_path (to, sizeof to, dir, PJOURNAL_SEGMENT_ID_MAX);
+    snprintf (cmd, sizeof cmd, "mv %s %s", from, to);
+    assert_int_equal (system (cmd), 0);
+    f = fopen (to, "r+b");
+    assert_non_null (f);
+    id = htole64 ((uint64_t) PJOURNAL_SEGMENT_ID_MAX);
+    fseek (f, 8, SEEK_SET);
+    fwrite (&id, 8, 1, f);
+    fclose (f);
+    j = s_open (dir, "off", 4096);
+    s_load (j, &seen, true);
+    assert_true (seen.count >= 1);
+    assert_true (s_append_kept (j, 1, 2, 100) > PJOURNAL_SEGMENT_ID_MAX);
+    assert_int_equal (pjournal_commit (j), 0);
+    pjournal_destroy (&j);
 }
 
 static void test_fsync_always (void **state)
@@ -1020,7 +1037,7 @@ int main (void)
         cmocka_unit_test_setup_teardown (test_sticky_error, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_failed_new_segment, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_bad_headers, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown (test_segment_id_beyond_32_bits, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_segment_id_out_of_range, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_fsync_always, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_fsync_batch, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_fsync_off, s_setup, s_teardown),
