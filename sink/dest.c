@@ -110,7 +110,12 @@ const char *dest_var (void *ctx, const char *name)
 //  Bytes in the UTF-8 sequence `lead` starts (0: it cannot start one).
 static size_t s_utf8_length (unsigned char lead)
 {
-    return lead < 0x80 ? 1 : lead < 0xC2 ? 0 : lead < 0xE0 ? 2 : lead < 0xF0 ? 3 : lead < 0xF5 ? 4 : 0;
+    return lead < 0x80   ? 1
+           : lead < 0xC2 ? 0        //  a continuation byte, or an overlong lead
+           : lead < 0xE0 ? 2
+           : lead < 0xF0 ? 3
+           : lead < 0xF5 ? 4
+                         : 0;       //  beyond U+10FFFF
 }
 
 void dest_reason_utf8 (char *why)
