@@ -600,7 +600,8 @@ static void s_run (const s_plan_t *plan, const char *dir, const char *name, s_lo
     s_result_t first = load (plan, dir, false);
     FUZZ_REQUIRE (first.rc == 0 || plan->newer_format, "recovery failed on an old-format journal");
     s_quarantine_t q1 = s_quarantine (dir, name);
-    if (!plan->foreign_quarantine)
+    //  (A load that stops at a newer format leaves what it quarantined before uncounted.)
+    if (!plan->foreign_quarantine && first.rc == 0)
         FUZZ_REQUIRE (q1.records + q1.bytes == first.quarantined,
                       "a quarantined entry does not read back");
     //  The restart after: whatever the first load did, the second one starts too.
