@@ -35,6 +35,7 @@ size_t broker_stats_values (bctl_t *ctx, proto_num_t *values, size_t max)
         {"cancelled", (double) w->cancelled},
         {"malformed", (double) ctx->counters->malformed},
         {"refused", (double) (ctx->counters->refused + w->refused)},
+        {"quarantined", (double) ctx->counters->quarantined},
         {"queued", (double) sc.queued},
         {"delayed", (double) sc.delayed},
         {"in_flight", (double) bjobs_in_state (ctx->jobs, JOB_DISPATCHED)},

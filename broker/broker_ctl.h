@@ -24,6 +24,7 @@
 typedef struct {
     uint64_t malformed;         //  frames that could not be decoded, or on the wrong socket
     uint64_t refused;           //  messages from a peer whose role may not send them
+    uint64_t quarantined;       //  stored records that could not be loaded at start
 } bctl_counters_t;
 
 //  What the commands look at.

@@ -437,6 +437,7 @@ static int s_recover (broker_t *self)
     if (bjobs_recover (self->jobs, now))
         return -1;
     if (self->store) {
+        self->counters.quarantined = store_quarantined (self->store);
         self->epoch = store_next_epoch (self->store);
         if (store_commit (self->store))
             return -1;

@@ -299,6 +299,7 @@ bjobs_accept_t bjobs_accept (bjobs_t *self, const proto_job_spec_t *spec, int64_
     *why = entity < 0     ? "unknown entity"
            : !*spec->msg_key ? "empty msg_key"
            : !*spec->chat    ? "empty chat"
+           : spec->created_ms > PROTO_MAX_TIME_MS ? "created_ms after the year 9999"
                              : NULL;
     if (*why) {
         self->counters.rejected++;

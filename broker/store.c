@@ -66,6 +66,7 @@ typedef struct {
 #define KEY  PROTO_MAX_KEY
 #define TEXT PROTO_MAX_STR
 #define U64  0xFFFFFFFFFFFFFFFFull
+#define TIME PROTO_RECORD_TIME
 
 static const proto_field_t s_meta_fields[] = {
     U (rec_meta_t, epoch, U64, "run counter"),
@@ -77,8 +78,8 @@ static const proto_field_t s_job_fields[] = {
     U (rec_job_t, id, U64, ""),           S (rec_job_t, entity, KEY, ""),
     S (rec_job_t, msg_key, KEY, ""),      S (rec_job_t, chat, KEY, ""),
     S (rec_job_t, chat_kind, 16, ""),     U (rec_job_t, priority, 99, ""),
-    U (rec_job_t, created_ms, U64, ""),   U (rec_job_t, enqueued_ms, U64, ""),
-    U (rec_job_t, not_before, U64, ""),   U (rec_job_t, expires_ms, U64, ""),
+    U (rec_job_t, created_ms, TIME, ""),   U (rec_job_t, enqueued_ms, TIME, ""),
+    U (rec_job_t, not_before, TIME, ""),   U (rec_job_t, expires_ms, TIME, ""),
     U (rec_job_t, attempt, U64, ""),      U (rec_job_t, failures, U64, ""),
     U (rec_job_t, crashes, U64, ""),      U (rec_job_t, committed, 1, ""),
     U (rec_job_t, token, U64, ""),        B (rec_job_t, payload, TEXT, ""),
@@ -90,12 +91,12 @@ static const proto_field_t s_id_fields[] = {U (rec_id_t, id, U64, "")};
 static const proto_record_t s_id = RECORD ("ID", rec_id_t, s_id_fields, "");
 
 static const proto_field_t s_done_fields[] = {
-    U (rec_done_t, hi, U64, ""), U (rec_done_t, lo, U64, ""), U (rec_done_t, at, U64, ""),
+    U (rec_done_t, hi, U64, ""), U (rec_done_t, lo, U64, ""), U (rec_done_t, at, TIME, ""),
 };
 static const proto_record_t s_done = RECORD ("DONE", rec_done_t, s_done_fields, "");
 
 static const proto_field_t s_reserve_fields[] = {
-    U (rec_reserve_t, job_id, U64, ""),   U (rec_reserve_t, at, U64, ""),
+    U (rec_reserve_t, job_id, U64, ""),   U (rec_reserve_t, at, TIME, ""),
     S (rec_reserve_t, entity, KEY, ""),   S (rec_reserve_t, chat, KEY, ""),
     S (rec_reserve_t, chat_kind, 16, ""),
 };
@@ -105,8 +106,8 @@ static const proto_field_t s_dead_fields[] = {
     U (rec_dead_t, id, U64, ""),            S (rec_dead_t, msg_key, KEY, ""),
     S (rec_dead_t, entity, KEY, ""),        S (rec_dead_t, chat, KEY, ""),
     S (rec_dead_t, chat_kind, 16, ""),      U (rec_dead_t, priority, 99, ""),
-    U (rec_dead_t, maybe_posted, 1, ""),    U (rec_dead_t, created_ms, U64, ""),
-    U (rec_dead_t, dead_at, U64, ""),       U (rec_dead_t, attempts, U64, ""),
+    U (rec_dead_t, maybe_posted, 1, ""),    U (rec_dead_t, created_ms, TIME, ""),
+    U (rec_dead_t, dead_at, TIME, ""),       U (rec_dead_t, attempts, U64, ""),
     S (rec_dead_t, reason, TEXT, ""),       S (rec_dead_t, history, TEXT, ""),
     B (rec_dead_t, payload, TEXT, ""),
 };

@@ -26,6 +26,7 @@ struct bworker_s {
     uint32_t zombies;           //  refs it listed that are not its
     bool draining;
     bool reserved;              //  emptying out to run a suspect alone
+    bool unreachable;           //  a frame to it could not be sent: no jobs until it heartbeats
     int64_t last_seen;
     char **models;
     size_t model_count;
@@ -160,7 +161,7 @@ void bworkers_unlink (bjob_t *job)
 static uint32_t s_credit (const bworker_t *w)
 {
     size_t used = w->job_count + w->zombies;
-    if (w->draining || w->alone || w->reserved || used >= w->capacity)
+    if (w->draining || w->alone || w->reserved || w->unreachable || used >= w->capacity)
         return 0;
     return w->capacity - (uint32_t) used;
 }
@@ -302,9 +303,21 @@ void bworkers_heartbeat (bworkers_t *self, const proto_peer_t *peer, const proto
                        *peer->user ? peer->user : "plain", *w->user ? w->user : "plain");
         return;
     }
+    if (!w && peer->route_size > 0 && peer->route[0] == 0) {
+        //  ZeroMQ made this routing id: the sender set none (a worker must),
+        //  or these are messages left over from a connection its worker
+        //  replaced (handover renames the old one). Either way no worker can
+        //  be reached there.
+        self->counters.refused++;
+        if (plog_limiter_allow (&self->log, 10))
+            plog_warn ("heartbeat from worker %s on a connection without a routing id of its own"
+                       " (a worker must set one; or a connection it replaced): ignored", hb->worker_id);
+        return;
+    }
     if (!w)
         w = s_register (self, peer, hb, now);
     w->last_seen = now;
+    w->unreachable = false;
     uint64_t cap = hb->capacity < (uint64_t) self->config->worker_max_capacity
                        ? hb->capacity
                        : (uint64_t) self->config->worker_max_capacity;
@@ -396,6 +409,10 @@ static void s_frame_failed (void *arg, const uint8_t *route, size_t route_size, 
     if (!w)
         return;
     self->counters.reclaimed_frames++;
+    //  Its connection is gone (or full): send it nothing more until a heartbeat
+    //  proves the route is back, or the jobs taken back here would go straight
+    //  back to it, turn after turn.
+    w->unreachable = true;
     bjob_t *job = w->jobs;
     while (job) {
         bjob_t *next = job->flight->link.next;

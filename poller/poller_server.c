@@ -147,6 +147,13 @@ static int s_read_broker (void *arg, zsock_t *sock, int max)
         }
         if (msg.type == PROTO_ACK)
             submit_on_ack (self->submit, &msg.body.ack, prt_now (self->rt));
+        else {
+            //  Well formed, but not for a poller: said, as the other daemons do.
+            self->malformed++;
+            if (plog_limiter_allow (&self->malformed_log, 20))
+                plog_warn ("dropped %s from the broker: not a message for a poller",
+                           proto_type_name (msg.type));
+        }
         proto_msg_release (&msg);
     }
     return n;
@@ -188,6 +195,7 @@ static void s_send_stats (void *arg, int64_t now)
         {"seen", (double) intake_seen (self->intake)},
         {"sources", (double) self->source_count},
         {"sources_finished", (double) finished},
+        {"quarantined", (double) (self->store ? poller_store_quarantined (self->store) : 0)},
     };
     proto_component_t me = {"poller", self->id, values, sizeof values / sizeof values[0]};
     proto_stats_t stats = {(uint64_t) now, &me, 1};

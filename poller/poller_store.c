@@ -44,7 +44,7 @@ typedef struct {
 static const proto_field_t s_seen_fields[] = {
     U (rec_seen_t, hi, U64, "message key fingerprint, high half"),
     U (rec_seen_t, lo, U64, "message key fingerprint, low half"),
-    U (rec_seen_t, at, U64, "when it was read (Unix ms)"),
+    U (rec_seen_t, at, PROTO_RECORD_TIME, "when it was read (Unix ms)"),
 };
 static const proto_record_t s_seen = RECORD ("SEEN", rec_seen_t, s_seen_fields, "");
 

@@ -35,6 +35,10 @@
 #define PROTO_MAX_LIST    1000000     //  items in one list
 #define PROTO_MAX_STR     (1u << 20)  //  bytes in one string
 #define PROTO_MAX_KEY     512         //  bytes in a key, id or name
+//  The latest time a job may carry (SUBMIT created_ms): 9999-12-31T23:59:59.999Z.
+//  Times are uint64 on the wire and int64 in the daemons, which add delays
+//  and ages to them: the broker refuses a job written later than this.
+#define PROTO_MAX_TIME_MS 253402300799999ull
 
 //  Senders split their batches (SUBMIT, JOB, RELEASE, RESULT, COMMIT,
 //  VERDICT, OUTCOME) into frames of at most this many items, so a frame

@@ -14,6 +14,11 @@
 
 #include "proto/proto_defs.h"
 
+//  The bound of a time field in a stored record (Unix ms): far past anything
+//  the daemons write (PROTO_MAX_TIME_MS plus delays and ages), far below
+//  where int64 arithmetic on it could overflow. A later time is damage.
+#define PROTO_RECORD_TIME ((uint64_t) INT64_MAX / 4)
+
 //  Appends the msgpack form of `body` (a struct described by `rec`) to
 //  `buf`. Returns 0, or -1 when a field breaks its bound (logged).
 int proto_record_pack (const proto_record_t *rec, const void *body, msgpack_sbuffer *buf);

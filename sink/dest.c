@@ -2,6 +2,7 @@
 #include "sink/dest.h"
 #include "common/palloc.h"
 #include "common/plog.h"
+#include "net/ptext.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -106,6 +107,34 @@ const char *dest_var (void *ctx, const char *name)
     return NULL;
 }
 
+//  Bytes in the UTF-8 sequence `lead` starts (0: it cannot start one).
+static size_t s_utf8_length (unsigned char lead)
+{
+    return lead < 0x80   ? 1
+           : lead < 0xC2 ? 0        //  a continuation byte, or an overlong lead
+           : lead < 0xE0 ? 2
+           : lead < 0xF0 ? 3
+           : lead < 0xF5 ? 4
+                         : 0;       //  beyond U+10FFFF
+}
+
+void dest_reason_utf8 (char *why)
+{
+    unsigned char *s = (unsigned char *) why;
+    size_t len = strlen (why);
+    for (size_t i = 0; i < len;) {
+        size_t n = s_utf8_length (s[i]);
+        if (n > 1 && i + n > len) {
+            s[i] = 0;       //  a character cut short by the end
+            return;
+        }
+        if (n && ptext_utf8_valid ((const char *) s + i, n))
+            i += n;
+        else
+            s[i++] = '?';
+    }
+}
+
 int dest_http_outcome (const phttp_response_t *r, const char *platform, char *why, size_t whylen)
 {
     if (r->status >= 200 && r->status <= 299)
@@ -121,6 +150,7 @@ int dest_http_outcome (const phttp_response_t *r, const char *platform, char *wh
         if (*c == '\n' || *c == '\r')
             *c = ' ';
     snprintf (why, whylen, "%s answered HTTP %ld: %s", platform, r->status, excerpt);
+    dest_reason_utf8 (why);
     switch (r->status) {
     case 408:
     case 429:

@@ -143,11 +143,19 @@ typedef struct {
 } dest_vars_t;
 const char *dest_var (void *ctx, const char *name);
 
+//  Makes a reason valid UTF-8 in place, so the OUTCOME frame that carries
+//  it decodes: a multi-byte character cut at the end (a reason truncated to
+//  its buffer) is dropped, any other byte that is not UTF-8 (a platform's
+//  answer in another encoding) becomes '?'. Reasons that quote outside text
+//  pass through it before they reach the done callback.
+void dest_reason_utf8 (char *why);
+
 //  What an HTTP answer means for a post that must not be doubled: a 2xx is
 //  DEST_OK; no answer after the request may have left, or a gateway's
 //  502/504, is DEST_IN_DOUBT; 408, 429, 500 and 503 (and failures before
 //  sending) are DEST_RETRY; other statuses are DEST_FAIL. `why` gets the
-//  reason, naming `platform`.
+//  reason, naming `platform`, with up to 200 bytes of the answer's body
+//  (valid UTF-8, cut at a character).
 int dest_http_outcome (const phttp_response_t *response, const char *platform, char *why,
                        size_t whylen);
 

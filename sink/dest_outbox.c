@@ -134,6 +134,8 @@ static void s_complete (dest_outbox_t *self, dest_item_t *item, int status, cons
                   reason);
     else
         snprintf (why, sizeof why, "%s", reason ? reason : "");
+    //  Every platform's reason passes here on its way into an OUTCOME frame.
+    dest_reason_utf8 (why);
     if (status == DEST_RETRY && item->part_next > 0)
         s_remember (self, item->key, item->part_next);
     else

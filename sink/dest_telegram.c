@@ -59,6 +59,7 @@ int dest_telegram_outcome (const phttp_response_t *r, const char *token, char *w
     if (status != DEST_OK && description && !r->error) {
         char clean[300];
         phttp_redact (description, token, clean, sizeof clean);
+        dest_reason_utf8 (clean);       //  cut at 300 bytes, maybe inside a character
         json_t *moved = json_object_get (parameters, "migrate_to_chat_id");
         if (json_is_integer (moved))
             snprintf (why, whylen, "Telegram %ld: %s (the chat is now %lld)", r->status, clean,
@@ -84,6 +85,7 @@ int dest_telegram_outcome (const phttp_response_t *r, const char *token, char *w
     char clean[600];
     phttp_redact (why, token, clean, sizeof clean);
     snprintf (why, whylen, "%s", clean);
+    dest_reason_utf8 (why);
     *retry_after_ms = retry_after;
     return status;
 }

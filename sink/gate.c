@@ -456,7 +456,12 @@ static bool s_protected (const gate_t *self, const s_entry_t *e, int64_t now)
             int64_t until = b->protect[paced];
             if (b->level != e->priority && b->level_protect[paced] < until)
                 until = b->level_protect[paced];
-            if (until != GATE_NEVER && s_budget_at (self, b, now, b->pending + 1, paced) > until)
+            //  Within one gap is not "overtaken": the more urgent reply was not
+            //  ready for this slot and gets the next one, at most a gap later;
+            //  leaving the slot empty would lose it for good. A count (N a
+            //  minute) would make it wait much longer: that is protected.
+            if (until != GATE_NEVER
+                && s_budget_at (self, b, now, b->pending + 1, paced) > until + b->log.limit.gap_ms)
                 return true;
         }
     }

@@ -16,8 +16,12 @@
     Order: the most urgent reply first (priority, then the time its message
     was written). A less urgent reply is not given a budget that a more
     urgent waiting reply needs, when granting it would push the urgent
-    reply's earliest time later: a waiting mention is never overtaken by
-    chatter for the same budget. While a post is pending, its completion
+    reply's earliest time later by more than the budget's gap: a waiting
+    mention is never overtaken by chatter for a count (N a minute, an hour),
+    and waits at most one gap for a slot it was not ready for (the slot
+    would otherwise stay empty, and a saturated budget lose it for good).
+    Replies of the same priority do not hold slots for each other: the gate
+    is work-conserving among them. While a post is pending, its completion
     time is unknown; the gate then estimates it from the posts it has seen.
 
     Replies with priority >= urgentBelow are PACED on per-minute counts

@@ -54,16 +54,18 @@ typedef struct {
     const char *entity, *chat, *chat_kind;     //  "" in a copy made by migration
 } rec_posted_t;
 
+#define TIME PROTO_RECORD_TIME
+
 static const proto_field_t s_mark_fields[] = {
     U (rec_mark_t, hi, U64, "pair fingerprint"), U (rec_mark_t, lo, U64, ""),
     U (rec_mark_t, job_id, U64, ""),             U (rec_mark_t, token, U64, ""),
     S (rec_mark_t, msg_key, KEY, ""),            S (rec_mark_t, entity, KEY, ""),
     S (rec_mark_t, chat, KEY, ""),               S (rec_mark_t, chat_kind, 16, ""),
     S (rec_mark_t, text, TEXT, ""),              B (rec_mark_t, payload, TEXT, ""),
-    U (rec_mark_t, priority, 99, ""),            U (rec_mark_t, created_ms, U64, ""),
-    U (rec_mark_t, expires_ms, U64, ""),         U (rec_mark_t, llm_ms, U64, ""),
-    U (rec_mark_t, tokens, U64, ""),             U (rec_mark_t, marked_at, U64, ""),
-    U (rec_mark_t, first_at, U64, ""),
+    U (rec_mark_t, priority, 99, ""),            U (rec_mark_t, created_ms, TIME, ""),
+    U (rec_mark_t, expires_ms, TIME, ""),         U (rec_mark_t, llm_ms, U64, ""),
+    U (rec_mark_t, tokens, U64, ""),             U (rec_mark_t, marked_at, TIME, ""),
+    U (rec_mark_t, first_at, TIME, ""),
 };
 static const proto_record_t s_mark = RECORD ("MARK", rec_mark_t, s_mark_fields, "");
 
@@ -71,9 +73,9 @@ static const proto_field_t s_outcome_fields[] = {
     U (rec_outcome_t, hi, U64, ""),         U (rec_outcome_t, lo, U64, ""),
     U (rec_outcome_t, job_id, U64, ""),     U (rec_outcome_t, token, U64, ""),
     S (rec_outcome_t, entity, KEY, ""),     S (rec_outcome_t, chat, KEY, ""),
-    S (rec_outcome_t, chat_kind, 16, ""),   U (rec_outcome_t, marked_at, U64, ""),
-    U (rec_outcome_t, first_at, U64, ""),   U (rec_outcome_t, outcome, 4, ""),
-    S (rec_outcome_t, reason, TEXT, ""),    U (rec_outcome_t, outcome_at, U64, ""),
+    S (rec_outcome_t, chat_kind, 16, ""),   U (rec_outcome_t, marked_at, TIME, ""),
+    U (rec_outcome_t, first_at, TIME, ""),   U (rec_outcome_t, outcome, 4, ""),
+    S (rec_outcome_t, reason, TEXT, ""),    U (rec_outcome_t, outcome_at, TIME, ""),
 };
 static const proto_record_t s_outcome = RECORD ("OUTCOME", rec_outcome_t, s_outcome_fields, "");
 
@@ -84,7 +86,7 @@ static const proto_record_t s_pair = RECORD ("FORGET", rec_pair_t, s_pair_fields
 
 static const proto_field_t s_posted_fields[] = {
     U (rec_posted_t, hi, U64, ""),       U (rec_posted_t, lo, U64, ""),
-    U (rec_posted_t, at, U64, ""),       S (rec_posted_t, entity, KEY, ""),
+    U (rec_posted_t, at, TIME, ""),       S (rec_posted_t, entity, KEY, ""),
     S (rec_posted_t, chat, KEY, ""),     S (rec_posted_t, chat_kind, 16, ""),
 };
 static const proto_record_t s_posted = RECORD ("POSTED", rec_posted_t, s_posted_fields, "");

@@ -707,6 +707,43 @@ static void s_replay (pjournal_t *self, s_segment_t *seg, const char *name, bool
     }
 }
 
+//  A file named like a segment whose id is beyond PJOURNAL_SEGMENT_ID_MAX (a
+//  damaged or foreign name): owners keep segment ids in 32 bits, and new
+//  segments need ids after it, so its records are not loaded. Its bytes go
+//  to the quarantine and the file goes, like a segment with a bad header.
+static void s_stray (pjournal_t *self, uint64_t id)
+{
+    char name[32];
+    s_segment_name (name, sizeof name, id);
+    const char *why = "segment id out of range (damaged name?)";
+    int fd = openat (self->dir_fd, name, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat (fd, &st)) {
+        plog_error ("journal %s: cannot open %s: %s", self->path, name, strerror (errno));
+        if (fd >= 0)
+            close (fd);
+        return;
+    }
+    uint64_t size = (uint64_t) st.st_size;
+    unsigned char *data = pmalloc (size ? size : 1);
+    assert (data);
+    int rc = s_pread_all (fd, data, size, 0);
+    close (fd);
+    if (rc)
+        plog_error ("journal %s: cannot read %s: %s", self->path, name, strerror (errno));
+    else {
+        s_damage (self, "segment %s: %s: %llu bytes to quarantine.pj", name, why,
+                  (unsigned long long) size);
+        if (size
+            && (s_quarantine (self, PJOURNAL_QUARANTINE_BYTES, id, 0, 0, why, data, size)
+                || s_quarantine_sync (self)))
+            rc = -1;        //  not saved: left where it is
+    }
+    free (data);
+    if (rc == 0 && unlinkat (self->dir_fd, name, 0))
+        plog_error ("journal %s: cannot remove %s: %s", self->path, name, strerror (errno));
+}
+
 //  Loads one segment. Returns -1 only when it cannot be read at all.
 static int s_load_segment (pjournal_t *self, uint64_t id, bool newest, unsigned char **buf_p,
                            size_t *cap_p, pjournal_record_fn *fn, void *arg)
@@ -759,6 +796,9 @@ int pjournal_load (pjournal_t *self, pjournal_record_fn *fn, void *arg)
         return -1;
     self->loading = true;
     self->logged = 0;
+    //  Sorted: names beyond the id range come last.
+    while (count && ids[count - 1] > PJOURNAL_SEGMENT_ID_MAX)
+        s_stray (self, ids[--count]);
     uint64_t quarantined = self->stats.quarantined;
     unsigned char *buf = NULL;
     size_t cap = 0;
@@ -825,6 +865,8 @@ static s_piece_t *s_piece_start (pjournal_t *self, s_segment_t *seg)
 //  Starts the next segment: its header leads its piece of the buffer.
 static s_segment_t *s_rotate (pjournal_t *self)
 {
+    //  Loaded ids end at PJOURNAL_SEGMENT_ID_MAX: 2^31 rotations from there.
+    assert (self->next_id <= UINT32_MAX);
     s_segment_t *seg = s_segment_add (self, self->next_id++);
     self->current = seg;
     s_piece_t *piece = s_piece_start (self, seg);

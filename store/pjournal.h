@@ -116,6 +116,11 @@ typedef struct pjournal_s pjournal_t;
 #define PJOURNAL_SEGMENT_BYTES     (64u * 1024 * 1024)
 #define PJOURNAL_SEGMENT_BYTES_MIN 4096u
 #define PJOURNAL_SEGMENT_BYTES_MAX (1024u * 1024 * 1024)
+//  The largest id a segment file found at load may have. Owners keep segment
+//  ids in 32-bit tags (pseen), and ids count up from 1: a file named beyond
+//  this is damage, quarantined at load, and what loads leaves room for 2^31
+//  more segments.
+#define PJOURNAL_SEGMENT_ID_MAX    0x7FFFFFFFu
 //  The largest payload: a bigger length read from disk is damage, not data.
 #define PJOURNAL_RECORD_MAX        (256u * 1024 * 1024)
 //  Record framing and segment header sizes.

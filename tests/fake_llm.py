@@ -26,6 +26,8 @@ and the message being answered may carry directives that make it misbehave:
     #hang           never answer
     #reset          reset the connection without answering
     #malformed      200 with a body that is not JSON
+    #nochoices      200 with a completion that has no "choices"
+    #ssegarbage     a streamed answer whose events are not JSON (when asked to stream)
     #badtype        200 with JSON whose content is a number
     #context400     400 exceed_context_size_error (llama.cpp)
     #context500     500 "input is too large to process" (older llama.cpp)
@@ -184,6 +186,12 @@ async def chat(args, headers, raw, writer):
         return error(500, "input is too large to process. increase the physical batch size")
     if directive(text, "malformed"):
         return response(200, b'{"choices": [{"message": {"content": "cut')
+    if directive(text, "nochoices"):
+        return response(200, {"id": "chatcmpl-fake", "object": "chat.completion",
+                              "model": model or "default"})
+    if directive(text, "ssegarbage") and body.get("stream"):
+        return response(200, b'data: {"choices": [{"delta": {"content": "half\n'
+                             b'data: [1, 2]\n\n', "text/event-stream")
     if directive(text, "badtype"):
         return response(200, {"choices": [{"message": {"content": 42}}]})
     answer = reply_text(args, model, text)

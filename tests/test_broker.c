@@ -479,6 +479,33 @@ static void test_wrong_socket (void **state)
     s_stop (&b);
 }
 
+//  A heartbeat on a routing id ZeroMQ made (the sender set none, or it is a
+//  leftover of a replaced connection) registers no worker: nothing could be
+//  sent there, and jobs would bounce off it.
+static void test_generated_routing_id_is_not_a_worker (void **state)
+{
+    (void) state;
+    s_broker_t b;
+    s_start (&b, NULL, NULL);
+    char ep[64];
+    snprintf (ep, sizeof ep, "inproc://back-%d", b.n);
+    zsock_t *anon = zsock_new (ZMQ_DEALER);
+    assert_int_equal (zsock_connect (anon, "%s", ep), 0);
+    s_heartbeat (anon, 4, 0, NULL, 0);
+    assert_true (s_stat_reaches (&b, "refused", 1));
+    proto_msg_t msg;
+    assert_false (s_expect_within (anon, PROTO_WELCOME, &msg, 300));
+    //  The control: the same with a routing id of its own is welcomed.
+    zsock_t *w = s_worker (&b, "W:named");
+    s_heartbeat (w, 4, 0, NULL, 0);
+    assert_true (s_expect (w, PROTO_WELCOME, &msg));
+    proto_msg_release (&msg);
+    assert_true (s_stat_reaches (&b, "workers", 1));
+    zsock_destroy (&anon);
+    zsock_destroy (&w);
+    s_stop (&b);
+}
+
 
 //  --- the store ----------------------------------------------------------------------------
 
@@ -568,6 +595,7 @@ int main (void)
         cmocka_unit_test (test_max_hold),
         cmocka_unit_test (test_wrong_socket),
         cmocka_unit_test (test_reservation_alone_in_a_segment),
+        cmocka_unit_test (test_generated_routing_id_is_not_a_worker),
     };
     if (getenv ("TEST_FILTER"))
         cmocka_set_test_filter (getenv ("TEST_FILTER"));

@@ -10,6 +10,8 @@
 #include "sink/dest.h"
 #include "sink/dest_limit.h"
 #include "sink/dest_outbox.h"
+#include "net/ptext.h"
+#include "proto/proto.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -636,6 +638,77 @@ static void test_jsonl_turn_is_one_write_cut_at_a_whole_line (void **state)
         fail_msg ("step %d of the turn test failed", WEXITSTATUS (status));
     unlink (path);
     rmdir (dir);
+//  A reason must reach the broker: its OUTCOME frame carries it, and the
+//  decoder refuses a string that is not UTF-8.
+static void s_assert_reason_travels (const char *why)
+{
+    assert_true (ptext_utf8_valid (why, strlen (why)));
+    proto_outcome_item_t item = {7, 9, PROTO_OUT_FAILED, why, 1700000000000ull};
+    proto_outcome_t outcome = {1, &item, 1};
+    zmq_msg_t frame;
+    assert_int_equal (proto_encode (PROTO_OUTCOME, &outcome, &frame), 0);
+    proto_msg_t msg;
+    char err[300];
+    int rc = proto_decode (zmq_msg_data (&frame), zmq_msg_size (&frame), &msg, err, sizeof err);
+    zmq_msg_close (&frame);
+    if (rc != PROTO_OK)
+        fail_msg ("the OUTCOME frame does not decode: %s", err);
+    assert_string_equal (msg.body.outcome.items[0].reason, why);
+    proto_msg_release (&msg);
+}
+
+//  Long multi-byte answers are cut at a character; bytes that are not
+//  UTF-8 become '?'.
+static void test_reasons_are_utf8 (void **state)
+{
+    (void) state;
+    //  An HTTP 500 whose body is "x" and 150 two-byte characters: the
+    //  200-byte excerpt would end inside the 100th.
+    char body[400] = "x";
+    for (int i = 0; i < 150; i++)
+        strcat (body, "\xc3\xa9");
+    phttp_response_t r = {.status = 500, .body = body, .size = strlen (body),
+                          .retry_after_ms = -1, .first_byte_ms = -1};
+    char why[600];
+    assert_int_equal (dest_http_outcome (&r, "api", why, sizeof why), DEST_RETRY);
+    s_assert_reason_travels (why);
+    char expect[400] = "api answered HTTP 500: x";
+    for (int i = 0; i < 99; i++)
+        strcat (expect, "\xc3\xa9");
+    assert_string_equal (why, expect);
+
+    //  A body in another encoding.
+    r.status = 404;
+    r.body = "not found: caf\xe9 \xff";
+    r.size = strlen (r.body);
+    assert_int_equal (dest_http_outcome (&r, "api", why, sizeof why), DEST_FAIL);
+    assert_string_equal (why, "api answered HTTP 404: not found: caf? ?");
+
+    //  A reason cut by a small buffer.
+    r.body = "\xe2\x82\xac\xe2\x82\xac";
+    r.size = strlen (r.body);
+    char small[28];
+    dest_http_outcome (&r, "api", small, sizeof small);
+    assert_string_equal (small, "api answered HTTP 404: \xe2\x82\xac");
+
+    //  Telegram's description, long and in Cyrillic, cut at 300 bytes.
+    char json[1200] = "{\"ok\": false, \"error_code\": 400, \"description\": \"Bad Request: ";
+    for (int i = 0; i < 300; i++)
+        strcat (json, "\xd0\xb6");
+    strcat (json, "\"}");
+    r = (phttp_response_t) {.status = 400, .body = json, .size = strlen (json),
+                            .retry_after_ms = -1, .first_byte_ms = -1};
+    int64_t wait;
+    assert_int_equal (dest_telegram_outcome (&r, "123:SECRET", why, sizeof why, &wait), DEST_FAIL);
+    s_assert_reason_travels (why);
+    assert_non_null (strstr (why, "Telegram 400: Bad Request: \xd0\xb6"));
+
+    char cut[] = "abc\xe2\x82";
+    dest_reason_utf8 (cut);
+    assert_string_equal (cut, "abc");
+    char bad[] = "\xc3\x28 \xed\xa0\x80 ok \xf0\x9f\x98\x80";
+    dest_reason_utf8 (bad);
+    assert_string_equal (bad, "?( ??? ok \xf0\x9f\x98\x80");
 }
 
 int main (void)
@@ -650,6 +723,7 @@ int main (void)
         cmocka_unit_test (test_jsonl_torn_write_is_cut_back),
         cmocka_unit_test (test_jsonl_lines_as_jansson_writes_them),
         cmocka_unit_test (test_jsonl_turn_is_one_write_cut_at_a_whole_line),
+        cmocka_unit_test (test_reasons_are_utf8),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }

@@ -12,6 +12,7 @@
 #include "store/pjournal.h"
 #include "common/plog.h"
 
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -802,6 +803,66 @@ static void test_bad_headers (void **state)
     assert_true (s_segment_on_disk (dir, 3));
 }
 
+//  A file named like a segment beyond PJOURNAL_SEGMENT_ID_MAX (a damaged
+//  name: owners keep segment ids in 32-bit tags) is quarantined and
+//  removed; the rest loads, and new segments go on from the last good id.
+static void test_segment_id_out_of_range (void **state)
+{
+    const char *dir = *state;
+    pjournal_t *j = s_open (dir, "off", 4096);
+    s_seen_t seen;
+    s_load (j, &seen, true);
+    assert_int_equal (s_append_kept (j, 1, 0, 100), 1);
+    assert_int_equal (pjournal_commit (j), 0);
+    pjournal_destroy (&j);
+
+    char from[512], to[512];
+    s_segment_path (from, sizeof from, dir, 1);
+    s_segment_path (to, sizeof to, dir, (uint64_t) PJOURNAL_SEGMENT_ID_MAX + 2);
+    char cmd[1100];
+    snprintf (cmd, sizeof cmd, "cp %s %s", from, to);
+    assert_int_equal (system (cmd), 0);
+    //  Its header names it, as the engine would have.
+    FILE *f = fopen (to, "r+b");
+    assert_non_null (f);
+    uint64_t id = htole64 ((uint64_t) PJOURNAL_SEGMENT_ID_MAX + 2);
+    fseek (f, 8, SEEK_SET);
+    fwrite (&id, 8, 1, f);
+    fclose (f);
+    off_t size = s_file_size (to);
+
+    j = s_open (dir, "off", 4096);
+    s_load (j, &seen, true);
+    assert_int_equal (seen.count, 1);
+    assert_int_equal (seen.segments[0], 1);
+    assert_false (s_segment_on_disk (dir, (uint64_t) PJOURNAL_SEGMENT_ID_MAX + 2));
+    assert_int_equal (s_append_kept (j, 1, 1, 100), 2);
+    assert_int_equal (pjournal_commit (j), 0);
+    pjournal_destroy (&j);
+    s_quarantine_t q;
+    s_read_quarantine (dir, &q, 1);
+    assert_int_equal (q.kind[0], PJOURNAL_QUARANTINE_BYTES);
+    assert_true (q.segment[0] == (uint64_t) PJOURNAL_SEGMENT_ID_MAX + 2);
+    assert_int_equal (q.len[0], (size_t) size);
+
+    //  The largest id that loads: the next segment comes after it.
+    s_segment_path (to, sizeof to, dir, PJOURNAL_SEGMENT_ID_MAX);
+    snprintf (cmd, sizeof cmd, "mv %s %s", from, to);
+    assert_int_equal (system (cmd), 0);
+    f = fopen (to, "r+b");
+    assert_non_null (f);
+    id = htole64 ((uint64_t) PJOURNAL_SEGMENT_ID_MAX);
+    fseek (f, 8, SEEK_SET);
+    fwrite (&id, 8, 1, f);
+    fclose (f);
+    j = s_open (dir, "off", 4096);
+    s_load (j, &seen, true);
+    assert_true (seen.count >= 1);
+    assert_true (s_append_kept (j, 1, 2, 100) > PJOURNAL_SEGMENT_ID_MAX);
+    assert_int_equal (pjournal_commit (j), 0);
+    pjournal_destroy (&j);
+}
+
 static void test_fsync_always (void **state)
 {
     const char *dir = *state;
@@ -976,6 +1037,7 @@ int main (void)
         cmocka_unit_test_setup_teardown (test_sticky_error, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_failed_new_segment, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_bad_headers, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_segment_id_out_of_range, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_fsync_always, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_fsync_batch, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_fsync_off, s_setup, s_teardown),

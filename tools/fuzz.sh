@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs a libFuzzer target of the fuzz build for a while on its seed corpus.
 # Usage: tools/fuzz.sh TARGET|all MINUTES
-#   TARGET   proto, config, source_http, telegram, twitch, llm, dest
+#   TARGET   proto, config, source_http, jsonl, telegram, twitch, llm, dest, recovery
 #            (tests/fuzz/fuzz_TARGET.c; "all" runs every one, one after another)
 #   MINUTES  how long each runs (decimals allowed)
 # Build first: bash tools/build.sh fuzz. Each run works in a scratch

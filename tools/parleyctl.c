@@ -5,7 +5,7 @@
     Live:       stats | top [--once]
     Broker:     workers | entities | broker-stats
                 pause ENTITY|all | resume ENTITY|all
-                dlq list [LIMIT] | dlq retry ID|all | dlq purge ID|all
+                dlq list [LIMIT] | dlq retry ID|all [force] | dlq purge ID|all
     Reference:  config sample | config reference | config check FILE | config show
                 proto reference
     Keys:       keygen NAME [--dir DIR] [--force]
@@ -52,7 +52,7 @@ static void s_usage (FILE *out)
              "  pause ENTITY|all           stop dispatching an entity's jobs (or all)\n"
              "  resume ENTITY|all\n"
              "  dlq list [LIMIT]           dead letters with reason and attempt history\n"
-             "  dlq retry ID|all           queue dead letters again\n"
+             "  dlq retry ID|all [force]   queue dead letters again (force: also \"maybe posted\")\n"
              "  dlq purge ID|all           delete dead letters\n"
              "Reference:\n"
              "  config sample              every setting at its default, with what it does\n"
@@ -234,10 +234,10 @@ static void s_render_top (json_t *snap, bool tty)
                 s_value (sink, "latency_p99_ms"));
     if (broker)
         printf ("  queue  %-8.0f delayed %-6.0f in flight %-5.0f workers %-3.0f credit %-5.0f\n"
-                "  expired %-7.0f dropped %-6.0f retried %-6.0f dead letters %.0f%s\n",
+                "  expired %-7.0f busy %-9.0f retried %-6.0f dead letters %.0f%s\n",
                 s_value (broker, "queued"), s_value (broker, "delayed"), s_value (broker, "in_flight"),
                 s_value (broker, "workers"), s_value (broker, "credit"), s_value (broker, "expired"),
-                s_value (broker, "dropped"), s_value (broker, "retried"), s_value (broker, "dlq"),
+                s_value (broker, "busy"), s_value (broker, "retried"), s_value (broker, "dlq"),
                 s_value (broker, "paused") ? "   (PAUSED)" : "");
     else
         printf ("  broker: no answer yet\n");
@@ -494,7 +494,7 @@ int main (int argc, char **argv)
             rc = 2;
         }
         else
-            rc = s_broker_command (&self, name, args + 1, nargs > 1 ? 1 : 0);
+            rc = s_broker_command (&self, name, args + 1, nargs > 2 ? 2 : nargs > 1 ? nargs - 1 : 0);
     }
     else if (streq (command, "config"))
         rc = s_config_command (&self, nargs, args, path, sets, nsets);

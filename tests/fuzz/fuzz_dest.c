@@ -8,13 +8,14 @@
     destination's verdict) and dest_telegram_outcome (sendMessage: ok or
     error, description, parameters.retry_after, migrate_to_chat_id);
     the Retry-After to phttp_retry_after_ms. Verdicts must be one of the
-    four, reasons terminated, waits bounded. Seeds: tests/fuzz/dest/.
+    four, reasons terminated and valid UTF-8, waits bounded. Seeds: tests/fuzz/dest/.
 */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/plog.h"
+#include "net/ptext.h"
 #include "sink/dest.h"
 
 #define HEADER 11
@@ -23,6 +24,9 @@
 static void s_check (int status, const char *why, size_t whylen, const char *token)
 {
     if (status < DEST_OK || status > DEST_IN_DOUBT || strnlen (why, whylen) == whylen)
+        abort ();
+    //  The reason travels in an OUTCOME frame, whose decoder refuses what is not UTF-8.
+    if (!ptext_utf8_valid (why, strlen (why)))
         abort ();
     //  A refused post has a reason.
     if (status != DEST_OK && !*why)

@@ -78,7 +78,8 @@ int LLVMFuzzerInitialize (int *argc, char ***argv)
 int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
 {
     source_t *source = source_new (s_config->sources.items, s_config, 1);
-    dest_t *dest = dest_new (s_config->destinations.items, s_config, s_done, NULL, NULL);
+    dest_events_t events = {s_done, NULL, NULL, NULL};
+    dest_t *dest = dest_new (s_config->destinations.items, s_config, &events);
     if (!source || !dest)
         abort ();
     int count = 0, lines = 0;
