@@ -638,6 +638,8 @@ static void test_jsonl_turn_is_one_write_cut_at_a_whole_line (void **state)
         fail_msg ("step %d of the turn test failed", WEXITSTATUS (status));
     unlink (path);
     rmdir (dir);
+}
+
 //  A reason must reach the broker: its OUTCOME frame carries it, and the
 //  decoder refuses a string that is not UTF-8.
 static void s_assert_reason_travels (const char *why)
