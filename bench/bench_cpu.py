@@ -3,7 +3,7 @@
 
     bench/bench_cpu.py [--build build] [--jobs 100000] [--runs 3]
                        [--modes memory,batch] [--perf sink] [--perf-out DIR]
-                       [--against OTHER_BUILD]
+                       [--against OTHER_BUILD] [--entities N]
 
 Runs bench_durability's end-to-end pipeline (one poller with the demo
 source as fast as it goes, broker, one template worker at zero latency,
@@ -43,11 +43,12 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / TICK     # utime, stime
 
 
-def one(build, jobs, mode, perf=None, perf_out=None, run=0, perf_graph="fp"):
+def one(build, jobs, mode, perf=None, perf_out=None, run=0, perf_graph="fp", entities=10):
     with Pipeline(build, {}, "bench-cpu") as p, bd.Posts() as posts:
         memory = mode == "memory"
         bd.start(p, bd.config(jobs, "" if memory else p.path("data"),
-                              "always" if memory else mode, dest=posts.path))
+                              "always" if memory else mode, entities=entities,
+                              dest=posts.path))
         rec = None
         if perf:
             if perf == "poller":
@@ -76,6 +77,8 @@ def main():
     ap.add_argument("--perf-out", default="/tmp")
     ap.add_argument("--perf-graph", default="fp", help="fp, or dwarf (callers through libraries)")
     ap.add_argument("--against")
+    ap.add_argument("--entities", type=int, default=10,
+                    help="entities in the configuration (each message mentions one)")
     args = ap.parse_args()
     builds = [os.path.abspath(args.build)] + ([os.path.abspath(args.against)] if args.against
                                               else [])
@@ -85,7 +88,8 @@ def main():
     results = {c: [] for c in cases}
     for r in range(args.runs):
         for b, m in cases:
-            rate, cpu = one(b, args.jobs, m, args.perf, args.perf_out, r, args.perf_graph)
+            rate, cpu = one(b, args.jobs, m, args.perf, args.perf_out, r, args.perf_graph,
+                            args.entities)
             results[(b, m)].append((rate, cpu))
             print("  run %d %-13s %8.0f jobs/s  " % (r + 1, tag(b, m), rate)
                   + "  ".join("%s %5.2f" % (d, cpu[d]) for d in DAEMONS) + "  us/job",

@@ -248,6 +248,7 @@ typedef struct {
     char *log_level;
 
     json_t *root;                //  the document as loaded (after defaults)
+    struct ptable_s *entity_ids; //  pcfg_entity_t by id (pcfg_entity_index)
 } pcfg_t;
 
 //  Loads `path` (NULL = the embedded default) into a new config. On error,
