@@ -368,12 +368,15 @@ class Pipeline:
             return ""
 
     def posted(self, path=None):
-        """The replies in the JSON-lines output, in posting order."""
+        """The replies in the JSON-lines output, in posting order. A line
+        without its newline is still being written (the sink writes a
+        turn's lines in one write, which a reader may see in part): it is
+        left for the next call."""
         lines = []
         try:
             with open(path or self.output) as f:
                 for line in f:
-                    if line.strip():
+                    if line.endswith("\n") and line.strip():
                         lines.append(json.loads(line))
         except FileNotFoundError:
             pass
