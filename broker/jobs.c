@@ -1,5 +1,6 @@
 /*  jobs - the broker's jobs and the life of each one. See jobs.h; what is
-    stored of them, and how they come back after a restart, is jobs_store.c. */
+    stored of them, and how they come back after a restart, is jobs_store.c;
+    what the sink reports of them (COMMIT, OUTCOME) is jobs_sink.c. */
 #include "broker/jobs_int.h"
 #include "broker/workers.h"
 #include "common/palloc.h"
@@ -141,7 +142,7 @@ const char *bjobs_chat (bjobs_t *self, const bjob_t *job)
     return sched_chat_key (self->sched, job->sj.chat);
 }
 
-static void s_history (bjob_t *job, int64_t now, const char *what)
+void bjobs__history (bjob_t *job, int64_t now, const char *what)
 {
     char line[700];
     int n = snprintf (line, sizeof line, "%s%" PRId64 " attempt %u: %s", job->history ? "\n" : "",
@@ -163,7 +164,7 @@ static void s_history (bjob_t *job, int64_t now, const char *what)
 
 //  --- the end of a job -----------------------------------------------------------------
 
-static void s_finish (bjobs_t *self, bjob_t *job, int64_t now)
+void bjobs__finish (bjobs_t *self, bjob_t *job, int64_t now)
 {
     sched_done (self->sched, &job->sj, now);
     sched_remove (self->sched, &job->sj);
@@ -177,8 +178,8 @@ static void s_finish (bjobs_t *self, bjob_t *job, int64_t now)
     bjobs__job_free (job);
 }
 
-static void s_dead_letter (bjobs_t *self, bjob_t *job, const char *reason, bool maybe_posted,
-                           int64_t now)
+void bjobs__dead_letter (bjobs_t *self, bjob_t *job, const char *reason, bool maybe_posted,
+                         int64_t now)
 {
     bdead_t entry = {0,
                      (char *) bjob_msg_key (job),
@@ -198,7 +199,7 @@ static void s_dead_letter (bjobs_t *self, bjob_t *job, const char *reason, bool 
     if (plog_limiter_allow (&self->dead_log, 20))
         plog_warn ("dead-lettered %s for %s after %u attempt(s)%s: %s", entry.msg_key, entry.entity,
                    job->attempt, maybe_posted ? " (the reply may have been posted)" : "", reason);
-    s_finish (self, job, now);
+    bjobs__finish (self, job, now);
 }
 
 //  Queues the job again, eligible at `not_before`.
@@ -220,12 +221,12 @@ static void s_requeue (bjobs_t *self, bjob_t *job, int64_t not_before, int64_t n
 static void s_failed (bjobs_t *self, bjob_t *job, const char *reason, int64_t retry_after,
                       int64_t now)
 {
-    s_history (job, now, reason);
+    bjobs__history (job, now, reason);
     job->failures++;
     if ((int64_t) job->failures > self->config->max_retries) {
         char why[800];
         snprintf (why, sizeof why, "gave up after %u failed attempts; last: %s", job->failures, reason);
-        s_dead_letter (self, job, why, false, now);
+        bjobs__dead_letter (self, job, why, false, now);
         return;
     }
     int64_t delay = pbackoff_delay (self->config->retry_base_ms, self->config->retry_max_ms,
@@ -409,19 +410,19 @@ void bjobs_released (bjobs_t *self, bjob_t *job, const proto_release_item_t *ite
         break;
     case PROTO_REL_FAIL:
         bjobs__unreserve (self, job, now);
-        s_history (job, now, item->reason);
-        s_dead_letter (self, job, *item->reason ? item->reason : "failed", false, now);
+        bjobs__history (job, now, item->reason);
+        bjobs__dead_letter (self, job, *item->reason ? item->reason : "failed", false, now);
         break;
     case PROTO_REL_EXPIRED:
         bjobs__unreserve (self, job, now);
         self->counters.expired++;
-        s_finish (self, job, now);
+        bjobs__finish (self, job, now);
         break;
     case PROTO_REL_SKIP:
         bjobs__unreserve (self, job, now);
         plog_debug ("job %s skipped: %s", bjob_msg_key (job), item->reason);
         self->counters.skipped++;
-        s_finish (self, job, now);
+        bjobs__finish (self, job, now);
         break;
     case PROTO_REL_RETURN:
     default:
@@ -449,7 +450,7 @@ void bjobs_take_back (bjobs_t *self, bjob_t *job, bjobs_why_t why, const char *d
         s_requeue (self, job, now, now);
         break;
     case BJOBS_NOT_HELD:
-        s_history (job, now, detail);
+        bjobs__history (job, now, detail);
         self->counters.reclaimed++;
         s_requeue (self, job, now, now);
         break;
@@ -465,7 +466,7 @@ void bjobs_take_back (bjobs_t *self, bjob_t *job, bjobs_why_t why, const char *d
             //  Maybe it, maybe another job on that worker: a suspect, retried without penalty.
             if (job->crashes < UINT16_MAX)
                 job->crashes++;
-            s_history (job, now, detail);
+            bjobs__history (job, now, detail);
             int64_t delay = pbackoff_delay (self->config->retry_base_ms, self->config->retry_max_ms,
                                             job->crashes);
             s_requeue (self, job, now + delay, now);
@@ -480,118 +481,6 @@ void bjobs_take_back (bjobs_t *self, bjob_t *job, bjobs_why_t why, const char *d
     }
 }
 
-//  --- what the sink reports ----------------------------------------------------------------------
-
-static int s_cmp_i64 (const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *) a, y = *(const int64_t *) b;
-    return (x > y) - (x < y);
-}
-
-//  A rate-limited job reached the sink `took` ms after its dispatch. The
-//  scheduler reserves slots about that far ahead (sched_set_lead): the 90th
-//  percentile of the last LEAD_SAMPLES, at most a minute, so most replies
-//  wait at the sink for their slots and a saturated budget is used in full.
-static void s_learn_lead (bjobs_t *self, int64_t took)
-{
-    if (took < 0)
-        took = 0;
-    self->lead_samples[self->lead_count++ % LEAD_SAMPLES] = took;
-    //  Sorting 64 numbers is cheap, but not on every job: every 8th.
-    if (self->lead_count % 8 != 0 && self->lead_count > 8)
-        return;
-    size_t n = self->lead_count < LEAD_SAMPLES ? self->lead_count : LEAD_SAMPLES;
-    int64_t sorted[LEAD_SAMPLES];
-    memcpy (sorted, self->lead_samples, n * sizeof (int64_t));
-    qsort (sorted, n, sizeof (int64_t), s_cmp_i64);
-    int64_t lead = sorted[(n * 9) / 10];
-    sched_set_lead (self->sched, lead < LIMITS_MINUTE_MS ? lead : LIMITS_MINUTE_MS);
-}
-
-void bjobs_commit (bjobs_t *self, const proto_commit_item_t *item, int64_t lease_ms, int64_t now,
-                   proto_verdict_item_t *v)
-{
-    memset (v, 0, sizeof *v);
-    v->job_id = item->job_id;
-    v->token = item->token;
-    v->msg_key = v->entity = v->chat = v->chat_kind = "";
-    bjob_t *job = ptable_lookup (self->by_id, &item->job_id);
-    if (!job)
-        v->verdict = PROTO_VERDICT_UNKNOWN;
-    else if (bjob_token (job) != item->token || job->state == JOB_QUEUED)
-        v->verdict = PROTO_VERDICT_STALE;
-    else {
-        v->verdict = PROTO_VERDICT_POST;
-        bool renewal = item->hold && job->state == JOB_COMMITTED;
-        if (job->state != JOB_COMMITTED) {
-            //  This attempt owns the job: the sink holds it now, under a lease it
-            //  renews. Its writing is over (the RELEASE may still be on its way).
-            if (job->state == JOB_DISPATCHED || job->state == JOB_HANDED_OFF) {
-                if (sched_limited (self->sched, job->sj.entity, job->sj.chat))
-                    s_learn_lead (self, now - job->flight->dispatched_at);
-            }
-            sched_done (self->sched, &job->sj, now);
-            bjobs__set_state (self, job, JOB_COMMITTED);
-            bjobs__persist (self, job);
-            self->counters.committed++;
-        }
-        bjobs__set_deadline (self, job, now + lease_ms);
-        if (!renewal) {
-            v->msg_key = bjob_msg_key (job);
-            v->entity = bjobs__entity (self, job);
-            v->chat = sched_chat_key (self->sched, job->sj.chat);
-            v->chat_kind = sched_chat_kind (self->sched, job->sj.chat);
-            v->priority = job->priority;
-            v->created_ms = (uint64_t) job->created_ms;
-            v->expires_ms = (uint64_t) job->sj.expires_at;
-            v->payload = bjob_payload (job);
-        }
-    }
-    if (v->verdict != PROTO_VERDICT_POST) {
-        self->counters.stale_results++;
-        plog_debug ("result for job %" PRIu64 " refused (%s)", item->job_id,
-                    v->verdict == PROTO_VERDICT_STALE ? "stale" : "unknown");
-    }
-}
-
-void bjobs_outcome (bjobs_t *self, const proto_outcome_item_t *item, int64_t now)
-{
-    bjob_t *job = ptable_lookup (self->by_id, &item->job_id);
-    //  Outcomes are idempotent: a repeat for a finished job is ignored.
-    if (!job || bjob_token (job) != item->token || job->state != JOB_COMMITTED)
-        return;
-    switch (item->status) {
-    case PROTO_OUT_POSTED:
-        //  The slots count from when the post was made (the sink's clock,
-        //  never later than now).
-        sched_posted (self->sched, &job->sj,
-                      item->at_ms > 0 && (int64_t) item->at_ms < now ? (int64_t) item->at_ms : now, now);
-        self->counters.posted++;
-        s_finish (self, job, now);
-        break;
-    case PROTO_OUT_DUPLICATE:
-        self->counters.duplicate_posts++;
-        s_finish (self, job, now);
-        break;
-    case PROTO_OUT_EXPIRED:
-        bjobs__unreserve (self, job, now);
-        self->counters.expired++;
-        s_finish (self, job, now);
-        break;
-    case PROTO_OUT_FAILED:
-        bjobs__unreserve (self, job, now);
-        s_history (job, now, item->reason);
-        s_dead_letter (self, job, *item->reason ? item->reason : "failed", false, now);
-        break;
-    case PROTO_OUT_IN_DOUBT:
-    default:
-        //  Its slot stays taken: the reply may be in the chat.
-        s_history (job, now, item->reason);
-        s_dead_letter (self, job, *item->reason ? item->reason : "in doubt", true, now);
-        break;
-    }
-}
-
 //  --- time ----------------------------------------------------------------------------------
 
 void bjobs_tick (bjobs_t *self, int64_t now)
@@ -600,7 +489,7 @@ void bjobs_tick (bjobs_t *self, int64_t now)
     sched_job_t *sj;
     while ((sj = sched_pop_expired (self->sched, now))) {
         self->counters.expired++;
-        s_finish (self, (bjob_t *) sj, now);
+        bjobs__finish (self, (bjob_t *) sj, now);
     }
     bjob_t *job;
     while ((job = bdeadlines_due (&self->deadlines, now))) {
@@ -627,7 +516,7 @@ void bjobs_tick (bjobs_t *self, int64_t now)
         case JOB_HANDED_OFF:
             //  The result never reached the sink (or the sink never asked): run it again.
             bjobs__unreserve (self, job, now);
-            s_history (job, now, "the result did not reach the sink within the lease");
+            bjobs__history (job, now, "the result did not reach the sink within the lease");
             s_requeue (self, job, now, now);
             self->counters.retried++;
             break;
@@ -638,7 +527,7 @@ void bjobs_tick (bjobs_t *self, int64_t now)
             if (plog_limiter_allow (&self->back_log, 20))
                 plog_warn ("job %s for %s: the sink stopped holding it; dispatching it again",
                            bjob_msg_key (job), bjobs__entity (self, job));
-            s_history (job, now, "the sink stopped holding it");
+            bjobs__history (job, now, "the sink stopped holding it");
             s_requeue (self, job, now, now);
             break;
         default:

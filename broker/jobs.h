@@ -47,7 +47,8 @@ typedef enum {
 
 typedef struct bworker_s bworker_t;
 
-//  A job's place at its worker. Owned by workers.c: only it reads or writes these.
+//  A job's place at its worker. Owned by the worker module (workers.c,
+//  workers_heartbeat.c): only it reads or writes these.
 typedef struct {
     bworker_t *worker;
     struct bjob_s *prev, *next;
@@ -59,7 +60,7 @@ typedef struct {
 //  dispatch (or when a committed job is loaded) and freed when the job is
 //  queued again or finished.
 typedef struct {
-    bjob_link_t link;           //  workers.c's
+    bjob_link_t link;           //  the worker module's
     struct bjob_s *job;         //  whose it is
     uint64_t token;             //  fencing token of the current dispatch
     int64_t deadline;           //  see above; in the deadline heap

@@ -1,8 +1,9 @@
-/*  jobs_int - what the job module's two files share: its struct and helpers.
+/*  jobs_int - what the job module's files share: its struct and helpers.
 
-    jobs.c has the life of a job; jobs_store.c what of it is stored and how
-    the jobs come back after a restart. Nothing outside the job module
-    includes this file.
+    jobs.c has the life of a job; jobs_sink.c what the sink reports of it
+    (COMMIT, OUTCOME); jobs_store.c what of it is stored and how the jobs
+    come back after a restart; jobs_deadlines.c the heap of deadlines.
+    Nothing outside the job module includes this file.
 */
 #ifndef BROKER_JOBS_INT_H_INCLUDED
 #define BROKER_JOBS_INT_H_INCLUDED
@@ -60,6 +61,14 @@ void bjobs__chat_source (const char *chat, char *source, size_t len);
 bjob_t *bjobs__job_new (uint64_t id, const char *entity, const char *msg_key, const void *payload,
                         uint32_t payload_size);
 void bjobs__job_free (bjob_t *job);
+//  Adds a line to the job's history of attempts that went wrong.
+void bjobs__history (bjob_t *job, int64_t now, const char *what);
+//  The job is over: out of the scheduler, the tables and the store, its pair
+//  remembered as finished, and freed.
+void bjobs__finish (bjobs_t *self, bjob_t *job, int64_t now);
+//  Into the dead-letter queue, then finished.
+void bjobs__dead_letter (bjobs_t *self, bjob_t *job, const char *reason, bool maybe_posted,
+                         int64_t now);
 
 //  jobs_deadlines.c
 void bdeadlines_destroy (bdeadlines_t *self);

@@ -15,85 +15,17 @@
     parked on the chat, which waits in its own timer heap; when it lifts,
     the chat's parked flows go back to their entities. Delayed jobs wait in
     a heap by not-before time; queued jobs are also in an expiry heap.
+
+    The rate slots (when a limit allows the next dispatch, what a dispatch
+    takes, gives back or moves) are sched_limits.c's; the records both
+    files read are in sched_int.h.
 */
-#include "broker/sched.h"
+#include "broker/sched_int.h"
 #include "common/palloc.h"
-#include "broker/heap.h"
 
 #include <czmq.h>
 #include <stdlib.h>
 #include <string.h>
-
-typedef struct flow_s {
-    heap_t jobs;                //  ready jobs by (rank, seq)
-    int64_t top_rank;           //  its top job's (rank, seq), kept here so that
-    uint64_t top_seq;           //  ordering flows reads no job (s_flow_key)
-    uint16_t entity;
-    uint32_t chat;
-    uint64_t stamp;             //  when it last dispatched (scheduler stamp)
-    uint32_t pos;               //  in its entity's flow heap
-    bool parked;                //  waiting on its chat's limit
-    struct flow_s *next_parked;
-} flow_t;
-
-typedef struct {
-    heap_t flows;               //  flows with ready jobs, not parked
-    int64_t top_rank;           //  its top flow's top_rank (s_entity_key)
-    limit_log_t log;
-    int64_t max_in_flight;      //  0 = unlimited
-    size_t in_flight;
-    size_t queued;
-    uint64_t stamp;             //  when it last dispatched
-    uint64_t vtime;             //  virtual time: advanced by `step` per dispatch
-    uint64_t step;              //  VTIME_SCALE / its posts per minute
-    bool paused;
-    int64_t next_ok;            //  key in the timer heap
-    uint32_t pos_ready;
-    uint32_t pos_timer;
-} entity_t;
-
-typedef struct {
-    char *key;
-    char *kind;
-    limit_log_t log;
-    flow_t **flows;             //  one per entity, made on first use
-    flow_t *parked;             //  flows waiting for this chat's limit
-    int64_t next_ok;            //  key in the chat timer heap
-    uint32_t pos_timer;
-} chat_t;
-
-struct sched_s {
-    sched_limit_t global_limit;
-    int64_t global_max_in_flight;
-    int64_t aging_ms;
-    int paced_from;
-    sched_chat_rule_t *rules;
-    size_t rule_count;
-
-    entity_t *entities;
-    size_t entity_count;
-    chat_t **chats;
-    size_t chat_count;
-    size_t chat_capacity;
-    zhashx_t *chat_index;       //  key -> index + 1
-
-    limit_log_t global_log;
-    size_t global_in_flight;
-    int64_t lead;               //  reservations are made this far ahead (sched_set_lead)
-    uint64_t vclock;            //  virtual time of the latest dispatch
-    bool paused_all;
-
-    heap_t ready;               //  entities that may dispatch now
-    heap_t entity_timers;       //  entities waiting for their rate limit
-    heap_t chat_timers;         //  chats with parked flows
-    heap_t delayed;             //  jobs waiting for not_before
-    heap_t expiry;              //  queued jobs with an expiry
-
-    uint64_t seq;
-    uint64_t stamp;
-    size_t queued;
-    size_t delayed_count;
-};
 
 //  --- orderings -------------------------------------------------------------------
 
@@ -324,31 +256,7 @@ const char *sched_chat_kind (sched_t *self, uint32_t chat)
     return chat < self->chat_count ? self->chats[chat]->kind : NULL;
 }
 
-bool sched_limited (sched_t *self, int entity, uint32_t chat)
-{
-    return limit_log_active (&self->global_log)
-           || (entity >= 0 && (size_t) entity < self->entity_count
-               && limit_log_active (&self->entities[entity].log))
-           || (chat < self->chat_count && limit_log_active (&self->chats[chat]->log));
-}
-
-//  --- rate slots, reserved ahead ----------------------------------------------------------
-
-//  The sink holds each post until its slot and records the slot when the
-//  post is made; the broker reserves slots only so that it does not dispatch
-//  more than can be posted. A reply reaches the sink one LLM latency after
-//  dispatch, so the broker reserves in the future: a job dispatched at `now`
-//  takes the slot at now + lead. With lead about the LLM latency, replies
-//  reach the sink a little before their slots and wait there, so a saturated
-//  budget is used in full instead of losing every slot a slow reply misses.
-
-//  The earliest time >= now at which `log` allows a reservation (ahead),
-//  paced or not (limits.h).
-static int64_t s_next_ok (const sched_t *self, const limit_log_t *log, int64_t now, bool paced)
-{
-    int64_t at = limit_log_next_with (log, now + self->lead, 0, paced);
-    return at == LIMITS_NEVER ? at : at - self->lead;
-}
+//  --- keeping the heaps right ------------------------------------------------------------
 
 //  True when the entity's most urgent ready job is paced.
 static bool s_entity_paced (const sched_t *self, const entity_t *e)
@@ -358,18 +266,6 @@ static bool s_entity_paced (const sched_t *self, const entity_t *e)
     const flow_t *flow = heap_top (&e->flows);
     const sched_job_t *job = heap_top (&flow->jobs);
     return job && job->priority >= self->paced_from;
-}
-
-//  Reserves the slot at now + lead, or just after the newest if the lead
-//  shrank (the log's times must not decrease). Returns the time recorded.
-static int64_t s_reserve (limit_log_t *log, int64_t at)
-{
-    if (!limit_log_active (log))
-        return at;
-    if (log->count && limit_log_entry (log, 0) > at)
-        at = limit_log_entry (log, 0);
-    limit_log_record (log, at);
-    return at;
 }
 
 static flow_t *s_flow (sched_t *self, uint16_t entity, uint32_t chat)
@@ -387,16 +283,15 @@ static flow_t *s_flow (sched_t *self, uint16_t entity, uint32_t chat)
     return flow;
 }
 
-//  --- keeping the heaps right ------------------------------------------------------------
-
 //  Puts an entity where it belongs: ready, waiting for its limit, or
 //  nowhere (no work, paused, or at its concurrency cap).
-static void s_entity_refresh (sched_t *self, entity_t *e, int64_t now)
+void sched__entity_refresh (sched_t *self, entity_t *e, int64_t now)
 {
     s_entity_key (e);
     bool can_ready = e->flows.size > 0 && !e->paused
                      && !(e->max_in_flight > 0 && e->in_flight >= (size_t) e->max_in_flight);
-    int64_t next_ok = can_ready ? s_next_ok (self, &e->log, now, s_entity_paced (self, e)) : SCHED_NEVER;
+    int64_t next_ok =
+        can_ready ? sched__next_ok (self, &e->log, now, s_entity_paced (self, e)) : SCHED_NEVER;
     if (can_ready && next_ok <= now) {
         heap_remove (&self->entity_timers, e);
         if (heap_contains (&self->ready, e))
@@ -429,7 +324,7 @@ static void s_flow_refresh (sched_t *self, flow_t *flow, int64_t now)
         heap_update (&e->flows, flow);
     else
         heap_push (&e->flows, flow);
-    s_entity_refresh (self, e, now);
+    sched__entity_refresh (self, e, now);
 }
 
 static void s_enqueue_ready (sched_t *self, sched_job_t *job, int64_t now)
@@ -484,11 +379,11 @@ static void s_advance (sched_t *self, int64_t now)
     entity_t *e;
     while ((e = heap_top (&self->entity_timers)) && e->next_ok <= now) {
         heap_pop (&self->entity_timers);
-        s_entity_refresh (self, e, now);
+        sched__entity_refresh (self, e, now);
     }
     chat_t *chat;
     while ((chat = heap_top (&self->chat_timers)) && chat->next_ok <= now) {
-        int64_t next_ok = s_next_ok (self, &chat->log, now, false);
+        int64_t next_ok = sched__next_ok (self, &chat->log, now, false);
         if (next_ok > now) {
             chat->next_ok = next_ok;
             heap_update (&self->chat_timers, chat);
@@ -536,14 +431,14 @@ sched_job_t *sched_pop (sched_t *self, int64_t now)
     if (self->global_max_in_flight > 0 && self->global_in_flight >= (size_t) self->global_max_in_flight)
         return NULL;
     const entity_t *first = heap_top (&self->ready);
-    if (first && s_next_ok (self, &self->global_log, now, s_entity_paced (self, first)) > now)
+    if (first && sched__next_ok (self, &self->global_log, now, s_entity_paced (self, first)) > now)
         return NULL;
     entity_t *e;
     while ((e = heap_top (&self->ready))) {
         flow_t *flow = heap_top (&e->flows);
         chat_t *chat = self->chats[flow->chat];
         if (limit_log_active (&chat->log)) {
-            int64_t chat_ok = s_next_ok (self, &chat->log, now, s_entity_paced (self, e));
+            int64_t chat_ok = sched__next_ok (self, &chat->log, now, s_entity_paced (self, e));
             if (chat_ok > now) {
                 //  This chat is busy: set the flow aside, others go on.
                 s_park (self, flow, chat_ok, now);
@@ -555,18 +450,7 @@ sched_job_t *sched_pop (sched_t *self, int64_t now)
         self->queued--;
         e->queued--;
         job->where = SCHED_INFLIGHT;
-        //  One time for all three logs, so sched_unreserve finds it in each.
-        int64_t at = now + self->lead;
-        if (limit_log_active (&e->log) && e->log.count && limit_log_entry (&e->log, 0) > at)
-            at = limit_log_entry (&e->log, 0);
-        if (limit_log_active (&chat->log) && chat->log.count && limit_log_entry (&chat->log, 0) > at)
-            at = limit_log_entry (&chat->log, 0);
-        if (limit_log_active (&self->global_log) && self->global_log.count
-            && limit_log_entry (&self->global_log, 0) > at)
-            at = limit_log_entry (&self->global_log, 0);
-        job->reserved_at = s_reserve (&e->log, at);
-        s_reserve (&chat->log, at);
-        s_reserve (&self->global_log, at);
+        sched__take_slots (self, job, e, chat, now);
         e->in_flight++;
         self->global_in_flight++;
         flow->stamp = ++self->stamp;
@@ -591,42 +475,7 @@ void sched_done (sched_t *self, sched_job_t *job, int64_t now)
     entity_t *e = &self->entities[job->entity];
     e->in_flight--;
     self->global_in_flight--;
-    s_entity_refresh (self, e, now);
-}
-
-void sched_unreserve (sched_t *self, sched_job_t *job, int64_t now)
-{
-    if (!job->reserved_at)
-        return;
-    entity_t *e = &self->entities[job->entity];
-    chat_t *chat = self->chats[job->chat];
-    limit_log_forget (&e->log, job->reserved_at);
-    limit_log_forget (&chat->log, job->reserved_at);
-    limit_log_forget (&self->global_log, job->reserved_at);
-    job->reserved_at = 0;
-    s_entity_refresh (self, e, now);
-    if (heap_contains (&self->chat_timers, chat)) {
-        chat->next_ok = s_next_ok (self, &chat->log, now, false);
-        heap_update (&self->chat_timers, chat);
-    }
-}
-
-void sched_posted (sched_t *self, sched_job_t *job, int64_t at, int64_t now)
-{
-    if (!job->reserved_at || at <= 0 || at == job->reserved_at)
-        return;
-    entity_t *e = &self->entities[job->entity];
-    chat_t *chat = self->chats[job->chat];
-    limit_log_t *logs[] = {&e->log, &chat->log, &self->global_log};
-    for (size_t i = 0; i < sizeof logs / sizeof logs[0]; i++)
-        if (limit_log_forget (logs[i], job->reserved_at))
-            limit_log_insert (logs[i], at);
-    job->reserved_at = at;
-    s_entity_refresh (self, e, now);
-    if (heap_contains (&self->chat_timers, chat)) {
-        chat->next_ok = s_next_ok (self, &chat->log, now, false);
-        heap_update (&self->chat_timers, chat);
-    }
+    sched__entity_refresh (self, e, now);
 }
 
 void sched_remove (sched_t *self, sched_job_t *job)
@@ -690,7 +539,8 @@ int64_t sched_wakeup (sched_t *self, int64_t now)
                   && self->global_in_flight >= (size_t) self->global_max_in_flight;
     if (self->ready.size > 0 && !self->paused_all && !capped) {
         const entity_t *first = heap_top (&self->ready);
-        int64_t global_ok = s_next_ok (self, &self->global_log, now, s_entity_paced (self, first));
+        int64_t global_ok =
+            sched__next_ok (self, &self->global_log, now, s_entity_paced (self, first));
         if (global_ok < at)
             at = global_ok;
     }
@@ -706,7 +556,7 @@ void sched_pause (sched_t *self, int entity, bool paused, int64_t now)
     if ((size_t) entity >= self->entity_count)
         return;
     self->entities[entity].paused = paused;
-    s_entity_refresh (self, &self->entities[entity], now);
+    sched__entity_refresh (self, &self->entities[entity], now);
 }
 
 bool sched_paused (sched_t *self, int entity)
@@ -714,20 +564,6 @@ bool sched_paused (sched_t *self, int entity)
     if (entity < 0)
         return self->paused_all;
     return (size_t) entity < self->entity_count && self->entities[entity].paused;
-}
-
-void sched_restore_reservation (sched_t *self, int entity, uint32_t chat, int64_t at)
-{
-    if (entity >= 0 && (size_t) entity < self->entity_count)
-        s_reserve (&self->entities[entity].log, at);
-    if (chat < self->chat_count)
-        s_reserve (&self->chats[chat]->log, at);
-    s_reserve (&self->global_log, at);
-}
-
-void sched_set_lead (sched_t *self, int64_t lead_ms)
-{
-    self->lead = lead_ms < 0 ? 0 : lead_ms;
 }
 
 void sched_counts (sched_t *self, sched_counts_t *counts)

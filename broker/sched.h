@@ -140,7 +140,7 @@ bool sched_paused (sched_t *self, int entity);
 void sched_restore_reservation (sched_t *self, int entity, uint32_t chat, int64_t at);
 
 //  Rate slots are reserved lead_ms ahead of dispatch (about the time a reply
-//  takes to reach the sink, which holds it until its slot): see sched.c.
+//  takes to reach the sink, which holds it until its slot): see sched_limits.c.
 void sched_set_lead (sched_t *self, int64_t lead_ms);
 
 typedef struct {

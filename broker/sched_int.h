@@ -1,0 +1,101 @@
+/*  sched_int - what the scheduler's two files share: its records.
+
+    sched.c has the queue: flows, entities taking turns, the timers that
+    bring them back. sched_limits.c has the rate slots: when a limit allows
+    the next dispatch, and the slots taken at dispatch, given back, moved to
+    the time of the post or restored after a restart. Nothing outside the
+    scheduler includes this file.
+*/
+#ifndef BROKER_SCHED_INT_H_INCLUDED
+#define BROKER_SCHED_INT_H_INCLUDED
+
+#include "broker/heap.h"
+#include "broker/sched.h"
+
+#include <czmq.h>
+
+typedef struct flow_s {
+    heap_t jobs;                //  ready jobs by (rank, seq)
+    int64_t top_rank;           //  its top job's (rank, seq), kept here so that
+    uint64_t top_seq;           //  ordering flows reads no job (s_flow_key)
+    uint16_t entity;
+    uint32_t chat;
+    uint64_t stamp;             //  when it last dispatched (scheduler stamp)
+    uint32_t pos;               //  in its entity's flow heap
+    bool parked;                //  waiting on its chat's limit
+    struct flow_s *next_parked;
+} flow_t;
+
+typedef struct {
+    heap_t flows;               //  flows with ready jobs, not parked
+    int64_t top_rank;           //  its top flow's top_rank (s_entity_key)
+    limit_log_t log;
+    int64_t max_in_flight;      //  0 = unlimited
+    size_t in_flight;
+    size_t queued;
+    uint64_t stamp;             //  when it last dispatched
+    uint64_t vtime;             //  virtual time: advanced by `step` per dispatch
+    uint64_t step;              //  VTIME_SCALE / its posts per minute
+    bool paused;
+    int64_t next_ok;            //  key in the timer heap
+    uint32_t pos_ready;
+    uint32_t pos_timer;
+} entity_t;
+
+typedef struct {
+    char *key;
+    char *kind;
+    limit_log_t log;
+    flow_t **flows;             //  one per entity, made on first use
+    flow_t *parked;             //  flows waiting for this chat's limit
+    int64_t next_ok;            //  key in the chat timer heap
+    uint32_t pos_timer;
+} chat_t;
+
+struct sched_s {
+    sched_limit_t global_limit;
+    int64_t global_max_in_flight;
+    int64_t aging_ms;
+    int paced_from;
+    sched_chat_rule_t *rules;
+    size_t rule_count;
+
+    entity_t *entities;
+    size_t entity_count;
+    chat_t **chats;
+    size_t chat_count;
+    size_t chat_capacity;
+    zhashx_t *chat_index;       //  key -> index + 1
+
+    limit_log_t global_log;
+    size_t global_in_flight;
+    int64_t lead;               //  reservations are made this far ahead (sched_set_lead)
+    uint64_t vclock;            //  virtual time of the latest dispatch
+    bool paused_all;
+
+    heap_t ready;               //  entities that may dispatch now
+    heap_t entity_timers;       //  entities waiting for their rate limit
+    heap_t chat_timers;         //  chats with parked flows
+    heap_t delayed;             //  jobs waiting for not_before
+    heap_t expiry;              //  queued jobs with an expiry
+
+    uint64_t seq;
+    uint64_t stamp;
+    size_t queued;
+    size_t delayed_count;
+};
+
+//  sched.c
+//  Puts an entity where it belongs: ready, waiting for its limit, or
+//  nowhere (no work, paused, or at its concurrency cap).
+void sched__entity_refresh (sched_t *self, entity_t *e, int64_t now);
+
+//  sched_limits.c
+//  The earliest time >= now at which `log` allows a reservation (ahead),
+//  paced or not (limits.h).
+int64_t sched__next_ok (const sched_t *self, const limit_log_t *log, int64_t now, bool paced);
+//  Takes the rate slots of a job dispatched at `now`: the same time in the
+//  entity's, the chat's and the global log.
+void sched__take_slots (sched_t *self, sched_job_t *job, entity_t *e, chat_t *chat, int64_t now);
+
+#endif
