@@ -147,6 +147,14 @@ static const pcfg_t *s_config;
 void pdaemon_start (pdaemon_t *self, const pdaemon_info_t *info, int argc, char **argv)
 {
     palloc_install ();
+    //  A file size limit (ulimit -f, or a quota) must read as a failed write,
+    //  which every store and destination handles (a jsonl output is cut back
+    //  to its last whole line and the post retried; a journal's commit fails
+    //  and the daemon stops before acknowledging anything), not kill the
+    //  process with SIGXFSZ. A named pipe whose reader left is an EPIPE for
+    //  its destination, not a SIGPIPE for the daemon.
+    signal (SIGXFSZ, SIG_IGN);
+    signal (SIGPIPE, SIG_IGN);
     memset (self, 0, sizeof *self);
     static const struct option options[] = {
         {"config", required_argument, NULL, 'c'},
