@@ -1,10 +1,12 @@
-/*  pjournal_int - what the journal's two files share: its struct, its
+/*  pjournal_int - what the journal's files share: its struct, its
     segments and the helpers both use.
 
-    pjournal.c opens the journal, appends and commits, and keeps segments
-    alive by refs and anchors. pjournal_load.c reads it back (load and
-    recovery: damage cut, stray files) and keeps the quarantine. Nothing
-    outside the journal includes this file.
+    pjournal.c opens the journal, appends and commits, and deletes the
+    segments nothing needs. pjournal_load.c reads it back (load and
+    recovery: damage cut, stray files) and keeps the quarantine.
+    pjournal_live.c keeps count of what needs each segment (refs, anchors)
+    and says when migration pays. Nothing outside the journal includes
+    this file.
 */
 #ifndef STORE_PJOURNAL_INT_H_INCLUDED
 #define STORE_PJOURNAL_INT_H_INCLUDED
