@@ -1,79 +1,14 @@
-/*  post - replies from the broker's post verdict to their outcome. See post.h. */
-#include "sink/post.h"
+/*  post - replies from the broker's post verdict to their outcome. See post.h.
+
+    This file takes them to their destination; post_outcome.c has what
+    becomes of them there.
+*/
+#include "sink/post_int.h"
 #include "common/palloc.h"
-#include "common/pbackoff.h"
-#include "common/pkey.h"
-#include "common/plist.h"
-#include "common/plog.h"
-#include "common/ptable.h"
-#include "proto/proto.h"
 #include "proto/proto_defs.h"
-#include "proto/proto_record.h"
 
 #include <czmq.h>
-#include <inttypes.h>
 #include <string.h>
-
-#define POST_ATTEMPTS   10          //  tries of one post before it fails for good
-#define RETRY_BASE_MS   500
-#define RETRY_MAX_MS    60000
-
-typedef enum {
-    R_GATED = 1,        //  in the gate: waiting for its budgets (or a retry's backoff)
-    R_RELEASED,         //  a destination holds it; not marked yet
-    R_MARKING,          //  its mark waits for the turn's commit
-    R_READY,            //  marked: its destination may send it (local ones: in the send phase)
-    R_POSTING,          //  its first byte may have left
-    R_RESUMING          //  its first part went out, a later one failed: the rest waits
-} r_state_t;
-
-typedef struct {
-    uint64_t id;                //  the gate's id for it
-    uint64_t job_id, token;     //  adjacent: the by_ref key
-    pkey_fp_t pair;
-    char *block;                //  one allocation: the payload, then every string below
-    const char *msg_key, *entity, *chat, *chat_kind, *text;
-    const char *source, *chat_ref, *msg_ref, *author;     //  the payload's: where to post
-    const uint8_t *payload;
-    uint32_t payload_size;
-    int priority;
-    int entity_index;           //  in the configuration, or -1
-    int64_t created_ms, expires_ms;
-    uint64_t llm_ms, tokens;
-    dest_t *dest;
-    r_state_t state;
-    bool marked;                //  its mark is stored (or being stored)
-    bool durable;               //  ... and committed
-    bool in_dest;               //  a destination holds it: its done will come
-    bool lost;                  //  the broker no longer wants it from the sink
-    int64_t marked_at;
-    int64_t first_at;           //  its first part was posted then; 0 = not (known to be)
-    uint32_t attempts;
-    int64_t not_before;         //  R_RESUMING
-    plist_t *list;              //  marking, local or resuming, if in one
-    plist_node_t node;
-} reply_t;
-
-struct post_s {
-    const pcfg_t *config;
-    gate_t *gate;
-    ledger_t *ledger;
-    commit_t *commit;
-    sink_store_t *store;
-    dests_t *dests;
-    ptable_t *by_id;            //  id -> reply_t (owns them)
-    ptable_t *by_ref;           //  (job_id, token) -> reply_t
-    ptable_t *by_pair;          //  pair fingerprint -> reply_t
-    plist_t marking;            //  marks stored this turn, waiting for the commit
-    plist_t local;              //  marked replies for local destinations, to write
-    plist_t resuming;           //  partly posted replies waiting to send the rest
-    msgpack_zone *zone;         //  decodes each payload, cleared before the next
-    uint64_t next_id;
-    int64_t now;
-    bool draining;
-    size_t in_dest;             //  replies destinations hold
-    post_stats_t stats;
-};
 
 //  --- keys and records ------------------------------------------------------------------
 
@@ -132,7 +67,7 @@ static void s_index (ptable_t *table, const void *key, reply_t *r)
 }
 
 //  Wall time for events that come from destinations within a turn.
-static int64_t s_clock (post_t *self)
+int64_t post__clock (post_t *self)
 {
     int64_t now = zclock_time ();
     if (now > self->now)
@@ -140,7 +75,7 @@ static int64_t s_clock (post_t *self)
     return self->now;
 }
 
-static void s_list (reply_t *r, plist_t *list)
+void post__list (reply_t *r, plist_t *list)
 {
     if (r->list)
         plist_remove (r->list, &r->node);
@@ -177,9 +112,9 @@ static reply_t *s_new (post_t *self, uint64_t job_id, uint64_t token, pkey_fp_t 
     return r;
 }
 
-static void s_free (post_t *self, reply_t *r)
+void post__free (post_t *self, reply_t *r)
 {
-    s_list (r, NULL);
+    post__list (r, NULL);
     s_unindex (self->by_ref, &r->job_id, r);
     s_unindex (self->by_pair, &r->pair, r);
     ptable_remove (self->by_id, &r->id);
@@ -227,49 +162,6 @@ static int s_set_job (post_t *self, reply_t *r, const post_job_t *job, const cha
     return rc;
 }
 
-//  --- outcomes ------------------------------------------------------------------------------
-
-//  The outcome is known: the ledger reports it; the reply is done with.
-static void s_settle (post_t *self, reply_t *r, int outcome, const char *reason)
-{
-    ledger_outcome_t o = {r->pair,   r->job_id, r->token,     outcome,       reason,
-                          r->entity, r->chat,   r->chat_kind, r->created_ms, r->first_at,
-                          r->marked};
-    ledger_settle (self->ledger, &o, self->now);
-    s_free (self, r);
-}
-
-//  Dropped without an outcome: the broker no longer wants one from the sink.
-static void s_drop (post_t *self, reply_t *r)
-{
-    self->stats.lost++;
-    if (r->marked && self->store)
-        sink_store_forget (self->store, r->pair);
-    commit_forget (self->commit, r->job_id, r->token);
-    s_free (self, r);
-}
-
-static int s_gate (post_t *self, reply_t *r, int64_t not_before)
-{
-    gate_reply_t g = {r->id,         r->entity_index,
-                      r->chat,       r->chat_kind,
-                      r->priority,   r->created_ms,
-                      r->expires_ms, not_before};
-    r->state = R_GATED;
-    return gate_add (self->gate, &g, self->now);
-}
-
-//  The first part went out at `at`: the budgets count it then.
-static void s_first (post_t *self, reply_t *r, int64_t at)
-{
-    if (r->first_at)
-        return;
-    r->first_at = at;
-    gate_posted (self->gate, r->id, at);
-    if (r->marked && self->store)
-        sink_store_first (self->store, r->pair, at);
-}
-
 //  --- verdicts ---------------------------------------------------------------------------------
 
 //  A newer dispatch of a reply the sink holds takes it over.
@@ -290,11 +182,11 @@ static void s_replace (post_t *self, reply_t *r, uint64_t job_id, uint64_t token
     r->tokens = tokens;
     char why[300];
     if (s_set_job (self, r, job, text, why, sizeof why))
-        s_settle (self, r, PROTO_OUT_FAILED, why);
+        post__settle (self, r, PROTO_OUT_FAILED, why);
     else if (!(r->dest = dests_route (self->dests, r->source)))
-        s_settle (self, r, PROTO_OUT_FAILED, "no destination takes replies for its source");
-    else if (s_gate (self, r, 0))
-        s_settle (self, r, PROTO_OUT_EXPIRED, "too late to post");
+        post__settle (self, r, PROTO_OUT_FAILED, "no destination takes replies for its source");
+    else if (post__gate (self, r, 0))
+        post__settle (self, r, PROTO_OUT_EXPIRED, "too late to post");
 }
 
 void post_accept (post_t *self, uint64_t job_id, uint64_t token, const post_job_t *job,
@@ -326,18 +218,18 @@ void post_accept (post_t *self, uint64_t job_id, uint64_t token, const post_job_
     char why[300], reason[400];
     if (s_set_job (self, r, job, text, why, sizeof why)) {
         snprintf (reason, sizeof reason, "the job's message record cannot be read: %s", why);
-        s_settle (self, r, PROTO_OUT_FAILED, reason);
+        post__settle (self, r, PROTO_OUT_FAILED, reason);
         return;
     }
     r->dest = dests_route (self->dests, r->source);
     if (!r->dest) {
         snprintf (reason, sizeof reason, "no destination takes replies for source \"%s\"",
                   r->source);
-        s_settle (self, r, PROTO_OUT_FAILED, reason);
+        post__settle (self, r, PROTO_OUT_FAILED, reason);
         return;
     }
-    if (s_gate (self, r, 0)) {
-        s_settle (self, r, PROTO_OUT_EXPIRED, "too late to post");
+    if (post__gate (self, r, 0)) {
+        post__settle (self, r, PROTO_OUT_EXPIRED, "too late to post");
         return;
     }
     commit_hold (self->commit, job_id, token, now);
@@ -352,12 +244,12 @@ void post_lost (post_t *self, uint64_t job_id, uint64_t token)
     commit_forget (self->commit, job_id, token);
     if (r->state == R_GATED) {
         gate_remove (self->gate, r->id);
-        s_drop (self, r);
+        post__drop (self, r);
     }
     else if (!r->in_dest && r->state != R_RESUMING) {
         //  Marked for a local destination, not written yet.
         gate_cancel (self->gate, r->id);
-        s_drop (self, r);
+        post__drop (self, r);
     }
     else
         //  A destination holds it: it asks before the first byte, and drops
@@ -374,7 +266,7 @@ bool post_has (post_t *self, uint64_t job_id, uint64_t token)
 //  --- posting --------------------------------------------------------------------------------
 
 //  Stores the mark; it is synced by the turn's commit.
-static void s_mark (post_t *self, reply_t *r)
+void post__mark (post_t *self, reply_t *r)
 {
     r->marked = true;
     r->marked_at = self->now;
@@ -390,7 +282,7 @@ static void s_mark (post_t *self, reply_t *r)
     sink_store_mark (self->store, &m);
     r->durable = false;
     r->state = R_MARKING;
-    s_list (r, &self->marking);
+    post__list (r, &self->marking);
 }
 
 static void s_hand (post_t *self, reply_t *r)
@@ -425,10 +317,10 @@ static void s_release (post_t *self, reply_t *r)
         return;
     }
     //  A local destination writes at once: the mark first, the write after the commit.
-    s_mark (self, r);
+    post__mark (self, r);
     if (r->durable) {
         r->state = R_READY;
-        s_list (r, &self->local);
+        post__list (r, &self->local);
     }
 }
 
@@ -443,17 +335,17 @@ void post_apply (post_t *self, int64_t now)
         if (!r)
             continue;
         if (event == GATE_EXPIRED)
-            s_settle (self, r, PROTO_OUT_EXPIRED, "too late to post");
+            post__settle (self, r, PROTO_OUT_EXPIRED, "too late to post");
         else
             s_release (self, r);
     }
     for (size_t n = plist_size (&self->resuming); n > 0 && !self->draining; n--) {
         reply_t *r = s_first_of (&self->resuming);
         if (r->not_before > now) {
-            s_list (r, &self->resuming);     //  to the end: each is visited once
+            post__list (r, &self->resuming);     //  to the end: each is visited once
             continue;
         }
-        s_list (r, NULL);
+        post__list (r, NULL);
         r->state = R_POSTING;
         s_hand (self, r);
     }
@@ -466,7 +358,7 @@ bool post_committed (post_t *self)
     bool any = false;
     reply_t *r;
     while ((r = s_first_of (&self->marking))) {
-        s_list (r, r->in_dest ? NULL : &self->local);
+        post__list (r, r->in_dest ? NULL : &self->local);
         r->durable = true;
         r->state = R_READY;     //  a destination that holds it asks again next turn
         any = true;
@@ -480,11 +372,11 @@ void post_send (post_t *self, int64_t now)
     self->now = now;
     reply_t *r;
     while ((r = s_first_of (&self->local))) {
-        s_list (r, NULL);
+        post__list (r, NULL);
         //  Freshness, right before the write.
         if (r->expires_ms && now > r->expires_ms) {
             gate_cancel (self->gate, r->id);
-            s_settle (self, r, PROTO_OUT_EXPIRED, "too late to post");
+            post__settle (self, r, PROTO_OUT_EXPIRED, "too late to post");
             continue;
         }
         r->state = R_POSTING;
@@ -532,106 +424,6 @@ bool post_busy (post_t *self)
     return self->in_dest > 0 || plist_size (&self->local) > 0;
 }
 
-//  --- what destinations say ---------------------------------------------------------------------
-
-//  A destination that holds posts is about to send the first byte of one.
-static int s_on_sending (void *ctx, void *tag, int64_t now)
-{
-    post_t *self = ctx;
-    reply_t *r = tag;
-    if (now > self->now)
-        self->now = now;
-    if (r->lost || (r->expires_ms && now > r->expires_ms))
-        return DEST_SEND_DROP;
-    if (!r->marked)
-        s_mark (self, r);
-    if (!r->durable)
-        return DEST_SEND_LATER;
-    r->state = R_POSTING;
-    return DEST_SEND_GO;
-}
-
-static void s_on_first (void *ctx, void *tag, int64_t at)
-{
-    post_t *self = ctx;
-    s_clock (self);
-    s_first (self, tag, at);
-}
-
-static void s_retry (post_t *self, reply_t *r, const char *reason, int64_t retry_after)
-{
-    r->attempts++;
-    self->stats.post_retries++;
-    if (r->lost) {
-        if (r->first_at)
-            s_settle (self, r, PROTO_OUT_IN_DOUBT, "partly posted when the broker took it back");
-        else
-            s_drop (self, r);
-        return;
-    }
-    if (r->attempts >= POST_ATTEMPTS) {
-        char why[700];
-        snprintf (why, sizeof why, "gave up after %u tries: %s", r->attempts, reason ? reason : "");
-        if (!r->first_at)
-            gate_cancel (self->gate, r->id);
-        s_settle (self, r, PROTO_OUT_FAILED, why);
-        return;
-    }
-    int64_t delay = pbackoff_delay (RETRY_BASE_MS, RETRY_MAX_MS, r->attempts);
-    if (retry_after > delay)
-        delay = retry_after;
-    plog_info ("post of %s by %s will be retried in %" PRId64 " ms: %s", r->msg_key, r->entity,
-               delay, reason ? reason : "");
-    if (r->first_at) {
-        r->state = R_RESUMING;
-        r->not_before = self->now + delay;
-        s_list (r, &self->resuming);
-        return;
-    }
-    //  Certainly not posted: no mark until it is about to go again.
-    gate_cancel (self->gate, r->id);
-    if (r->marked && self->store)
-        sink_store_forget (self->store, r->pair);
-    r->marked = r->durable = false;
-    s_list (r, NULL);
-    if (s_gate (self, r, self->now + delay))
-        s_settle (self, r, PROTO_OUT_EXPIRED, "too late to post");
-}
-
-static void s_on_done (void *ctx, void *tag, int status, const char *reason, int64_t retry_after)
-{
-    post_t *self = ctx;
-    reply_t *r = tag;
-    int64_t now = s_clock (self);
-    r->in_dest = false;
-    self->in_dest--;
-    switch (status) {
-    case DEST_OK:
-        s_first (self, r, now);
-        s_settle (self, r, PROTO_OUT_POSTED, NULL);
-        break;
-    case DEST_IN_DOUBT:
-        //  The platform may have counted it: so do the budgets.
-        if (!r->first_at)
-            gate_posted (self->gate, r->id, now);
-        s_settle (self, r, PROTO_OUT_IN_DOUBT, reason);
-        break;
-    case DEST_FAIL:
-        if (!r->first_at)
-            gate_cancel (self->gate, r->id);
-        s_settle (self, r, PROTO_OUT_FAILED, reason);
-        break;
-    case DEST_DROPPED:
-        gate_cancel (self->gate, r->id);
-        if (r->lost)
-            s_drop (self, r);
-        else
-            s_settle (self, r, PROTO_OUT_EXPIRED, "too late to post");
-        break;
-    default: s_retry (self, r, reason, retry_after); break;
-    }
-}
-
 //  --- life ------------------------------------------------------------------------------------
 
 post_t *post_new (const pcfg_t *config, gate_t *gate, ledger_t *ledger, commit_t *commit,
@@ -652,7 +444,7 @@ post_t *post_new (const pcfg_t *config, gate_t *gate, ledger_t *ledger, commit_t
     self->zone = msgpack_zone_new (MSGPACK_ZONE_CHUNK_SIZE);
     if (!self->zone)
         palloc_fail ("msgpack zone", MSGPACK_ZONE_CHUNK_SIZE);
-    dest_events_t events = {s_on_done, s_on_sending, s_on_first, self};
+    dest_events_t events = {post__on_done, post__on_sending, post__on_first, self};
     self->dests = dests_new (config, &events);
     if (!self->dests)
         post_destroy (&self);
@@ -671,7 +463,7 @@ void post_destroy (post_t **self_p)
     while ((r = ptable_next (self->by_id, &cursor)))
         all[n++] = r;
     for (size_t i = 0; i < n; i++)
-        s_free (self, all[i]);
+        post__free (self, all[i]);
     free (all);
     ptable_destroy (&self->by_id);
     ptable_destroy (&self->by_ref);
