@@ -11,7 +11,7 @@
       lifecycle  a job's life: a record when it is queued, a tombstone one
                  turn later when it is done (anchors, so segments are deleted
                  as they empty).
-      sqlite     the same life the way the daemons store it today
+      sqlite     the same life the way the daemons stored it before the journal
                  (store/pstore.c: WAL, one transaction per turn, an INSERT of
                  the row, a DELETE by key one turn later, synchronous
                  OFF/NORMAL/FULL for off/batch/always): a row of an id and
@@ -205,7 +205,7 @@ static void s_lifecycle (const char *dir, const char *policy, size_t count)
     s_clean (dir, "lifecycle");
 }
 
-//  The broker's jobs table as it is today: the same ~150 bytes as 16 columns.
+//  The broker's jobs table as it was in SQLite: the same ~150 bytes as 16 columns.
 static const char *s_jobs_schema =
     "CREATE TABLE IF NOT EXISTS jobs ("
     "  id INTEGER PRIMARY KEY, entity TEXT NOT NULL, msg_key TEXT NOT NULL, chat TEXT NOT NULL,"
