@@ -2,12 +2,12 @@
 # fuzz_smoke: runs every fuzz target of a fuzz build briefly over its seed
 # corpus, two at a time, and fails on any crash, leak or sanitizer report.
 # Usage: smoke.sh BUILD_FUZZ_DIR SEED_DIR   (ctest passes both)
-#   PARLEY_FUZZ_SECONDS  seconds per target (default 15)
+#   PARLEY_FUZZ_SECONDS  seconds per target (default 30)
 # Exits 77 (ctest: skipped) when clang or the fuzz build is missing.
 set -uo pipefail
 build="$1"
 seeds="$2"
-seconds="${PARLEY_FUZZ_SECONDS:-15}"
+seconds="${PARLEY_FUZZ_SECONDS:-30}"
 bindir="$build/tests/fuzz"
 
 if ! command -v clang >/dev/null 2>&1; then
