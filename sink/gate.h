@@ -43,6 +43,7 @@
 #include <stdint.h>
 
 #include "common/limits.h"
+#include "common/pconfig.h"
 
 #define GATE_NEVER INT64_MAX
 
@@ -83,6 +84,9 @@ typedef enum {
 
 //  The configuration is copied.
 gate_t *gate_new (const gate_config_t *config);
+//  A gate holding a Parley configuration's limits: every entity's
+//  rateLimits, the chatLimits rules, the global botSettings limits.
+gate_t *gate_new_for (const pcfg_t *config);
 void gate_destroy (gate_t **self_p);
 
 //  Holds a reply. Returns 0, or -1 when it has expired already (not held).

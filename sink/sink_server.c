@@ -417,31 +417,6 @@ static void s_ask_again (void *arg, const sink_mark_t *m)
         commit_ask (self->commit, m->job_id, m->token);
 }
 
-static gate_t *s_gate_new (const pcfg_t *c)
-{
-    size_t ne = c->entities.count, nr = c->chat_limits.count;
-    sched_limit_t *entities = pcalloc (ne + 1, sizeof *entities);
-    for (size_t i = 0; i < ne; i++) {
-        const pcfg_rate_t *rate = &pcfg_entity (c, i)->rate;
-        entities[i] = (sched_limit_t) {(int64_t) (rate->min_seconds_between_posts * 1000),
-                                       rate->max_posts_per_minute, rate->max_posts_per_hour};
-    }
-    gate_chat_rule_t *rules = pcalloc (nr + 1, sizeof *rules);
-    const pcfg_chat_limit_t *cl = c->chat_limits.items;
-    for (size_t i = 0; i < nr; i++)
-        rules[i] = (gate_chat_rule_t) {cl[i].source, cl[i].chat_kind,
-                                       {(int64_t) (cl[i].rate.min_seconds_between_posts * 1000),
-                                        cl[i].rate.max_posts_per_minute,
-                                        cl[i].rate.max_posts_per_hour}};
-    gate_config_t gc = {{(int64_t) (c->min_seconds_between_any_post * 1000),
-                         c->max_total_messages_per_minute, c->max_total_messages_per_hour},
-                        ne, entities, nr, rules, (int) c->urgent_below};
-    gate_t *gate = gate_new (&gc);
-    free (entities);
-    free (rules);
-    return gate;
-}
-
 static void s_free_item (void **item)
 {
     free (*item);
@@ -501,7 +476,7 @@ static sink_t *s_sink_new (zsock_t *pipe, const pcfg_t *c, const char *ready_fil
     self->intake = intake_new ((size_t) c->max_pending_results);
     commit_events_t events = {s_on_verdict, s_on_acked, self};
     self->commit = commit_new (self->broker, c->resend_ms, c->stale_claim_timeout_ms, &events);
-    self->gate = s_gate_new (c);
+    self->gate = gate_new_for (c);
     self->ledger = ledger_new (c, self->store, self->commit);
     self->post = post_new (c, self->gate, self->ledger, self->commit, self->store);
     if (!self->post)

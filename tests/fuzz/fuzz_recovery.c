@@ -466,37 +466,6 @@ static s_result_t s_poller (const s_plan_t *plan, const char *dir, bool play)
 
 //  --- the sink -----------------------------------------------------------------------------
 
-static gate_t *s_gate_new (const pcfg_t *c)
-{
-    size_t ne = c->entities.count, nr = c->chat_limits.count;
-    sched_limit_t *entities = calloc (ne + 1, sizeof *entities);
-    for (size_t i = 0; i < ne; i++) {
-        const pcfg_rate_t *rate = &pcfg_entity (c, i)->rate;
-        entities[i] = (sched_limit_t) {(int64_t) (rate->min_seconds_between_posts * 1000),
-                                       rate->max_posts_per_minute, rate->max_posts_per_hour};
-    }
-    gate_chat_rule_t *rules = calloc (nr + 1, sizeof *rules);
-    const pcfg_chat_limit_t *cl = c->chat_limits.items;
-    for (size_t i = 0; i < nr; i++)
-        rules[i] = (gate_chat_rule_t) {cl[i].source, cl[i].chat_kind,
-                                       {(int64_t) (cl[i].rate.min_seconds_between_posts * 1000),
-                                        cl[i].rate.max_posts_per_minute,
-                                        cl[i].rate.max_posts_per_hour}};
-    gate_config_t gc = {
-        .global = {(int64_t) (c->min_seconds_between_any_post * 1000),
-                   c->max_total_messages_per_minute, c->max_total_messages_per_hour},
-        .entity_count = ne,
-        .entities = entities,
-        .chat_rule_count = nr,
-        .chat_rules = rules,
-        .urgent_below = (int) c->urgent_below,
-    };
-    gate_t *gate = gate_new (&gc);
-    free (entities);
-    free (rules);
-    return gate;
-}
-
 static void s_on_verdict (void *ctx, const proto_verdict_item_t *item, bool renewal)
 {
     (void) ctx, (void) item, (void) renewal;
@@ -557,7 +526,7 @@ static s_result_t s_sink (const s_plan_t *plan, const char *dir, bool play)
     commit_events_t events = {s_on_verdict, s_on_acked, NULL};
     commit_t *commit = commit_new (s_outcomes_out, s_config->resend_ms,
                                    s_config->stale_claim_timeout_ms, &events);
-    gate_t *gate = s_gate_new (s_config);
+    gate_t *gate = gate_new_for (s_config);
     ledger_t *ledger = ledger_new (s_config, store, commit);
     dest_events_t dest_events = {s_dest_done, NULL, NULL, NULL};
     dests_t *dests = dests_new (s_config, &dest_events);
