@@ -359,42 +359,6 @@ static int64_t s_wakeup (void *arg, int64_t now)
 
 //  --- life -----------------------------------------------------------------------------------
 
-static sched_t *s_sched_new (const pcfg_t *c)
-{
-    sched_config_t sc = {0};
-    sched_entity_config_t *ents = pcalloc (c->entities.count + 1, sizeof *ents);
-    sched_chat_rule_t *rules = pcalloc (c->chat_limits.count + 1, sizeof *rules);
-    sc.global.gap_ms = (int64_t) (c->min_seconds_between_any_post * 1000);
-    sc.global.per_minute = c->max_total_messages_per_minute;
-    sc.global.per_hour = c->max_total_messages_per_hour;
-    sc.global_max_in_flight = c->global_max_in_flight;
-    sc.aging_ms = c->aging_seconds * 1000;
-    sc.paced_from = (int) c->urgent_below;
-    sc.entity_count = c->entities.count;
-    for (size_t i = 0; i < c->entities.count; i++) {
-        const pcfg_entity_t *e = pcfg_entity (c, i);
-        ents[i].limit.gap_ms = (int64_t) (e->rate.min_seconds_between_posts * 1000);
-        ents[i].limit.per_minute = e->rate.max_posts_per_minute;
-        ents[i].limit.per_hour = e->rate.max_posts_per_hour;
-        ents[i].max_in_flight = e->max_in_flight ? e->max_in_flight : c->entity_max_in_flight;
-    }
-    sc.entities = ents;
-    const pcfg_chat_limit_t *cl = c->chat_limits.items;
-    for (size_t i = 0; i < c->chat_limits.count; i++) {
-        rules[i].source = cl[i].source;
-        rules[i].chat_kind = cl[i].chat_kind;
-        rules[i].limit.gap_ms = (int64_t) (cl[i].rate.min_seconds_between_posts * 1000);
-        rules[i].limit.per_minute = cl[i].rate.max_posts_per_minute;
-        rules[i].limit.per_hour = cl[i].rate.max_posts_per_hour;
-    }
-    sc.chat_rule_count = c->chat_limits.count;
-    sc.chat_rules = rules;
-    sched_t *sched = sched_new (&sc);
-    free (ents);
-    free (rules);
-    return sched;
-}
-
 static void s_destroy (broker_t **self_p)
 {
     broker_t *self = *self_p;
@@ -484,7 +448,7 @@ void broker_server (zsock_t *pipe, void *args)
     self->rt = prt_new (pipe, &hooks, self);
     srandom ((unsigned) (zclock_time () ^ getpid ()));
     proto_net_from_config (&self->net, c, "broker");
-    self->sched = s_sched_new (c);
+    self->sched = sched_new_for (c);
     self->hub = bhub_new ();
     self->out = bout_new ();
     zsock_signal (pipe, 0);

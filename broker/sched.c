@@ -581,3 +581,32 @@ void sched_entity_counts (sched_t *self, int entity, size_t *queued, size_t *in_
         *in_flight = self->entities[entity].in_flight;
     }
 }
+
+sched_t *sched_new_for (const pcfg_t *c)
+{
+    size_t ne = c->entities.count, nr = c->chat_limits.count;
+    sched_entity_config_t *ents = pcalloc (ne + 1, sizeof *ents);
+    sched_chat_rule_t *rules = pcalloc (nr + 1, sizeof *rules);
+    for (size_t i = 0; i < ne; i++) {
+        const pcfg_entity_t *e = pcfg_entity (c, i);
+        ents[i].limit = limits_of_rate (&e->rate);
+        ents[i].max_in_flight = e->max_in_flight ? e->max_in_flight : c->entity_max_in_flight;
+    }
+    const pcfg_chat_limit_t *cl = c->chat_limits.items;
+    for (size_t i = 0; i < nr; i++)
+        rules[i] = (sched_chat_rule_t) {cl[i].source, cl[i].chat_kind, limits_of_rate (&cl[i].rate)};
+    sched_config_t sc = {
+        .global = limits_global (c),
+        .global_max_in_flight = c->global_max_in_flight,
+        .aging_ms = c->aging_seconds * 1000,
+        .entity_count = ne,
+        .entities = ents,
+        .chat_rule_count = nr,
+        .chat_rules = rules,
+        .paced_from = (int) c->urgent_below,
+    };
+    sched_t *sched = sched_new (&sc);
+    free (ents);
+    free (rules);
+    return sched;
+}

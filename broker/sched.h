@@ -88,6 +88,10 @@ typedef struct sched_s sched_t;
 
 //  The configuration is copied.
 sched_t *sched_new (const sched_config_t *config);
+//  A scheduler holding a Parley configuration's limits and caps: every
+//  entity's rateLimits and maxInFlight, the chatLimits rules, the global
+//  limits, globalMaxInFlight, aging and the urgent class.
+sched_t *sched_new_for (const pcfg_t *config);
 void sched_destroy (sched_t **self_p);
 
 //  Returns the index of the chat `key` ("source/chat"), creating it and

@@ -16,6 +16,8 @@
 #ifndef LIMITS_H_INCLUDED
 #define LIMITS_H_INCLUDED
 
+#include "common/pconfig.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -28,6 +30,20 @@ typedef struct {
     int64_t per_minute; //  at most this many in any 60 s window; 0 = unlimited
     int64_t per_hour;   //  at most this many in any 3600 s window; 0 = unlimited
 } sched_limit_t;
+
+//  A rate from the configuration (seconds, counts) as a limit log counts it.
+static inline sched_limit_t limits_of_rate (const pcfg_rate_t *rate)
+{
+    return (sched_limit_t) {(int64_t) (rate->min_seconds_between_posts * 1000),
+                            rate->max_posts_per_minute, rate->max_posts_per_hour};
+}
+
+//  The configuration's global limits (botSettings).
+static inline sched_limit_t limits_global (const pcfg_t *c)
+{
+    return (sched_limit_t) {(int64_t) (c->min_seconds_between_any_post * 1000),
+                            c->max_total_messages_per_minute, c->max_total_messages_per_hour};
+}
 
 typedef struct {
     sched_limit_t limit;

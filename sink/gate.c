@@ -584,21 +584,13 @@ gate_t *gate_new_for (const pcfg_t *c)
 {
     size_t ne = c->entities.count, nr = c->chat_limits.count;
     sched_limit_t *entities = pcalloc (ne + 1, sizeof *entities);
-    for (size_t i = 0; i < ne; i++) {
-        const pcfg_rate_t *rate = &pcfg_entity (c, i)->rate;
-        entities[i] = (sched_limit_t) {(int64_t) (rate->min_seconds_between_posts * 1000),
-                                       rate->max_posts_per_minute, rate->max_posts_per_hour};
-    }
+    for (size_t i = 0; i < ne; i++)
+        entities[i] = limits_of_rate (&pcfg_entity (c, i)->rate);
     gate_chat_rule_t *rules = pcalloc (nr + 1, sizeof *rules);
     const pcfg_chat_limit_t *cl = c->chat_limits.items;
     for (size_t i = 0; i < nr; i++)
-        rules[i] = (gate_chat_rule_t) {cl[i].source, cl[i].chat_kind,
-                                       {(int64_t) (cl[i].rate.min_seconds_between_posts * 1000),
-                                        cl[i].rate.max_posts_per_minute,
-                                        cl[i].rate.max_posts_per_hour}};
-    gate_config_t gc = {{(int64_t) (c->min_seconds_between_any_post * 1000),
-                         c->max_total_messages_per_minute, c->max_total_messages_per_hour},
-                        ne, entities, nr, rules, (int) c->urgent_below};
+        rules[i] = (gate_chat_rule_t) {cl[i].source, cl[i].chat_kind, limits_of_rate (&cl[i].rate)};
+    gate_config_t gc = {limits_global (c), ne, entities, nr, rules, (int) c->urgent_below};
     gate_t *gate = gate_new (&gc);
     free (entities);
     free (rules);

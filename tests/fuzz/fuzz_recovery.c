@@ -319,40 +319,6 @@ typedef struct {
 
 //  --- the broker ----------------------------------------------------------------------------
 
-static sched_t *s_sched_new (const pcfg_t *c)
-{
-    size_t ne = c->entities.count, nr = c->chat_limits.count;
-    sched_entity_config_t *ents = calloc (ne + 1, sizeof *ents);
-    sched_chat_rule_t *rules = calloc (nr + 1, sizeof *rules);
-    for (size_t i = 0; i < ne; i++) {
-        const pcfg_entity_t *e = pcfg_entity (c, i);
-        ents[i].limit = (sched_limit_t) {(int64_t) (e->rate.min_seconds_between_posts * 1000),
-                                         e->rate.max_posts_per_minute, e->rate.max_posts_per_hour};
-        ents[i].max_in_flight = e->max_in_flight ? e->max_in_flight : c->entity_max_in_flight;
-    }
-    const pcfg_chat_limit_t *cl = c->chat_limits.items;
-    for (size_t i = 0; i < nr; i++)
-        rules[i] = (sched_chat_rule_t) {cl[i].source, cl[i].chat_kind,
-                                        {(int64_t) (cl[i].rate.min_seconds_between_posts * 1000),
-                                         cl[i].rate.max_posts_per_minute,
-                                         cl[i].rate.max_posts_per_hour}};
-    sched_config_t sc = {
-        .global = {(int64_t) (c->min_seconds_between_any_post * 1000),
-                   c->max_total_messages_per_minute, c->max_total_messages_per_hour},
-        .global_max_in_flight = c->global_max_in_flight,
-        .aging_ms = c->aging_seconds * 1000,
-        .entity_count = ne,
-        .entities = ents,
-        .chat_rule_count = nr,
-        .chat_rules = rules,
-        .paced_from = (int) c->urgent_below,
-    };
-    sched_t *sched = sched_new (&sc);
-    free (ents);
-    free (rules);
-    return sched;
-}
-
 //  Turns after the restart: time passes (leases, expiry, rate windows), jobs
 //  are dispatched and given back, a dead letter is retried.
 static void s_broker_play (bjobs_t *jobs, bdlq_t *dlq, store_t *store, int64_t now)
@@ -381,7 +347,7 @@ static s_result_t s_broker (const s_plan_t *plan, const char *dir, bool play)
     char err[600];
     store_t *store = store_open_sized (dir, plan->fsync, plan->segment_bytes, err, sizeof err);
     FUZZ_REQUIRE (store, err);
-    sched_t *sched = s_sched_new (s_config);
+    sched_t *sched = sched_new_for (s_config);
     bdlq_t *dlq = bdlq_new (store);
     bjobs_t *jobs = bjobs_new (s_config, sched, store, dlq);
     //  As broker_server's start: recover, a new run, the first commit.
