@@ -4,6 +4,7 @@
 #include "common/plog.h"
 
 #include <assert.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -111,4 +112,15 @@ bool source_endless (source_t *self)
 {
     (void) self;
     return false;
+}
+
+const char *source_json_scalar (const json_t *v, char *buf, size_t len)
+{
+    if (json_is_string (v))
+        return json_string_value (v);
+    if (json_is_integer (v)) {
+        snprintf (buf, len, "%lld", (long long) json_integer_value (v));
+        return buf;
+    }
+    return NULL;
 }

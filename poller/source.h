@@ -19,6 +19,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <jansson.h>
 #include <zmq.h>
 
 #include "common/pconfig.h"
@@ -116,5 +117,9 @@ bool source_is_bot_author (source_t *self, const char *author, const char *autho
 int64_t source_interval_ms (source_t *self);
 //  finished() of a source that never finishes (a live chat platform).
 bool source_endless (source_t *self);
+//  A JSON id or name field: a string as it is, an integer written into
+//  `buf`; NULL for anything else (ids are strings on some platforms and
+//  numbers on others).
+const char *source_json_scalar (const json_t *v, char *buf, size_t len);
 
 #endif

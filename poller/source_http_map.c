@@ -167,14 +167,10 @@ static void s_remember (http_src_t *h, const char *key, const char *author)
 //  A string or integer field as text; NULL and *problem set if it is neither.
 static const char *s_scalar (json_t *v, char *buf, size_t len, const char **problem)
 {
-    if (json_is_string (v))
-        return json_string_value (v);
-    if (json_is_integer (v)) {
-        snprintf (buf, len, "%lld", (long long) json_integer_value (v));
-        return buf;
-    }
-    *problem = "expected a string or an integer";
-    return NULL;
+    const char *text = source_json_scalar (v, buf, len);
+    if (!text)
+        *problem = "expected a string or an integer";
+    return text;
 }
 
 //  "2025-11-23T14:10:21.962Z" (or with an offset) to Unix ms; -1 if not that.

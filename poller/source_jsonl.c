@@ -44,14 +44,7 @@ typedef struct {
 
 static const char *s_field_string (json_t *obj, const char *key, char *buf, size_t len)
 {
-    json_t *v = json_object_get (obj, key);
-    if (json_is_string (v))
-        return json_string_value (v);
-    if (json_is_integer (v)) {
-        snprintf (buf, len, "%lld", (long long) json_integer_value (v));
-        return buf;
-    }
-    return NULL;
+    return source_json_scalar (json_object_get (obj, key), buf, len);
 }
 
 static void s_bad_line (source_t *self, jsonl_t *j, const char *what)
