@@ -5,12 +5,12 @@
     the end of the turn's posting (dest_t.flush): a write() per line was
     the biggest system cost of a sink posting tens of thousands of replies
     a second. Each reply is reported done only once its line is written,
-    so it still counts as posted only when it is in the file. A crash never
-    leaves half a line in the middle of the file. A write that fails part
-    way (a full disk, a file size limit) is cut back to the end of the last
+    so it still counts as posted only when it is in the file. A write that
+    fails part way (a full disk, a file size limit) is cut back to the last
     whole line before anything else is written, so the next reply never
     lands on the end of a torn line; the whole lines before it are posted,
-    the rest handed back as retries. (The sink is the file's only writer.)
+    the rest handed back as retries; a line torn by a crash is cut off when
+    the sink starts again. (The sink is the file's only writer.)
     Its lines carry msg_key and entity, which lets the sink check after a
     crash whether a post it was making went out.
 */
@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 //  A line waiting for the flush: its reply and where it ends in the buffer.
@@ -297,6 +298,45 @@ static void s_jsonl_destroy (dest_t *self)
     free (j);
 }
 
+//  A sink killed in the middle of a turn's write() can leave its last line
+//  torn: the kernel stops a long write at a page when the process is
+//  killed. That reply was never reported posted (the sink asks again after
+//  its restart), so the torn line is cut off here, before anything is
+//  appended onto it. Regular files only: a pipe has no tail to cut.
+static void s_cut_torn_tail (dest_t *self, int fd)
+{
+    struct stat st;
+    if (fstat (fd, &st) || !S_ISREG (st.st_mode) || st.st_size == 0)
+        return;
+    int rd = open (self->config->path, O_RDONLY | O_CLOEXEC);
+    if (rd < 0)
+        return;
+    char buf[4096];
+    off_t pos = st.st_size, keep = 0;
+    bool found = false;
+    while (pos > 0 && !found) {
+        size_t n = pos >= (off_t) sizeof buf ? sizeof buf : (size_t) pos;
+        pos -= (off_t) n;
+        if (pread (rd, buf, n, pos) != (ssize_t) n)
+            break;
+        for (size_t k = n; k > 0 && !found; k--)
+            if (buf[k - 1] == '\n') {
+                keep = pos + (off_t) k;
+                found = true;
+            }
+    }
+    close (rd);
+    if ((found || pos == 0) && keep < st.st_size) {
+        if (ftruncate (fd, keep) == 0)
+            plog_warn ("destination %s: cut a torn last line off %s (%lld bytes; its reply was "
+                       "not reported posted)",
+                       self->config->name, self->config->path, (long long) (st.st_size - keep));
+        else
+            plog_error ("destination %s: cannot cut a torn last line off %s: %s",
+                        self->config->name, self->config->path, strerror (errno));
+    }
+}
+
 int dest_jsonl_init (dest_t *self)
 {
     if (!*self->config->path) {
@@ -312,6 +352,7 @@ int dest_jsonl_init (dest_t *self)
         free (j);
         return -1;
     }
+    s_cut_torn_tail (self, j->fd);
     self->state = j;
     self->post = s_jsonl_post;
     self->flush = s_jsonl_flush;

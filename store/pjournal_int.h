@@ -13,6 +13,8 @@
 
 #include "store/pjournal.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -43,6 +45,18 @@ typedef struct {
     size_t len;                     //  bytes
 } pjournal_piece_t;
 
+//  A batch sync running on a thread of its own (pjournal.c: s_behind_*).
+typedef struct {
+    bool running;                   //  a thread was started and not yet joined
+    atomic_bool done;               //  the thread has finished its fdatasync
+    pthread_t thread;
+    int fd;                         //  a dup of the segment's fd, the thread's own
+    int err;                        //  errno of its fdatasync, 0 if it succeeded
+    pjournal_segment_t *segment;    //  the segment it syncs (the open one)
+    uint64_t bytes;                 //  the segment's length when it started
+    int64_t started;                //  when it started (ms, monotonic)
+} pjournal_behind_t;
+
 struct pjournal_s {
     char *path;                     //  DIR/NAME, for messages
     int dir_fd;                     //  DIR/NAME, for openat/unlinkat and fsync of names
@@ -69,6 +83,7 @@ struct pjournal_s {
     size_t turn_records;            //  records in the buffer
     bool sync_needed;               //  this turn holds a record an acknowledgement waits for
     int64_t dirty_since;            //  when the oldest unsynced write was made (ms), -1 if none
+    pjournal_behind_t behind;       //  batch: the sync running behind the loop
 
     int quarantine_fd;              //  quarantine.pj, opened on first need, else -1
     int logged;                     //  damage lines logged during this load

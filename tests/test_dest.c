@@ -456,6 +456,55 @@ static void test_jsonl_torn_write_is_cut_back (void **state)
     rmdir (dir);
 }
 
+//  --- jsonl: a line torn by a crash is cut off at the next start ---------------------
+
+static void test_jsonl_torn_tail_cut_at_start (void **state)
+{
+    (void) state;
+    char dir[] = "/tmp/parley-test-dest-XXXXXX";
+    assert_non_null (mkdtemp (dir));
+    char path[300], json[600], err[300];
+    snprintf (path, sizeof path, "%s/replies.jsonl", dir);
+    //  What a sink killed in the middle of a turn's write leaves behind.
+    const char *before = "{\"msg_key\":\"a\"}\n{\"msg_key\":\"b\",\"te";
+    FILE *f = fopen (path, "w");
+    assert_non_null (f);
+    fputs (before, f);
+    fclose (f);
+    snprintf (json, sizeof json,
+              "{\"sink\":{\"destinations\":[{\"name\":\"out\",\"type\":\"jsonl\","
+              "\"path\":\"%s\"}]}}",
+              path);
+    pcfg_t *config = pcfg_load_string (json, "test", true, err, sizeof err);
+    assert_non_null (config);
+    s_outcome_t o = {0};
+    dest_events_t events = {.done = s_jsonl_done, .ctx = &o};
+    dest_t *d = dest_new (config->destinations.items, config, &events);
+    assert_non_null (d);
+    //  The torn reply was never reported posted, so it is not "posted" either.
+    assert_int_equal (d->was_posted (d, "a", "joker"), 0);
+    dest_post_t p = s_post ("tg/-1/c", "after the restart");
+    d->post (d, &p, NULL, 1000);
+    d->flush (d);
+    assert_int_equal (o.status, DEST_OK);
+    f = fopen (path, "r");
+    assert_non_null (f);
+    char line[2048];
+    int lines = 0;
+    while (fgets (line, sizeof line, f)) {
+        json_t *obj = json_loads (line, 0, NULL);
+        assert_non_null (obj);      //  every line whole
+        json_decref (obj);
+        lines++;
+    }
+    fclose (f);
+    assert_int_equal (lines, 2);
+    dest_destroy (&d);
+    pcfg_destroy (&config);
+    unlink (path);
+    rmdir (dir);
+}
+
 //  --- jsonl: each line is what jansson writes for the post --------------------------
 
 static void test_jsonl_lines_as_jansson_writes_them (void **state)
@@ -723,6 +772,7 @@ int main (void)
         cmocka_unit_test (test_outbox_mentions_first),
         cmocka_unit_test (test_outbox_asks_before_sending),
         cmocka_unit_test (test_jsonl_torn_write_is_cut_back),
+        cmocka_unit_test (test_jsonl_torn_tail_cut_at_start),
         cmocka_unit_test (test_jsonl_lines_as_jansson_writes_them),
         cmocka_unit_test (test_jsonl_turn_is_one_write_cut_at_a_whole_line),
         cmocka_unit_test (test_reasons_are_utf8),

@@ -940,6 +940,53 @@ static void test_fsync_batch (void **state)
     pjournal_destroy (&j);
 }
 
+//  Under batch the sync runs behind the loop: commits go on while it runs,
+//  its result is taken by a later commit, and a stop waits for it.
+static void test_fsync_batch_behind (void **state)
+{
+    const char *dir = *state;
+    pjournal_t *j = s_open (dir, "batch", 0);
+    s_seen_t seen;
+    s_load (j, &seen, false);
+    pjournal_set_batch_interval (j, 0);        //  due as soon as anything is written
+    s_append (j, 1, 0, 100);
+    assert_int_equal (pjournal_commit (j), 0);
+    pjournal_stats_t st;
+    pjournal_stats (j, &st);
+    assert_int_equal (st.fsyncs, 0);           //  started, not waited for
+    uint32_t i = 1;
+    int64_t deadline = s_now_ms () + 5000;
+    while (st.fsyncs == 0 && s_now_ms () < deadline) {
+        //  While it runs the loop is asked to look again soon, never to spin.
+        int64_t due = pjournal_sync_due (j);
+        assert_true (due == -1 || (due > 0 && due <= 5));
+        s_append (j, 1, i++, 100);
+        assert_int_equal (pjournal_commit (j), 0);
+        pjournal_stats (j, &st);
+        if (st.fsyncs == 0)
+            usleep (1000);
+    }
+    assert_true (st.fsyncs >= 1);
+    //  Written after it started, so still unsynced: another one follows.
+    deadline = s_now_ms () + 5000;
+    uint64_t first = st.fsyncs;
+    while (st.fsyncs == first && s_now_ms () < deadline) {
+        assert_int_equal (pjournal_commit (j), 0);
+        pjournal_stats (j, &st);
+        if (st.fsyncs == first)
+            usleep (1000);
+    }
+    assert_true (st.fsyncs > first);
+    //  Stop with one running: everything is there after.
+    s_append (j, 1, i++, 100);
+    assert_int_equal (pjournal_commit (j), 0);
+    pjournal_destroy (&j);
+    j = s_open (dir, "batch", 0);
+    s_load (j, &seen, false);
+    assert_int_equal (seen.count, i);
+    pjournal_destroy (&j);
+}
+
 static void test_fsync_off (void **state)
 {
     const char *dir = *state;
@@ -1040,6 +1087,7 @@ int main (void)
         cmocka_unit_test_setup_teardown (test_segment_id_out_of_range, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_fsync_always, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_fsync_batch, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_fsync_batch_behind, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_fsync_off, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_model, s_setup, s_teardown),
     };
