@@ -340,6 +340,18 @@ typedef struct {
     int count;
 } s_outcome_t;
 
+//  A configuration whose one destination is the jsonl file `path`; NULL
+//  if it does not load (callers in child processes cannot use fail_msg).
+static pcfg_t *s_jsonl_config (const char *path)
+{
+    char json[600], err[300];
+    snprintf (json, sizeof json,
+              "{\"sink\":{\"destinations\":[{\"name\":\"out\",\"type\":\"jsonl\","
+              "\"path\":\"%s\"}]}}",
+              path);
+    return pcfg_load_string (json, "test", true, err, sizeof err);
+}
+
 static void s_jsonl_done (void *ctx, void *tag, int status, const char *reason, int64_t retry_after)
 {
     (void) tag, (void) retry_after;
@@ -378,12 +390,7 @@ static int s_whole_lines (const char *path, char keys[][32], int max)
 //  process. Returns 0, or the number of the step that went wrong.
 static int s_torn_write_steps (const char *path)
 {
-    char json[600], err[300];
-    snprintf (json, sizeof json,
-              "{\"sink\":{\"destinations\":[{\"name\":\"out\",\"type\":\"jsonl\","
-              "\"path\":\"%s\"}]}}",
-              path);
-    pcfg_t *config = pcfg_load_string (json, "test", true, err, sizeof err);
+    pcfg_t *config = s_jsonl_config (path);
     if (!config)
         return 1;
     s_outcome_t o = {0};
@@ -463,7 +470,7 @@ static void test_jsonl_torn_tail_cut_at_start (void **state)
     (void) state;
     char dir[] = "/tmp/parley-test-dest-XXXXXX";
     assert_non_null (mkdtemp (dir));
-    char path[300], json[600], err[300];
+    char path[300];
     snprintf (path, sizeof path, "%s/replies.jsonl", dir);
     //  What a sink killed in the middle of a turn's write leaves behind.
     const char *before = "{\"msg_key\":\"a\"}\n{\"msg_key\":\"b\",\"te";
@@ -471,11 +478,7 @@ static void test_jsonl_torn_tail_cut_at_start (void **state)
     assert_non_null (f);
     fputs (before, f);
     fclose (f);
-    snprintf (json, sizeof json,
-              "{\"sink\":{\"destinations\":[{\"name\":\"out\",\"type\":\"jsonl\","
-              "\"path\":\"%s\"}]}}",
-              path);
-    pcfg_t *config = pcfg_load_string (json, "test", true, err, sizeof err);
+    pcfg_t *config = s_jsonl_config (path);
     assert_non_null (config);
     s_outcome_t o = {0};
     dest_events_t events = {.done = s_jsonl_done, .ctx = &o};
@@ -512,13 +515,9 @@ static void test_jsonl_lines_as_jansson_writes_them (void **state)
     (void) state;
     char dir[] = "/tmp/parley-test-dest-XXXXXX";
     assert_non_null (mkdtemp (dir));
-    char path[300], json[600], err[300];
+    char path[300];
     snprintf (path, sizeof path, "%s/replies.jsonl", dir);
-    snprintf (json, sizeof json,
-              "{\"sink\":{\"destinations\":[{\"name\":\"out\",\"type\":\"jsonl\","
-              "\"path\":\"%s\"}]}}",
-              path);
-    pcfg_t *config = pcfg_load_string (json, "test", true, err, sizeof err);
+    pcfg_t *config = s_jsonl_config (path);
     assert_non_null (config);
     s_outcome_t o = {0};
     dest_events_t events = {.done = s_jsonl_done, .ctx = &o};
@@ -604,12 +603,7 @@ static void s_turn_first (void *ctx, void *tag, int64_t at)
 //  0, or the number of the step that went wrong.
 static int s_turn_steps (const char *path)
 {
-    char json[600], err[300];
-    snprintf (json, sizeof json,
-              "{\"sink\":{\"destinations\":[{\"name\":\"out\",\"type\":\"jsonl\","
-              "\"path\":\"%s\"}]}}",
-              path);
-    pcfg_t *config = pcfg_load_string (json, "test", true, err, sizeof err);
+    pcfg_t *config = s_jsonl_config (path);
     if (!config)
         return 1;
     s_turn_t t = {{-1, -1, -1, -1}, {0}};
