@@ -383,7 +383,7 @@ static const pcfg_schema_t s_network_schema = SCHEMA ("network", pcfg_t, s_netwo
 
 static const pcfg_field_t s_storage_fields[] = {
     F_STR (pcfg_t, "dataDir", data_dir, "\"parley-data\"", NULL, "PARLEY_DATA_DIR",
-           "Directory of the durable state (SQLite files), relative to the working directory; empty keeps state in memory only, and a restart forgets it."),
+           "Directory of the durable state (a journal directory per daemon: broker/, poller/, sink/), relative to the working directory; empty keeps state in memory only, and a restart forgets it."),
     F_STR (pcfg_t, "fsync", fsync, "\"always\"", "always|batch|off", "PARLEY_FSYNC",
            "always: every acknowledged hand-off survives power loss; batch: survives a process crash, power loss may lose the last moments; off: fastest, a crash of the machine may lose recent work."),
     F_INT (pcfg_t, "dedupeRetentionSeconds", dedupe_retention_s, "86400", 60, MAX_I, NONE,
