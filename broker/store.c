@@ -104,12 +104,7 @@ store_t *store_open_sized (const char *dir, const char *fsync, size_t segment_by
     store_t *self = pcalloc (1, sizeof *self);
     self->journal = journal;
     msgpack_sbuffer_init (&self->buf);
-    char old[4096];
-    struct stat st;
-    snprintf (old, sizeof old, "%s/broker.db", dir);
-    if (stat (old, &st) == 0)
-        plog_warn ("%s is from an older version and is not read; the state is now in %s/broker/",
-                   old, dir);
+    pjournal_note_older_state (dir, "broker");
     return self;
 }
 

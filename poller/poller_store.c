@@ -148,12 +148,7 @@ poller_store_t *poller_store_open_sized (const char *dir, const char *fsync, siz
     self->journal = journal;
     msgpack_sbuffer_init (&self->buf);
     self->cursors = ptable_new (ptable_hash_str, s_cursor_key, s_cursor_match);
-    char old[4096];
-    struct stat st;
-    snprintf (old, sizeof old, "%s/poller.db", dir);
-    if (stat (old, &st) == 0)
-        plog_warn ("%s is from an older version and is not read; the state is now in %s/poller/",
-                   old, dir);
+    pjournal_note_older_state (dir, "poller");
     return self;
 }
 

@@ -258,12 +258,7 @@ sink_store_t *sink_store_open (const char *dir, const char *fsync, size_t segmen
     self->journal = journal;
     msgpack_sbuffer_init (&self->buf);
     self->marks = ptable_new (s_pair_hash, s_mark_key, s_mark_match);
-    char old[4096];
-    struct stat st;
-    snprintf (old, sizeof old, "%s/sink.db", dir);
-    if (stat (old, &st) == 0)
-        plog_warn ("%s is from an older version and is not read; the state is now in %s/sink/",
-                   old, dir);
+    pjournal_note_older_state (dir, "sink");
     return self;
 }
 

@@ -669,3 +669,13 @@ void pjournal_set_batch_interval (pjournal_t *self, int64_t ms)
     assert (self);
     self->batch_ms = ms;
 }
+
+void pjournal_note_older_state (const char *dir, const char *name)
+{
+    char old[4096];
+    struct stat st;
+    snprintf (old, sizeof old, "%s/%s.db", dir, name);
+    if (stat (old, &st) == 0)
+        plog_warn ("%s is from an older version and is not read; the state is now in %s/%s/", old,
+                   dir, name);
+}
