@@ -261,6 +261,15 @@ int main (int argc, char *argv[])
             s_read (&self, deadline);
     }
 
+    //  BENCH_LATENCY_DUMP=FILE writes each job's send time (ms after the
+    //  start) and latency (us), to look for a pattern in the slow ones.
+    const char *dump = getenv ("BENCH_LATENCY_DUMP");
+    FILE *df = dump ? fopen (dump, "w") : NULL;
+    for (long i = 0; df && i < self.count; i++)
+        fprintf (df, "%.3f %.1f\n", (double) (self.sent_ns[i] - start) / 1e6,
+                 (double) self.latency_ns[i] / 1000.0);
+    if (df)
+        fclose (df);
     long n = 0;
     double sum = 0;
     int64_t *sorted = malloc ((size_t) self.count * sizeof (int64_t));

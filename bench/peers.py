@@ -9,10 +9,11 @@ and stopped by PID.
                 Redis's reliable-queue pattern), without persistence, with AOF
                 fsync everysec and always; and the simple LPUSH -> BRPOP
     ZeroMQ      a raw five-hop PUSH/PULL pipeline (bench_zmq_pipe.c): the
-                ceiling of a pipeline of Parley's shape on this machine
+                ceiling of a pipeline of Parley's shape on this machine; paced
+                one message at a time, the floor of its latency
 
-Each function returns jobs per second at the consumer, from its first
-completed job to its last.
+Each throughput function returns jobs per second at the consumer, from its
+first completed job to its last.
 """
 import os
 import shutil
@@ -59,13 +60,18 @@ def redis(build, jobs, size, aof=None, pattern="reliable"):
         return _pair(p, build, "bench_redis", port, jobs, size, [pattern])
 
 
-def zmq_pipeline(build, jobs, size, hops=5):
-    """source -> (hops - 1) stages -> sink, each its own process."""
+def zmq_pipeline(build, jobs, size, hops=5, pace_us=0):
+    """source -> (hops - 1) stages -> sink, each its own process. Jobs per
+    second; or with pace_us, one message every pace_us microseconds and the
+    sink's {"p50_us", "p99_us"} of send-to-arrival time."""
     with Pipeline(build, None, "peer-zmq") as p:
         tool = binary(build, "bench_zmq_pipe")
         ends = [free_endpoint() for _ in range(hops)]      #  each receiver's PULL
-        sink = start_piped(p, "sink", [tool, "sink", ends[-1], str(jobs)])
+        sink = start_piped(p, "sink", [tool, "sink", ends[-1], str(jobs)]
+                           + (["latency"] if pace_us else []))
         for i in range(hops - 2, -1, -1):
             start_piped(p, "stage%d" % i, [tool, "stage", ends[i], ends[i + 1], str(jobs)])
-        start_piped(p, "source", [tool, "source", ends[0], str(jobs), str(size)], ready=False)
-        return rate(sink.result(600))
+        start_piped(p, "source", [tool, "source", ends[0], str(jobs), str(size)]
+                    + ([str(pace_us)] if pace_us else []), ready=False)
+        result = sink.result(600 + jobs * pace_us / 1e6)
+        return result if pace_us else rate(result)

@@ -176,6 +176,15 @@ def measures(build, quick):
     peer("peer_redis_aof_always", peers.redis, aof="always")
     peer("peer_redis_brpop", peers.redis, pattern="simple")
     peer("zmq_raw_pipeline", peers.zmq_pipeline)
+
+    def zmq_latency(ctx):
+        #  Paced like the probe at one job in flight: one message every 2 ms.
+        r = peers.zmq_pipeline(build, lat, PAYLOAD, pace_us=2000)
+        return {"zmq_raw_latency_p50_us": r["p50_us"], "zmq_raw_latency_p99_us": r["p99_us"]}
+    out.append(Measure("zmq_raw_latency", {"zmq_raw_latency_p50_us": "µs",
+                                           "zmq_raw_latency_p99_us": "µs"}, zmq_latency,
+                       params={"jobs": lat, "payload_bytes": PAYLOAD, "hops": 5,
+                               "pace_us": 2000}))
     return out
 
 
@@ -207,6 +216,28 @@ def ratios(figures, peer_names):
             pairs = [a / b for a, b in zip(f["runs"], figures[p]["runs"]) if a and b]
             if pairs:
                 f["vs"][p] = statistics.median(pairs)
+
+
+#  Parley's latency at one job in flight beside the raw five-hop pipeline's.
+LATENCY_FLOOR = {"latency_p50_us": "zmq_raw_latency_p50_us",
+                 "latency_p99_us": "zmq_raw_latency_p99_us",
+                 "latency_memory_p50_us": "zmq_raw_latency_p50_us",
+                 "latency_memory_p99_us": "zmq_raw_latency_p99_us"}
+
+
+def floor_ratios(figures):
+    """Adds to each latency figure at one job in flight "vs_floor": the
+    median, round by round, of its value over the raw pipeline's."""
+    for n, floor in LATENCY_FLOOR.items():
+        if n in figures and floor in figures and figures[n]["value"]:
+            pairs = [a / b for a, b in zip(figures[n]["runs"], figures[floor]["runs"]) if a and b]
+            if pairs:
+                figures[n]["vs_floor"] = statistics.median(pairs)
+
+
+def _floor_lines(figures, fmt):
+    rows = [(n, figures[n]["vs_floor"]) for n in LATENCY_FLOOR if figures.get(n, {}).get("vs_floor")]
+    return [fmt % (n.replace("_us", ""), r) for n, r in rows]
 
 
 def _sh(*argv):
@@ -288,6 +319,10 @@ def report(figures, peer_names):
         for n in parley:
             lines.append("%-34s" % n.replace("_jobs_per_s", "")
                          + "".join("%14.2f" % figures[n]["vs"][c] for c in cols))
+    floor = _floor_lines(figures, "%-34s %13.2f")
+    if floor:
+        lines += ["", "Parley latency / raw five-hop ZeroMQ latency, one in flight (median ratio):"]
+        lines += floor
     return "\n".join(lines)
 
 
@@ -306,6 +341,9 @@ def markdown(results):
         for n in parley:
             out.append("| `%s` | " % n.replace("_jobs_per_s", "")
                        + " | ".join("%.2f" % figures[n]["vs"][c] for c in cols) + " |")
+    floor = _floor_lines(figures, "| `%s` | %.2f |")
+    if floor:
+        out += ["", "| Parley latency ÷ raw five-hop ZeroMQ | ratio |", "|---|---:|"] + floor
     return "\n".join(out)
 
 
@@ -371,6 +409,7 @@ def main():
             if m.peer:
                 peer_names.add(f)
     ratios(figures, peer_names)
+    floor_ratios(figures)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump({"machine": info, "figures": figures}, f, indent=2, ensure_ascii=False)
