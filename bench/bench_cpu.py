@@ -3,12 +3,13 @@
 
     bench/bench_cpu.py [--build build] [--jobs 100000] [--runs 3]
                        [--modes memory,batch] [--perf sink] [--perf-out DIR]
-                       [--against OTHER_BUILD] [--entities N]
+                       [--against OTHER_BUILD] [--entities N] [--chats N]
 
 Runs bench_durability's end-to-end pipeline (one poller with the demo
 source as fast as it goes, broker, one template worker at zero latency,
 sink writing JSON lines to tmpfs) and reads every daemon's CPU time (user +
-system, /proc/PID/stat) once the last job is posted: microseconds of CPU
+system, /proc/PID/stat), and the broker's peak memory, once the last job is
+posted: microseconds of CPU
 per job for poller, broker, worker and sink, beside the jobs/s. Modes are
 interleaved run by run (memory, batch, memory, batch, ...), so the
 machine's load spreads over both alike; medians per mode at the end.
@@ -37,17 +38,26 @@ DAEMONS = ("poller", "broker", "worker", "sink")
 TICK = os.sysconf("SC_CLK_TCK")
 
 
+def peak_mib(pid):
+    """The process's peak resident memory (VmHWM), MiB."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0
+
+
 def cpu_seconds(pid):
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK     # utime, stime
 
 
-def one(build, jobs, mode, perf=None, perf_out=None, run=0, perf_graph="fp", entities=10):
+def one(build, jobs, mode, perf=None, perf_out=None, run=0, perf_graph="fp", entities=10, chats=100):
     with Pipeline(build, {}, "bench-cpu") as p, bd.Posts() as posts:
         memory = mode == "memory"
         bd.start(p, bd.config(jobs, "" if memory else p.path("data"),
-                              "always" if memory else mode, entities=entities,
+                              "always" if memory else mode, entities=entities, chats=chats,
                               dest=posts.path))
         rec = None
         if perf:
@@ -60,11 +70,12 @@ def one(build, jobs, mode, perf=None, perf_out=None, run=0, perf_graph="fp", ent
         p.start_poller()
         posts.wait(jobs)
         cpu = {d: cpu_seconds(p.procs[d].popen.pid) for d in DAEMONS}
+        peak = peak_mib(p.procs["broker"].popen.pid)
         if rec:
             rec.send_signal(signal.SIGINT)
             rec.wait(60)
         rate = posts.rate()
-    return rate, {d: cpu[d] * 1e6 / jobs for d in DAEMONS}
+    return rate, {d: cpu[d] * 1e6 / jobs for d in DAEMONS}, peak
 
 
 def main():
@@ -79,6 +90,7 @@ def main():
     ap.add_argument("--against")
     ap.add_argument("--entities", type=int, default=10,
                     help="entities in the configuration (each message mentions one)")
+    ap.add_argument("--chats", type=int, default=100, help="chats the demo messages come from")
     args = ap.parse_args()
     builds = [os.path.abspath(args.build)] + ([os.path.abspath(args.against)] if args.against
                                               else [])
@@ -88,17 +100,18 @@ def main():
     results = {c: [] for c in cases}
     for r in range(args.runs):
         for b, m in cases:
-            rate, cpu = one(b, args.jobs, m, args.perf, args.perf_out, r, args.perf_graph,
-                            args.entities)
-            results[(b, m)].append((rate, cpu))
+            rate, cpu, peak = one(b, args.jobs, m, args.perf, args.perf_out, r, args.perf_graph,
+                            args.entities, args.chats)
+            results[(b, m)].append((rate, cpu, peak))
             print("  run %d %-13s %8.0f jobs/s  " % (r + 1, tag(b, m), rate)
-                  + "  ".join("%s %5.2f" % (d, cpu[d]) for d in DAEMONS) + "  us/job",
-                  flush=True)
+                  + "  ".join("%s %5.2f" % (d, cpu[d]) for d in DAEMONS)
+                  + "  us/job  broker peak %.0f MiB" % peak, flush=True)
     for b, m in cases:
         rs = results[(b, m)]
         print("%-13s median %8.0f jobs/s  " % (tag(b, m), statistics.median(x[0] for x in rs))
               + "  ".join("%s %5.2f" % (d, statistics.median(x[1][d] for x in rs))
-                          for d in DAEMONS) + "  us/job")
+                          for d in DAEMONS) + "  us/job  broker peak %.0f MiB"
+              % statistics.median(x[2] for x in rs))
 
 
 if __name__ == "__main__":

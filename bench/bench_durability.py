@@ -36,17 +36,18 @@ from harness import Pipeline, wait_until   # noqa: E402
 import bench_queue                          # noqa: E402
 
 
-def config(jobs, data_dir, fsync, entities=10, limited=0, dest="/dev/null"):
+def config(jobs, data_dir, fsync, entities=10, limited=0, dest="/dev/null", chats=100):
     """The pipeline's configuration: `entities` entities e0.., the last
-    `limited` of them limited to one post a minute; demo messages each
-    mentioning one entity, `jobs` of them (0: none, no source)."""
+    `limited` of them limited to one post a minute; demo messages in
+    `chats` chats, each mentioning one entity, `jobs` of them (0: none, no
+    source)."""
     ents = []
     for i in range(entities):
         e = {"id": "e%d" % i, "responseChance": 0, "messagesToRead": 0}
         if i >= entities - limited:
             e["rateLimits"] = {"maxPostsPerMinute": 1}
         ents.append(e)
-    sources = [{"name": "demo", "type": "demo", "ratePerSecond": 10000000, "chats": 100,
+    sources = [{"name": "demo", "type": "demo", "ratePerSecond": 10000000, "chats": chats,
                 "users": 1000, "mentionRate": 1.0, "limit": jobs}] if jobs else []
     return {
         "entities": ents,
@@ -124,12 +125,12 @@ class Posts:
         return (len(times) - 1) / max((times[-1] - times[0]) / 1000.0, 1e-3)
 
 
-def throughput(build, jobs, fsync, entities=10):
+def throughput(build, jobs, fsync, entities=10, chats=100):
     """End to end, in memory (fsync "memory") or with storage and that fsync policy."""
     with Pipeline(build, {}, "bench-dur") as p, Posts() as posts:
         memory = fsync == "memory"
         start(p, config(jobs, "" if memory else p.path("data"), "always" if memory else fsync,
-                        entities=entities, dest=posts.path))
+                        entities=entities, dest=posts.path, chats=chats))
         p.start_poller()
         posts.wait(jobs)
         return posts.rate()

@@ -79,23 +79,27 @@ def measures(build, quick):
     lat = 600 if quick else 2000
     out = []
 
-    def e2e(fsync, entities=10):
-        return lambda ctx: bench_durability.throughput(build, jobs, fsync, entities=entities)
+    def e2e(fsync, entities=10, chats=100):
+        return lambda ctx: bench_durability.throughput(build, jobs, fsync, entities=entities,
+                                                       chats=chats)
 
-    out.append(Measure("e2e_memory",
-                       {"e2e_memory_jobs_per_s": "jobs/s", "e2e_entities_10_jobs_per_s": "jobs/s"},
-                       lambda ctx: dict.fromkeys(("e2e_memory_jobs_per_s",
-                                                  "e2e_entities_10_jobs_per_s"),
-                                                 e2e("memory")(ctx)),
-                       params={"jobs": jobs, "entities": 10}))
+    out.append(Measure("e2e_memory", {"e2e_memory_jobs_per_s": "jobs/s"},
+                       lambda ctx: {"e2e_memory_jobs_per_s": e2e("memory")(ctx)},
+                       params={"jobs": jobs, "entities": 10, "chats": 100}))
     for fsync in ("off", "batch", "always"):
         name = "e2e_durable_%s_jobs_per_s" % fsync
         out.append(Measure("e2e_durable_" + fsync, {name: "jobs/s"},
                            (lambda f, n: lambda ctx: {n: e2e(f)(ctx)})(fsync, name),
                            params={"jobs": jobs, "fsync": fsync}))
+    #  The configuration's scale: 10 entities in 10 chats against 1,000
+    #  entities in 10,000 chats, one after the other in each round.
+    out.append(Measure("e2e_entities_10", {"e2e_entities_10_jobs_per_s": "jobs/s"},
+                       lambda ctx: {"e2e_entities_10_jobs_per_s": e2e("memory", 10, 10)(ctx)},
+                       params={"jobs": jobs, "entities": 10, "chats": 10}))
     out.append(Measure("e2e_entities_1000", {"e2e_entities_1000_jobs_per_s": "jobs/s"},
-                       lambda ctx: {"e2e_entities_1000_jobs_per_s": e2e("memory", 1000)(ctx)},
-                       params={"jobs": jobs, "entities": 1000}))
+                       lambda ctx: {"e2e_entities_1000_jobs_per_s":
+                                    e2e("memory", 1000, 10000)(ctx)},
+                       params={"jobs": jobs, "entities": 1000, "chats": 10000}))
     out.append(Measure("e2e_rate_limited_90", {"e2e_rate_limited_90_jobs_per_s": "jobs/s"},
                        lambda ctx: {"e2e_rate_limited_90_jobs_per_s":
                                     bench_durability.rate_limited_throughput(build, jobs)},
@@ -218,26 +222,29 @@ def ratios(figures, peer_names):
                 f["vs"][p] = statistics.median(pairs)
 
 
-#  Parley's latency at one job in flight beside the raw five-hop pipeline's.
-LATENCY_FLOOR = {"latency_p50_us": "zmq_raw_latency_p50_us",
-                 "latency_p99_us": "zmq_raw_latency_p99_us",
-                 "latency_memory_p50_us": "zmq_raw_latency_p50_us",
-                 "latency_memory_p99_us": "zmq_raw_latency_p99_us"}
+#  Figures printed as a ratio to another of the same run: the latency at one
+#  job in flight to the raw five-hop pipeline's (its floor), and the large
+#  configuration's throughput to the small one's.
+PAIRS = [("latency_p50_us", "zmq_raw_latency_p50_us"),
+         ("latency_p99_us", "zmq_raw_latency_p99_us"),
+         ("latency_memory_p50_us", "zmq_raw_latency_p50_us"),
+         ("latency_memory_p99_us", "zmq_raw_latency_p99_us"),
+         ("e2e_entities_1000_jobs_per_s", "e2e_entities_10_jobs_per_s")]
 
 
-def floor_ratios(figures):
-    """Adds to each latency figure at one job in flight "vs_floor": the
-    median, round by round, of its value over the raw pipeline's."""
-    for n, floor in LATENCY_FLOOR.items():
-        if n in figures and floor in figures and figures[n]["value"]:
-            pairs = [a / b for a, b in zip(figures[n]["runs"], figures[floor]["runs"]) if a and b]
+def pair_ratios(figures):
+    """Adds to each figure of PAIRS "over": {other: ratio}, the median,
+    round by round, of its value over the other's."""
+    for a, b in PAIRS:
+        if a in figures and b in figures and figures[a]["value"]:
+            pairs = [x / y for x, y in zip(figures[a]["runs"], figures[b]["runs"]) if x and y]
             if pairs:
-                figures[n]["vs_floor"] = statistics.median(pairs)
+                figures[a].setdefault("over", {})[b] = statistics.median(pairs)
 
 
-def _floor_lines(figures, fmt):
-    rows = [(n, figures[n]["vs_floor"]) for n in LATENCY_FLOOR if figures.get(n, {}).get("vs_floor")]
-    return [fmt % (n.replace("_us", ""), r) for n, r in rows]
+def _pair_lines(figures, fmt):
+    return [fmt % ("%s / %s" % (a, b), figures[a]["over"][b])
+            for a, b in PAIRS if b in figures.get(a, {}).get("over", {})]
 
 
 def _sh(*argv):
@@ -319,10 +326,9 @@ def report(figures, peer_names):
         for n in parley:
             lines.append("%-34s" % n.replace("_jobs_per_s", "")
                          + "".join("%14.2f" % figures[n]["vs"][c] for c in cols))
-    floor = _floor_lines(figures, "%-34s %13.2f")
-    if floor:
-        lines += ["", "Parley latency / raw five-hop ZeroMQ latency, one in flight (median ratio):"]
-        lines += floor
+    paired = _pair_lines(figures, "%-70s %6.2f")
+    if paired:
+        lines += ["", "Ratios within the run (median of the ratios round by round):"] + paired
     return "\n".join(lines)
 
 
@@ -341,9 +347,9 @@ def markdown(results):
         for n in parley:
             out.append("| `%s` | " % n.replace("_jobs_per_s", "")
                        + " | ".join("%.2f" % figures[n]["vs"][c] for c in cols) + " |")
-    floor = _floor_lines(figures, "| `%s` | %.2f |")
-    if floor:
-        out += ["", "| Parley latency ÷ raw five-hop ZeroMQ | ratio |", "|---|---:|"] + floor
+    paired = _pair_lines(figures, "| %s | %.2f |")
+    if paired:
+        out += ["", "| figure / figure (same rounds) | ratio |", "|---|---:|"] + paired
     return "\n".join(out)
 
 
@@ -409,7 +415,7 @@ def main():
             if m.peer:
                 peer_names.add(f)
     ratios(figures, peer_names)
-    floor_ratios(figures)
+    pair_ratios(figures)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump({"machine": info, "figures": figures}, f, indent=2, ensure_ascii=False)

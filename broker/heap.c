@@ -60,7 +60,10 @@ static void s_sift_down (heap_t *self, size_t pos)
 int heap_push (heap_t *self, void *item)
 {
     if (self->size == self->capacity) {
-        size_t capacity = self->capacity ? self->capacity * 2 : 64;
+        //  Small at first: the scheduler has a heap per (chat, entity) flow,
+        //  a hundred thousand of them with many entities and chats, and most
+        //  hold a job or two.
+        size_t capacity = self->capacity ? self->capacity * 2 : 4;
         self->items = prealloc (self->items, capacity * sizeof (void *));
         self->capacity = capacity;
     }

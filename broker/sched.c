@@ -82,14 +82,27 @@ static void s_flow_key (flow_t *flow)
     if (top) {
         flow->top_rank = top->rank;
         flow->top_seq = top->seq;
+        flow->top_priority = top->priority;
     }
 }
 
 static void s_entity_key (entity_t *e)
 {
     const flow_t *top = heap_top (&e->flows);
-    if (top)
+    if (top) {
         e->top_rank = top->top_rank;
+        e->top_priority = top->top_priority;
+    }
+}
+
+static const void *s_flow_key_of (const void *item)
+{
+    return &((const flow_t *) item)->key;
+}
+
+static bool s_flow_key_match (const void *item, const void *key)
+{
+    return ((const flow_t *) item)->key == *(const uint64_t *) key;
 }
 
 #define VTIME_SCALE 1000000000.0
@@ -157,6 +170,7 @@ sched_t *sched_new (const sched_config_t *config)
         self->entities[i].step = (uint64_t) (VTIME_SCALE / rate) + 1;
     }
     self->chat_index = zhashx_new ();
+    self->flows = ptable_new (ptable_hash_u64, s_flow_key_of, s_flow_key_match);
     heap_init (&self->ready, s_entity_less, offsetof (entity_t, pos_ready));
     heap_init (&self->entity_timers, s_entity_timer_less, offsetof (entity_t, pos_timer));
     heap_init (&self->chat_timers, s_chat_timer_less, offsetof (chat_t, pos_timer));
@@ -170,14 +184,15 @@ void sched_destroy (sched_t **self_p)
     if (!self_p || !*self_p)
         return;
     sched_t *self = *self_p;
+    size_t cursor = 0;
+    flow_t *flow;
+    while ((flow = ptable_next (self->flows, &cursor))) {
+        heap_destroy (&flow->jobs);
+        free (flow);
+    }
+    ptable_destroy (&self->flows);
     for (size_t c = 0; c < self->chat_count; c++) {
         chat_t *chat = self->chats[c];
-        for (size_t e = 0; e < self->entity_count; e++)
-            if (chat->flows[e]) {
-                heap_destroy (&chat->flows[e]->jobs);
-                free (chat->flows[e]);
-            }
-        free (chat->flows);
         limit_log_destroy (&chat->log);
         free (chat->key);
         free (chat->kind);
@@ -225,7 +240,6 @@ uint32_t sched_chat_intern (sched_t *self, const char *key, const char *source, 
     chat_t *chat = pcalloc (1, sizeof *chat);
     chat->key = pstrdup (key);
     chat->kind = pstrdup (kind ? kind : "");
-    chat->flows = pcalloc (self->entity_count + 1, sizeof (flow_t *));
     chat->pos_timer = HEAP_NONE;
     sched_limit_t none = {0, 0, 0};
     const sched_limit_t *limit = &none;
@@ -258,27 +272,25 @@ const char *sched_chat_kind (sched_t *self, uint32_t chat)
 
 //  --- keeping the heaps right ------------------------------------------------------------
 
-//  True when the entity's most urgent ready job is paced.
+//  True when the entity's most urgent ready job is paced (read from the
+//  key s_entity_key keeps, which is current whenever flows is not empty).
 static bool s_entity_paced (const sched_t *self, const entity_t *e)
 {
-    if (self->paced_from <= 0 || e->flows.size == 0)
-        return false;
-    const flow_t *flow = heap_top (&e->flows);
-    const sched_job_t *job = heap_top (&flow->jobs);
-    return job && job->priority >= self->paced_from;
+    return self->paced_from > 0 && e->flows.size > 0 && e->top_priority >= self->paced_from;
 }
 
 static flow_t *s_flow (sched_t *self, uint16_t entity, uint32_t chat)
 {
-    chat_t *c = self->chats[chat];
-    flow_t *flow = c->flows[entity];
+    uint64_t key = (uint64_t) chat << 16 | entity;
+    flow_t *flow = ptable_lookup (self->flows, &key);
     if (!flow) {
         flow = pcalloc (1, sizeof *flow);
         heap_init (&flow->jobs, s_job_less, offsetof (sched_job_t, pos_queue));
+        flow->key = key;
         flow->entity = entity;
         flow->chat = chat;
         flow->pos = HEAP_NONE;
-        c->flows[entity] = flow;
+        ptable_insert (self->flows, flow);
     }
     return flow;
 }

@@ -11,13 +11,16 @@
 
 #include "broker/heap.h"
 #include "broker/sched.h"
+#include "common/ptable.h"
 
 #include <czmq.h>
 
 typedef struct flow_s {
+    uint64_t key;               //  in the scheduler's flow table: chat << 16 | entity
     heap_t jobs;                //  ready jobs by (rank, seq)
-    int64_t top_rank;           //  its top job's (rank, seq), kept here so that
-    uint64_t top_seq;           //  ordering flows reads no job (s_flow_key)
+    int64_t top_rank;           //  its top job's (rank, seq) and priority, kept
+    uint64_t top_seq;           //  here so that ordering flows, and asking whether
+    uint8_t top_priority;       //  the top is paced, reads no job (s_flow_key)
     uint16_t entity;
     uint32_t chat;
     uint64_t stamp;             //  when it last dispatched (scheduler stamp)
@@ -28,7 +31,8 @@ typedef struct flow_s {
 
 typedef struct {
     heap_t flows;               //  flows with ready jobs, not parked
-    int64_t top_rank;           //  its top flow's top_rank (s_entity_key)
+    int64_t top_rank;           //  its top flow's top_rank and top_priority
+    uint8_t top_priority;       //  (s_entity_key)
     limit_log_t log;
     int64_t max_in_flight;      //  0 = unlimited
     size_t in_flight;
@@ -46,7 +50,6 @@ typedef struct {
     char *key;
     char *kind;
     limit_log_t log;
-    flow_t **flows;             //  one per entity, made on first use
     flow_t *parked;             //  flows waiting for this chat's limit
     int64_t next_ok;            //  key in the chat timer heap
     uint32_t pos_timer;
@@ -66,6 +69,10 @@ struct sched_s {
     size_t chat_count;
     size_t chat_capacity;
     zhashx_t *chat_index;       //  key -> index + 1
+    //  Flows by (chat, entity), made on first use. A table, not an array of
+    //  every entity per chat: a thousand entities in ten thousand chats cost
+    //  only the pairs that ever had a job, not ten million slots.
+    ptable_t *flows;
 
     limit_log_t global_log;
     size_t global_in_flight;
