@@ -15,30 +15,32 @@
 
 #include <czmq.h>
 
+//  What orders flows and entities comes first in their records, so that a
+//  comparison reads one cache line of each.
 typedef struct flow_s {
-    uint64_t key;               //  in the scheduler's flow table: chat << 16 | entity
-    heap_t jobs;                //  ready jobs by (rank, seq)
     int64_t top_rank;           //  its top job's (rank, seq) and priority, kept
     uint64_t top_seq;           //  here so that ordering flows, and asking whether
+    uint64_t stamp;             //  when it last dispatched (scheduler stamp)
     uint8_t top_priority;       //  the top is paced, reads no job (s_flow_key)
     uint16_t entity;
     uint32_t chat;
-    uint64_t stamp;             //  when it last dispatched (scheduler stamp)
     uint32_t pos;               //  in its entity's flow heap
+    uint64_t key;               //  in the scheduler's flow table: chat << 16 | entity
+    heap_t jobs;                //  ready jobs by (rank, seq)
     bool parked;                //  waiting on its chat's limit
     struct flow_s *next_parked;
 } flow_t;
 
 typedef struct {
-    heap_t flows;               //  flows with ready jobs, not parked
     int64_t top_rank;           //  its top flow's top_rank and top_priority
+    uint64_t vtime;             //  virtual time: advanced by `step` per dispatch
+    uint64_t stamp;             //  when it last dispatched
     uint8_t top_priority;       //  (s_entity_key)
+    heap_t flows;               //  flows with ready jobs, not parked
     limit_log_t log;
     int64_t max_in_flight;      //  0 = unlimited
     size_t in_flight;
     size_t queued;
-    uint64_t stamp;             //  when it last dispatched
-    uint64_t vtime;             //  virtual time: advanced by `step` per dispatch
     uint64_t step;              //  VTIME_SCALE / its posts per minute
     bool paused;
     int64_t next_ok;            //  key in the timer heap
