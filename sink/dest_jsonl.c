@@ -18,6 +18,7 @@
 #include "common/palloc.h"
 #include "common/plog.h"
 #include "net/ptext.h"
+#include "store/pfile.h"
 
 #include <czmq.h>
 #include <errno.h>
@@ -163,24 +164,6 @@ static int s_put_line (jsonl_t *j, const dest_post_t *post, const char *text, in
 
 //  --- posting -----------------------------------------------------------------------------
 
-//  Writes all of `data`, or fails with errno set; `*done` gets what was written.
-static int s_write_all (int fd, const char *data, size_t len, size_t *done)
-{
-    *done = 0;
-    while (*done < len) {
-        ssize_t n = write (fd, data + *done, len - *done);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            if (n == 0)
-                errno = EIO;
-            return -1;
-        }
-        *done += (size_t) n;
-    }
-    return 0;
-}
-
 static int s_jsonl_post (dest_t *self, const dest_post_t *post, void *tag, int64_t now)
 {
     jsonl_t *j = self->state;
@@ -214,7 +197,7 @@ static void s_jsonl_flush (dest_t *self)
             snprintf (why, sizeof why, "cannot cut a torn line off %s: %s", self->config->path,
                       strerror (errno));
     }
-    if (j->torn_at < 0 && s_write_all (j->fd, j->buf, j->len, &done)) {
+    if (j->torn_at < 0 && pfile_write_all (j->fd, j->buf, j->len, PFILE_APPEND, &done)) {
         error = errno;
         //  The file is appended to by this sink alone: what was written ends
         //  it. A line written in part is cut back. (-1 for a pipe: nothing

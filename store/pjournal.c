@@ -87,44 +87,6 @@ void pjournal__fail (pjournal_t *self, const char *format, ...)
     plog_error ("journal %s failed: %s", self->path, self->error);
 }
 
-int pjournal__pwrite_all (int fd, const void *data, size_t len, uint64_t offset)
-{
-    const char *p = data;
-    while (len) {
-        ssize_t n = pwrite (fd, p, len, (off_t) offset);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            if (n == 0)
-                errno = EIO;
-            return -1;
-        }
-        p += n;
-        len -= (size_t) n;
-        offset += (uint64_t) n;
-    }
-    return 0;
-}
-
-int pjournal__pread_all (int fd, void *data, size_t len, uint64_t offset)
-{
-    char *p = data;
-    while (len) {
-        ssize_t n = pread (fd, p, len, (off_t) offset);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            if (n == 0)
-                errno = EIO;        //  the file shrank under us
-            return -1;
-        }
-        p += n;
-        len -= (size_t) n;
-        offset += (uint64_t) n;
-    }
-    return 0;
-}
-
 static int s_sync_dir (pjournal_t *self)
 {
     if (fsync (self->dir_fd)) {
@@ -358,7 +320,7 @@ static int s_lock (pjournal_t *self, char *err, size_t errlen)
     }
     char pid[32];
     int n = snprintf (pid, sizeof pid, "%ld\n", (long) getpid ());
-    if (ftruncate (self->lock_fd, 0) || pjournal__pwrite_all (self->lock_fd, pid, (size_t) n, 0))
+    if (ftruncate (self->lock_fd, 0) || pfile_write_all (self->lock_fd, pid, (size_t) n, 0, NULL))
         plog_warn ("journal %s: cannot write the pid into lock: %s", self->path, strerror (errno));
     return 0;
 }
@@ -555,7 +517,7 @@ static int s_write_piece (pjournal_t *self, pjournal_piece_t *piece)
         if (made && self->policy != PJOURNAL_SYNC_OFF && s_sync_dir (self))
             return -1;
     }
-    if (pjournal__pwrite_all (seg->fd, self->buffer + piece->start, piece->len, seg->bytes)) {
+    if (pfile_write_all (seg->fd, self->buffer + piece->start, piece->len, seg->bytes, NULL)) {
         int e = errno;
         pjournal__fail (self, "cannot write %s/%s: %s", self->path, name, strerror (e));
         if (seg->bytes == 0) {

@@ -12,6 +12,7 @@
 #define STORE_PJOURNAL_INT_H_INCLUDED
 
 #include "store/pjournal.h"
+#include "store/pfile.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -103,8 +104,6 @@ void pjournal__header (unsigned char *p, uint64_t id);
 void pjournal__segment_name (char *name, size_t size, uint64_t id);
 void pjournal__fail (pjournal_t *self, const char *format, ...)
     __attribute__ ((format (printf, 2, 3)));
-int pjournal__pwrite_all (int fd, const void *data, size_t len, uint64_t offset);
-int pjournal__pread_all (int fd, void *data, size_t len, uint64_t offset);
 pjournal_segment_t *pjournal__segment_add (pjournal_t *self, uint64_t id);
 //  Syncs every segment written since its last sync.
 int pjournal__sync_all (pjournal_t *self);

@@ -53,7 +53,7 @@ static int s_quarantine (pjournal_t *self, int kind, uint64_t segment, uint64_t 
         if (st.st_size == 0) {
             unsigned char header[PJOURNAL_HEADER_BYTES];
             pjournal__header (header, 0);
-            if (pjournal__pwrite_all (fd, header, sizeof header, 0)) {
+            if (pfile_write_all (fd, header, sizeof header, 0, NULL)) {
                 plog_error ("journal %s: cannot write quarantine.pj: %s", self->path,
                             strerror (errno));
                 close (fd);
@@ -327,7 +327,7 @@ static void s_stray (pjournal_t *self, uint64_t id)
     uint64_t size = (uint64_t) st.st_size;
     unsigned char *data = pmalloc (size ? size : 1);
     assert (data);
-    int rc = pjournal__pread_all (fd, data, size, 0);
+    int rc = pfile_read_all (fd, data, size, 0);
     close (fd);
     if (rc)
         plog_error ("journal %s: cannot read %s: %s", self->path, name, strerror (errno));
@@ -366,7 +366,7 @@ static int s_load_segment (pjournal_t *self, uint64_t id, bool newest, unsigned 
         *cap_p = size;
     }
     unsigned char *data = *buf_p;
-    if (pjournal__pread_all (fd, data, size, 0)) {
+    if (pfile_read_all (fd, data, size, 0)) {
         pjournal__fail (self, "cannot read %s/%s: %s", self->path, name, strerror (errno));
         close (fd);
         return -1;
@@ -450,7 +450,7 @@ int pjournal_quarantine_read (const char *path, pjournal_quarantine_fn *fn, void
     uint64_t size = (uint64_t) st.st_size;
     unsigned char *data = pmalloc (size ? size : 1);
     assert (data);
-    int rc = pjournal__pread_all (fd, data, size, 0);
+    int rc = pfile_read_all (fd, data, size, 0);
     close (fd);
     if (rc || size < PJOURNAL_HEADER_BYTES || memcmp (data, pjournal__magic, 3)) {
         free (data);

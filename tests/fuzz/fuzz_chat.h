@@ -19,14 +19,7 @@
 #include "poller/source.h"
 #include "proto/proto.h"
 
-//  Aborts (a finding) with what was wrong.
-#define FUZZ_REQUIRE(cond, what)                                                                   \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf (stderr, "fuzz check failed: %s (%s:%d)\n", what, __FILE__, __LINE__);  \
-            abort ();                                                                              \
-        }                                                                                          \
-    } while (0)
+#include "fuzz_require.h"
 
 //  Sources that scrub their input (ptext_scrub) must also refuse what holds
 //  the sentinel; for the others U+FFFF is just a character.

@@ -75,13 +75,7 @@
 #include "sink/sink_store.h"
 #include "store/pjournal.h"
 
-#define FUZZ_REQUIRE(cond, what)                                                                   \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf (stderr, "fuzz check failed: %s (%s:%d)\n", what, __FILE__, __LINE__);         \
-            abort ();                                                                              \
-        }                                                                                          \
-    } while (0)
+#include "fuzz_require.h"
 
 #define NOW        1700000000000ll     //  the time the seeds' records were made
 #define HOUR       3600000ll
