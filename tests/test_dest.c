@@ -342,6 +342,41 @@ typedef struct {
 
 //  A configuration whose one destination is the jsonl file `path`; NULL
 //  if it does not load (callers in child processes cannot use fail_msg).
+//  A scratch directory for a jsonl destination's file.
+typedef struct {
+    char dir[32];
+    char path[300];
+} scratch_t;
+
+static void s_scratch (scratch_t *t)
+{
+    snprintf (t->dir, sizeof t->dir, "/tmp/parley-test-dest-XXXXXX");
+    assert_non_null (mkdtemp (t->dir));
+    snprintf (t->path, sizeof t->path, "%s/replies.jsonl", t->dir);
+}
+
+static void s_scratch_remove (scratch_t *t)
+{
+    unlink (t->path);
+    rmdir (t->dir);
+}
+
+//  Runs `steps` on `path` in a child process (a file size limit applies to
+//  the whole process) and fails with the step that went wrong.
+static void s_in_child (int (*steps) (const char *path), const char *path, const char *what)
+{
+    fflush (NULL);
+    pid_t pid = fork ();
+    assert_true (pid >= 0);
+    if (pid == 0)
+        _exit (steps (path));
+    int status = 0;
+    assert_int_equal (waitpid (pid, &status, 0), pid);
+    assert_true (WIFEXITED (status));
+    if (WEXITSTATUS (status))
+        fail_msg ("step %d of the %s test failed", WEXITSTATUS (status), what);
+}
+
 static pcfg_t *s_jsonl_config (const char *path)
 {
     char json[600], err[300];
@@ -445,22 +480,11 @@ static int s_torn_write_steps (const char *path)
 static void test_jsonl_torn_write_is_cut_back (void **state)
 {
     (void) state;
-    char dir[] = "/tmp/parley-test-dest-XXXXXX";
-    assert_non_null (mkdtemp (dir));
-    char path[300];
-    snprintf (path, sizeof path, "%s/replies.jsonl", dir);
-    fflush (NULL);
-    pid_t pid = fork ();
-    assert_true (pid >= 0);
-    if (pid == 0)
-        _exit (s_torn_write_steps (path));
-    int status = 0;
-    assert_int_equal (waitpid (pid, &status, 0), pid);
-    assert_true (WIFEXITED (status));
-    if (WEXITSTATUS (status))
-        fail_msg ("step %d of the torn write test failed", WEXITSTATUS (status));
-    unlink (path);
-    rmdir (dir);
+    scratch_t t;
+    s_scratch (&t);
+    const char *path = t.path;
+    s_in_child (s_torn_write_steps, path, "torn write");
+    s_scratch_remove (&t);
 }
 
 //  --- jsonl: a line torn by a crash is cut off at the next start ---------------------
@@ -468,10 +492,9 @@ static void test_jsonl_torn_write_is_cut_back (void **state)
 static void test_jsonl_torn_tail_cut_at_start (void **state)
 {
     (void) state;
-    char dir[] = "/tmp/parley-test-dest-XXXXXX";
-    assert_non_null (mkdtemp (dir));
-    char path[300];
-    snprintf (path, sizeof path, "%s/replies.jsonl", dir);
+    scratch_t t;
+    s_scratch (&t);
+    const char *path = t.path;
     //  What a sink killed in the middle of a turn's write leaves behind.
     const char *before = "{\"msg_key\":\"a\"}\n{\"msg_key\":\"b\",\"te";
     FILE *f = fopen (path, "w");
@@ -504,8 +527,7 @@ static void test_jsonl_torn_tail_cut_at_start (void **state)
     assert_int_equal (lines, 2);
     dest_destroy (&d);
     pcfg_destroy (&config);
-    unlink (path);
-    rmdir (dir);
+    s_scratch_remove (&t);
 }
 
 //  --- jsonl: each line is what jansson writes for the post --------------------------
@@ -513,10 +535,9 @@ static void test_jsonl_torn_tail_cut_at_start (void **state)
 static void test_jsonl_lines_as_jansson_writes_them (void **state)
 {
     (void) state;
-    char dir[] = "/tmp/parley-test-dest-XXXXXX";
-    assert_non_null (mkdtemp (dir));
-    char path[300];
-    snprintf (path, sizeof path, "%s/replies.jsonl", dir);
+    scratch_t t;
+    s_scratch (&t);
+    const char *path = t.path;
     pcfg_t *config = s_jsonl_config (path);
     assert_non_null (config);
     s_outcome_t o = {0};
@@ -574,8 +595,7 @@ static void test_jsonl_lines_as_jansson_writes_them (void **state)
     free (expected);
     dest_destroy (&d);
     pcfg_destroy (&config);
-    unlink (path);
-    rmdir (dir);
+    s_scratch_remove (&t);
 }
 
 //  --- jsonl: a turn's lines go in one write; a write cut short keeps the whole lines ---
@@ -665,22 +685,11 @@ static int s_turn_steps (const char *path)
 static void test_jsonl_turn_is_one_write_cut_at_a_whole_line (void **state)
 {
     (void) state;
-    char dir[] = "/tmp/parley-test-dest-XXXXXX";
-    assert_non_null (mkdtemp (dir));
-    char path[300];
-    snprintf (path, sizeof path, "%s/replies.jsonl", dir);
-    fflush (NULL);
-    pid_t pid = fork ();
-    assert_true (pid >= 0);
-    if (pid == 0)
-        _exit (s_turn_steps (path));
-    int status = 0;
-    assert_int_equal (waitpid (pid, &status, 0), pid);
-    assert_true (WIFEXITED (status));
-    if (WEXITSTATUS (status))
-        fail_msg ("step %d of the turn test failed", WEXITSTATUS (status));
-    unlink (path);
-    rmdir (dir);
+    scratch_t t;
+    s_scratch (&t);
+    const char *path = t.path;
+    s_in_child (s_turn_steps, path, "turn");
+    s_scratch_remove (&t);
 }
 
 //  A reason must reach the broker: its OUTCOME frame carries it, and the
