@@ -300,7 +300,7 @@ static void s_cut_torn_tail (dest_t *self, int fd)
     while (pos > 0 && !found) {
         size_t n = pos >= (off_t) sizeof buf ? sizeof buf : (size_t) pos;
         pos -= (off_t) n;
-        if (pread (rd, buf, n, pos) != (ssize_t) n)
+        if (pfile_read_all (rd, buf, n, (uint64_t) pos))
             break;
         for (size_t k = n; k > 0 && !found; k--)
             if (buf[k - 1] == '\n') {

@@ -180,12 +180,12 @@ typedef struct {
 //  directory cannot be made, the policy is unknown, or another process
 //  holds the journal. Call pjournal_load next, even for a new journal.
 //  Caller owns return value.
+pjournal_t *pjournal_new (const char *dir, const char *name, const char *fsync_policy,
+                          size_t segment_bytes, char *err, size_t errlen);
+
 //  Logs a warning if DIR holds NAME.db, the SQLite file of versions before
 //  the journal: it is not read, and the operator should know.
 void pjournal_note_older_state (const char *dir, const char *name);
-
-pjournal_t *pjournal_new (const char *dir, const char *name, const char *fsync_policy,
-                          size_t segment_bytes, char *err, size_t errlen);
 
 //  Commits what is pending (unless failed), syncs under always/batch,
 //  unlocks, frees and nulls the caller's pointer.
