@@ -208,6 +208,13 @@ def select(all_measures, only):
     return [m for m in all_measures if m.name in chosen]
 
 
+def _round_ratio(figures, a, b):
+    """The median, round by round, of figure a's run over figure b's run of
+    the same round (rounds where either failed are left out); None if none."""
+    pairs = [x / y for x, y in zip(figures[a]["runs"], figures[b]["runs"]) if x and y]
+    return statistics.median(pairs) if pairs else None
+
+
 def ratios(figures, peer_names):
     """Adds to each Parley throughput figure "vs": {peer: ratio}, the median
     of the ratios round by round (a round's Parley run over the same round's
@@ -217,9 +224,9 @@ def ratios(figures, peer_names):
             continue
         f["vs"] = {}
         for p in sorted(peer_names):
-            pairs = [a / b for a, b in zip(f["runs"], figures[p]["runs"]) if a and b]
-            if pairs:
-                f["vs"][p] = statistics.median(pairs)
+            r = _round_ratio(figures, n, p)
+            if r is not None:
+                f["vs"][p] = r
 
 
 #  Figures printed as a ratio to another of the same run: the latency at one
@@ -237,9 +244,9 @@ def pair_ratios(figures):
     round by round, of its value over the other's."""
     for a, b in PAIRS:
         if a in figures and b in figures and figures[a]["value"]:
-            pairs = [x / y for x, y in zip(figures[a]["runs"], figures[b]["runs"]) if x and y]
-            if pairs:
-                figures[a].setdefault("over", {})[b] = statistics.median(pairs)
+            r = _round_ratio(figures, a, b)
+            if r is not None:
+                figures[a].setdefault("over", {})[b] = r
 
 
 def _pair_lines(figures, fmt):
