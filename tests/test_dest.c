@@ -396,6 +396,18 @@ static void s_jsonl_done (void *ctx, void *tag, int status, const char *reason, 
     o->count++;
 }
 
+//  A jsonl destination writing `path` and reporting into `o`; *config is
+//  NULL if the configuration cannot be made, the result NULL if the
+//  destination cannot.
+static dest_t *s_jsonl_open (const char *path, pcfg_t **config, s_outcome_t *o)
+{
+    *config = s_jsonl_config (path);
+    if (!*config)
+        return NULL;
+    dest_events_t events = {.done = s_jsonl_done, .ctx = o};
+    return dest_new ((*config)->destinations.items, *config, &events);
+}
+
 //  Each line of the file is a whole JSON object; returns how many, or -1.
 static int s_whole_lines (const char *path, char keys[][32], int max)
 {
@@ -425,12 +437,11 @@ static int s_whole_lines (const char *path, char keys[][32], int max)
 //  process. Returns 0, or the number of the step that went wrong.
 static int s_torn_write_steps (const char *path)
 {
-    pcfg_t *config = s_jsonl_config (path);
+    pcfg_t *config;
+    s_outcome_t o = {0};
+    dest_t *d = s_jsonl_open (path, &config, &o);
     if (!config)
         return 1;
-    s_outcome_t o = {0};
-    dest_events_t events = {.done = s_jsonl_done, .ctx = &o};
-    dest_t *d = dest_new (config->destinations.items, config, &events);
     if (!d)
         return 2;
     dest_post_t p = s_post ("tg/-1/1", "the first reply, written whole");
@@ -501,11 +512,10 @@ static void test_jsonl_torn_tail_cut_at_start (void **state)
     assert_non_null (f);
     fputs (before, f);
     fclose (f);
-    pcfg_t *config = s_jsonl_config (path);
-    assert_non_null (config);
+    pcfg_t *config;
     s_outcome_t o = {0};
-    dest_events_t events = {.done = s_jsonl_done, .ctx = &o};
-    dest_t *d = dest_new (config->destinations.items, config, &events);
+    dest_t *d = s_jsonl_open (path, &config, &o);
+    assert_non_null (config);
     assert_non_null (d);
     //  The torn reply was never reported posted, so it is not "posted" either.
     assert_int_equal (d->was_posted (d, "a", "joker"), 0);
@@ -538,11 +548,10 @@ static void test_jsonl_lines_as_jansson_writes_them (void **state)
     scratch_t t;
     s_scratch (&t);
     const char *path = t.path;
-    pcfg_t *config = s_jsonl_config (path);
-    assert_non_null (config);
+    pcfg_t *config;
     s_outcome_t o = {0};
-    dest_events_t events = {.done = s_jsonl_done, .ctx = &o};
-    dest_t *d = dest_new (config->destinations.items, config, &events);
+    dest_t *d = s_jsonl_open (path, &config, &o);
+    assert_non_null (config);
     assert_non_null (d);
     //  Plain text, every kind of escape, text beyond ASCII, an empty string.
     const char *texts[] = {"a plain reply, the common case",
