@@ -19,9 +19,10 @@
     With PACE_US the source sends one message every PACE_US microseconds
     (longer than a message takes through the pipeline, so one is in flight
     at a time), each carrying its CLOCK_MONOTONIC send time; a sink given
-    "latency" adds the p50 and p99 of arrival minus send time. That is the
-    floor of Parley's latency at one job in flight (SUBMIT, JOB, RESULT,
-    COMMIT, VERDICT: five hops), with the same clock on both ends.
+    "latency" adds the p50 and p99 of arrival minus send time. Through
+    three hops (a source, two stages and a sink) that is the floor of
+    Parley's latency at one job in flight (SUBMIT, JOB, RESULT: the broker
+    pushes the verdict beside the JOB), with the same clock on both ends.
 */
 #include <stdint.h>
 #include <stdio.h>

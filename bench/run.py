@@ -182,12 +182,13 @@ def measures(build, quick):
     peer("zmq_raw_pipeline", peers.zmq_pipeline)
 
     def zmq_latency(ctx):
-        #  Paced like the probe at one job in flight: one message every 2 ms.
-        r = peers.zmq_pipeline(build, lat, PAYLOAD, pace_us=2000)
+        #  Paced like the probe at one job in flight: one message every 2 ms,
+        #  through as many hops as a reply crosses (SUBMIT, JOB, RESULT).
+        r = peers.zmq_pipeline(build, lat, PAYLOAD, hops=3, pace_us=2000)
         return {"zmq_raw_latency_p50_us": r["p50_us"], "zmq_raw_latency_p99_us": r["p99_us"]}
     out.append(Measure("zmq_raw_latency", {"zmq_raw_latency_p50_us": "µs",
                                            "zmq_raw_latency_p99_us": "µs"}, zmq_latency,
-                       params={"jobs": lat, "payload_bytes": PAYLOAD, "hops": 5,
+                       params={"jobs": lat, "payload_bytes": PAYLOAD, "hops": 3,
                                "pace_us": 2000}))
     return out
 

@@ -33,6 +33,7 @@ size_t broker_stats_values (bctl_t *ctx, proto_num_t *values, size_t max)
         {"sink_expired", (double) c->sink_expired},
         {"lost_workers", (double) w->lost_workers},
         {"cancelled", (double) w->cancelled},
+        {"verdicts_pushed", (double) w->pushed},
         {"malformed", (double) ctx->counters->malformed},
         {"refused", (double) (ctx->counters->refused + w->refused)},
         {"quarantined", (double) ctx->counters->quarantined},

@@ -143,9 +143,16 @@ static void s_on_submit (broker_t *self, const proto_peer_t *peer, const proto_s
     }
 }
 
+//  Post verdicts are pushed with each dispatch to the sink that spoke last.
+static void s_sink_spoke (broker_t *self, const proto_peer_t *peer)
+{
+    bworkers_push_to (self->workers, self->frontend, peer->route, peer->route_size);
+}
+
 static void s_on_commit (broker_t *self, const proto_peer_t *peer, const proto_commit_t *commit,
                          int64_t now)
 {
+    s_sink_spoke (self, peer);
     proto_verdict_item_t *items = pcalloc (commit->count + 1, sizeof (proto_verdict_item_t));
     for (size_t i = 0; i < commit->count; i++)
         bjobs_commit (self->jobs, &commit->items[i], self->config->stale_claim_timeout_ms, now, &items[i]);
@@ -160,6 +167,7 @@ static void s_on_commit (broker_t *self, const proto_peer_t *peer, const proto_c
 static void s_on_outcome (broker_t *self, const proto_peer_t *peer, const proto_outcome_t *outcome,
                           int64_t now)
 {
+    s_sink_spoke (self, peer);
     for (size_t i = 0; i < outcome->count; i++)
         bjobs_outcome (self->jobs, &outcome->items[i], now);
     proto_outcome_ack_t ack = {outcome->seq};
@@ -182,6 +190,7 @@ static void s_on_stats (broker_t *self, const proto_peer_t *peer, const proto_st
     }
     if (!from_sink)
         return;
+    s_sink_spoke (self, peer);
     proto_num_t values[64];
     bctl_t ctx = s_ctl (self);
     size_t count = broker_stats_values (&ctx, values, 64);

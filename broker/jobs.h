@@ -165,7 +165,12 @@ void bjobs_take_back (bjobs_t *self, bjob_t *job, bjobs_why_t why, const char *d
 //  anything else changes the job.
 void bjobs_commit (bjobs_t *self, const proto_commit_item_t *item, int64_t lease_ms, int64_t now,
                    proto_verdict_item_t *verdict);
+//  An outcome for the current attempt of a job the sink has not claimed yet
+//  (it had the verdict pushed at dispatch) claims it first.
 void bjobs_outcome (bjobs_t *self, const proto_outcome_item_t *item, int64_t now);
+//  Fills a post verdict's fields from the job: what the sink posts.
+//  Strings are the job's, as above.
+void bjobs_verdict_fields (bjobs_t *self, const bjob_t *job, proto_verdict_item_t *verdict);
 
 //  --- time ----------------------------------------------------------------------------------
 

@@ -2,7 +2,10 @@
 
     A COMMIT asks whether a result may be posted: the attempt that owns the
     job (its token) is told to post and the job is COMMITTED, held by the
-    sink under a lease it renews; any other attempt is refused. How long a
+    sink under a lease it renews; any other attempt is refused. The answer
+    for the attempt being dispatched is pushed to the sink with the JOB
+    (bjobs_verdict_fields), so a sink that has it claims the job (hold = 1)
+    or reports its outcome without asking. How long a
     rate-limited job took from dispatch to the sink sets how far ahead the
     scheduler reserves slots. An OUTCOME ends the job: posted (its slots
     move to the time of the post), a duplicate, expired, failed or in doubt.
@@ -41,6 +44,33 @@ static void s_learn_lead (bjobs_t *self, int64_t took)
     sched_set_lead (self->sched, lead < LIMITS_MINUTE_MS ? lead : LIMITS_MINUTE_MS);
 }
 
+//  The attempt holding the job's token is the sink's now: its writing is
+//  over (the RELEASE may still be on its way) and the sink holds it under a
+//  lease it renews.
+static void s_to_sink (bjobs_t *self, bjob_t *job, int64_t now)
+{
+    if (job->state == JOB_DISPATCHED || job->state == JOB_HANDED_OFF) {
+        if (sched_limited (self->sched, job->sj.entity, job->sj.chat))
+            s_learn_lead (self, now - job->flight->dispatched_at);
+    }
+    sched_done (self->sched, &job->sj, now);
+    bjobs__set_state (self, job, JOB_COMMITTED);
+    bjobs__persist (self, job);
+    self->counters.committed++;
+}
+
+void bjobs_verdict_fields (bjobs_t *self, const bjob_t *job, proto_verdict_item_t *v)
+{
+    v->msg_key = bjob_msg_key (job);
+    v->entity = bjobs__entity (self, job);
+    v->chat = sched_chat_key (self->sched, job->sj.chat);
+    v->chat_kind = sched_chat_kind (self->sched, job->sj.chat);
+    v->priority = job->priority;
+    v->created_ms = (uint64_t) job->created_ms;
+    v->expires_ms = (uint64_t) job->sj.expires_at;
+    v->payload = bjob_payload (job);
+}
+
 void bjobs_commit (bjobs_t *self, const proto_commit_item_t *item, int64_t lease_ms, int64_t now,
                    proto_verdict_item_t *v)
 {
@@ -55,30 +85,13 @@ void bjobs_commit (bjobs_t *self, const proto_commit_item_t *item, int64_t lease
         v->verdict = PROTO_VERDICT_STALE;
     else {
         v->verdict = PROTO_VERDICT_POST;
-        bool renewal = item->hold && job->state == JOB_COMMITTED;
-        if (job->state != JOB_COMMITTED) {
-            //  This attempt owns the job: the sink holds it now, under a lease it
-            //  renews. Its writing is over (the RELEASE may still be on its way).
-            if (job->state == JOB_DISPATCHED || job->state == JOB_HANDED_OFF) {
-                if (sched_limited (self->sched, job->sj.entity, job->sj.chat))
-                    s_learn_lead (self, now - job->flight->dispatched_at);
-            }
-            sched_done (self->sched, &job->sj, now);
-            bjobs__set_state (self, job, JOB_COMMITTED);
-            bjobs__persist (self, job);
-            self->counters.committed++;
-        }
+        if (job->state != JOB_COMMITTED)
+            s_to_sink (self, job, now);
         bjobs__set_deadline (self, job, now + lease_ms);
-        if (!renewal) {
-            v->msg_key = bjob_msg_key (job);
-            v->entity = bjobs__entity (self, job);
-            v->chat = sched_chat_key (self->sched, job->sj.chat);
-            v->chat_kind = sched_chat_kind (self->sched, job->sj.chat);
-            v->priority = job->priority;
-            v->created_ms = (uint64_t) job->created_ms;
-            v->expires_ms = (uint64_t) job->sj.expires_at;
-            v->payload = bjob_payload (job);
-        }
+        //  hold = 1 is a sink that has the job's fields: from an earlier
+        //  answer, or from the verdict pushed at dispatch (a claim).
+        if (!item->hold)
+            bjobs_verdict_fields (self, job, v);
     }
     if (v->verdict != PROTO_VERDICT_POST) {
         self->counters.stale_results++;
@@ -91,8 +104,13 @@ void bjobs_outcome (bjobs_t *self, const proto_outcome_item_t *item, int64_t now
 {
     bjob_t *job = ptable_lookup (self->by_id, &item->job_id);
     //  Outcomes are idempotent: a repeat for a finished job is ignored.
-    if (!job || bjob_token (job) != item->token || job->state != JOB_COMMITTED)
+    if (!job || bjob_token (job) != item->token || job->state == JOB_QUEUED)
         return;
+    //  A sink that had the verdict pushed at dispatch may report before it
+    //  claims the job (a duplicate, or a post made at once): the report
+    //  is the claim.
+    if (job->state != JOB_COMMITTED)
+        s_to_sink (self, job, now);
     switch (item->status) {
     case PROTO_OUT_POSTED:
         //  The slots count from when the post was made (the sink's clock,

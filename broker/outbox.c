@@ -11,6 +11,7 @@ typedef struct {
     bout_failed_fn *failed;
     void *arg;
     uint64_t tag;
+    bool urgent;
 } s_out_t;
 
 struct bout_s {
@@ -50,8 +51,15 @@ int bout_add (bout_t *self, zsock_t *sock, const uint8_t *route, size_t route_si
     out->failed = failed;
     out->arg = arg;
     out->tag = tag;
+    out->urgent = false;
     self->count++;
     return 0;
+}
+
+void bout_urgent (bout_t *self)
+{
+    if (self->count)
+        self->items[self->count - 1].urgent = true;
 }
 
 void bout_flush (bout_t *self)
@@ -60,10 +68,15 @@ void bout_flush (bout_t *self)
     //  the count is read once so the walk stays well defined regardless.
     size_t count = self->count;
     self->count = 0;
-    for (size_t i = 0; i < count; i++) {
-        s_out_t *out = &self->items[i];
-        if (proto_send_frame (out->sock, out->route, out->route_size, &out->frame) && out->failed)
-            out->failed (out->arg, out->route, out->route_size, out->tag);
+    for (int pass = 0; pass < 2; pass++) {
+        bool urgent = pass == 0;
+        for (size_t i = 0; i < count; i++) {
+            s_out_t *out = &self->items[i];
+            if (out->urgent != urgent)
+                continue;
+            if (proto_send_frame (out->sock, out->route, out->route_size, &out->frame) && out->failed)
+                out->failed (out->arg, out->route, out->route_size, out->tag);
+        }
     }
 }
 

@@ -50,6 +50,7 @@ static void s_worker_free (bworker_t *w)
         free (w->models[i]);
     free (w->models);
     free (w->batch);
+    free (w->push);
     free (w->cancel);
     free (w);
 }
@@ -187,6 +188,26 @@ static void s_frame_failed (void *arg, const uint8_t *route, size_t route_size, 
     }
 }
 
+void bworkers_push_to (bworkers_t *self, zsock_t *frontend, const uint8_t *route,
+                       size_t route_size)
+{
+    if (route_size > sizeof self->sink_route)
+        route_size = 0;
+    self->sink_sock = route_size ? frontend : NULL;
+    self->sink_route_size = route_size;
+    memcpy (self->sink_route, route, route_size);
+}
+
+//  The sink is gone (or full): push nothing more until it speaks again. Its
+//  results are asked about with COMMIT meanwhile, which is only slower.
+static void s_push_failed (void *arg, const uint8_t *route, size_t route_size, uint64_t seq)
+{
+    (void) seq;
+    bworkers_t *self = arg;
+    if (route_size == self->sink_route_size && memcmp (route, self->sink_route, route_size) == 0)
+        bworkers_push_to (self, NULL, NULL, 0);
+}
+
 static void s_send_batch (bworkers_t *self, bworker_t *w)
 {
     if (!w->batch_count)
@@ -194,6 +215,17 @@ static void s_send_batch (bworkers_t *self, bworker_t *w)
     proto_jobs_t body = {w->batch, w->batch_count, w->last_frame};
     bout_add (self->out, self->backend, w->route, w->route_size, PROTO_JOB, &body, s_frame_failed,
               self, w->last_frame);
+    bout_urgent (self->out);
+    //  The verdicts go after the JOB, so they do not delay it: they have one
+    //  hop to make, the JOB's result two and a reply to write.
+    if (self->sink_sock) {
+        proto_verdicts_t push = {PROTO_VERDICT_PUSHED, w->push, w->batch_count,
+                                 (uint64_t) self->config->stale_claim_timeout_ms};
+        bout_add (self->out, self->sink_sock, self->sink_route, self->sink_route_size,
+                  PROTO_VERDICT, &push, s_push_failed, self, 0);
+        bout_urgent (self->out);
+        self->counters.pushed += w->batch_count;
+    }
     w->dispatched += w->batch_count;
     w->batch_count = 0;
 }
@@ -203,17 +235,27 @@ static void s_add_to_batch (bworkers_t *self, bworker_t *w, bjob_t *job)
     if (w->batch_count == 0)
         w->last_frame = ++self->frame_seq;
     s_link (w, job, w->last_frame);
+    size_t capacity = w->batch_capacity;
     w->batch = pgrow (w->batch, &w->batch_capacity, w->batch_count + 1, sizeof (proto_job_t));
-    w->batch[w->batch_count++] = (proto_job_t) {job->id,
-                                                job->flight->token,
-                                                job->attempt,
-                                                bjob_msg_key (job),
-                                                bjobs_entity (self->jobs, job),
-                                                bjobs_chat (self->jobs, job),
-                                                job->priority,
-                                                (uint64_t) job->created_ms,
-                                                (uint64_t) job->sj.expires_at,
-                                                bjob_payload (job)};
+    if (w->batch_capacity != capacity || !w->push)
+        w->push = prealloc (w->push, w->batch_capacity * sizeof (proto_verdict_item_t));
+    w->batch[w->batch_count] = (proto_job_t) {job->id,
+                                              job->flight->token,
+                                              job->attempt,
+                                              bjob_msg_key (job),
+                                              bjobs_entity (self->jobs, job),
+                                              bjobs_chat (self->jobs, job),
+                                              job->priority,
+                                              (uint64_t) job->created_ms,
+                                              (uint64_t) job->sj.expires_at,
+                                              bjob_payload (job)};
+    if (self->sink_sock) {
+        proto_verdict_item_t *v = &w->push[w->batch_count];
+        *v = (proto_verdict_item_t) {.job_id = job->id, .token = job->flight->token,
+                                     .verdict = PROTO_VERDICT_POST};
+        bjobs_verdict_fields (self->jobs, job, v);
+    }
+    w->batch_count++;
     //  A full frame goes at once, so a large burst streams out.
     if (w->batch_count >= PROTO_BATCH / 4)
         s_send_batch (self, w);

@@ -36,6 +36,7 @@ typedef struct {
     uint64_t reclaimed_frames;  //  JOB frames ZeroMQ would not take
     uint64_t cancelled;         //  held refs sent back in WELCOME.cancel
     uint64_t refused;           //  messages from a connection bound to another identity
+    uint64_t pushed;            //  post verdicts pushed to the sink with their JOB
 } bworkers_counters_t;
 
 //  JOB and WELCOME frames go through `out` on `backend` after the commit.
@@ -48,6 +49,14 @@ void bworkers_heartbeat (bworkers_t *self, const proto_peer_t *peer, const proto
                          int64_t now);
 void bworkers_release (bworkers_t *self, const proto_peer_t *peer, const proto_release_t *release,
                        int64_t now);
+
+//  Where the post verdict of each job dispatched goes, ahead of its JOB
+//  frame: the sink at `route` on `frontend` (route_size 0: nowhere). A sink
+//  that has it when the worker's RESULT arrives posts at once instead of
+//  asking with COMMIT: two hops fewer between a message and its reply.
+//  Forgotten when a frame to it cannot be sent.
+void bworkers_push_to (bworkers_t *self, zsock_t *frontend, const uint8_t *route,
+                       size_t route_size);
 
 //  Free slots over every worker that takes work now.
 size_t bworkers_free_credit (bworkers_t *self);

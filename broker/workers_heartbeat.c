@@ -177,6 +177,9 @@ void bworkers_heartbeat (bworkers_t *self, const proto_peer_t *peer, const proto
                                (uint64_t) c->stale_claim_timeout_ms, w->last_frame, w->cancel,
                                w->cancel_count, (uint64_t) c->max_hold_ms};
     bout_add (self->out, self->backend, w->route, w->route_size, PROTO_WELCOME, &welcome, NULL, NULL, 0);
+    //  Ahead of the frontend's answers, with the JOB frames: a worker reads
+    //  its WELCOME before the jobs sent after it.
+    bout_urgent (self->out);
     w->cancel_count = 0;
 }
 

@@ -41,6 +41,7 @@ struct bworker_s {
     uint64_t dispatched;        //  jobs sent, in all
     proto_job_t *batch;         //  jobs going out in this turn's frame
     size_t batch_count, batch_capacity;
+    proto_verdict_item_t *push; //  their post verdicts, for the sink (batch_capacity)
     proto_ref_t *cancel;        //  refs to send back in the next WELCOME
     size_t cancel_count, cancel_capacity;
 };
@@ -54,6 +55,9 @@ struct bworkers_s {
     ptable_t *by_route;         //  route -> bworker_t
     uint64_t frame_seq;         //  JOB frames sent by this broker run
     bworker_t *reserved;        //  the worker emptying out for a suspect
+    zsock_t *sink_sock;         //  where post verdicts are pushed (NULL: nowhere)
+    uint8_t sink_route[256];
+    size_t sink_route_size;
     bworkers_counters_t counters;
     plog_limiter_t log;
 };

@@ -261,11 +261,16 @@ typedef struct {
 } proto_verdict_item_t;
 
 typedef struct {
-    uint64_t seq;
+    uint64_t seq;           //  the COMMIT's it answers; PROTO_VERDICT_PUSHED: none
     proto_verdict_item_t *items;
     size_t count;
     uint64_t lease_ms;      //  a committed job the sink stops holding is taken back after this
 } proto_verdicts_t;
+
+//  The seq of a VERDICT the broker pushes at dispatch, answering no COMMIT
+//  (a sink numbers its COMMITs from 1): one post verdict, with the job's
+//  fields, for each job of the JOB frame that follows it.
+#define PROTO_VERDICT_PUSHED 0
 
 typedef struct {
     uint64_t job_id;

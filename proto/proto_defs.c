@@ -109,8 +109,9 @@ static const proto_field_t s_commit_item_fields[] = {
     U (proto_commit_item_t, job_id, U64, "from RESULT"),
     U (proto_commit_item_t, token, U64, "from RESULT"),
     OU (proto_commit_item_t, hold, 1,
-        "0 = asking (a result just stored); 1 = the sink has the verdict and still holds the "
-        "job (renews the broker's hold on it; answered without the job's fields)"),
+        "0 = asking (a result just stored); 1 = the sink has the verdict (answered, or pushed) "
+        "and holds the job (claims it, or renews the broker's hold on it; answered without the "
+        "job's fields)"),
 };
 static const proto_record_t s_commit_item = RECORD ("COMMIT_ITEM", proto_commit_item_t,
                                                     s_commit_item_fields,
@@ -120,15 +121,15 @@ static const proto_field_t s_verdict_fields[] = {
     U (proto_verdict_item_t, job_id, U64, "from COMMIT"),
     U (proto_verdict_item_t, token, U64, "from COMMIT"),
     U (proto_verdict_item_t, verdict, 3, "0 post, 1 stale (newer attempt), 2 unknown job, 3 already finished"),
-    OS (proto_verdict_item_t, msg_key, KEY, "for post (hold 0): the job's message key, as the broker has it"),
-    OS (proto_verdict_item_t, entity, KEY, "for post (hold 0): the entity that answers"),
-    OS (proto_verdict_item_t, chat, KEY, "for post (hold 0): the chat key"),
-    OS (proto_verdict_item_t, chat_kind, 16, "for post (hold 0): \"group\", \"private\" or \"\""),
-    OU (proto_verdict_item_t, priority, 99, "for post (hold 0): the job's priority"),
-    OU (proto_verdict_item_t, created_ms, U64, "for post (hold 0): when the chat message was written"),
+    OS (proto_verdict_item_t, msg_key, KEY, "for post (hold 0, and pushed): the job's message key, as the broker has it"),
+    OS (proto_verdict_item_t, entity, KEY, "for post (hold 0, and pushed): the entity that answers"),
+    OS (proto_verdict_item_t, chat, KEY, "for post (hold 0, and pushed): the chat key"),
+    OS (proto_verdict_item_t, chat_kind, 16, "for post (hold 0, and pushed): \"group\", \"private\" or \"\""),
+    OU (proto_verdict_item_t, priority, 99, "for post (hold 0, and pushed): the job's priority"),
+    OU (proto_verdict_item_t, created_ms, U64, "for post (hold 0, and pushed): when the chat message was written"),
     OU (proto_verdict_item_t, expires_ms, U64,
-        "for post (hold 0): Unix ms after which the reply must not be posted; 0 = never"),
-    OB (proto_verdict_item_t, payload, TEXT, "for post (hold 0): the MESSAGE record (where to post)"),
+        "for post (hold 0, and pushed): Unix ms after which the reply must not be posted; 0 = never"),
+    OB (proto_verdict_item_t, payload, TEXT, "for post (hold 0, and pushed): the MESSAGE record (where to post)"),
 };
 static const proto_record_t s_verdict = RECORD ("VERDICT_ITEM", proto_verdict_item_t,
                                                 s_verdict_fields, "The broker's answer for one attempt.");
@@ -209,8 +210,9 @@ static const proto_field_t s_commit_fields[] = {
     L (proto_commit_t, items, count, s_commit_item, LIST, "attempts whose results the sink has, or still holds"),
 };
 static const proto_field_t s_verdicts_fields[] = {
-    U (proto_verdicts_t, seq, U64, "from COMMIT"),
-    L (proto_verdicts_t, items, count, s_verdict, LIST, "one per COMMIT item"),
+    U (proto_verdicts_t, seq, U64, "from COMMIT; 0 = pushed at dispatch, answering no COMMIT"),
+    L (proto_verdicts_t, items, count, s_verdict, LIST,
+       "one per COMMIT item (pushed: one per job dispatched)"),
     OU (proto_verdicts_t, lease_ms, U32,
         "a committed job is taken back if the sink has not asked about or held it for this long"),
 };
@@ -268,7 +270,9 @@ const proto_message_def_t proto_messages[PROTO_TYPE_MAX] = {
     [PROTO_COMMIT] = {PROTO_COMMIT, "COMMIT", "sink -> broker", &s_commit,
                       "The sink has stored these results and asks whether to post them."},
     [PROTO_VERDICT] = {PROTO_VERDICT, "VERDICT", "broker -> sink", &s_verdicts,
-                       "Post, or drop, each committed result; exactly one attempt per job gets post."},
+                       "Post, or drop, each committed result; exactly one attempt per job gets post. "
+                       "With seq 0, pushed with a JOB frame: post for each job it dispatches (§5, "
+                       "pushed verdicts)."},
     [PROTO_OUTCOME] = {PROTO_OUTCOME, "OUTCOME", "sink -> broker", &s_outcome_msg,
                        "What happened to committed replies; the broker finishes the jobs."},
     [PROTO_OUTCOME_ACK] = {PROTO_OUTCOME_ACK, "OUTCOME_ACK", "broker -> sink", &s_outcome_ack,

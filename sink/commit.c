@@ -13,8 +13,9 @@
 #define MIN_TICK_MS 10
 
 //  R_DECIDING: its verdict is being handled (in no list); unless that holds
-//  it, it is dropped after.
-typedef enum { R_FRESH = 1, R_ASKING, R_HELD, R_DECIDING } s_ref_state_t;
+//  it, it is dropped after. R_CLAIMING: held, with its first hold=1 due at
+//  once (its verdict was pushed: the broker does not know the sink has it).
+typedef enum { R_FRESH = 1, R_ASKING, R_HELD, R_DECIDING, R_CLAIMING } s_ref_state_t;
 
 typedef struct {
     uint64_t job_id, token;     //  adjacent: the table's key
@@ -47,6 +48,7 @@ struct commit_s {
     plist_t fresh;              //  never asked yet
     plist_t asking;             //  asked, no verdict yet
     plist_t held;               //  held: renewed by hold=1
+    plist_t claiming;           //  held, not yet claimed
     proto_commit_item_t *frame; //  the COMMIT being filled (PROTO_BATCH items)
     size_t frame_count;
     s_outcome_t *outcomes;      //  not sent yet
@@ -89,6 +91,7 @@ commit_t *commit_new (zsock_t *broker, int64_t resend_ms, int64_t lease_ms,
     plist_init (&self->fresh);
     plist_init (&self->asking);
     plist_init (&self->held);
+    plist_init (&self->claiming);
     self->frame = pcalloc (PROTO_BATCH, sizeof (proto_commit_item_t));
     self->batches = zlistx_new ();
     return self;
@@ -159,19 +162,32 @@ static s_ref_t *s_ref_get (commit_t *self, uint64_t job_id, uint64_t token)
     return r;
 }
 
+static bool s_held (const s_ref_t *r)
+{
+    return r->state == R_HELD || r->state == R_CLAIMING;
+}
+
 void commit_ask (commit_t *self, uint64_t job_id, uint64_t token)
 {
     assert (self);
     s_ref_t *r = s_ref_get (self, job_id, token);
-    if (r->state != R_HELD)
+    if (!s_held (r))
         s_move (r, &self->fresh, R_FRESH);
+}
+
+void commit_claim (commit_t *self, uint64_t job_id, uint64_t token)
+{
+    assert (self);
+    s_ref_t *r = s_ref (self, job_id, token);
+    if (r && r->state == R_HELD)
+        s_move (r, &self->claiming, R_CLAIMING);
 }
 
 void commit_hold (commit_t *self, uint64_t job_id, uint64_t token, int64_t now)
 {
     assert (self);
     s_ref_t *r = s_ref_get (self, job_id, token);
-    if (r->state != R_HELD) {
+    if (!s_held (r)) {
         //  The COMMIT its verdict answered counts as contact.
         r->sent_at = now;
         s_move (r, &self->held, R_HELD);
@@ -210,7 +226,7 @@ void commit_on_verdict (commit_t *self, const proto_verdicts_t *verdicts)
         s_ref_t *r = s_ref (self, v->job_id, v->token);
         if (!r)
             continue;   //  an answer to a repeated question, already settled
-        if (r->state == R_HELD) {
+        if (s_held (r)) {
             //  "post" renews it; anything else: it is no longer ours.
             if (v->verdict != PROTO_VERDICT_POST)
                 self->events.verdict (self->events.ctx, v, true);
@@ -276,6 +292,12 @@ void commit_send (commit_t *self, int64_t now)
 {
     assert (self);
     s_ref_t *r;
+    //  Claims first: an OUTCOME that follows finds the job the sink's.
+    while ((r = s_first_of (&self->claiming))) {
+        s_name (self, r, 1, now);
+        s_move (r, &self->held, R_HELD);
+        self->stats.claims++;
+    }
     while ((r = s_first_of (&self->fresh))) {
         s_name (self, r, 0, now);
         s_move (r, &self->asking, R_ASKING);
@@ -327,7 +349,7 @@ void commit_send (commit_t *self, int64_t now)
 int64_t commit_wakeup (commit_t *self, int64_t now)
 {
     assert (self);
-    if (plist_size (&self->fresh) || self->outcome_count)
+    if (plist_size (&self->fresh) || plist_size (&self->claiming) || self->outcome_count)
         return now;
     int64_t wake = INT64_MAX;
     s_ref_t *r = s_first_of (&self->asking);
@@ -361,7 +383,7 @@ void commit_stats (commit_t *self, commit_stats_t *stats)
     assert (self);
     *stats = self->stats;
     stats->asking = plist_size (&self->fresh) + plist_size (&self->asking);
-    stats->held = plist_size (&self->held);
+    stats->held = plist_size (&self->held) + plist_size (&self->claiming);
     stats->unacked = self->outcome_count;
     for (s_batch_t *b = zlistx_first (self->batches); b; b = zlistx_next (self->batches))
         stats->unacked += b->count;

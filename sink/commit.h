@@ -6,7 +6,9 @@
         COMMIT hold=1   "I still hold (job, token)": a renewal of every job
                         the sink holds with a post verdict (waiting for a
                         rate slot, or being posted), at least every
-                        lease_ms / 3, so the broker does not take it back
+                        lease_ms / 3, so the broker does not take it back;
+                        and a claim, sent at once, of a job whose verdict
+                        the broker pushed at dispatch (nobody asked)
         OUTCOME         what happened to each held job; resent every
                         resendMs until its OUTCOME_ACK
 
@@ -42,6 +44,7 @@ typedef struct {
     uint64_t asked;             //  hold=0 items sent (first time)
     uint64_t resent;            //  hold=0 items sent again, unanswered
     uint64_t renewals;          //  hold=1 items sent
+    uint64_t claims;            //  hold=1 items claiming a pushed verdict (not renewals)
     uint64_t outcomes;          //  outcome items sent (first time)
     uint64_t outcomes_resent;
     size_t asking;              //  jobs waiting for a verdict
@@ -58,6 +61,9 @@ void commit_destroy (commit_t **self_p);
 void commit_ask (commit_t *self, uint64_t job_id, uint64_t token);
 //  Holds a job with a post verdict (renewals from `now` on).
 void commit_hold (commit_t *self, uint64_t job_id, uint64_t token, int64_t now);
+//  A held job whose verdict was pushed: says so at once (hold=1), then
+//  renews it as any other. Nothing if it is not held.
+void commit_claim (commit_t *self, uint64_t job_id, uint64_t token);
 //  Stops asking about / holding a job (dropped, or replaced by a newer token).
 void commit_forget (commit_t *self, uint64_t job_id, uint64_t token);
 //  Reports what happened to a job (and stops holding it).

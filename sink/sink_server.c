@@ -2,7 +2,10 @@
     (common/prt) that runs them. See sink.h.
 
         results (PULL)   workers' RESULT and STATS           -> intake, hub
-        broker (DEALER)  VERDICT, OUTCOME_ACK and STATS      -> commit, post, ledger, hub
+        broker (DEALER)  VERDICT, OUTCOME_ACK and STATS      -> commit, pushed, post, ledger, hub
+
+    A result whose verdict the broker pushed at dispatch (pushed.h) goes
+    straight to post; any other is asked about (intake, commit).
         stats (XPUB)     the live feed                       <- hub
 
     A turn: read the sockets and the destinations; apply (the gate lets
@@ -29,6 +32,7 @@
 #include "sink/intake.h"
 #include "sink/ledger.h"
 #include "sink/post.h"
+#include "sink/pushed.h"
 #include "sink/sink_store.h"
 
 #include <inttypes.h>
@@ -42,6 +46,7 @@
 
 typedef struct {
     uint64_t received, repeated, overflow, malformed, refused, stale;
+    uint64_t pushed, pushed_used;   //  post verdicts pushed at dispatch; taken by a result
 } s_counters_t;
 
 typedef struct {
@@ -52,6 +57,7 @@ typedef struct {
     zsock_t *results, *broker, *publisher;
     sink_store_t *store;        //  NULL keeps everything in memory
     intake_t *intake;
+    pushed_t *pushed;
     commit_t *commit;
     gate_t *gate;
     ledger_t *ledger;
@@ -91,6 +97,9 @@ static const char *s_peer (const proto_peer_t *peer, const char *otherwise, char
 
 //  --- results --------------------------------------------------------------------------------
 
+static void s_accept (sink_t *self, const proto_verdict_item_t *v, const char *text,
+                      uint64_t llm_ms, uint64_t tokens);
+
 static void s_on_result (sink_t *self, const proto_result_t *result, const char *peer)
 {
     int64_t now = prt_now (self->rt);
@@ -98,6 +107,17 @@ static void s_on_result (sink_t *self, const proto_result_t *result, const char 
         const proto_result_item_t *item = &result->items[i];
         if (post_has (self->post, item->job_id, item->token)) {
             self->counters.repeated++;
+            continue;
+        }
+        pushed_verdict_t *pushed = pushed_take (self->pushed, item->job_id, item->token);
+        if (pushed) {
+            //  Answered before it was asked: post, and tell the broker the
+            //  job is the sink's now (unless its outcome says so first).
+            self->counters.received++;
+            self->counters.pushed_used++;
+            s_accept (self, pushed_item (pushed), item->text, item->llm_ms, item->tokens);
+            commit_claim (self->commit, item->job_id, item->token);
+            pushed_free (&pushed);
             continue;
         }
         switch (intake_add (self->intake, item, now)) {
@@ -170,6 +190,14 @@ static void s_on_verdict (void *ctx, const proto_verdict_item_t *v, bool renewal
     intake_result_t *r = intake_take (self->intake, v->job_id, v->token);
     if (!r)
         return;
+    s_accept (self, v, r->text, r->llm_ms, r->tokens);
+    intake_result_free (&r);
+}
+
+//  A verdict for a result the sink has: post it, or drop the result.
+static void s_accept (sink_t *self, const proto_verdict_item_t *v, const char *text,
+                      uint64_t llm_ms, uint64_t tokens)
+{
     if (v->verdict == PROTO_VERDICT_POST && (!*v->msg_key || !*v->entity || !*v->chat)) {
         //  The broker must name what to post; the worker's word is not taken
         //  for it. Not held, the job comes back after the broker's lease.
@@ -184,7 +212,7 @@ static void s_on_verdict (void *ctx, const proto_verdict_item_t *v, bool renewal
         post_job_t job = {v->msg_key,    v->entity,     v->chat,         v->chat_kind,
                           (int) v->priority, (int64_t) v->created_ms, (int64_t) v->expires_ms,
                           v->payload.data, v->payload.size};
-        post_accept (self->post, v->job_id, v->token, &job, r->text, r->llm_ms, r->tokens,
+        post_accept (self->post, v->job_id, v->token, &job, text, llm_ms, tokens,
                      prt_now (self->rt));
     }
     else {
@@ -193,7 +221,21 @@ static void s_on_verdict (void *ctx, const proto_verdict_item_t *v, bool renewal
         plog_debug ("result for job %" PRIu64 " token %" PRIx64 " dropped: verdict %" PRIu64,
                     v->job_id, v->token, v->verdict);
     }
-    intake_result_free (&r);
+}
+
+//  Verdicts the broker sent with a dispatch. Those for results already
+//  here answer their COMMIT; the rest wait for their results.
+static void s_on_pushed (sink_t *self, const proto_verdicts_t *verdicts)
+{
+    int64_t now = prt_now (self->rt);
+    for (size_t i = 0; i < verdicts->count; i++) {
+        const proto_verdict_item_t *v = &verdicts->items[i];
+        self->counters.pushed++;
+        if (v->verdict == PROTO_VERDICT_POST && !intake_has (self->intake, v->job_id, v->token)
+            && !post_has (self->post, v->job_id, v->token))
+            pushed_put (self->pushed, v, now);
+    }
+    commit_on_verdict (self->commit, verdicts);
 }
 
 static void s_on_acked (void *ctx, uint64_t job_id, uint64_t token)
@@ -221,7 +263,12 @@ static int s_read_broker (void *arg, zsock_t *sock, int max)
             continue;
         }
         switch (msg.type) {
-        case PROTO_VERDICT: commit_on_verdict (self->commit, &msg.body.verdict); break;
+        case PROTO_VERDICT:
+            if (msg.body.verdict.seq == PROTO_VERDICT_PUSHED)
+                s_on_pushed (self, &msg.body.verdict);
+            else
+                commit_on_verdict (self->commit, &msg.body.verdict);
+            break;
         case PROTO_OUTCOME_ACK: commit_on_outcome_ack (self->commit, msg.body.outcome_ack.seq); break;
         case PROTO_STATS: hub_take (self->hub, &msg.body.stats, prt_now (self->rt)); break;
         default:
@@ -276,6 +323,10 @@ static size_t s_own_values (sink_t *self, proto_num_t *v)
         {"replaced", (double) p.replaced},
         {"lost", (double) p.lost},
         {"renewals", (double) c.renewals},
+        {"claims", (double) c.claims},
+        {"verdicts_pushed", (double) k->pushed},
+        {"verdicts_pushed_used", (double) k->pushed_used},
+        {"verdicts_pushed_waiting", (double) pushed_size (self->pushed)},
         {"commit_resends", (double) c.resent},
         {"held", (double) c.held},
         {"asking", (double) c.asking},
@@ -343,8 +394,10 @@ static void s_on_prune_timer (void *arg, int64_t now)
 
 static void s_on_commit_timer (void *arg, int64_t now)
 {
-    //  Resends and renewals go in the send phase; this only makes the turn happen.
-    (void) arg, (void) now;
+    //  Resends and renewals go in the send phase; this only makes the turn
+    //  happen, and forgets pushed verdicts no result came for.
+    sink_t *self = arg;
+    pushed_expire (self->pushed, now);
 }
 
 //  --- the turn ------------------------------------------------------------------------------------
@@ -432,6 +485,7 @@ static void s_sink_destroy (sink_t **self_p)
     gate_destroy (&self->gate);
     commit_destroy (&self->commit);
     intake_destroy (&self->intake);
+    pushed_destroy (&self->pushed);
     hub_destroy (&self->hub);
     sink_store_close (&self->store);
     zhashx_destroy (&self->limiters);
@@ -474,6 +528,9 @@ static sink_t *s_sink_new (zsock_t *pipe, const pcfg_t *c, const char *ready_fil
         return self;
     }
     self->intake = intake_new ((size_t) c->max_pending_results);
+    //  A result may come as late as a worker may hold its job.
+    self->pushed = pushed_new ((size_t) c->max_pending_results,
+                               c->max_hold_ms + c->stale_claim_timeout_ms);
     commit_events_t events = {s_on_verdict, s_on_acked, self};
     self->commit = commit_new (self->broker, c->resend_ms, c->stale_claim_timeout_ms, &events);
     self->gate = gate_new_for (c);

@@ -80,8 +80,11 @@ static zsock_t *s_worker (s_broker_t *b, const char *id)
     return w;
 }
 
-//  Receives the next message of `type` within WAIT_MS (others are skipped); false on timeout.
-static bool s_expect_within (zsock_t *sock, proto_type_t type, proto_msg_t *msg, int wait_ms)
+//  Receives the next message of `type` within `wait_ms` (others are skipped);
+//  false on timeout. A VERDICT is taken only if it was `pushed` at dispatch
+//  or only if it answers a COMMIT, as asked.
+static bool s_recv_within (zsock_t *sock, proto_type_t type, bool pushed, proto_msg_t *msg,
+                           int wait_ms)
 {
     int64_t until = zclock_mono () + wait_ms;
     zpoller_t *poller = zpoller_new (sock, NULL);
@@ -94,13 +97,19 @@ static bool s_expect_within (zsock_t *sock, proto_type_t type, proto_msg_t *msg,
             continue;
         if (msg->type == PROTO_WELCOME)
             s_epoch = msg->body.welcome.epoch;
-        if (msg->type == type)
+        if (msg->type == type
+            && (type != PROTO_VERDICT || (msg->body.verdict.seq == PROTO_VERDICT_PUSHED) == pushed))
             got = true;
         else
             proto_msg_release (msg);
     }
     zpoller_destroy (&poller);
     return got;
+}
+
+static bool s_expect_within (zsock_t *sock, proto_type_t type, proto_msg_t *msg, int wait_ms)
+{
+    return s_recv_within (sock, type, false, msg, wait_ms);
 }
 
 static bool s_expect (zsock_t *sock, proto_type_t type, proto_msg_t *msg)
@@ -393,6 +402,95 @@ static void test_commit_before_release (void **state)
     s_stop (&b);
 }
 
+//  Once a sink has spoken, each dispatch pushes it the job's post verdict
+//  ahead of the JOB; the sink may then claim the job (hold = 1, answered
+//  without fields) or report its outcome without asking. Outcomes for
+//  another token are ignored; a sink that is gone gets nothing pushed.
+static void test_pushed_verdicts (void **state)
+{
+    (void) state;
+    s_broker_t b;
+    s_start (&b, NULL, NULL);
+    zsock_t *w = s_worker (&b, "W:push");
+    s_heartbeat (w, 8, 0, NULL, 0);
+    proto_component_t me = {"sink", "s1", NULL, 0};
+    proto_stats_t hello = {1, &me, 1};
+    assert_int_equal (proto_send (b.sink, PROTO_STATS, &hello), 0);
+    proto_msg_t msg;
+    assert_true (s_expect (b.sink, PROTO_STATS, &msg));
+    proto_msg_release (&msg);
+    s_submit (&b, 0, 2, "a");
+    proto_ref_t refs[2];
+    size_t got = 0;
+    while (got < 2) {
+        assert_true (s_expect (w, PROTO_JOB, &msg));
+        for (size_t i = 0; i < msg.body.job.count && got < 2; i++)
+            refs[got++] = (proto_ref_t) {msg.body.job.items[i].job_id, msg.body.job.items[i].token};
+        proto_msg_release (&msg);
+    }
+    got = 0;
+    while (got < 2) {
+        assert_true (s_recv_within (b.sink, PROTO_VERDICT, true, &msg, WAIT_MS));
+        assert_int_equal (msg.body.verdict.lease_ms, 600);
+        for (size_t i = 0; i < msg.body.verdict.count; i++, got++) {
+            const proto_verdict_item_t *v = &msg.body.verdict.items[i];
+            assert_true (got < 2);
+            assert_int_equal (v->job_id, refs[got].job_id);
+            assert_int_equal (v->token, refs[got].token);
+            assert_int_equal (v->verdict, PROTO_VERDICT_POST);
+            assert_string_equal (v->entity, "a");
+            assert_string_equal (v->chat, "src/chat");
+            assert_string_equal (v->chat_kind, "group");
+            assert_int_equal (v->payload.size, 1);
+        }
+        proto_msg_release (&msg);
+    }
+    assert_int_equal (s_stat (&b, "verdicts_pushed"), 2);
+    //  The first is posted at once: its outcome is its claim.
+    proto_outcome_item_t posted = {refs[0].job_id, refs[0].token, PROTO_OUT_POSTED, "", 0};
+    proto_outcome_t outcome = {1, &posted, 1};
+    assert_int_equal (proto_send (b.sink, PROTO_OUTCOME, &outcome), 0);
+    assert_true (s_expect (b.sink, PROTO_OUTCOME_ACK, &msg));
+    proto_msg_release (&msg);
+    assert_int_equal (s_stat (&b, "posted"), 1);
+    //  The second waits at the sink: claimed, answered without the fields.
+    proto_commit_item_t claim = {refs[1].job_id, refs[1].token, 1};
+    proto_commit_t commit = {1, &claim, 1};
+    assert_int_equal (proto_send (b.sink, PROTO_COMMIT, &commit), 0);
+    assert_true (s_expect (b.sink, PROTO_VERDICT, &msg));
+    assert_int_equal (msg.body.verdict.items[0].verdict, PROTO_VERDICT_POST);
+    assert_string_equal (msg.body.verdict.items[0].entity, "");
+    proto_msg_release (&msg);
+    assert_int_equal (s_stat (&b, "awaiting_post"), 1);
+    //  An outcome naming another token changes nothing.
+    posted = (proto_outcome_item_t) {refs[1].job_id, refs[1].token ^ 1, PROTO_OUT_POSTED, "", 0};
+    outcome.seq = 2;
+    assert_int_equal (proto_send (b.sink, PROTO_OUTCOME, &outcome), 0);
+    assert_true (s_expect (b.sink, PROTO_OUTCOME_ACK, &msg));
+    proto_msg_release (&msg);
+    assert_int_equal (s_stat (&b, "posted"), 1);
+    assert_int_equal (s_stat (&b, "awaiting_post"), 1);
+    posted.token = refs[1].token;
+    outcome.seq = 3;
+    assert_int_equal (proto_send (b.sink, PROTO_OUTCOME, &outcome), 0);
+    assert_true (s_expect (b.sink, PROTO_OUTCOME_ACK, &msg));
+    proto_msg_release (&msg);
+    assert_int_equal (s_stat (&b, "posted"), 2);
+    //  The sink goes: the next job still reaches its worker, and nothing is
+    //  pushed after the frame that could not be delivered.
+    zsock_destroy (&b.sink);
+    zclock_sleep (50);
+    s_submit (&b, 2, 1, "a");
+    assert_true (s_expect (w, PROTO_JOB, &msg));
+    proto_msg_release (&msg);
+    s_submit (&b, 3, 1, "a");
+    assert_true (s_expect (w, PROTO_JOB, &msg));
+    proto_msg_release (&msg);
+    assert_true (s_stat (&b, "verdicts_pushed") <= 3);
+    zsock_destroy (&w);
+    s_stop (&b);
+}
+
 //  A job whose workers die holding it runs alone, and is dead-lettered only
 //  when it kills a worker while alone.
 static void test_suspect_runs_alone (void **state)
@@ -591,6 +689,7 @@ int main (void)
         cmocka_unit_test (test_ack_lists_every_reject),
         cmocka_unit_test (test_verdict_fields_and_sink_hold),
         cmocka_unit_test (test_commit_before_release),
+        cmocka_unit_test (test_pushed_verdicts),
         cmocka_unit_test (test_suspect_runs_alone),
         cmocka_unit_test (test_max_hold),
         cmocka_unit_test (test_wrong_socket),

@@ -3,7 +3,9 @@ broker (a ROUTER in this test) and a scripted worker (a PUSH): the sink
 posts what the broker's verdict names, renews what it holds every
 lease_ms / 3, drops what a renewal says is no longer its own, lets a newer
 token take over a pair, reports a posted pair as a duplicate, checks what
-each socket may carry, and bounds what waits for a verdict.
+each socket may carry, and bounds what waits for a verdict. Verdicts the
+broker pushes at dispatch (seq 0) are posted without asking, for the
+dispatch they name only.
 """
 import signal
 import threading
@@ -91,6 +93,12 @@ class FakeBroker:
         self.thread.join(5)
 
 
+def fields(msg_id, entity="e1", priority=10, expires=0, chat="room"):
+    """What a post verdict names: the job as the broker stored it."""
+    return ["in/%s/%s" % (chat, msg_id), entity, "in/" + chat, "group", priority,
+            int(time.time() * 1000), expires, message("in", chat, str(msg_id))]
+
+
 class Rig:
     """A sink between a scripted broker and a scripted worker."""
 
@@ -122,9 +130,17 @@ class Rig:
     def job(self, job, token, msg_id, entity="e1", priority=10, expires=0, chat="room"):
         """The broker's fields for a post verdict."""
         with self.broker.lock:
-            self.broker.jobs[(job, token)] = [
-                "in/%s/%s" % (chat, msg_id), entity, "in/" + chat, "group", priority,
-                int(time.time() * 1000), expires, message("in", chat, str(msg_id))]
+            self.broker.jobs[(job, token)] = fields(msg_id, entity, priority, expires, chat)
+
+    def push(self, *verdicts, lease_ms=LEASE_MS):
+        """A VERDICT pushed at dispatch (seq 0): (job, token, fields) each."""
+        items = [[job, token, 0] + f for job, token, f in verdicts]
+        self.broker.send(frame(VERDICT, [0, items, lease_ms]))
+
+    def asked(self, job, token):
+        """True when the sink sent COMMIT hold=0 for (job, token)."""
+        with self.broker.lock:
+            return any(not hold and (j, t) == (job, token) for _, j, t, hold in self.broker.commits)
 
     def __enter__(self):
         return self
@@ -250,6 +266,88 @@ def test_post_verdict_without_the_jobs_fields(bin_dir):
         check(rig.p.posted()[0]["msg_key"] == "in/room/7", "posted %s" % rig.p.posted())
 
 
+def test_pushed_verdicts(bin_dir):
+    """A verdict pushed with the dispatch is the answer before the question:
+    its result is posted without a COMMIT hold=0, naming what the verdict
+    names. It answers that dispatch only: a newer one replaces it, and the
+    older dispatch's result is asked about (and refused). A pushed verdict
+    may also come after its result, and one without the job's fields is
+    refused like any other."""
+    with Rig(bin_dir, "proto-pushed", [{"id": "e1", "responseChance": 0}]) as rig:
+        wait_until(lambda: rig.broker.route, 10, "the sink to speak to the broker")
+        rig.push((1, 0xA1, fields(7)))
+        wait_until(lambda: rig.p.component("sink").get("verdicts_pushed_waiting", 0) >= 1, 10,
+                   "the pushed verdict to arrive")
+        rig.result(1, 0xA1, "pushed text")
+        wait_until(lambda: outcome_of(rig, 1, 0xA1), 10, "the outcome")
+        post = rig.p.posted()[0]
+        check(post["msg_key"] == "in/room/7" and post["text"] == "pushed text",
+              "posted %s" % post)
+        check(outcome_of(rig, 1, 0xA1)[0] == 0 and not rig.asked(1, 0xA1),
+              "outcome %s; asked %s" % (outcome_of(rig, 1, 0xA1), rig.broker.commits))
+        # A newer dispatch's verdict replaces the older one's.
+        rig.push((2, 0xB1, fields(8)))
+        rig.push((2, 0xB2, fields(8)))
+        wait_until(lambda: rig.p.component("sink").get("verdicts_pushed", 0) >= 3, 10,
+                   "both verdicts")
+        rig.result(2, 0xB1, "older attempt")
+        wait_until(lambda: rig.asked(2, 0xB1), 10, "the older attempt to be asked about")
+        wait_until(lambda: rig.p.component("sink").get("stale", 0) >= 1, 10, "its refusal")
+        rig.result(2, 0xB2, "newer attempt")
+        wait_until(lambda: outcome_of(rig, 2, 0xB2), 10, "the newer attempt's outcome")
+        check([p["text"] for p in rig.p.posted()] == ["pushed text", "newer attempt"]
+              and not rig.asked(2, 0xB2), "posted %s" % [p["text"] for p in rig.p.posted()])
+        # The result first, unanswered; the pushed verdict answers it.
+        with rig.broker.lock:
+            rig.broker.mute = True
+        rig.result(3, 0xC1, "early result")
+        wait_until(lambda: rig.p.component("sink").get("asking", 0) >= 1, 10, "the question")
+        rig.push((3, 0xC1, fields(9)))
+        wait_until(lambda: outcome_of(rig, 3, 0xC1), 10, "the early result's outcome")
+        check(rig.p.posted()[-1]["msg_key"] == "in/room/9", "posted %s" % rig.p.posted()[-1])
+        with rig.broker.lock:
+            rig.broker.mute = False
+        # A pushed "post" that does not name the job is a broker fault.
+        rig.push((4, 0xD1, []))
+        wait_until(lambda: rig.p.component("sink").get("verdicts_pushed", 0) >= 5, 10,
+                   "the verdict without fields")
+        rig.result(4, 0xD1, "from the worker")
+        wait_until(lambda: rig.p.component("sink").get("malformed", 0) >= 1, 10,
+                   "the verdict to be refused")
+        time.sleep(0.3)
+        check(len(rig.p.posted()) == 3 and not outcome_of(rig, 4, 0xD1),
+              "posted %s, outcomes %s" % (rig.p.posted(), rig.broker.outcomes))
+        sink = rig.p.component("sink")
+        check(sink["verdicts_pushed_used"] == 3 and sink["claims"] == 0, "sink: %s" % sink)
+
+
+def test_pushed_verdict_held_is_claimed(bin_dir):
+    """A reply posted from a pushed verdict that must wait (here for its
+    entity's gap) is claimed at once with COMMIT hold=1, then renewed. The
+    pushed lease is long (renewals due after 1.5 s), so only a claim comes
+    within a second."""
+    entities = [{"id": "e1", "responseChance": 0, "rateLimits": {"minSecondsBetweenPosts": 2}}]
+    with Rig(bin_dir, "proto-claim", entities) as rig:
+        wait_until(lambda: rig.broker.route, 10, "the sink to speak to the broker")
+        rig.push((1, 0x11, fields(1)), (2, 0x21, fields(2)), lease_ms=6000)
+        wait_until(lambda: rig.p.component("sink").get("verdicts_pushed_waiting", 0) >= 2, 10,
+                   "the pushed verdicts")
+        rig.result(1, 0x11, "first")
+        wait_until(lambda: outcome_of(rig, 1, 0x11), 10, "the first post")
+        sent = time.monotonic()
+        rig.result(2, 0x21, "waits for the gap")
+        wait_until(lambda: rig.p.component("sink").get("claims", 0) >= 1, 10, "the claim")
+        with rig.broker.lock:
+            holds = sorted(t for t, job, token, hold in rig.broker.commits
+                           if hold and (job, token) == (2, 0x21))
+        check(holds and holds[0] - sent < 1.0,
+              "claimed %s s after the result; renewals are due after 1.5 s"
+              % [h - sent for h in holds])
+        wait_until(lambda: outcome_of(rig, 2, 0x21), 10, "the second post")
+        check(not rig.asked(1, 0x11) and not rig.asked(2, 0x21) and len(rig.p.posted()) == 2,
+              "commits %s" % rig.broker.commits)
+
+
 class SlowTelegram(FakeTelegram):
     """Takes its time over sendMessage, so a test can stop the sink mid-post."""
 
@@ -298,4 +396,5 @@ def test_interrupted_post_is_in_doubt(bin_dir):
 if __name__ == "__main__":
     main([test_posts_what_the_verdict_names, test_renewals_lost_replies_and_newer_tokens,
           test_roles_and_bounds, test_post_verdict_without_the_jobs_fields,
+          test_pushed_verdicts, test_pushed_verdict_held_is_claimed,
           test_interrupted_post_is_in_doubt])
