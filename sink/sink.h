@@ -3,11 +3,13 @@
     The sink server is a czmq actor on the daemon loop (common/prt). It
     binds the results socket (PULL: workers push RESULT and STATS) and the
     stats socket (XPUB), and connects to the broker's frontend (DEALER). For
-    each result it asks the broker (COMMIT) whether this attempt owns the
-    job; on VERDICT post it posts what the broker names, at most once per
-    (message, entity), when every limit allows it, renewing its hold on the
-    job meanwhile; then it reports the OUTCOME until the broker's
-    OUTCOME_ACK. Its modules: intake (results waiting for a verdict), commit
+    each result it needs the broker's word (VERDICT) that this attempt owns
+    the job: pushed with the dispatch, or else asked for (COMMIT). On post
+    it posts what the broker names, at most once per (message, entity),
+    when every limit allows it, holding the job meanwhile; then it reports
+    the OUTCOME until the broker's OUTCOME_ACK. Its modules: intake
+    (results waiting for a verdict), pushed (verdicts waiting for their
+    results), commit
     (the broker conversation), gate (user-level budgets), post (replies
     from verdict to outcome), ledger (posted pairs, outcomes, recovery),
     hub (the stats feed), sink_store (durable state), dest* (destinations).

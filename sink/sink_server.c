@@ -3,10 +3,10 @@
 
         results (PULL)   workers' RESULT and STATS           -> intake, hub
         broker (DEALER)  VERDICT, OUTCOME_ACK and STATS      -> commit, pushed, post, ledger, hub
+        stats (XPUB)     the live feed                       <- hub
 
     A result whose verdict the broker pushed at dispatch (pushed.h) goes
     straight to post; any other is asked about (intake, commit).
-        stats (XPUB)     the live feed                       <- hub
 
     A turn: read the sockets and the destinations; apply (the gate lets
     replies go); commit (the sink's store: one sync if a mark was stored);
@@ -97,8 +97,34 @@ static const char *s_peer (const proto_peer_t *peer, const char *otherwise, char
 
 //  --- results --------------------------------------------------------------------------------
 
+//  A verdict for a result the sink has: post it, or drop the result.
 static void s_accept (sink_t *self, const proto_verdict_item_t *v, const char *text,
-                      uint64_t llm_ms, uint64_t tokens);
+                      uint64_t llm_ms, uint64_t tokens)
+{
+    if (v->verdict == PROTO_VERDICT_POST && (!*v->msg_key || !*v->entity || !*v->chat)) {
+        //  The broker must name what to post; the worker's word is not taken
+        //  for it. Not held, the job comes back after the broker's lease.
+        self->counters.malformed++;
+        if (s_may_warn (self, "verdict"))
+            plog_warn ("post verdict for job %" PRIu64 " without the job's message key, entity or "
+                       "chat (a broker fault): not posted; the broker takes the job back after "
+                       "its lease",
+                       v->job_id);
+    }
+    else if (v->verdict == PROTO_VERDICT_POST) {
+        post_job_t job = {v->msg_key,    v->entity,     v->chat,         v->chat_kind,
+                          (int) v->priority, (int64_t) v->created_ms, (int64_t) v->expires_ms,
+                          v->payload.data, v->payload.size};
+        post_accept (self->post, v->job_id, v->token, &job, text, llm_ms, tokens,
+                     prt_now (self->rt));
+    }
+    else {
+        //  Another attempt owns the job (or it is finished): drop this one.
+        self->counters.stale++;
+        plog_debug ("result for job %" PRIu64 " token %" PRIx64 " dropped: verdict %" PRIu64,
+                    v->job_id, v->token, v->verdict);
+    }
+}
 
 static void s_on_result (sink_t *self, const proto_result_t *result, const char *peer)
 {
@@ -192,35 +218,6 @@ static void s_on_verdict (void *ctx, const proto_verdict_item_t *v, bool renewal
         return;
     s_accept (self, v, r->text, r->llm_ms, r->tokens);
     intake_result_free (&r);
-}
-
-//  A verdict for a result the sink has: post it, or drop the result.
-static void s_accept (sink_t *self, const proto_verdict_item_t *v, const char *text,
-                      uint64_t llm_ms, uint64_t tokens)
-{
-    if (v->verdict == PROTO_VERDICT_POST && (!*v->msg_key || !*v->entity || !*v->chat)) {
-        //  The broker must name what to post; the worker's word is not taken
-        //  for it. Not held, the job comes back after the broker's lease.
-        self->counters.malformed++;
-        if (s_may_warn (self, "verdict"))
-            plog_warn ("post verdict for job %" PRIu64 " without the job's message key, entity or "
-                       "chat (a broker fault): not posted; the broker takes the job back after "
-                       "its lease",
-                       v->job_id);
-    }
-    else if (v->verdict == PROTO_VERDICT_POST) {
-        post_job_t job = {v->msg_key,    v->entity,     v->chat,         v->chat_kind,
-                          (int) v->priority, (int64_t) v->created_ms, (int64_t) v->expires_ms,
-                          v->payload.data, v->payload.size};
-        post_accept (self->post, v->job_id, v->token, &job, text, llm_ms, tokens,
-                     prt_now (self->rt));
-    }
-    else {
-        //  Another attempt owns the job (or it is finished): drop this one.
-        self->counters.stale++;
-        plog_debug ("result for job %" PRIu64 " token %" PRIx64 " dropped: verdict %" PRIu64,
-                    v->job_id, v->token, v->verdict);
-    }
 }
 
 //  Verdicts the broker sent with a dispatch. Those for results already
