@@ -195,7 +195,8 @@ void bworkers_push_to (bworkers_t *self, zsock_t *frontend, const uint8_t *route
         route_size = 0;
     self->sink_sock = route_size ? frontend : NULL;
     self->sink_route_size = route_size;
-    memcpy (self->sink_route, route, route_size);
+    if (route_size)
+        memcpy (self->sink_route, route, route_size);
 }
 
 //  The sink is gone (or full): push nothing more until it speaks again. Its
