@@ -206,7 +206,8 @@ static const proto_field_t s_result_msg_fields[] = {
     L (proto_result_t, items, count, s_result, LIST, "the replies"),
 };
 static const proto_field_t s_commit_fields[] = {
-    U (proto_commit_t, seq, U64, "sender's sequence number, echoed in VERDICT"),
+    U (proto_commit_t, seq, U64,
+       "sender's sequence number, echoed in VERDICT; never 0 (a VERDICT with seq 0 is pushed)"),
     L (proto_commit_t, items, count, s_commit_item, LIST, "attempts whose results the sink has, or still holds"),
 };
 static const proto_field_t s_verdicts_fields[] = {
