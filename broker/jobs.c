@@ -137,11 +137,6 @@ const char *bjobs_entity (bjobs_t *self, const bjob_t *job)
     return bjobs__entity (self, job);
 }
 
-const char *bjobs_chat (bjobs_t *self, const bjob_t *job)
-{
-    return sched_chat_key (self->sched, job->sj.chat);
-}
-
 void bjobs__history (bjob_t *job, int64_t now, const char *what)
 {
     char line[700];

@@ -185,9 +185,8 @@ bjob_t *bjobs_find (bjobs_t *self, uint64_t id);
 size_t bjobs_count (bjobs_t *self);
 size_t bjobs_in_state (bjobs_t *self, bjob_state_t state);
 const bjobs_counters_t *bjobs_counters (bjobs_t *self);
-//  The entity id and the chat key of a job.
+//  The entity id of a job.
 const char *bjobs_entity (bjobs_t *self, const bjob_t *job);
-const char *bjobs_chat (bjobs_t *self, const bjob_t *job);
 
 //  A dead letter queued again as a new job (dlq retry).
 void bjobs_requeue_dead (bjobs_t *self, const bdead_t *dead, int64_t now);

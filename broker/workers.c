@@ -236,25 +236,19 @@ static void s_add_to_batch (bworkers_t *self, bworker_t *w, bjob_t *job)
     if (w->batch_count == 0)
         w->last_frame = ++self->frame_seq;
     s_link (w, job, w->last_frame);
-    size_t capacity = w->batch_capacity;
+    //  The JOB item and the pushed verdict name the job with the same fields.
+    proto_verdict_item_t v = {.job_id = job->id, .token = job->flight->token,
+                              .verdict = PROTO_VERDICT_POST};
+    bjobs_verdict_fields (self->jobs, job, &v);
     w->batch = pgrow (w->batch, &w->batch_capacity, w->batch_count + 1, sizeof (proto_job_t));
-    if (w->batch_capacity != capacity || !w->push)
-        w->push = prealloc (w->push, w->batch_capacity * sizeof (proto_verdict_item_t));
-    w->batch[w->batch_count] = (proto_job_t) {job->id,
-                                              job->flight->token,
-                                              job->attempt,
-                                              bjob_msg_key (job),
-                                              bjobs_entity (self->jobs, job),
-                                              bjobs_chat (self->jobs, job),
-                                              job->priority,
-                                              (uint64_t) job->created_ms,
-                                              (uint64_t) job->sj.expires_at,
-                                              bjob_payload (job)};
+    w->batch[w->batch_count] = (proto_job_t) {v.job_id,     v.token,     job->attempt,
+                                              v.msg_key,    v.entity,    v.chat,
+                                              v.priority,   v.created_ms, v.expires_ms,
+                                              v.payload};
     if (self->sink_sock) {
-        proto_verdict_item_t *v = &w->push[w->batch_count];
-        *v = (proto_verdict_item_t) {.job_id = job->id, .token = job->flight->token,
-                                     .verdict = PROTO_VERDICT_POST};
-        bjobs_verdict_fields (self->jobs, job, v);
+        w->push = pgrow (w->push, &w->push_capacity, w->batch_count + 1,
+                         sizeof (proto_verdict_item_t));
+        w->push[w->batch_count] = v;
     }
     w->batch_count++;
     //  A full frame goes at once, so a large burst streams out.

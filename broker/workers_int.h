@@ -41,7 +41,8 @@ struct bworker_s {
     uint64_t dispatched;        //  jobs sent, in all
     proto_job_t *batch;         //  jobs going out in this turn's frame
     size_t batch_count, batch_capacity;
-    proto_verdict_item_t *push; //  their post verdicts, for the sink (batch_capacity)
+    proto_verdict_item_t *push; //  their post verdicts, for the sink (while it is known)
+    size_t push_capacity;
     proto_ref_t *cancel;        //  refs to send back in the next WELCOME
     size_t cancel_count, cancel_capacity;
 };

@@ -80,15 +80,15 @@ static void s_copy (char **at, const char **to, const char *from)
 void pushed_put (pushed_t *self, const proto_verdict_item_t *item, int64_t now)
 {
     assert (self);
+    if (self->max == 0)
+        return;
     pushed_verdict_t *old = ptable_lookup (self->by_job, &item->job_id);
     if (old)
         free (s_remove (self, old));
-    else if (ptable_size (self->by_job) >= self->max && self->max > 0) {
+    else if (ptable_size (self->by_job) >= self->max) {
         pushed_verdict_t *oldest = PLIST_ITEM (plist_first (&self->order), pushed_verdict_t, node);
         free (s_remove (self, oldest));
     }
-    if (self->max == 0)
-        return;
     size_t size = sizeof (pushed_verdict_t) + strlen (item->msg_key) + strlen (item->entity)
                   + strlen (item->chat) + strlen (item->chat_kind) + 4 + item->payload.size;
     pushed_verdict_t *v = pmalloc (size);
