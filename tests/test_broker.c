@@ -402,10 +402,22 @@ static void test_commit_before_release (void **state)
     s_stop (&b);
 }
 
+//  A sink speaks to the broker (STATS) and has its answer.
+static void s_sink_hello (s_broker_t *b)
+{
+    proto_component_t me = {"sink", "s1", NULL, 0};
+    proto_stats_t hello = {1, &me, 1};
+    assert_int_equal (proto_send (b->sink, PROTO_STATS, &hello), 0);
+    proto_msg_t msg;
+    assert_true (s_expect (b->sink, PROTO_STATS, &msg));
+    proto_msg_release (&msg);
+}
+
 //  Once a sink has spoken, each dispatch pushes it the job's post verdict
-//  ahead of the JOB; the sink may then claim the job (hold = 1, answered
+//  with the JOB; the sink may then claim the job (hold = 1, answered
 //  without fields) or report its outcome without asking. Outcomes for
-//  another token are ignored; a sink that is gone gets nothing pushed.
+//  another token are ignored; a sink that is gone gets nothing pushed, and
+//  one that comes back gets the verdicts again once it speaks.
 static void test_pushed_verdicts (void **state)
 {
     (void) state;
@@ -413,12 +425,8 @@ static void test_pushed_verdicts (void **state)
     s_start (&b, NULL, NULL);
     zsock_t *w = s_worker (&b, "W:push");
     s_heartbeat (w, 8, 0, NULL, 0);
-    proto_component_t me = {"sink", "s1", NULL, 0};
-    proto_stats_t hello = {1, &me, 1};
-    assert_int_equal (proto_send (b.sink, PROTO_STATS, &hello), 0);
+    s_sink_hello (&b);
     proto_msg_t msg;
-    assert_true (s_expect (b.sink, PROTO_STATS, &msg));
-    proto_msg_release (&msg);
     s_submit (&b, 0, 2, "a");
     proto_ref_t refs[2];
     size_t got = 0;
@@ -486,7 +494,22 @@ static void test_pushed_verdicts (void **state)
     s_submit (&b, 3, 1, "a");
     assert_true (s_expect (w, PROTO_JOB, &msg));
     proto_msg_release (&msg);
-    assert_true (s_stat (&b, "verdicts_pushed") <= 3);
+    int64_t pushed = s_stat (&b, "verdicts_pushed");
+    assert_true (pushed <= 3);
+    //  A sink comes back: from its first word on, it gets them again.
+    char ep[64];
+    snprintf (ep, sizeof ep, ">inproc://front-%d", b.n);
+    b.sink = zsock_new_dealer (ep);
+    s_sink_hello (&b);
+    s_submit (&b, 4, 1, "a");
+    assert_true (s_expect (w, PROTO_JOB, &msg));
+    uint64_t job_id = msg.body.job.items[0].job_id;
+    proto_msg_release (&msg);
+    assert_true (s_recv_within (b.sink, PROTO_VERDICT, true, &msg, WAIT_MS));
+    assert_int_equal (msg.body.verdict.items[0].job_id, job_id);
+    assert_string_equal (msg.body.verdict.items[0].msg_key, "src/chat/m4");
+    proto_msg_release (&msg);
+    assert_int_equal (s_stat (&b, "verdicts_pushed"), pushed + 1);
     zsock_destroy (&w);
     s_stop (&b);
 }
