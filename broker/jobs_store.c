@@ -121,24 +121,48 @@ static void s_rewrite (void *arg, store_anchor_t *anchor)
         bdlq_rewrite (self->dlq, anchor);
 }
 
+//  A job and its sort key, side by side: sorting a million jobs by reading
+//  each one's fields at every comparison was cache miss after cache miss.
+typedef struct {
+    int64_t enqueued_at;
+    uint64_t id;
+    bjob_t *job;
+} s_order_t;
+
+//  While loading, a job that a newer record replaced or removed keeps this
+//  state and its place in the load order; finalisation frees it.
+#define JOB_SUPERSEDED UINT8_MAX
+
 typedef struct {
     bjobs_t *self;
     int64_t now;
+    //  Every job loaded, in the order loaded: close to the order queued,
+    //  and the order the records sit in memory.
+    s_order_t *order;
+    size_t count, capacity;
 } s_load_t;
+
+//  Takes a loaded job out of the tables; it stays in the load order.
+static void s_supersede (bjobs_t *self, bjob_t *job)
+{
+    store_anchor_drop (self->store, &job->anchor);
+    ptable_remove (self->by_id, &job->id);
+    ptable_remove (self->by_pair, job->pair);
+    job->state = JOB_SUPERSEDED;
+}
 
 static void s_load_job (void *arg, const store_job_t *row, uint64_t segment)
 {
     s_load_t *load = arg;
     bjobs_t *self = load->self;
-    //  A newer version replaces the one loaded before.
-    bjob_t *old = ptable_lookup (self->by_id, &row->id);
-    if (old) {
-        store_anchor_drop (self->store, &old->anchor);
-        ptable_remove (self->by_id, &old->id);
-        ptable_remove (self->by_pair, old->pair);
-        bjobs__job_free (old);
-    }
+    //  Both tables' slots are asked for first and read last: at a million
+    //  jobs each lookup is a cache miss, and these two overlap with each
+    //  other and with making the record.
+    uint64_t id_hash = ptable_hash_key (self->by_id, &row->id);
+    ptable_prefetch (self->by_id, id_hash);
     bjob_t *job = bjobs__job_new (row->id, row->entity, row->msg_key, row->payload, row->payload_size);
+    uint64_t pair_hash = ptable_hash_key (self->by_pair, job->pair);
+    ptable_prefetch (self->by_pair, pair_hash);
     job->priority = (uint8_t) row->priority;
     job->created_ms = row->created_ms;
     job->attempt = row->attempt;
@@ -152,23 +176,29 @@ static void s_load_job (void *arg, const store_job_t *row, uint64_t segment)
     job->sj.not_before = row->not_before;
     job->sj.expires_at = row->expires_ms;
     job->sj.enqueued_at = row->enqueued_ms;
+    //  An entity the configuration lost is found out at finalisation (UINT16_MAX).
+    int entity = pcfg_entity_index (self->config, row->entity);
+    job->sj.entity = entity < 0 ? UINT16_MAX : (uint16_t) entity;
     if (row->id > self->next_job_id)
         self->next_job_id = row->id;
-    if (ptable_lookup (self->by_pair, job->pair)) {
+    //  A newer version replaces the one loaded before.
+    bjob_t *old = ptable_lookup_hashed (self->by_id, &row->id, id_hash);
+    if (old)
+        s_supersede (self, old);
+    if (ptable_lookup_hashed (self->by_pair, job->pair, pair_hash)) {
         plog_warn ("recovered job %" PRIu64 " repeats the active pair %s/%s; dropped", row->id,
                    row->entity, row->msg_key);
         bjobs__job_free (job);
         return;
     }
-    //  An entity the configuration lost is found out at finalisation (UINT16_MAX).
     char source[128];
     bjobs__chat_source (row->chat, source, sizeof source);
     job->sj.chat = sched_chat_intern (self->sched, row->chat, source, row->chat_kind);
-    int entity = pcfg_entity_index (self->config, row->entity);
-    job->sj.entity = entity < 0 ? UINT16_MAX : (uint16_t) entity;
-    ptable_insert (self->by_id, job);
-    ptable_insert (self->by_pair, job);
+    ptable_insert_hashed (self->by_id, job, id_hash);
+    ptable_insert_hashed (self->by_pair, job, pair_hash);
     store_anchor_loaded (self->store, &job->anchor, STORE_ANCHOR_JOB, segment);
+    load->order = pgrow (load->order, &load->capacity, load->count + 1, sizeof (s_order_t));
+    load->order[load->count++] = (s_order_t) {row->enqueued_ms, row->id, job};
 }
 
 static void s_load_job_gone (void *arg, uint64_t id)
@@ -176,12 +206,8 @@ static void s_load_job_gone (void *arg, uint64_t id)
     s_load_t *load = arg;
     bjobs_t *self = load->self;
     bjob_t *job = ptable_lookup (self->by_id, &id);
-    if (!job)
-        return;
-    store_anchor_drop (self->store, &job->anchor);
-    ptable_remove (self->by_id, &job->id);
-    ptable_remove (self->by_pair, job->pair);
-    bjobs__job_free (job);
+    if (job)
+        s_supersede (self, job);
 }
 
 static void s_load_dead (void *arg, const store_dead_t *d, uint64_t segment)
@@ -222,14 +248,6 @@ static void s_load_paused (void *arg, const char *entity, bool paused)
     }
 }
 
-//  A job and its sort key, side by side: sorting a million jobs by reading
-//  each one's fields at every comparison was cache miss after cache miss.
-typedef struct {
-    int64_t enqueued_at;
-    uint64_t id;
-    bjob_t *job;
-} s_order_t;
-
 static int s_by_enqueue (const void *a, const void *b)
 {
     const s_order_t *x = a, *y = b;
@@ -238,18 +256,26 @@ static int s_by_enqueue (const void *a, const void *b)
     return x->id < y->id ? -1 : x->id > y->id;
 }
 
-//  After loading: every job where it belongs, in the order it was first queued.
-static void s_finalise (bjobs_t *self, int64_t now)
+//  After loading: every job where it belongs, in the order it was first
+//  queued. The journal holds them in nearly that order (a job written again
+//  moves to the end), so the sort is often skipped.
+static void s_finalise (bjobs_t *self, s_load_t *load, int64_t now)
 {
-    size_t n = ptable_size (self->by_id), k = 0, cursor = 0;
-    s_order_t *list = pcalloc (n + 1, sizeof (s_order_t));
+    s_order_t *list = load->order;
+    size_t k = load->count;
+    bool sorted = true;
+    for (size_t i = 1; i < k && sorted; i++)
+        sorted = s_by_enqueue (&list[i - 1], &list[i]) <= 0;
+    if (!sorted)
+        qsort (list, k, sizeof (s_order_t), s_by_enqueue);
     bjob_t *job;
-    while ((job = ptable_next (self->by_id, &cursor)))
-        list[k++] = (s_order_t) {job->sj.enqueued_at, job->id, job};
-    qsort (list, k, sizeof (s_order_t), s_by_enqueue);
     for (size_t i = 0; i < k; i++) {
         job = list[i].job;
         int state = job->state;
+        if (state == JOB_SUPERSEDED) {
+            bjobs__job_free (job);
+            continue;
+        }
         job->state = 0;
         if (job->sj.entity == UINT16_MAX) {
             //  The configuration lost this entity: nobody can answer, so a person decides.
@@ -291,12 +317,18 @@ int bjobs_recover (bjobs_t *self, int64_t now)
     if (!self->store)
         return 0;
     store_set_owner (self->store, s_rewrite, self, self->finished);
-    s_load_t load = {self, now};
+    s_load_t load = {self, now, NULL, 0, 0};
     store_callbacks_t fns = {s_load_job,         s_load_job_gone, s_load_dead, s_load_dead_gone,
                              s_load_reservation, s_load_paused};
-    if (store_load (self->store, now, self->config->dedupe_retention_s * 1000, &fns, &load))
+    if (store_load (self->store, now, self->config->dedupe_retention_s * 1000, &fns, &load)) {
+        //  The jobs still in the tables go with them; the replaced ones here.
+        for (size_t i = 0; i < load.count; i++)
+            if (load.order[i].job->state == JOB_SUPERSEDED)
+                bjobs__job_free (load.order[i].job);
+        free (load.order);
         return -1;
-    s_finalise (self, now);
+    }
+    s_finalise (self, &load, now);
     if (store_last_job_id (self->store) > self->next_job_id)
         self->next_job_id = store_last_job_id (self->store);
     return 0;

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 void palloc_fail (const char *what, size_t size)
@@ -36,6 +37,27 @@ void *pcalloc (size_t count, size_t size)
     void *p = calloc (count ? count : 1, size ? size : 1);
     if (!p)
         palloc_fail ("calloc", count * size);
+    return p;
+}
+
+#define HUGE_PAGE (2u << 20)
+
+void *pcalloc_table (size_t count, size_t size)
+{
+    if (size && count > SIZE_MAX / size)
+        palloc_fail ("calloc (overflow)", SIZE_MAX);
+    size_t bytes = count * size;
+    if (bytes < HUGE_PAGE)
+        return pcalloc (count, size);
+    bytes = (bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
+    void *p = aligned_alloc (HUGE_PAGE, bytes);
+    if (!p)
+        palloc_fail ("aligned_alloc", bytes);
+#ifdef MADV_HUGEPAGE
+    //  Advice only: without transparent huge pages this changes nothing.
+    (void) madvise (p, bytes, MADV_HUGEPAGE);
+#endif
+    memset (p, 0, bytes);
     return p;
 }
 

@@ -30,6 +30,12 @@ void *pmemdup (const void *data, size_t size);
 //  capacity is *capacity (grown by doubling). Returns the array.
 void *pgrow (void *items, size_t *capacity, size_t need, size_t size);
 
+//  Zeroed memory for a large table probed at random (hash slots, heaps):
+//  from 2 MiB up, it is aligned and advised onto huge pages where the
+//  kernel offers them, so a probe costs a cache miss but rarely also a
+//  page walk. Freed with free ().
+void *pcalloc_table (size_t count, size_t size);
+
 //  Makes the libraries that let the caller choose an allocator use these
 //  (jansson), so their allocations follow the same policy. Call once at
 //  start, before they allocate.

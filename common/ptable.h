@@ -3,8 +3,8 @@
 
     The broker keeps a million queued jobs findable by id and by (entity,
     message) pair; czmq's zhashx spends a node and a key copy per item and
-    showed as a quarter of the broker's CPU. Here a slot is one pointer
-    (about 11 bytes an item at the load the table keeps), the key stays
+    showed as a quarter of the broker's CPU. Here a slot is one pointer and
+    32 bits of its hash (about 11 bytes an item at the load the table keeps), the key stays
     inside the record, and a lookup is one hash and a short linear probe.
     Deletion shifts the probe run back, so there are no tombstones.
 
@@ -31,6 +31,19 @@ void ptable_destroy (ptable_t **self_p);
 void *ptable_lookup (const ptable_t *self, const void *key);
 //  Adds a record; its key must not be in the table (check with lookup).
 void ptable_insert (ptable_t *self, void *item);
+//  The same, in steps, for a caller with other work to do between them:
+//  the hash of a key, a hint to fetch its slot into the cache, then the
+//  lookup or insertion with that hash. A restart fills two tables of a
+//  million jobs each; asking for both slots before using either makes their
+//  cache misses overlap instead of following one another.
+uint64_t ptable_hash_key (const ptable_t *self, const void *key);
+void ptable_prefetch (const ptable_t *self, uint64_t hash);
+void *ptable_lookup_hashed (const ptable_t *self, const void *key, uint64_t hash);
+void ptable_insert_hashed (ptable_t *self, void *item, uint64_t hash);
+
+//  Makes room for `size` records at once: a table about to be filled
+//  with many (a restart's) grows once instead of step by step.
+void ptable_reserve (ptable_t *self, size_t size);
 //  Removes and returns the record with `key`, or NULL.
 void *ptable_remove (ptable_t *self, const void *key);
 size_t ptable_size (const ptable_t *self);

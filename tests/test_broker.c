@@ -26,6 +26,7 @@ typedef struct {
 } s_broker_t;
 
 static int s_instance;
+static const char *s_data_dir = "";     //  storage.dataDir of the next broker started
 static uint64_t s_epoch;     //  the epoch of the broker under test, from its WELCOMEs
 
 static void s_start_lease (s_broker_t *b, int lease_ms, const char *extra_queue, const char *extra_top)
@@ -34,7 +35,7 @@ static void s_start_lease (s_broker_t *b, int lease_ms, const char *extra_queue,
     b->n = ++s_instance;
     char json[4096];
     snprintf (json, sizeof json,
-              "{\"storage\": {\"dataDir\": \"\"},"
+              "{\"storage\": {\"dataDir\": \"%s\"},"
               " \"network\": {\"brokerFrontend\": \"inproc://front-%d\", \"brokerBackend\": \"inproc://back-%d\","
               "   \"heartbeatMs\": 100},"
               " \"queueSettings\": {\"globalMaxInFlight\": 0, \"perEntityMaxInFlight\": 0,"
@@ -43,7 +44,7 @@ static void s_start_lease (s_broker_t *b, int lease_ms, const char *extra_queue,
               "   \"responseDelays\": {\"urgent\": {\"minMs\": 0, \"maxMs\": 0}, \"normal\": {\"minMs\": 0, \"maxMs\": 0},"
               "     \"low\": {\"minMs\": 0, \"maxMs\": 0}}%s},"
               " \"entities\": [{\"id\": \"a\"}, {\"id\": \"b\"}]%s}",
-              b->n, b->n, lease_ms, extra_queue ? extra_queue : "", extra_top ? extra_top : "");
+              s_data_dir, b->n, b->n, lease_ms, extra_queue ? extra_queue : "", extra_top ? extra_top : "");
     char err[512];
     b->config = pcfg_load_string (json, "test", false, err, sizeof err);
     assert_non_null (b->config);
@@ -702,6 +703,73 @@ static void test_reservation_alone_in_a_segment (void **state)
     assert_int_equal (system (cmd), 0);
 }
 
+//  A restart brings jobs back in the order they were first queued, whatever
+//  order the journal holds them in: a job written again (a later attempt)
+//  sits after jobs queued after it, and a job queued earlier can come later.
+//  A job that finished is not brought back.
+static void test_recovery_order (void **state)
+{
+    (void) state;
+    char dir[] = "/tmp/parley-order-XXXXXX";
+    assert_non_null (mkdtemp (dir));
+    char err[256];
+    store_t *store = store_open_sized (dir, "off", 0, err, sizeof err);
+    assert_non_null (store);
+    pseen_t *done = pseen_new (100, 3600000);
+    store_set_owner (store, NULL, NULL, done);
+    int64_t now = zclock_time ();
+    store_anchor_t anchors[5];
+    memset (anchors, 0, sizeof anchors);
+    //  (job id, queued at): written in this order; job 1 twice, job 3 finishes.
+    const struct {
+        uint64_t id;
+        int64_t queued_ago;
+        uint32_t attempt;
+    } writes[] = {{1, 4000, 0}, {2, 3000, 0}, {3, 2000, 0}, {1, 4000, 1}, {4, 5000, 0}};
+    for (size_t i = 0; i < sizeof writes / sizeof writes[0]; i++) {
+        char key[32];
+        snprintf (key, sizeof key, "src/chat/m%" PRIu64, writes[i].id);
+        store_job_t job = {.id = writes[i].id, .entity = "a", .msg_key = key, .chat = "src/chat",
+                           .chat_kind = "group", .priority = 10, .created_ms = now - writes[i].queued_ago,
+                           .enqueued_ms = now - writes[i].queued_ago, .attempt = writes[i].attempt,
+                           .payload = "\x90", .payload_size = 1, .history = ""};
+        store_job_put (store, &anchors[writes[i].id], &job, false);
+    }
+    store_job_gone (store, &anchors[3], 3);
+    assert_int_equal (store_commit (store), 0);
+    store_close (&store);
+    pseen_destroy (&done);
+
+    s_data_dir = dir;
+    s_broker_t b;
+    s_start (&b, NULL, NULL);
+    s_data_dir = "";
+    assert_int_equal (s_stat (&b, "queued"), 3);
+    zsock_t *w = s_worker (&b, "W:order");
+    s_heartbeat (w, 1, 0, NULL, 0);
+    //  One at a time: each JOB is finished before the next is asked for.
+    const char *expect[] = {"src/chat/m4", "src/chat/m1", "src/chat/m2"};
+    proto_msg_t msg;
+    for (size_t i = 0; i < 3; i++) {
+        assert_true (s_expect (w, PROTO_JOB, &msg));
+        assert_int_equal (msg.body.job.count, 1);
+        assert_string_equal (msg.body.job.items[0].msg_key, expect[i]);
+        if (i == 1)
+            assert_int_equal (msg.body.job.items[0].attempt, 2);    //  the newer record
+        proto_ref_t ref = {msg.body.job.items[0].job_id, msg.body.job.items[0].token};
+        proto_msg_release (&msg);
+        proto_release_item_t skip = {ref.job_id, ref.token, PROTO_REL_SKIP, "nothing to say", 0};
+        proto_release_t release = {&skip, 1};
+        assert_int_equal (proto_send (w, PROTO_RELEASE, &release), 0);
+    }
+    assert_false (s_expect_within (w, PROTO_JOB, &msg, 300));
+    zsock_destroy (&w);
+    s_stop (&b);
+    char cmd[300];
+    snprintf (cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal (system (cmd), 0);
+}
+
 int main (void)
 {
     const struct CMUnitTest tests[] = {
@@ -717,6 +785,7 @@ int main (void)
         cmocka_unit_test (test_max_hold),
         cmocka_unit_test (test_wrong_socket),
         cmocka_unit_test (test_reservation_alone_in_a_segment),
+        cmocka_unit_test (test_recovery_order),
         cmocka_unit_test (test_generated_routing_id_is_not_a_worker),
     };
     if (getenv ("TEST_FILTER"))

@@ -197,11 +197,22 @@ static void test_ptable_against_a_reference (void **state)
         x ^= x << 13, x ^= x >> 7, x ^= x << 17;
         size_t i = (size_t) (x % N);
         ptable_u64x2_t key = {recs[i].a, recs[i].b};
-        assert_ptr_equal (ptable_lookup (t, &key), in[i] ? &recs[i] : NULL);
+        //  Every other step in the steps a restart uses: hash, prefetch, use.
+        bool hashed = step & 1;
+        uint64_t h = ptable_hash_key (t, &key);
+        if (hashed)
+            ptable_prefetch (t, h);
+        assert_ptr_equal (hashed ? ptable_lookup_hashed (t, &key, h) : ptable_lookup (t, &key),
+                          in[i] ? &recs[i] : NULL);
         if (in[i]) {
             assert_ptr_equal (ptable_remove (t, &key), &recs[i]);
             in[i] = false;
             size--;
+        }
+        else if (hashed) {
+            ptable_insert_hashed (t, &recs[i], h);
+            in[i] = true;
+            size++;
         }
         else {
             ptable_insert (t, &recs[i]);
@@ -209,6 +220,8 @@ static void test_ptable_against_a_reference (void **state)
             size++;
         }
         assert_int_equal (ptable_size (t), size);
+        if (step == 100000)
+            ptable_reserve (t, 150000);     //  room made midway: slots on huge pages
     }
     size_t cursor = 0, walked = 0;
     s_rec_t *r;
