@@ -105,6 +105,16 @@ static bool s_flow_key_match (const void *item, const void *key)
     return ((const flow_t *) item)->key == *(const uint64_t *) key;
 }
 
+static const void *s_chat_key_of (const void *item)
+{
+    return ((const chat_t *) item)->key;
+}
+
+static bool s_chat_key_match (const void *item, const void *key)
+{
+    return strcmp (((const chat_t *) item)->key, key) == 0;
+}
+
 #define VTIME_SCALE 1000000000.0
 
 //  An entity's sustained posts per minute under its own rate limit; 0 when
@@ -169,7 +179,7 @@ sched_t *sched_new (const sched_config_t *config)
             rate = most > 0 ? most : 1;
         self->entities[i].step = (uint64_t) (VTIME_SCALE / rate) + 1;
     }
-    self->chat_index = zhashx_new ();
+    self->chat_index = ptable_new (ptable_hash_str, s_chat_key_of, s_chat_key_match);
     self->flows = ptable_new (ptable_hash_u64, s_flow_key_of, s_flow_key_match);
     heap_init (&self->ready, s_entity_less, offsetof (entity_t, pos_ready));
     heap_init (&self->entity_timers, s_entity_timer_less, offsetof (entity_t, pos_timer));
@@ -194,8 +204,6 @@ void sched_destroy (sched_t **self_p)
     for (size_t c = 0; c < self->chat_count; c++) {
         chat_t *chat = self->chats[c];
         limit_log_destroy (&chat->log);
-        free (chat->key);
-        free (chat->kind);
         free (chat);
     }
     free (self->chats);
@@ -210,7 +218,7 @@ void sched_destroy (sched_t **self_p)
     }
     free (self->rules);
     limit_log_destroy (&self->global_log);
-    zhashx_destroy (&self->chat_index);
+    ptable_destroy (&self->chat_index);
     heap_destroy (&self->ready);
     heap_destroy (&self->entity_timers);
     heap_destroy (&self->chat_timers);
@@ -229,17 +237,22 @@ static bool s_matches (const char *pattern, const char *value)
 
 uint32_t sched_chat_intern (sched_t *self, const char *key, const char *source, const char *kind)
 {
-    void *found = zhashx_lookup (self->chat_index, key);
+    const chat_t *found = ptable_lookup (self->chat_index, key);
     if (found)
-        return (uint32_t) ((uintptr_t) found - 1);
+        return found->index;
     if (self->chat_count == self->chat_capacity) {
         size_t capacity = self->chat_capacity ? self->chat_capacity * 2 : 64;
         self->chats = prealloc (self->chats, capacity * sizeof (chat_t *));
         self->chat_capacity = capacity;
     }
-    chat_t *chat = pcalloc (1, sizeof *chat);
-    chat->key = pstrdup (key);
-    chat->kind = pstrdup (kind ? kind : "");
+    //  The key and kind live right after the record: one allocation, and
+    //  the lines a lookup reads next to each other.
+    if (!kind)
+        kind = "";
+    size_t klen = strlen (key) + 1, kindlen = strlen (kind) + 1;
+    chat_t *chat = pcalloc (1, sizeof *chat + klen + kindlen);
+    chat->key = memcpy ((char *) (chat + 1), key, klen);
+    chat->kind = memcpy (chat->key + klen, kind, kindlen);
     chat->pos_timer = HEAP_NONE;
     sched_limit_t none = {0, 0, 0};
     const sched_limit_t *limit = &none;
@@ -249,10 +262,10 @@ uint32_t sched_chat_intern (sched_t *self, const char *key, const char *source, 
             break;
         }
     limit_log_init (&chat->log, limit);
-    uint32_t index = (uint32_t) self->chat_count;
+    chat->index = (uint32_t) self->chat_count;
     self->chats[self->chat_count++] = chat;
-    zhashx_insert (self->chat_index, key, (void *) (uintptr_t) (index + 1));
-    return index;
+    ptable_insert (self->chat_index, chat);
+    return chat->index;
 }
 
 size_t sched_chat_count (sched_t *self)

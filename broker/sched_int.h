@@ -51,6 +51,7 @@ typedef struct {
 typedef struct {
     char *key;
     char *kind;
+    uint32_t index;             //  in the scheduler's chats
     limit_log_t log;
     flow_t *parked;             //  flows waiting for this chat's limit
     int64_t next_ok;            //  key in the chat timer heap
@@ -70,7 +71,7 @@ struct sched_s {
     chat_t **chats;
     size_t chat_count;
     size_t chat_capacity;
-    zhashx_t *chat_index;       //  key -> index + 1
+    ptable_t *chat_index;       //  chats by key
     //  Flows by (chat, entity), made on first use. A table, not an array of
     //  every entity per chat: a thousand entities in ten thousand chats cost
     //  only the pairs that ever had a job, not ten million slots.
