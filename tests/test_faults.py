@@ -179,6 +179,23 @@ def test_worker_paused_briefly_many_times(bin_dir):
         check(s["lost_workers"] == 0, "a worker frozen for less than its lease was lost")
 
 
+def test_sink_paused_while_verdicts_are_pushed(bin_dir):
+    """The sink frozen past the lease while the broker keeps dispatching and
+    pushing it verdicts, and results pile up at it: thawed, every reply is
+    posted once - the pushed verdicts of attempts that were replaced meanwhile
+    post nothing."""
+    with Pipeline(bin_dir, {}, "sink-pause") as p:
+        config, expected = faults_config(p, 300)
+        config["worker"].update({"templateLatencyMs": 50})
+        start(p, config)
+        wait_until(lambda: len(p.posted()) >= 40, 20, "40 replies")
+        check(p.broker_stats()["verdicts_pushed"] > 0, "the broker pushed no verdict to the sink")
+        p.procs["sink"].signal(signal.SIGSTOP)
+        time.sleep(LEASE_MS / 1000 + 1.0)
+        p.procs["sink"].signal(signal.SIGCONT)
+        check_exactly_once(p, expected, 3 * LEASE_MS / 1000 + 15, "a sink frozen past its lease")
+
+
 def test_broker_stalled_with_the_default_lease(bin_dir):
     """The broker frozen for 30 s with the default 60 s lease: every job is posted
     once afterwards and the worker's slots all come back."""
@@ -232,4 +249,5 @@ if __name__ == "__main__":
     main([test_blip_between_broker_and_worker, test_blip_between_worker_and_broker,
           test_blip_between_worker_and_sink, test_blip_between_poller_and_broker,
           test_worker_paused_past_its_lease, test_worker_paused_briefly_many_times,
-          test_lost_sink_state, test_broker_stalled_with_the_default_lease])
+          test_sink_paused_while_verdicts_are_pushed, test_lost_sink_state,
+          test_broker_stalled_with_the_default_lease])
