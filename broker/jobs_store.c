@@ -105,6 +105,10 @@ void bjobs_set_paused (bjobs_t *self, int entity, bool paused, int64_t now)
 void bjobs_prune (bjobs_t *self, int64_t now)
 {
     pseen_prune (self->finished, now);
+    size_t freed = sched_forget_idle (self->sched);
+    if (freed)
+        plog_debug ("scheduler: freed the state of %zu idle (chat, entity) pairs; %zu kept", freed,
+                    sched_flow_count (self->sched));
     if (self->store)
         store_prune (self->store, now);
 }

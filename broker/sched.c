@@ -283,6 +283,46 @@ const char *sched_chat_kind (sched_t *self, uint32_t chat)
     return chat < self->chat_count ? self->chats[chat]->kind : NULL;
 }
 
+size_t sched_flow_count (sched_t *self)
+{
+    return ptable_size (self->flows);
+}
+
+size_t sched_forget_idle (sched_t *self)
+{
+    //  A flow's turn among its entity's flows is its stamp, and a flow made
+    //  again starts at 0, before every stamp. So an empty flow may go when
+    //  its stamp is older than that of every flow of its entity still
+    //  waiting: made again, it stands where it stood.
+    uint64_t *oldest = pcalloc (self->entity_count + 1, sizeof (uint64_t));
+    for (size_t i = 0; i < self->entity_count; i++) {
+        const heap_t *flows = &self->entities[i].flows;
+        oldest[i] = UINT64_MAX;
+        for (size_t k = 0; k < flows->size; k++) {
+            const flow_t *flow = flows->items[k];
+            if (flow->stamp < oldest[i])
+                oldest[i] = flow->stamp;
+        }
+    }
+    //  Parked flows wait on a chat too: they stay whatever their stamp.
+    size_t n = 0, cap = 0, cursor = 0;
+    flow_t **idle = NULL, *flow;
+    while ((flow = ptable_next (self->flows, &cursor)))
+        if (flow->jobs.size == 0 && !flow->parked && flow->pos == HEAP_NONE
+            && flow->entity < self->entity_count && flow->stamp < oldest[flow->entity]) {
+            idle = pgrow (idle, &cap, n + 1, sizeof (flow_t *));
+            idle[n++] = flow;
+        }
+    for (size_t i = 0; i < n; i++) {
+        ptable_remove (self->flows, &idle[i]->key);
+        heap_destroy (&idle[i]->jobs);
+        free (idle[i]);
+    }
+    free (idle);
+    free (oldest);
+    return n;
+}
+
 //  --- keeping the heaps right ------------------------------------------------------------
 
 //  True when the entity's most urgent ready job is paced (read from the

@@ -376,6 +376,45 @@ static void test_rotation (void **state)
     sched_destroy (&s);
 }
 
+//  Freeing the state of idle (chat, entity) pairs keeps the chats' turns: a
+//  chat served last waits behind the chats that waited, even after its state
+//  was freed and made again; with nothing waiting, every pair is freed.
+static void test_forget_idle_keeps_turns (void **state)
+{
+    (void) state;
+    setup_t st = {0};
+    sched_t *s = s_new (&st, 1);
+    uint32_t a = sched_chat_intern (s, "src/a", "src", "");
+    uint32_t b = sched_chat_intern (s, "src/b", "src", "");
+    uint32_t c = sched_chat_intern (s, "src/c", "src", "");
+    //  Each chat served once, in the order a, b, c.
+    s_push (s, 50, 0, a, 0);
+    s_push (s, 50, 0, b, 0);
+    s_push (s, 50, 0, c, 0);
+    for (int i = 0; i < 3; i++)
+        sched_done (s, sched_pop (s, 0), 0);
+    //  b waits again. a was served before b: its state may go. c was served
+    //  after b: freed, it would be made again as never served, and go first.
+    job_t *b2 = s_push (s, 50, 0, b, 1);
+    assert_int_equal (sched_flow_count (s), 3);
+    assert_int_equal (sched_forget_idle (s), 1);
+    assert_int_equal (sched_flow_count (s), 2);
+    job_t *c2 = s_push (s, 50, 0, c, 2);
+    job_t *a2 = s_push (s, 50, 0, a, 2);
+    assert_int_equal (s_pop_id (s, 2), a2->id);
+    assert_int_equal (s_pop_id (s, 2), b2->id);
+    assert_int_equal (s_pop_id (s, 2), c2->id);
+    sched_done (s, &a2->sj, 2);
+    sched_done (s, &b2->sj, 2);
+    sched_done (s, &c2->sj, 2);
+    //  Nothing waits: every pair goes, and work for them comes out as ever.
+    assert_int_equal (sched_forget_idle (s), 3);
+    assert_int_equal (sched_flow_count (s), 0);
+    job_t *again = s_push (s, 50, 0, c, 3);
+    assert_int_equal (s_pop_id (s, 3), again->id);
+    sched_destroy (&s);
+}
+
 //  A thousand entities in ten thousand chats: the scheduler keeps state only
 //  for the (entity, chat) pairs that have had a job, not a slot for every
 //  entity in every chat (ten million of them, 80 MB), and every job comes
@@ -555,6 +594,7 @@ int main (void)
         cmocka_unit_test (test_unreserve_gives_the_slot_back),
         cmocka_unit_test (test_pause_and_resume),
         cmocka_unit_test (test_rotation),
+        cmocka_unit_test (test_forget_idle_keeps_turns),
         cmocka_unit_test (test_many_entities_and_chats_are_sparse),
         cmocka_unit_test (test_aging),
         cmocka_unit_test (test_restored_history_prevents_a_burst),

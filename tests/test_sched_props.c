@@ -299,6 +299,10 @@ static void s_simulate (world_t *w, unsigned seed)
         }
         if (s_best (w, now) >= 0)
             fail_msg ("seed %u t=%lld: a job is eligible but nothing was dispatched", seed, (long long) now);
+        //  Now and then the idle pairs' state is freed, as the broker does:
+        //  nothing above may notice.
+        if (s_rand (w, 4) == 0)
+            sched_forget_idle (w->s);
         //  The next moment anything can happen.
         int64_t next = sched_wakeup (w->s, now);
         for (int i = 0; i < w->njobs; i++) {
