@@ -41,7 +41,7 @@
 #include <unistd.h>
 
 #define ACK_REJECTS_MAX 10000   //  rejects listed in one ACK; the rest are counted
-#define PRUNE_MS        60000   //  how often finished keys and rate history are pruned
+#define PRUNE_MS        60000   //  how often finished keys, rate history and idle scheduler state are pruned
 #define CONGESTION_LOG_MS 10000
 
 typedef struct {
