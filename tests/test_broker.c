@@ -718,6 +718,8 @@ static void test_recovery_order (void **state)
     pseen_t *done = pseen_new (100, 3600000);
     store_set_owner (store, NULL, NULL, done);
     int64_t now = zclock_time ();
+    store_callbacks_t fns = {s_cb_job, s_cb_gone, s_cb_dead, s_cb_gone, s_cb_reservation, s_cb_paused};
+    assert_int_equal (store_load (store, now, 3600000, &fns, NULL), 0);
     store_anchor_t anchors[5];
     memset (anchors, 0, sizeof anchors);
     //  (job id, queued at): written in this order; job 1 twice, job 3 finishes.
