@@ -145,7 +145,7 @@ static int s_segment_sync (pjournal_t *self, pjournal_segment_t *seg)
 //  --- batch syncs behind the loop ---------------------------------------------------
 //
 //  Under batch, acknowledgements never wait for a sync: it only bounds what
-//  a power cut may undo (about a second). Run in the loop, that sync of a
+//  a power cut may undo (PJOURNAL_BATCH_SYNC_MS). Run in the loop, that sync of a
 //  second of appends (megabytes when busy) stalled every message of the
 //  moment for 10-20 ms. So when the open segment is the only one unsynced,
 //  a thread of its own syncs a dup of its fd while the loop goes on. Every
