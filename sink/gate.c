@@ -1,6 +1,7 @@
 /*  gate - replies wait until every user-level budget allows them. See gate.h. */
 #include "sink/gate.h"
 #include "common/palloc.h"
+#include "common/ptable.h"
 
 #include <czmq.h>
 #include <string.h>
@@ -46,8 +47,8 @@ struct gate_s {
     gate_chat_rule_t *rules;
     size_t rule_count;
     int urgent_below;
-    zhashx_t *entries;          //  id -> s_entry_t, waiting and released
-    zhashx_t *chats;            //  key -> s_chat_t
+    ptable_t *entries;          //  s_entry_t by id, waiting and released
+    ptable_t *chats;            //  s_chat_t by key
     s_entry_t **waiting;        //  most urgent first
     size_t waiting_count, waiting_capacity;
     size_t pending;
@@ -64,24 +65,27 @@ struct gate_s {
     int64_t estimate;           //  how long a pending post is expected to take
 };
 
-//  --- ids as hash keys -------------------------------------------------------------
+//  --- the tables' keys -------------------------------------------------------------
 
-static size_t s_id_hash (const void *key)
+static const void *s_entry_key (const void *item)
 {
-    uint64_t x = (uint64_t) (uintptr_t) key;
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    return (size_t) x;
+    return &((const s_entry_t *) item)->id;
 }
 
-static int s_id_compare (const void *a, const void *b)
+static bool s_entry_match (const void *item, const void *key)
 {
-    uintptr_t x = (uintptr_t) a, y = (uintptr_t) b;
-    return x < y ? -1 : x > y;
+    return ((const s_entry_t *) item)->id == *(const uint64_t *) key;
 }
 
-#define ID_KEY(id) ((void *) (uintptr_t) (id))
+static const void *s_chat_key (const void *item)
+{
+    return ((const s_chat_t *) item)->key;
+}
+
+static bool s_chat_match (const void *item, const void *key)
+{
+    return strcmp (((const s_chat_t *) item)->key, key) == 0;
+}
 
 //  --- budgets ------------------------------------------------------------------------
 
@@ -132,7 +136,7 @@ static bool s_matches (const char *pattern, const char *value)
 
 static s_chat_t *s_chat (gate_t *self, const char *key, const char *kind)
 {
-    s_chat_t *chat = zhashx_lookup (self->chats, key);
+    s_chat_t *chat = ptable_lookup (self->chats, key);
     if (chat)
         return chat;
     char source[256];
@@ -152,17 +156,15 @@ static s_chat_t *s_chat (gate_t *self, const char *key, const char *kind)
     chat = pcalloc (1, sizeof *chat);
     chat->key = pstrdup (key);
     s_budget_init (&chat->budget, limit);
-    zhashx_insert (self->chats, key, chat);
+    ptable_insert (self->chats, chat);
     return chat;
 }
 
-static void s_chat_free (void **item)
+static void s_chat_free (s_chat_t *chat)
 {
-    s_chat_t *chat = *item;
     limit_log_destroy (&chat->budget.log);
     free (chat->key);
     free (chat);
-    *item = NULL;
 }
 
 //  Forgets chats nobody waits in whose history no longer limits anything.
@@ -171,15 +173,20 @@ static void s_prune_chats (gate_t *self, int64_t now)
     if (now - self->last_prune < CHAT_PRUNE_MS)
         return;
     self->last_prune = now;
-    zlistx_t *idle = zlistx_new ();
-    for (s_chat_t *c = zhashx_first (self->chats); c; c = zhashx_next (self->chats)) {
+    s_chat_t **idle = NULL, *c;
+    size_t n = 0, capacity = 0, cursor = 0;
+    while ((c = ptable_next (self->chats, &cursor))) {
         const limit_log_t *log = &c->budget.log;
-        if (!c->refs && (!log->count || limit_log_entry (log, 0) + LIMITS_HOUR_MS <= now))
-            zlistx_add_end (idle, c->key);
+        if (!c->refs && (!log->count || limit_log_entry (log, 0) + LIMITS_HOUR_MS <= now)) {
+            idle = pgrow (idle, &capacity, n + 1, sizeof *idle);
+            idle[n++] = c;
+        }
     }
-    for (const char *key = zlistx_first (idle); key; key = zlistx_next (idle))
-        zhashx_delete (self->chats, key);
-    zlistx_destroy (&idle);
+    for (size_t i = 0; i < n; i++) {
+        ptable_remove (self->chats, idle[i]->key);
+        s_chat_free (idle[i]);
+    }
+    free (idle);
 }
 
 //  --- life ------------------------------------------------------------------------------
@@ -200,13 +207,8 @@ gate_t *gate_new (const gate_config_t *config)
         self->rules[i].chat_kind = pstrdup (config->chat_rules[i].chat_kind);
     }
     self->urgent_below = config->urgent_below;
-    self->entries = zhashx_new ();
-    zhashx_set_key_hasher (self->entries, s_id_hash);
-    zhashx_set_key_comparator (self->entries, s_id_compare);
-    zhashx_set_key_duplicator (self->entries, NULL);
-    zhashx_set_key_destructor (self->entries, NULL);
-    self->chats = zhashx_new ();
-    zhashx_set_destructor (self->chats, s_chat_free);
+    self->entries = ptable_new (ptable_hash_u64, s_entry_key, s_entry_match);
+    self->chats = ptable_new (ptable_hash_str, s_chat_key, s_chat_match);
     self->estimate = EST_FIRST_MS;
     self->next_wake = GATE_NEVER;
     return self;
@@ -217,10 +219,16 @@ void gate_destroy (gate_t **self_p)
     if (!self_p || !*self_p)
         return;
     gate_t *self = *self_p;
-    for (s_entry_t *e = zhashx_first (self->entries); e; e = zhashx_next (self->entries))
+    size_t cursor = 0;
+    s_entry_t *e;
+    while ((e = ptable_next (self->entries, &cursor)))
         free (e);
-    zhashx_destroy (&self->entries);
-    zhashx_destroy (&self->chats);
+    ptable_destroy (&self->entries);
+    cursor = 0;
+    s_chat_t *chat;
+    while ((chat = ptable_next (self->chats, &cursor)))
+        s_chat_free (chat);
+    ptable_destroy (&self->chats);
     limit_log_destroy (&self->global.log);
     for (size_t i = 0; i < self->entity_count; i++)
         limit_log_destroy (&self->entities[i].log);
@@ -314,7 +322,7 @@ static bool s_dequeue (uint64_t *ring, size_t *head, size_t *count, size_t capac
 
 static void s_forget (gate_t *self, s_entry_t *e)
 {
-    zhashx_delete (self->entries, ID_KEY (e->id));
+    ptable_remove (self->entries, &e->id);
     e->chat->refs--;
     free (e);
 }
@@ -325,7 +333,7 @@ int gate_add (gate_t *self, const gate_reply_t *r, int64_t now)
     assert (r->id);
     if (r->expires_ms && now > r->expires_ms)
         return -1;
-    if (zhashx_lookup (self->entries, ID_KEY (r->id)))
+    if (ptable_lookup (self->entries, &r->id))
         gate_remove (self, r->id);
     s_entry_t *e = pcalloc (1, sizeof *e);
     e->id = r->id;
@@ -344,7 +352,7 @@ int gate_add (gate_t *self, const gate_reply_t *r, int64_t now)
         e->budgets[n++] = &self->entities[r->entity];
     if (limit_log_active (&e->chat->budget.log))
         e->budgets[n++] = &e->chat->budget;
-    zhashx_insert (self->entries, ID_KEY (e->id), e);
+    ptable_insert (self->entries, e);
     s_wait (self, e);
     self->dirty = true;
     return 0;
@@ -353,7 +361,7 @@ int gate_add (gate_t *self, const gate_reply_t *r, int64_t now)
 bool gate_remove (gate_t *self, uint64_t id)
 {
     assert (self);
-    s_entry_t *e = zhashx_lookup (self->entries, ID_KEY (id));
+    s_entry_t *e = ptable_lookup (self->entries, &id);
     if (!e)
         return false;
     if (e->released_at)
@@ -385,7 +393,7 @@ static void s_unpend (gate_t *self, s_entry_t *e, int64_t at, bool record)
 void gate_posted (gate_t *self, uint64_t id, int64_t at)
 {
     assert (self);
-    s_entry_t *e = zhashx_lookup (self->entries, ID_KEY (id));
+    s_entry_t *e = ptable_lookup (self->entries, &id);
     if (!e || !e->released_at)
         return;
     //  Learn how long posts take, for the estimate of pending ones.
@@ -408,7 +416,7 @@ void gate_posted (gate_t *self, uint64_t id, int64_t at)
 void gate_cancel (gate_t *self, uint64_t id)
 {
     assert (self);
-    s_entry_t *e = zhashx_lookup (self->entries, ID_KEY (id));
+    s_entry_t *e = ptable_lookup (self->entries, &id);
     if (e && e->released_at)
         s_unpend (self, e, 0, false);
 }
@@ -536,7 +544,7 @@ gate_event_t gate_next (gate_t *self, int64_t now, uint64_t *id)
         uint64_t found;
         if (s_dequeue (self->expired, &self->expired_head, &self->expired_count,
                        self->expired_capacity, &found)) {
-            s_entry_t *e = zhashx_lookup (self->entries, ID_KEY (found));
+            s_entry_t *e = ptable_lookup (self->entries, &found);
             if (!e || e->released_at)
                 continue;
             s_forget (self, e);
@@ -544,7 +552,7 @@ gate_event_t gate_next (gate_t *self, int64_t now, uint64_t *id)
             return GATE_EXPIRED;
         }
         if (s_dequeue (self->go, &self->go_head, &self->go_count, self->go_capacity, &found)) {
-            s_entry_t *e = zhashx_lookup (self->entries, ID_KEY (found));
+            s_entry_t *e = ptable_lookup (self->entries, &found);
             if (!e || !e->released_at)
                 continue;   //  removed since the pass
             *id = found;
