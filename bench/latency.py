@@ -13,7 +13,7 @@ from harness import Pipeline
 import bench_durability
 
 
-def probe(build, fsync, count, rate=0, background=0):
+def probe(build, fsync, count, rate=0, background=0, ipc=False):
     """The probe's figures (count, lost, p50_us, p90_us, p99_us, max_us, ...)
     against a pipeline with state in memory (fsync "memory") or durable.
 
@@ -22,6 +22,10 @@ def probe(build, fsync, count, rate=0, background=0):
     the demo source (every message mentions one entity), which share the
     pipeline and the pipe with the probe's jobs."""
     with Pipeline(build, {}, "bench-latency") as p:
+        if ipc:
+            #  All four endpoints as Unix domain sockets: one machine.
+            p.frontend, p.backend, p.results, p.stats = (
+                "ipc://" + p.path(n) for n in ("frontend", "backend", "results", "stats"))
         fifo = p.path("posted.fifo")
         os.mkfifo(fifo)
         memory = fsync == "memory"

@@ -60,13 +60,15 @@ def redis(build, jobs, size, aof=None, pattern="reliable"):
         return _pair(p, build, "bench_redis", port, jobs, size, [pattern])
 
 
-def zmq_pipeline(build, jobs, size, hops=5, pace_us=0):
+def zmq_pipeline(build, jobs, size, hops=5, pace_us=0, ipc=False):
     """source -> (hops - 1) stages -> sink, each its own process. Jobs per
     second; or with pace_us, one message every pace_us microseconds and the
-    sink's {"p50_us", "p99_us"} of send-to-arrival time."""
+    sink's {"p50_us", "p99_us"} of send-to-arrival time. TCP on 127.0.0.1,
+    or with ipc Unix domain sockets (ipc://) in the run's directory."""
     with Pipeline(build, None, "peer-zmq") as p:
         tool = binary(build, "bench_zmq_pipe")
-        ends = [free_endpoint() for _ in range(hops)]      #  each receiver's PULL
+        #  Each receiver's PULL.
+        ends = [("ipc://" + p.path("hop%d" % i)) if ipc else free_endpoint() for i in range(hops)]
         sink = start_piped(p, "sink", [tool, "sink", ends[-1], str(jobs)]
                            + (["latency"] if pace_us else []))
         for i in range(hops - 2, -1, -1):

@@ -105,9 +105,9 @@ def measures(build, quick):
                                     bench_durability.rate_limited_throughput(build, jobs)},
                        params={"jobs": jobs, "rate_limited_jobs_queued": jobs * 9}))
 
-    def lat_run(fsync, prefix):
+    def lat_run(fsync, prefix, ipc=False):
         def run(ctx):
-            r = latency.probe(build, fsync, lat)
+            r = latency.probe(build, fsync, lat, ipc=ipc)
             return {prefix + "p50_us": r["p50_us"], prefix + "p99_us": r["p99_us"]}
         return run
     out.append(Measure("latency", {"latency_p50_us": "µs", "latency_p99_us": "µs"},
@@ -115,6 +115,11 @@ def measures(build, quick):
     out.append(Measure("latency_memory",
                        {"latency_memory_p50_us": "µs", "latency_memory_p99_us": "µs"},
                        lat_run("memory", "latency_memory_"), params={"jobs": lat}))
+    #  The same over Unix domain sockets, for daemons that share one machine.
+    out.append(Measure("latency_memory_ipc",
+                       {"latency_memory_ipc_p50_us": "µs", "latency_memory_ipc_p99_us": "µs"},
+                       lat_run("memory", "latency_memory_ipc_", ipc=True),
+                       params={"jobs": lat, "endpoints": "ipc"}))
     probe_rate = 500
 
     def half_load(ctx):
@@ -190,6 +195,14 @@ def measures(build, quick):
                                            "zmq_raw_latency_p99_us": "µs"}, zmq_latency,
                        params={"jobs": lat, "payload_bytes": PAYLOAD, "hops": 3,
                                "pace_us": 2000}))
+
+    def zmq_latency_ipc(ctx):
+        r = peers.zmq_pipeline(build, lat, PAYLOAD, hops=3, pace_us=2000, ipc=True)
+        return {"zmq_raw_latency_ipc_p50_us": r["p50_us"], "zmq_raw_latency_ipc_p99_us": r["p99_us"]}
+    out.append(Measure("zmq_raw_latency_ipc", {"zmq_raw_latency_ipc_p50_us": "µs",
+                                               "zmq_raw_latency_ipc_p99_us": "µs"}, zmq_latency_ipc,
+                       params={"jobs": lat, "payload_bytes": PAYLOAD, "hops": 3,
+                               "pace_us": 2000, "endpoints": "ipc"}))
     return out
 
 
@@ -231,12 +244,15 @@ def ratios(figures, peer_names):
 
 
 #  Figures printed as a ratio to another of the same run: the latency at one
-#  job in flight to the raw five-hop pipeline's (its floor), and the large
+#  job in flight to the raw three-hop pipeline's (its floor, over the same
+#  kind of endpoint), and the large
 #  configuration's throughput to the small one's.
 PAIRS = [("latency_p50_us", "zmq_raw_latency_p50_us"),
          ("latency_p99_us", "zmq_raw_latency_p99_us"),
          ("latency_memory_p50_us", "zmq_raw_latency_p50_us"),
          ("latency_memory_p99_us", "zmq_raw_latency_p99_us"),
+         ("latency_memory_ipc_p50_us", "zmq_raw_latency_ipc_p50_us"),
+         ("latency_memory_ipc_p99_us", "zmq_raw_latency_ipc_p99_us"),
          ("e2e_entities_1000_jobs_per_s", "e2e_entities_10_jobs_per_s")]
 
 
