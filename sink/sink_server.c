@@ -549,8 +549,11 @@ static sink_t *s_sink_new (zsock_t *pipe, const pcfg_t *c, const char *ready_fil
     if (self->store)
         plog_info ("recovered from %s in %" PRId64 " ms", sink_store_path (self->store),
                    zclock_mono () - start);
-    prt_reader (self->rt, self->results, s_read_results, self);
+    //  The broker's socket first: a pushed verdict and its result that are
+    //  both waiting are then read in that order, and the result posts
+    //  without being asked about.
     prt_reader (self->rt, self->broker, s_read_broker, self);
+    prt_reader (self->rt, self->results, s_read_results, self);
     prt_reader (self->rt, self->publisher, hub_read, self->hub);
     dests_t *dests = post_dests (self->post);
     for (size_t i = 0; i < dests_count (dests); i++)
