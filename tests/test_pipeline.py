@@ -171,9 +171,37 @@ def test_empty_payload_survives_a_restart(bin_dir):
         wait_until(lambda: p.broker_stats()["jobs"] == 1, 10, "the job back after the restart")
 
 
+def test_one_machine_over_ipc(bin_dir):
+    """Every endpoint a Unix domain socket, as the README's "One machine" shows:
+    every message answered once, and parleyctl reaches the broker the same way."""
+    config = base_config(ENTITIES, sink={"destinations": []})
+    with Pipeline(bin_dir, config, "ipc") as p:
+        ends = {k: "ipc://" + p.path(k) for k in ("front", "back", "results", "stats")}
+        config["network"].update({"brokerFrontend": ends["front"], "brokerBackend": ends["back"],
+                                  "sinkResults": ends["results"], "statsPublish": ends["stats"]})
+        p.frontend, p.backend, p.results, p.stats = (ends[k] for k in ("front", "back", "results", "stats"))
+        config["sink"]["destinations"] = [{"name": "out", "type": "jsonl", "path": p.output}]
+        msgs = messages(200)
+        jsonl_input(p, config, msgs)
+        p.write_config(config)
+        p.start_broker()
+        p.start_sink()
+        p.start_worker()
+        p.start_poller()
+        wait_until(lambda: len(p.posted()) >= 200, 30, "200 replies over ipc://")
+        for k in ends:
+            check(os.path.exists(p.path(k)), "no socket file %s" % p.path(k))
+        pairs = collections.Counter((r["msg_key"], r["entity"]) for r in p.posted())
+        check(max(pairs.values()) == 1, "a reply was posted twice")
+        check(set(pairs) == {("in/%s/%s" % (m["chat"], m["id"]), expected_entity(m)) for m in msgs},
+              "the replies are not one per message to its entity")
+        check(p.broker_stats()["posted"] == 200, "parleyctl over ipc:// does not see 200 posts")
+
+
 if __name__ == "__main__":
     main([test_thousand_messages_once_each_in_priority_order,
           test_second_worker_joins_and_takes_work,
           test_worker_lost_jobs_come_back,
           test_python_worker_written_from_the_spec,
-          test_empty_payload_survives_a_restart])
+          test_empty_payload_survives_a_restart,
+          test_one_machine_over_ipc])
