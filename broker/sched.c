@@ -290,23 +290,25 @@ size_t sched_flow_count (sched_t *self)
 
 size_t sched_forget_idle (sched_t *self)
 {
-    //  A flow's turn among its entity's flows is its stamp, and a flow made
-    //  again starts at 0, before every stamp. So an empty flow may go when
-    //  its stamp is older than that of every flow of its entity still
-    //  waiting: made again, it stands where it stood.
+    //  A flow's turn among its entity's flows is its stamp (when it last
+    //  dispatched; 0: never), and a flow made again starts at 0. So an empty
+    //  flow may go when its stamp is older than that of every flow of its
+    //  entity with work that has dispatched before: made again, it still
+    //  goes before those. Against flows that never dispatched it ties, and
+    //  the older job goes first.
     uint64_t *oldest = pcalloc (self->entity_count + 1, sizeof (uint64_t));
-    for (size_t i = 0; i < self->entity_count; i++) {
-        const heap_t *flows = &self->entities[i].flows;
+    for (size_t i = 0; i < self->entity_count; i++)
         oldest[i] = UINT64_MAX;
-        for (size_t k = 0; k < flows->size; k++) {
-            const flow_t *flow = flows->items[k];
-            if (flow->stamp < oldest[i])
-                oldest[i] = flow->stamp;
-        }
-    }
+    size_t cursor = 0;
+    flow_t *flow;
+    while ((flow = ptable_next (self->flows, &cursor)))
+        if (flow->jobs.size > 0 && flow->stamp > 0 && flow->entity < self->entity_count
+            && flow->stamp < oldest[flow->entity])
+            oldest[flow->entity] = flow->stamp;
     //  Parked flows wait on a chat too: they stay whatever their stamp.
-    size_t n = 0, cap = 0, cursor = 0;
-    flow_t **idle = NULL, *flow;
+    size_t n = 0, cap = 0;
+    flow_t **idle = NULL;
+    cursor = 0;
     while ((flow = ptable_next (self->flows, &cursor)))
         if (flow->jobs.size == 0 && !flow->parked && flow->pos == HEAP_NONE
             && flow->entity < self->entity_count && flow->stamp < oldest[flow->entity]) {

@@ -102,10 +102,11 @@ uint32_t sched_chat_intern (sched_t *self, const char *key, const char *source, 
 size_t sched_chat_count (sched_t *self);
 
 //  Frees the per-(chat, entity) state of pairs that hold no job, where that
-//  loses nothing: a pair is kept while its entity has ready work that was
-//  served after it (its turn among the entity's chats still counts). Called
-//  now and then; returns how many it freed. Without it, every pair that ever
-//  had a job would be kept for the life of the process.
+//  keeps the chats' turns: a pair is kept while its entity has work in a
+//  chat served after it (its turn among the entity's chats still counts).
+//  A pair made again counts as never served. Called now and then; returns
+//  how many it freed. Without it, every pair that ever had a job would be
+//  kept for the life of the process.
 size_t sched_forget_idle (sched_t *self);
 //  Pairs (chat, entity) the scheduler holds state for.
 size_t sched_flow_count (sched_t *self);

@@ -412,6 +412,15 @@ static void test_forget_idle_keeps_turns (void **state)
     assert_int_equal (sched_flow_count (s), 0);
     job_t *again = s_push (s, 50, 0, c, 3);
     assert_int_equal (s_pop_id (s, 3), again->id);
+    sched_done (s, &again->sj, 3);
+    //  A chat never served does not hold the others' state: c (served) is
+    //  empty while d waits; c goes, and comes back behind d's older job.
+    uint32_t d = sched_chat_intern (s, "src/d", "src", "");
+    job_t *d1 = s_push (s, 50, 0, d, 4);
+    assert_int_equal (sched_forget_idle (s), 1);
+    job_t *c3 = s_push (s, 50, 0, c, 5);
+    assert_int_equal (s_pop_id (s, 5), d1->id);
+    assert_int_equal (s_pop_id (s, 5), c3->id);
     sched_destroy (&s);
 }
 
