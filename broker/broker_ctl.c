@@ -47,6 +47,7 @@ size_t broker_stats_values (bctl_t *ctx, proto_num_t *values, size_t max)
         {"credit", (double) bworkers_credit (ctx->workers)},
         {"dlq", (double) bdlq_size (ctx->dlq)},
         {"chats", (double) sched_chat_count (ctx->sched)},
+        {"pairs", (double) sched_flow_count (ctx->sched)},
         {"paused", sched_paused (ctx->sched, -1) ? 1.0 : 0.0},
     };
     size_t n = sizeof all / sizeof all[0];

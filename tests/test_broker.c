@@ -765,6 +765,8 @@ static void test_recovery_order (void **state)
         assert_int_equal (proto_send (w, PROTO_RELEASE, &release), 0);
     }
     assert_false (s_expect_within (w, PROTO_JOB, &msg, 300));
+    //  One (chat, entity) pair had work; its state stays until the sweep.
+    assert_int_equal (s_stat (&b, "pairs"), 1);
     zsock_destroy (&w);
     s_stop (&b);
     char cmd[300];
