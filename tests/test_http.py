@@ -182,7 +182,10 @@ def test_http_destination_retries_and_dead_letters(bin_dir):
         check(key == "joker/in/c/a", "Idempotency-Key %r" % key)
         check(body["chat"] == "c" and body["replyTo"] == "a" and body["entity"] == "joker",
               "body %s" % body)
-        sink = p.component("sink")
+        # The API has the post; the sink counts it once the answer is in, and
+        # its counters reach parleyctl with its next stats.
+        sink = wait_until(lambda: (lambda c: c if c.get("posted") else None)(p.component("sink")),
+                          10, "the sink to count the post")
         check(sink["post_retries"] >= 1 and sink["posted"] == 1, "sink: %s" % sink)
 
 
