@@ -288,6 +288,26 @@ size_t sched_flow_count (sched_t *self)
     return ptable_size (self->flows);
 }
 
+typedef struct {
+    const sched_t *self;
+    const uint64_t *oldest;     //  per entity: the oldest stamp among its flows with work
+} s_forget_t;
+
+static bool s_flow_idle (const void *item, void *arg)
+{
+    const flow_t *flow = item;
+    const s_forget_t *f = arg;
+    return flow->jobs.size == 0 && !flow->parked && flow->pos == HEAP_NONE
+           && flow->entity < f->self->entity_count && flow->stamp < f->oldest[flow->entity];
+}
+
+static void s_flow_free (void *item)
+{
+    flow_t *flow = item;
+    heap_destroy (&flow->jobs);
+    free (flow);
+}
+
 size_t sched_forget_idle (sched_t *self)
 {
     //  A flow's turn among its entity's flows is its stamp (when it last
@@ -306,21 +326,8 @@ size_t sched_forget_idle (sched_t *self)
             && flow->stamp < oldest[flow->entity])
             oldest[flow->entity] = flow->stamp;
     //  Parked flows wait on a chat too: they stay whatever their stamp.
-    size_t n = 0, cap = 0;
-    flow_t **idle = NULL;
-    cursor = 0;
-    while ((flow = ptable_next (self->flows, &cursor)))
-        if (flow->jobs.size == 0 && !flow->parked && flow->pos == HEAP_NONE
-            && flow->entity < self->entity_count && flow->stamp < oldest[flow->entity]) {
-            idle = pgrow (idle, &cap, n + 1, sizeof (flow_t *));
-            idle[n++] = flow;
-        }
-    for (size_t i = 0; i < n; i++) {
-        ptable_remove (self->flows, &idle[i]->key);
-        heap_destroy (&idle[i]->jobs);
-        free (idle[i]);
-    }
-    free (idle);
+    s_forget_t forget = {self, oldest};
+    size_t n = ptable_remove_if (self->flows, s_flow_idle, &forget, s_flow_free);
     free (oldest);
     return n;
 }

@@ -113,9 +113,24 @@ static void s_grow_for (ptable_t *self, size_t size)
     free (old);
 }
 
-void ptable_reserve (ptable_t *self, size_t size)
+size_t ptable_remove_if (ptable_t *self, ptable_doomed_fn *doomed, void *arg, void (*dispose) (void *item))
 {
-    s_grow_for (self, size);
+    void **gone = NULL;
+    size_t n = 0, capacity = 0;
+    for (size_t i = 0; i < self->capacity; i++) {
+        void *item = self->slots[i].item;
+        if (item && doomed (item, arg)) {
+            gone = pgrow (gone, &capacity, n + 1, sizeof (void *));
+            gone[n++] = item;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        ptable_remove (self, self->key_of (gone[i]));
+        if (dispose)
+            dispose (gone[i]);
+    }
+    free (gone);
+    return n;
 }
 
 void ptable_insert (ptable_t *self, void *item)

@@ -41,9 +41,12 @@ void ptable_prefetch (const ptable_t *self, uint64_t hash);
 void *ptable_lookup_hashed (const ptable_t *self, const void *key, uint64_t hash);
 void ptable_insert_hashed (ptable_t *self, void *item, uint64_t hash);
 
-//  Makes room for `size` records at once: a table about to be filled
-//  with many (a restart's) grows once instead of step by step.
-void ptable_reserve (ptable_t *self, size_t size);
+//  Removes every record `doomed` says yes to, and hands each to `dispose`
+//  (if any) once it is out; returns how many. The walk cannot remove as it
+//  goes (a removal shifts later records back), so the sweeps that forget
+//  idle state call this.
+typedef bool (ptable_doomed_fn) (const void *item, void *arg);
+size_t ptable_remove_if (ptable_t *self, ptable_doomed_fn *doomed, void *arg, void (*dispose) (void *item));
 //  Removes and returns the record with `key`, or NULL.
 void *ptable_remove (ptable_t *self, const void *key);
 size_t ptable_size (const ptable_t *self);

@@ -167,26 +167,27 @@ static void s_chat_free (s_chat_t *chat)
     free (chat);
 }
 
+//  Nobody waits in it and its history no longer limits anything (arg: now).
+static bool s_chat_idle (const void *item, void *arg)
+{
+    const s_chat_t *c = item;
+    const limit_log_t *log = &c->budget.log;
+    int64_t now = *(const int64_t *) arg;
+    return !c->refs && (!log->count || limit_log_entry (log, 0) + LIMITS_HOUR_MS <= now);
+}
+
+static void s_chat_dispose (void *item)
+{
+    s_chat_free (item);
+}
+
 //  Forgets chats nobody waits in whose history no longer limits anything.
 static void s_prune_chats (gate_t *self, int64_t now)
 {
     if (now - self->last_prune < CHAT_PRUNE_MS)
         return;
     self->last_prune = now;
-    s_chat_t **idle = NULL, *c;
-    size_t n = 0, capacity = 0, cursor = 0;
-    while ((c = ptable_next (self->chats, &cursor))) {
-        const limit_log_t *log = &c->budget.log;
-        if (!c->refs && (!log->count || limit_log_entry (log, 0) + LIMITS_HOUR_MS <= now)) {
-            idle = pgrow (idle, &capacity, n + 1, sizeof *idle);
-            idle[n++] = c;
-        }
-    }
-    for (size_t i = 0; i < n; i++) {
-        ptable_remove (self->chats, idle[i]->key);
-        s_chat_free (idle[i]);
-    }
-    free (idle);
+    ptable_remove_if (self->chats, s_chat_idle, &now, s_chat_dispose);
 }
 
 //  --- life ------------------------------------------------------------------------------

@@ -181,6 +181,20 @@ static bool s_rec_match (const void *item, const void *key)
     return ptable_u64x2_equal (s_rec_key (item), key);
 }
 
+static size_t s_disposed;
+
+static bool s_odd_id (const void *item, void *arg)
+{
+    (void) arg;
+    return ((const s_rec_t *) item)->id & 1;
+}
+
+static void s_count_disposed (void *item)
+{
+    assert_true (((s_rec_t *) item)->id & 1);
+    s_disposed++;
+}
+
 static void test_ptable_against_a_reference (void **state)
 {
     (void) state;
@@ -220,8 +234,6 @@ static void test_ptable_against_a_reference (void **state)
             size++;
         }
         assert_int_equal (ptable_size (t), size);
-        if (step == 100000)
-            ptable_reserve (t, 150000);     //  room made midway: slots on huge pages
     }
     size_t cursor = 0, walked = 0;
     s_rec_t *r;
@@ -234,10 +246,42 @@ static void test_ptable_against_a_reference (void **state)
         ptable_u64x2_t key = {recs[i].a, recs[i].b};
         assert_ptr_equal (ptable_lookup (t, &key), in[i] ? &recs[i] : NULL);
     }
+    //  A sweep: the records with an odd id go, the rest stay findable.
+    s_disposed = 0;
+    size_t odd = 0;
+    for (size_t i = 0; i < N; i++)
+        odd += in[i] && (recs[i].id & 1);
+    assert_int_equal (ptable_remove_if (t, s_odd_id, NULL, s_count_disposed), odd);
+    assert_int_equal (s_disposed, odd);
+    assert_int_equal (ptable_size (t), size - odd);
+    for (size_t i = 0; i < N; i++) {
+        ptable_u64x2_t key = {recs[i].a, recs[i].b};
+        assert_ptr_equal (ptable_lookup (t, &key), in[i] && !(recs[i].id & 1) ? &recs[i] : NULL);
+    }
     ptable_destroy (&t);
     assert_null (t);
     free (recs);
     free (in);
+}
+
+//  A table grown past 2 MiB of slots (huge pages where offered) keeps every record.
+static void test_ptable_large (void **state)
+{
+    (void) state;
+    enum { N = 150000 };
+    s_rec_t *recs = calloc (N, sizeof *recs);
+    ptable_t *t = ptable_new (ptable_hash_u64x2, s_rec_key, s_rec_match);
+    for (size_t i = 0; i < N; i++) {
+        recs[i] = (s_rec_t) {i, i, i * 31};
+        ptable_insert (t, &recs[i]);
+    }
+    assert_int_equal (ptable_size (t), N);
+    for (size_t i = 0; i < N; i++) {
+        ptable_u64x2_t key = {recs[i].a, recs[i].b};
+        assert_ptr_equal (ptable_lookup (t, &key), &recs[i]);
+    }
+    ptable_destroy (&t);
+    free (recs);
 }
 
 int main (void)
@@ -249,6 +293,7 @@ int main (void)
         cmocka_unit_test (test_backoff),
         cmocka_unit_test (test_limits_pending_and_pacing),
         cmocka_unit_test (test_ptable_against_a_reference),
+        cmocka_unit_test (test_ptable_large),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }
