@@ -185,8 +185,8 @@ static int s_make_secure (const proto_net_t *net, zsock_t *sock, const char *end
     return 0;
 }
 
-zsock_t *proto_sock_new (const proto_net_t *net, int type, const char *endpoint, bool bind,
-                         const char *identity, proto_port_t port)
+zsock_t *proto_sock_prepare (const proto_net_t *net, int type, const char *endpoint, bool bind,
+                             const char *identity, proto_port_t port)
 {
     if (net->failed) {
         plog_error ("cannot %s %s: the security settings could not be loaded (see above)",
@@ -228,6 +228,15 @@ zsock_t *proto_sock_new (const proto_net_t *net, int type, const char *endpoint,
         zsock_destroy (&sock);
         return NULL;
     }
+    return sock;
+}
+
+zsock_t *proto_sock_new (const proto_net_t *net, int type, const char *endpoint, bool bind,
+                         const char *identity, proto_port_t port)
+{
+    zsock_t *sock = proto_sock_prepare (net, type, endpoint, bind, identity, port);
+    if (!sock)
+        return NULL;
     int rc = bind ? zsock_bind (sock, "%s", endpoint) : zsock_connect (sock, "%s", endpoint);
     if (rc == -1) {
         plog_error ("cannot %s %s: %s", bind ? "bind" : "connect to", endpoint,

@@ -72,6 +72,14 @@ const char *proto_port_name (proto_port_t port);
 zsock_t *proto_sock_new (const proto_net_t *net, int type, const char *endpoint, bool bind,
                          const char *identity, proto_port_t port);
 
+//  proto_sock_new without the bind or connect, for a caller that must set
+//  something up first: a socket monitor sees only connections made after
+//  it, and connecting, disconnecting and connecting again to catch the
+//  first can leave two connections to one peer for a moment, the monitor
+//  unable to tell which of them is the one that stays.
+zsock_t *proto_sock_prepare (const proto_net_t *net, int type, const char *endpoint, bool bind,
+                             const char *identity, proto_port_t port);
+
 //  True when `endpoint` stays on this machine: ipc://, inproc://, or TCP on
 //  a loopback address (127.0.0.0/8, ::1, localhost, the "lo" interface).
 bool proto_endpoint_is_local (const char *endpoint);

@@ -16,6 +16,7 @@ import time
 
 import msgpack
 import zmq
+import zmq.utils.monitor
 
 from harness import Pipeline, TestFailure, base_config, check, free_endpoint, main
 
@@ -441,6 +442,37 @@ def test_sink_unreachable_hands_jobs_back(bin_dir, fakes):
 
 
 @with_fakes()
+def test_one_connection_to_the_sink(bin_dir, fakes):
+    """A worker opens one connection to the sink and keeps it: the sink accepts it once,
+    and never sees it closed while both run. (Two connections at once, even for a moment,
+    left the worker unable to tell which one the sink's going away closed: it went on
+    offering results to a sink that was gone.)"""
+    monitor = fakes.sink.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
+    try:
+        p = start(bin_dir, "wp-one-conn", fakes, templateLatencyMs=0, concurrency=8)
+        with p:
+            w = run_worker(p, fakes)
+            fakes.send_jobs([job_item(61, 161)])
+            fakes.wait(lambda: fakes.resulted(61) and fakes.released(61), 5, "job 61 written and released")
+            # A last job a second later: whatever the start-up did to the connection has happened.
+            later = time.monotonic() + 1.0
+            fakes.wait(lambda: fakes.heartbeat_after(later), 5, "a heartbeat a second later")
+            fakes.send_jobs([job_item(62, 162)])
+            fakes.wait(lambda: fakes.resulted(62) and fakes.released(62), 5, "job 62 written and released")
+            events = []
+            while monitor.poll(0):
+                events.append(zmq.utils.monitor.recv_monitor_message(monitor)["event"])
+            check(events == [zmq.EVENT_ACCEPTED],
+                  "the sink saw %r, not one connection accepted and kept" % events)
+            check(p.log("worker").count("connected to the sink") == 1,
+                  "the worker logged its connection %d times" % p.log("worker").count("connected to the sink"))
+            check(w.alive(), "the worker died")
+    finally:
+        fakes.sink.disable_monitor()
+        monitor.close(0)
+
+
+@with_fakes()
 def test_sigterm_drain_returns_unstarted_jobs(bin_dir, fakes):
     """SIGTERM: HEARTBEAT draining=1, new jobs back at once, the rest back at drainTimeoutMs, exit 0."""
     p = start(bin_dir, "wp-drain", fakes, templateLatencyMs=60000, concurrency=8,
@@ -516,5 +548,6 @@ if __name__ == "__main__":
           test_welcome_cancel_drops_the_job,
           test_welcome_heartbeat_ms_sets_the_pace,
           test_sink_unreachable_hands_jobs_back,
+          test_one_connection_to_the_sink,
           test_sigterm_drain_returns_unstarted_jobs,
           test_reference_python_worker_keeps_the_same_rules])

@@ -308,7 +308,7 @@ static int s_sink_socket (worker_t *self)
 {
     const char *endpoint = self->config->sink_results;
     self->sink_fd_connected = self->sink_fd_up = -1;
-    self->sink = proto_sock_new (&self->net, ZMQ_PUSH, endpoint, false, NULL, PROTO_PORT_RESULTS);
+    self->sink = proto_sock_prepare (&self->net, ZMQ_PUSH, endpoint, false, NULL, PROTO_PORT_RESULTS);
     if (!self->sink)
         return -1;
     char address[64];
@@ -324,9 +324,9 @@ static int s_sink_socket (worker_t *self)
         plog_error ("cannot read the sink socket's monitor: %s", zmq_strerror (zmq_errno ()));
         return -1;
     }
-    //  proto_sock_new has connected already, maybe before the monitor could
-    //  see it: connect again so the monitor sees the whole connection.
-    if (zsock_disconnect (self->sink, "%s", endpoint) || zsock_connect (self->sink, "%s", endpoint)) {
+    //  Connected only now that the monitor is listening, so it sees every
+    //  connection from its start.
+    if (zsock_connect (self->sink, "%s", endpoint)) {
         plog_error ("cannot connect to %s: %s", endpoint, zmq_strerror (zmq_errno ()));
         return -1;
     }
