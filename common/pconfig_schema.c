@@ -389,7 +389,7 @@ static const pcfg_field_t s_storage_fields[] = {
     F_INT (pcfg_t, "dedupeRetentionSeconds", dedupe_retention_s, "86400", 60, MAX_I, NONE,
            "How long finished and posted (message, entity) keys are kept to refuse a repeat."),
     F_INT (pcfg_t, "dedupeMaxKeys", dedupe_max_keys, "1000000", 1000, 1000000000, NONE,
-           "At most this many such keys per daemon (the oldest go first; 32 bytes each in memory)."),
+           "At most this many such keys per daemon (the oldest go first; 48 to 64 bytes each in memory)."),
 };
 static const pcfg_schema_t s_storage_schema = SCHEMA ("storage", pcfg_t, s_storage_fields);
 

@@ -12,13 +12,22 @@ typedef struct {
     bool live;                  //  false once removed (the ring keeps its place)
 } s_entry_t;
 
+//  An index slot keeps the key's hash beside its ring position: a probe
+//  that meets another key is told apart without reading the ring, where
+//  every entry is a cache miss once the set is large, and a slot's home is
+//  known without it when a removal shifts the cluster back.
+typedef struct {
+    uint32_t pos;               //  ring position + 1; 0 = empty
+    uint32_t hash;
+} s_slot_t;
+
 struct pseen_s {
     s_entry_t *ring;            //  insertion order; head is the oldest
     size_t ring_cap;
     size_t head;
     size_t count;               //  ring slots in use, live or not
     size_t live;
-    uint32_t *index;            //  ring position + 1; 0 = empty
+    s_slot_t *index;
     size_t index_cap;           //  a power of two, at least twice ring_cap
     size_t max_keys;
     int64_t retention_ms;
@@ -36,7 +45,7 @@ pseen_t *pseen_new (size_t max_keys, int64_t retention_ms)
     self->index_cap = 2048;
     while (self->index_cap < 2 * self->ring_cap)
         self->index_cap *= 2;
-    self->index = pcalloc (self->index_cap, sizeof (uint32_t));
+    self->index = pcalloc (self->index_cap, sizeof (s_slot_t));
     return self;
 }
 
@@ -57,22 +66,23 @@ void pseen_on_forget (pseen_t *self, pseen_forget_fn *fn, void *arg)
     self->forget_arg = arg;
 }
 
-static inline size_t s_slot (const pseen_t *self, pkey_fp_t fp)
+static inline uint32_t s_hash (pkey_fp_t fp)
 {
-    return (size_t) (fp.lo ^ (fp.hi >> 7)) & (self->index_cap - 1);
+    return (uint32_t) (fp.lo ^ (fp.hi >> 7));
 }
 
 //  The index slot holding `fp`, or the empty slot where it would go.
 static size_t s_find (const pseen_t *self, pkey_fp_t fp, bool *found)
 {
     size_t mask = self->index_cap - 1;
-    for (size_t i = s_slot (self, fp);; i = (i + 1) & mask) {
-        uint32_t v = self->index[i];
-        if (v == 0) {
+    uint32_t h = s_hash (fp);
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
+        s_slot_t slot = self->index[i];
+        if (slot.pos == 0) {
             *found = false;
             return i;
         }
-        if (pkey_fp_equal (self->ring[v - 1].fp, fp)) {
+        if (slot.hash == h && pkey_fp_equal (self->ring[slot.pos - 1].fp, fp)) {
             *found = true;
             return i;
         }
@@ -87,32 +97,33 @@ static void s_index_delete (pseen_t *self, size_t i)
     size_t j = i;
     for (;;) {
         j = (j + 1) & mask;
-        uint32_t v = self->index[j];
-        if (v == 0)
+        s_slot_t slot = self->index[j];
+        if (slot.pos == 0)
             break;
-        size_t home = s_slot (self, self->ring[v - 1].fp);
-        //  Move v back to i if its home is not in the cyclic range (i, j].
+        size_t home = slot.hash & mask;
+        //  Move the slot back to i if its home is not in the cyclic range (i, j].
         bool between = i <= j ? (home > i && home <= j) : (home > i || home <= j);
         if (!between) {
-            self->index[i] = v;
+            self->index[i] = slot;
             i = j;
         }
     }
-    self->index[i] = 0;
+    self->index[i] = (s_slot_t) {0, 0};
 }
 
 static void s_reindex (pseen_t *self)
 {
-    memset (self->index, 0, self->index_cap * sizeof (uint32_t));
+    memset (self->index, 0, self->index_cap * sizeof (s_slot_t));
     size_t mask = self->index_cap - 1;
     for (size_t k = 0; k < self->count; k++) {
         size_t pos = (self->head + k) % self->ring_cap;
         if (!self->ring[pos].live)
             continue;
-        size_t i = s_slot (self, self->ring[pos].fp);
-        while (self->index[i])
+        uint32_t h = s_hash (self->ring[pos].fp);
+        size_t i = h & mask;
+        while (self->index[i].pos)
             i = (i + 1) & mask;
-        self->index[i] = (uint32_t) pos + 1;
+        self->index[i] = (s_slot_t) {(uint32_t) pos + 1, h};
     }
 }
 
@@ -132,7 +143,7 @@ static void s_grow (pseen_t *self)
     if (self->index_cap < 2 * cap) {
         while (self->index_cap < 2 * cap)
             self->index_cap *= 2;
-        self->index = prealloc (self->index, self->index_cap * sizeof (uint32_t));
+        self->index = prealloc (self->index, self->index_cap * sizeof (s_slot_t));
     }
     s_reindex (self);
 }
@@ -165,24 +176,30 @@ bool pseen_has (pseen_t *self, pkey_fp_t fp)
 bool pseen_add (pseen_t *self, pkey_fp_t fp, int64_t at, uint32_t tag)
 {
     bool found;
-    s_find (self, fp, &found);
+    size_t i = s_find (self, fp, &found);
     if (found)
         return false;
     //  Dead slots at the head cost nothing to drop; a full set drops its oldest key.
-    while (self->count && !self->ring[self->head].live)
+    //  Either moves slots of the index: the free slot is looked for again then.
+    bool moved = false;
+    while (self->count && !self->ring[self->head].live) {
         s_pop_oldest (self, false);
+        moved = true;
+    }
     if (self->count == self->ring_cap) {
         if (self->ring_cap < self->max_keys)
             s_grow (self);
         else
             s_pop_oldest (self, true);
+        moved = true;
     }
     size_t pos = (self->head + self->count) % self->ring_cap;
     self->ring[pos] = (s_entry_t) {fp, at, tag, true};
     self->count++;
     self->live++;
-    size_t i = s_find (self, fp, &found);
-    self->index[i] = (uint32_t) pos + 1;
+    if (moved)
+        i = s_find (self, fp, &found);
+    self->index[i] = (s_slot_t) {(uint32_t) pos + 1, s_hash (fp)};
     return true;
 }
 
@@ -193,8 +210,8 @@ bool pseen_remove (pseen_t *self, pkey_fp_t fp, uint32_t *tag)
     if (!found)
         return false;
     if (tag)
-        *tag = self->ring[self->index[i] - 1].tag;
-    self->ring[self->index[i] - 1].live = false;
+        *tag = self->ring[self->index[i].pos - 1].tag;
+    self->ring[self->index[i].pos - 1].live = false;
     self->live--;
     s_index_delete (self, i);
     return true;

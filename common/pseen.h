@@ -5,11 +5,12 @@
     not grow for ever (a busy chat writes millions of messages a day), so a
     key is forgotten when it is older than the retention or when the set
     holds `max_keys` (the oldest goes first). Keys are pkey fingerprints:
-    32 bytes a key in memory, whatever the key's length.
+    48 to 64 bytes a key in memory, whatever the key's length.
 
     Entries live in a ring in insertion order (so the oldest is at hand for
-    eviction and persistence) and an open-addressing index of ring
-    positions finds them. Each entry carries a small tag for its owner
+    eviction and persistence; 32 bytes each) and an open-addressing index
+    of ring positions and hashes finds them (8 bytes a slot, two to four
+    slots a key). Each entry carries a small tag for its owner
     (e.g. the journal segment that holds its record).
 */
 #ifndef PSEEN_H_INCLUDED

@@ -108,6 +108,54 @@ static void test_seen_iteration_is_oldest_first (void **state)
     pseen_destroy (&seen);
 }
 
+//  Keys crowded onto one home slot of the index, some of them also sharing
+//  the index's 32-bit hash: every lookup walks a long cluster, is told
+//  apart by the whole fingerprint, and removals shift the cluster back.
+static pkey_fp_t s_crowded_fp (int i)
+{
+    //  The index hashes lo ^ (hi >> 7), 32 bits. lo's low 20 bits are zero,
+    //  so every key's home is slot 0 of any index up to a million slots;
+    //  keys 2k and 2k + 1 have equal hashes (hi differs only above bit 39).
+    pkey_fp_t fp = {(uint64_t) (i / 2) << 20, (uint64_t) (i % 2) << 40};
+    return fp;
+}
+
+static void test_seen_crowded_against_a_reference (void **state)
+{
+    (void) state;
+    enum { KEYS = 1500, OPS = 60000 };
+    bool present[KEYS] = {false};
+    size_t live = 0;
+    pseen_t *seen = pseen_new (1000000, 0);
+    srand (7);
+    for (int op = 0; op < OPS; op++) {
+        int k = rand () % KEYS;
+        pkey_fp_t fp = s_crowded_fp (k);
+        switch (rand () % 3) {
+            case 0:
+                assert_int_equal (pseen_add (seen, fp, op, (uint32_t) k), !present[k]);
+                live += !present[k];
+                present[k] = true;
+                break;
+            case 1: {
+                uint32_t tag = UINT32_MAX;
+                assert_int_equal (pseen_remove (seen, fp, &tag), present[k]);
+                if (present[k])
+                    assert_int_equal (tag, (uint32_t) k);
+                live -= present[k];
+                present[k] = false;
+                break;
+            }
+            default:
+                assert_int_equal (pseen_has (seen, fp), present[k]);
+        }
+        assert_int_equal (pseen_size (seen), live);
+    }
+    for (int k = 0; k < KEYS; k++)
+        assert_int_equal (pseen_has (seen, s_crowded_fp (k)), present[k]);
+    pseen_destroy (&seen);
+}
+
 static void test_backoff (void **state)
 {
     (void) state;
@@ -290,6 +338,7 @@ int main (void)
         cmocka_unit_test (test_pair_keys),
         cmocka_unit_test (test_seen_bounds),
         cmocka_unit_test (test_seen_iteration_is_oldest_first),
+        cmocka_unit_test (test_seen_crowded_against_a_reference),
         cmocka_unit_test (test_backoff),
         cmocka_unit_test (test_limits_pending_and_pacing),
         cmocka_unit_test (test_ptable_against_a_reference),
