@@ -189,6 +189,13 @@ sched_t *sched_new (const sched_config_t *config)
     return self;
 }
 
+static void s_flow_free (void *item)
+{
+    flow_t *flow = item;
+    heap_destroy (&flow->jobs);
+    free (flow);
+}
+
 void sched_destroy (sched_t **self_p)
 {
     if (!self_p || !*self_p)
@@ -196,10 +203,8 @@ void sched_destroy (sched_t **self_p)
     sched_t *self = *self_p;
     size_t cursor = 0;
     flow_t *flow;
-    while ((flow = ptable_next (self->flows, &cursor))) {
-        heap_destroy (&flow->jobs);
-        free (flow);
-    }
+    while ((flow = ptable_next (self->flows, &cursor)))
+        s_flow_free (flow);
     ptable_destroy (&self->flows);
     for (size_t c = 0; c < self->chat_count; c++) {
         chat_t *chat = self->chats[c];
@@ -299,13 +304,6 @@ static bool s_flow_idle (const void *item, void *arg)
     const s_forget_t *f = arg;
     return flow->jobs.size == 0 && !flow->parked && flow->pos == HEAP_NONE
            && flow->entity < f->self->entity_count && flow->stamp < f->oldest[flow->entity];
-}
-
-static void s_flow_free (void *item)
-{
-    flow_t *flow = item;
-    heap_destroy (&flow->jobs);
-    free (flow);
 }
 
 size_t sched_forget_idle (sched_t *self)
