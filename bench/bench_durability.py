@@ -52,6 +52,7 @@ def config(jobs, data_dir, fsync, entities=10, limited=0, dest="/dev/null", chat
     return {
         "entities": ents,
         "queueSettings": {"globalMaxInFlight": 0, "perEntityMaxInFlight": 0, "maxAgeSeconds": 0,
+                          "maxAgeByClass": {"urgent": 0, "normal": 0, "low": 0},
                           "congestionThreshold": 0,
                           "responseDelays": {k: {"minMs": 0, "maxMs": 0}
                                              for k in ("urgent", "normal", "low")}},

@@ -74,6 +74,7 @@ def _config(jobs):
         "entities": [{"id": "e%d" % i, "responseChance": 0} for i in range(10)],
         "storage": {"dataDir": ""},     #  memory: what the queue itself costs
         "queueSettings": {"globalMaxInFlight": 0, "perEntityMaxInFlight": 0, "maxAgeSeconds": 0,
+                          "maxAgeByClass": {"urgent": 0, "normal": 0, "low": 0},
                           "maxQueueSize": jobs + 1, "congestionThreshold": 0,
                           "responseDelays": {k: {"minMs": 0, "maxMs": 0}
                                              for k in ("urgent", "normal", "low")}},
