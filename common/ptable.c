@@ -113,23 +113,45 @@ static void s_grow_for (ptable_t *self, size_t size)
     free (old);
 }
 
-size_t ptable_remove_if (ptable_t *self, ptable_doomed_fn *doomed, void *arg, void (*dispose) (void *item))
+//  Empties slot `i` by backward shift: later members of its run move into
+//  the hole when their home is not between the hole and where they sit.
+static void s_delete_at (ptable_t *self, size_t i)
 {
-    void **gone = NULL;
-    size_t n = 0, capacity = 0;
-    for (size_t i = 0; i < self->capacity; i++) {
-        void *item = self->slots[i].item;
-        if (item && doomed (item, arg)) {
-            gone = pgrow (gone, &capacity, n + 1, sizeof (void *));
-            gone[n++] = item;
+    size_t mask = self->capacity - 1;
+    size_t j = i;
+    for (;;) {
+        j = (j + 1) & mask;
+        if (!self->slots[j].item)
+            break;
+        size_t home = s_home (self, self->slots[j].hash);
+        bool between = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+        if (!between) {
+            self->slots[i] = self->slots[j];
+            i = j;
         }
     }
-    for (size_t i = 0; i < n; i++) {
-        ptable_remove (self, self->key_of (gone[i]));
-        if (dispose)
-            dispose (gone[i]);
+    self->slots[i].item = NULL;
+    self->size--;
+}
+
+size_t ptable_remove_if (ptable_t *self, ptable_doomed_fn *doomed, void *arg, void (*dispose) (void *item))
+{
+    //  In place: a removal shifts later members of its run back into the
+    //  hole, so the slot is looked at again. A record that wraps from the
+    //  start of the array to its end is one already seen (and kept): seen
+    //  twice, never skipped.
+    size_t n = 0;
+    for (size_t i = 0; i < self->capacity;) {
+        void *item = self->slots[i].item;
+        if (item && doomed (item, arg)) {
+            s_delete_at (self, i);
+            if (dispose)
+                dispose (item);
+            n++;
+        }
+        else
+            i++;
     }
-    free (gone);
     return n;
 }
 
@@ -147,27 +169,10 @@ void ptable_insert_hashed (ptable_t *self, void *item, uint64_t hash)
 
 void *ptable_remove (ptable_t *self, const void *key)
 {
-    size_t mask = self->capacity - 1;
     size_t i = s_find (self, key, (uint32_t) self->hash (key));
     void *found = self->slots[i].item;
-    if (!found)
-        return NULL;
-    //  Backward shift: move later members of the run into the hole when
-    //  their home is not between the hole and where they sit.
-    size_t j = i;
-    for (;;) {
-        j = (j + 1) & mask;
-        if (!self->slots[j].item)
-            break;
-        size_t home = s_home (self, self->slots[j].hash);
-        bool between = i <= j ? (home > i && home <= j) : (home > i || home <= j);
-        if (!between) {
-            self->slots[i] = self->slots[j];
-            i = j;
-        }
-    }
-    self->slots[i].item = NULL;
-    self->size--;
+    if (found)
+        s_delete_at (self, i);
     return found;
 }
 

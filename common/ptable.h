@@ -42,9 +42,10 @@ void *ptable_lookup_hashed (const ptable_t *self, const void *key, uint64_t hash
 void ptable_insert_hashed (ptable_t *self, void *item, uint64_t hash);
 
 //  Removes every record `doomed` says yes to, and hands each to `dispose`
-//  (if any) once it is out; returns how many. The walk cannot remove as it
-//  goes (a removal shifts later records back), so the sweeps that forget
-//  idle state call this.
+//  (if any) once it is out; returns how many. For the sweeps that forget
+//  idle state: a walk with ptable_next cannot remove as it goes (a removal
+//  shifts later records back). `doomed` may be asked twice about a record
+//  it keeps.
 typedef bool (ptable_doomed_fn) (const void *item, void *arg);
 size_t ptable_remove_if (ptable_t *self, ptable_doomed_fn *doomed, void *arg, void (*dispose) (void *item));
 //  Removes and returns the record with `key`, or NULL.

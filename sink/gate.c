@@ -160,8 +160,10 @@ static s_chat_t *s_chat (gate_t *self, const char *key, const char *kind)
     return chat;
 }
 
-static void s_chat_free (s_chat_t *chat)
+//  Takes a void pointer: it is also the chat table's dispose callback.
+static void s_chat_free (void *item)
 {
+    s_chat_t *chat = item;
     limit_log_destroy (&chat->budget.log);
     free (chat->key);
     free (chat);
@@ -176,18 +178,13 @@ static bool s_chat_idle (const void *item, void *arg)
     return !c->refs && (!log->count || limit_log_entry (log, 0) + LIMITS_HOUR_MS <= now);
 }
 
-static void s_chat_dispose (void *item)
-{
-    s_chat_free (item);
-}
-
 //  Forgets chats nobody waits in whose history no longer limits anything.
 static void s_prune_chats (gate_t *self, int64_t now)
 {
     if (now - self->last_prune < CHAT_PRUNE_MS)
         return;
     self->last_prune = now;
-    ptable_remove_if (self->chats, s_chat_idle, &now, s_chat_dispose);
+    ptable_remove_if (self->chats, s_chat_idle, &now, s_chat_free);
 }
 
 //  --- life ------------------------------------------------------------------------------

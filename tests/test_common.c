@@ -312,6 +312,38 @@ static void test_ptable_against_a_reference (void **state)
     free (in);
 }
 
+//  Every key's home is one of the table's last two slots, so the records
+//  run on from the end of the array to its start.
+static uint64_t s_hash_at_the_end (const void *key)
+{
+    return 62 + (((const ptable_u64x2_t *) key)->a & 1);
+}
+
+static void test_ptable_remove_if_across_the_wrap (void **state)
+{
+    (void) state;
+    enum { N = 40 };            //  under 0.7 of the first 64 slots: no growth
+    s_rec_t recs[N];
+    ptable_t *t = ptable_new (s_hash_at_the_end, s_rec_key, s_rec_match);
+    for (size_t i = 0; i < N; i++) {
+        recs[i] = (s_rec_t) {i, i, 7};
+        ptable_insert (t, &recs[i]);
+    }
+    s_disposed = 0;
+    assert_int_equal (ptable_remove_if (t, s_odd_id, NULL, s_count_disposed), N / 2);
+    assert_int_equal (s_disposed, N / 2);
+    assert_int_equal (ptable_size (t), N / 2);
+    for (size_t i = 0; i < N; i++) {
+        ptable_u64x2_t key = {recs[i].a, recs[i].b};
+        assert_ptr_equal (ptable_lookup (t, &key), i & 1 ? NULL : &recs[i]);
+    }
+    size_t cursor = 0, walked = 0;
+    while (ptable_next (t, &cursor))
+        walked++;
+    assert_int_equal (walked, N / 2);
+    ptable_destroy (&t);
+}
+
 //  A table grown past 2 MiB of slots (huge pages where offered) keeps every record.
 static void test_ptable_large (void **state)
 {
@@ -342,6 +374,7 @@ int main (void)
         cmocka_unit_test (test_backoff),
         cmocka_unit_test (test_limits_pending_and_pacing),
         cmocka_unit_test (test_ptable_against_a_reference),
+        cmocka_unit_test (test_ptable_remove_if_across_the_wrap),
         cmocka_unit_test (test_ptable_large),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);

@@ -32,6 +32,15 @@ def messages(n, offset=0):
     return out
 
 
+def post_to_jsonl(p, config, msgs=None):
+    """The sink posts to p.output (a jsonl destination); `msgs`, if given, are the
+    poller's only source. Writes the configuration."""
+    config["sink"]["destinations"] = [{"name": "out", "type": "jsonl", "path": p.output}]
+    if msgs is not None:
+        jsonl_input(p, config, msgs)
+    p.write_config(config)
+
+
 def expected_entity(m):
     if m["chat"] == "bulk":
         return "gamma"
@@ -41,10 +50,8 @@ def expected_entity(m):
 def test_thousand_messages_once_each_in_priority_order(bin_dir):
     config = base_config(ENTITIES, sink={"destinations": []})
     with Pipeline(bin_dir, config, "thousand") as p:
-        config["sink"]["destinations"] = [{"name": "out", "type": "jsonl", "path": p.output}]
         msgs = messages(1000)
-        jsonl_input(p, config, msgs)
-        p.write_config(config)
+        post_to_jsonl(p, config, msgs)
         p.start_broker()
         p.start_sink()
         # No worker yet: everything queues, so the order of dispatch is the scheduler's alone.
@@ -79,11 +86,10 @@ def test_second_worker_joins_and_takes_work(bin_dir):
     # Only alpha and beta: every demo message mentions one of them.
     config = base_config(ENTITIES[:2], sink={"destinations": []})
     with Pipeline(bin_dir, config, "join") as p:
-        config["sink"]["destinations"] = [{"name": "out", "type": "jsonl", "path": p.output}]
         config["poller"]["sources"] = [{"name": "in", "type": "demo", "ratePerSecond": 300,
                                         "chats": 4, "mentionRate": 1.0, "limit": 1500}]
         config["worker"].update({"templateLatencyMs": 20, "concurrency": 4})
-        p.write_config(config)
+        post_to_jsonl(p, config)
         p.start_broker()
         p.start_sink()
         p.start_worker("w1", env={"WORKER_ID": "first"})
@@ -104,9 +110,7 @@ def test_worker_lost_jobs_come_back(bin_dir):
     config = base_config(ENTITIES, sink={"destinations": []})
     config["queueSettings"]["staleClaimTimeout"] = 1500
     with Pipeline(bin_dir, config, "lost") as p:
-        config["sink"]["destinations"] = [{"name": "out", "type": "jsonl", "path": p.output}]
-        jsonl_input(p, config, messages(200))
-        p.write_config(config)
+        post_to_jsonl(p, config, messages(200))
         p.start_broker()
         p.start_sink()
         # A slow worker that will hold jobs when it dies.
@@ -127,9 +131,7 @@ def test_python_worker_written_from_the_spec(bin_dir):
     """tests/pyworker.py speaks PROTOCOL.md; the real broker and sink accept its work."""
     config = base_config(ENTITIES, sink={"destinations": []})
     with Pipeline(bin_dir, config, "pyworker") as p:
-        config["sink"]["destinations"] = [{"name": "out", "type": "jsonl", "path": p.output}]
-        jsonl_input(p, config, messages(300))
-        p.write_config(config)
+        post_to_jsonl(p, config, messages(300))
         p.start_broker()
         p.start_sink()
         here = os.path.dirname(os.path.abspath(__file__))
@@ -180,10 +182,8 @@ def test_one_machine_over_ipc(bin_dir):
         config["network"].update({"brokerFrontend": ends["front"], "brokerBackend": ends["back"],
                                   "sinkResults": ends["results"], "statsPublish": ends["stats"]})
         p.frontend, p.backend, p.results, p.stats = (ends[k] for k in ("front", "back", "results", "stats"))
-        config["sink"]["destinations"] = [{"name": "out", "type": "jsonl", "path": p.output}]
         msgs = messages(200)
-        jsonl_input(p, config, msgs)
-        p.write_config(config)
+        post_to_jsonl(p, config, msgs)
         p.start_broker()
         p.start_sink()
         p.start_worker()
