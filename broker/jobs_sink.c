@@ -73,6 +73,7 @@ void bjobs_verdict_fields (bjobs_t *self, const bjob_t *job, proto_verdict_item_
     v->created_ms = (uint64_t) job->created_ms;
     v->expires_ms = (uint64_t) job->sj.expires_at;
     v->payload = bjob_payload (job);
+    v->slot_ms = (uint64_t) sched_slot (&job->sj);
 }
 
 void bjobs_commit (bjobs_t *self, const proto_commit_item_t *item, int64_t lease_ms, int64_t now,

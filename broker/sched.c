@@ -133,12 +133,12 @@ static double s_rate (const sched_limit_t *l)
 
 static bool s_entity_timer_less (const void *a, const void *b)
 {
-    return ((const entity_t *) a)->next_ok < ((const entity_t *) b)->next_ok;
+    return ((const entity_t *) a)->slot_ok < ((const entity_t *) b)->slot_ok;
 }
 
 static bool s_chat_timer_less (const void *a, const void *b)
 {
-    return ((const chat_t *) a)->next_ok < ((const chat_t *) b)->next_ok;
+    return ((const chat_t *) a)->slot_ok < ((const chat_t *) b)->slot_ok;
 }
 
 //  --- construction ------------------------------------------------------------------
@@ -362,9 +362,9 @@ void sched__entity_refresh (sched_t *self, entity_t *e, int64_t now)
     s_entity_key (e);
     bool can_ready = e->flows.size > 0 && !e->paused
                      && !(e->max_in_flight > 0 && e->in_flight >= (size_t) e->max_in_flight);
-    int64_t next_ok =
-        can_ready ? sched__next_ok (self, &e->log, now, s_entity_paced (self, e)) : SCHED_NEVER;
-    if (can_ready && next_ok <= now) {
+    int64_t slot_ok =
+        can_ready ? sched__slot_ok (self, &e->log, now, s_entity_paced (self, e)) : LIMITS_NEVER;
+    if (can_ready && sched__due (self, slot_ok) <= now) {
         heap_remove (&self->entity_timers, e);
         if (heap_contains (&self->ready, e))
             heap_update (&self->ready, e);
@@ -373,7 +373,8 @@ void sched__entity_refresh (sched_t *self, entity_t *e, int64_t now)
     }
     else if (can_ready) {
         heap_remove (&self->ready, e);
-        e->next_ok = next_ok;
+        e->slot_ok = slot_ok;
+        e->blocked_at = now;
         if (heap_contains (&self->entity_timers, e))
             heap_update (&self->entity_timers, e);
         else
@@ -407,18 +408,20 @@ static void s_enqueue_ready (sched_t *self, sched_job_t *job, int64_t now)
     s_flow_refresh (self, flow, now);
 }
 
+//  `until` is the chat's next slot (sched__slot_ok).
 static void s_park (sched_t *self, flow_t *flow, int64_t until, int64_t now)
 {
     chat_t *chat = self->chats[flow->chat];
+    chat->blocked_at = now;
     flow->parked = true;
     flow->next_parked = chat->parked;
     chat->parked = flow;
     if (!heap_contains (&self->chat_timers, chat)) {
-        chat->next_ok = until;
+        chat->slot_ok = until;
         heap_push (&self->chat_timers, chat);
     }
-    else if (until < chat->next_ok) {
-        chat->next_ok = until;
+    else if (until < chat->slot_ok) {
+        chat->slot_ok = until;
         heap_update (&self->chat_timers, chat);
     }
     s_flow_refresh (self, flow, now);
@@ -449,19 +452,22 @@ static void s_advance (sched_t *self, int64_t now)
         s_enqueue_ready (self, job, now);
     }
     entity_t *e;
-    while ((e = heap_top (&self->entity_timers)) && e->next_ok <= now) {
+    while ((e = heap_top (&self->entity_timers)) && sched__due (self, e->slot_ok) <= now) {
         heap_pop (&self->entity_timers);
+        e->blocked_at = now;    //  held back until now
         sched__entity_refresh (self, e, now);
     }
     chat_t *chat;
-    while ((chat = heap_top (&self->chat_timers)) && chat->next_ok <= now) {
-        int64_t next_ok = sched__next_ok (self, &chat->log, now, false);
-        if (next_ok > now) {
-            chat->next_ok = next_ok;
+    while ((chat = heap_top (&self->chat_timers)) && sched__due (self, chat->slot_ok) <= now) {
+        int64_t slot_ok = sched__slot_ok (self, &chat->log, now, false);
+        if (sched__due (self, slot_ok) > now) {
+            chat->slot_ok = slot_ok;
             heap_update (&self->chat_timers, chat);
         }
-        else
+        else {
+            chat->blocked_at = now;
             s_unpark_all (self, chat, now);
+        }
     }
 }
 
@@ -503,15 +509,22 @@ sched_job_t *sched_pop (sched_t *self, int64_t now)
     if (self->global_max_in_flight > 0 && self->global_in_flight >= (size_t) self->global_max_in_flight)
         return NULL;
     const entity_t *first = heap_top (&self->ready);
-    if (first && sched__next_ok (self, &self->global_log, now, s_entity_paced (self, first)) > now)
+    if (first && sched__next_ok (self, &self->global_log, now, s_entity_paced (self, first)) > now) {
+        self->global_blocked_at = now;
+        self->global_held = true;
         return NULL;
+    }
+    if (first && self->global_held) {
+        self->global_blocked_at = now;      //  held back until now
+        self->global_held = false;
+    }
     entity_t *e;
     while ((e = heap_top (&self->ready))) {
         flow_t *flow = heap_top (&e->flows);
         chat_t *chat = self->chats[flow->chat];
         if (limit_log_active (&chat->log)) {
-            int64_t chat_ok = sched__next_ok (self, &chat->log, now, s_entity_paced (self, e));
-            if (chat_ok > now) {
+            int64_t chat_ok = sched__slot_ok (self, &chat->log, now, s_entity_paced (self, e));
+            if (sched__due (self, chat_ok) > now) {
                 //  This chat is busy: set the flow aside, others go on.
                 s_park (self, flow, chat_ok, now);
                 continue;
@@ -599,11 +612,11 @@ int64_t sched_wakeup (sched_t *self, int64_t now)
     if (job && job->not_before < at)
         at = job->not_before;
     const entity_t *e = heap_top (&self->entity_timers);
-    if (e && e->next_ok < at)
-        at = e->next_ok;
+    if (e && sched__due (self, e->slot_ok) < at)
+        at = sched__due (self, e->slot_ok);
     const chat_t *chat = heap_top (&self->chat_timers);
-    if (chat && chat->next_ok < at)
-        at = chat->next_ok;
+    if (chat && sched__due (self, chat->slot_ok) < at)
+        at = sched__due (self, chat->slot_ok);
     job = heap_top (&self->expiry);
     if (job && job->expires_at < at)
         at = job->expires_at;

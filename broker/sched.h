@@ -80,6 +80,7 @@ typedef struct sched_job_s {
     uint64_t seq;           //  FIFO order
     int64_t reserved_at;    //  rate slot taken at dispatch, 0 = none
     uint8_t where;          //  sched_where_t
+    bool held;              //  its slot is contended: the reply waits for it (sched_slot)
     uint32_t pos_queue;     //  in its flow's heap or in the delay heap
     uint32_t pos_expiry;
 } sched_job_t;
@@ -156,6 +157,12 @@ void sched_restore_reservation (sched_t *self, int entity, uint32_t chat, int64_
 //  Rate slots are reserved lead_ms ahead of dispatch (about the time a reply
 //  takes to reach the sink, which holds it until its slot): see sched_limits.c.
 void sched_set_lead (sched_t *self, int64_t lead_ms);
+
+//  The time before which a reply to the dispatched `job` should not be
+//  posted: its reserved slot when a limit it counts against was full (held
+//  a ready job back) within the lead before its dispatch; 0 when no limit
+//  was, and the reply may go as soon as the limits allow.
+int64_t sched_slot (const sched_job_t *job);
 
 typedef struct {
     size_t queued;          //  ready + delayed

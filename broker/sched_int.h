@@ -43,7 +43,8 @@ typedef struct {
     size_t queued;
     uint64_t step;              //  VTIME_SCALE / its posts per minute
     bool paused;
-    int64_t next_ok;            //  key in the timer heap
+    int64_t slot_ok;            //  key in the timer heap: its next slot (sched__slot_ok)
+    int64_t blocked_at;         //  last time its limit held back a ready job (sched_slot)
     uint32_t pos_ready;
     uint32_t pos_timer;
 } entity_t;
@@ -54,7 +55,8 @@ typedef struct {
     uint32_t index;             //  in the scheduler's chats
     limit_log_t log;
     flow_t *parked;             //  flows waiting for this chat's limit
-    int64_t next_ok;            //  key in the chat timer heap
+    int64_t slot_ok;            //  key in the chat timer heap: its next slot
+    int64_t blocked_at;         //  last time its limit held back a ready job
     uint32_t pos_timer;
 } chat_t;
 
@@ -78,6 +80,8 @@ struct sched_s {
     ptable_t *flows;
 
     limit_log_t global_log;
+    int64_t global_blocked_at;  //  last time the global limit held back a ready job
+    bool global_held;           //  ... and it has not let one go since
     size_t global_in_flight;
     int64_t lead;               //  reservations are made this far ahead (sched_set_lead)
     uint64_t vclock;            //  virtual time of the latest dispatch
@@ -101,8 +105,15 @@ struct sched_s {
 void sched__entity_refresh (sched_t *self, entity_t *e, int64_t now);
 
 //  sched_limits.c
-//  The earliest time >= now at which `log` allows a reservation (ahead),
-//  paced or not (limits.h).
+//  The earliest slot >= now + lead that `log` allows a reservation at,
+//  paced or not (limits.h): the entity and chat timers keep these, so that
+//  a change of the lead moves every timer with it (a timer kept as a
+//  dispatch time would fire late by as much as the lead grew, and leave
+//  that much of a full budget unplanned).
+int64_t sched__slot_ok (const sched_t *self, const limit_log_t *log, int64_t now, bool paced);
+//  When a job taking `slot` is dispatched: slot - lead (SCHED_NEVER for never).
+int64_t sched__due (const sched_t *self, int64_t slot);
+//  The earliest time >= now at which `log` allows a dispatch (its slot ahead).
 int64_t sched__next_ok (const sched_t *self, const limit_log_t *log, int64_t now, bool paced);
 //  Takes the rate slots of a job dispatched at `now`: the same time in the
 //  entity's, the chat's and the global log.

@@ -258,6 +258,7 @@ typedef struct {
     uint64_t created_ms;
     uint64_t expires_ms;
     proto_bin_t payload;
+    uint64_t slot_ms;       //  not to be posted before (a full limit's planned slot); 0 = none
 } proto_verdict_item_t;
 
 typedef struct {

@@ -130,6 +130,9 @@ static const proto_field_t s_verdict_fields[] = {
     OU (proto_verdict_item_t, expires_ms, U64,
         "for post (hold 0, and pushed): Unix ms after which the reply must not be posted; 0 = never"),
     OB (proto_verdict_item_t, payload, TEXT, "for post (hold 0, and pushed): the MESSAGE record (where to post)"),
+    OU (proto_verdict_item_t, slot_ms, U64,
+        "for post (hold 0, and pushed): Unix ms before which the reply should not be posted (its rate "
+        "slot, when a limit it counts against is full); 0 = as soon as the limits allow"),
 };
 static const proto_record_t s_verdict = RECORD ("VERDICT_ITEM", proto_verdict_item_t,
                                                 s_verdict_fields, "The broker's answer for one attempt.");

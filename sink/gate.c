@@ -32,7 +32,7 @@ typedef struct {
     uint64_t id;
     int priority;
     bool paced;
-    int64_t created_ms;
+    int64_t turn;               //  its place among equals: its slot, or created_ms
     int64_t expires_ms;
     int64_t not_before;
     int64_t released_at;        //  0 while waiting
@@ -249,8 +249,8 @@ static bool s_before (const s_entry_t *a, const s_entry_t *b)
 {
     if (a->priority != b->priority)
         return a->priority < b->priority;
-    if (a->created_ms != b->created_ms)
-        return a->created_ms < b->created_ms;
+    if (a->turn != b->turn)
+        return a->turn < b->turn;
     return a->id < b->id;
 }
 
@@ -337,7 +337,9 @@ int gate_add (gate_t *self, const gate_reply_t *r, int64_t now)
     e->id = r->id;
     e->priority = r->priority;
     e->paced = r->priority >= self->urgent_below;
-    e->created_ms = r->created_ms;
+    //  A reply with a slot planned by the broker goes in the plan's order,
+    //  so that one early for its slot does not take an earlier one's.
+    e->turn = r->slot ? r->slot : r->created_ms;
     e->expires_ms = r->expires_ms;
     e->not_before = r->not_before;
     e->chat = s_chat (self, r->chat, r->chat_kind);
@@ -350,6 +352,13 @@ int gate_add (gate_t *self, const gate_reply_t *r, int64_t now)
         e->budgets[n++] = &self->entities[r->entity];
     if (limit_log_active (&e->chat->budget.log))
         e->budgets[n++] = &e->chat->budget;
+    //  The broker's slot is waited for. Letting the next reply planned take,
+    //  a gap early, a slot left empty by one late for it (which would then
+    //  take the next one's) used less of seed 000's budget, not more: the
+    //  plan ran ahead of itself, and the entities' own gaps then held replies
+    //  back.
+    if (r->slot > e->not_before)
+        e->not_before = r->slot;
     ptable_insert (self->entries, e);
     s_wait (self, e);
     self->dirty = true;

@@ -13,8 +13,9 @@
     budget a pending post blocks the next one until it completes, so the
     next post starts after the previous one's answer and arrives after it.
 
-    Order: the most urgent reply first (priority, then the time its message
-    was written). A less urgent reply is not given a budget that a more
+    Order: the most urgent reply first (priority, then its not_before — the
+    broker's planned slot, or a retry's time — or without one the time its
+    message was written). A less urgent reply is not given a budget that a more
     urgent waiting reply needs, when granting it would push the urgent
     reply's earliest time later by more than the budget's gap: a waiting
     mention is never overtaken by chatter for a count (N a minute, an hour),
@@ -74,6 +75,7 @@ typedef struct {
     int64_t created_ms;         //  when its message was written
     int64_t expires_ms;         //  0 = never
     int64_t not_before;         //  0 = at once (a retry's backoff)
+    int64_t slot;               //  the broker's planned slot, 0 = none (see Order)
 } gate_reply_t;
 
 typedef enum {

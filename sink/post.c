@@ -164,6 +164,15 @@ static int s_set_job (post_t *self, reply_t *r, const post_job_t *job, const cha
 
 //  --- verdicts ---------------------------------------------------------------------------------
 
+//  The broker's slot for the reply, when a limit it counts against is full:
+//  posting before it would take a slot planned for another reply (PROTOCOL.md
+//  §5). One further ahead than a minute (the longest the broker plans ahead)
+//  is a clock that disagrees with the broker's, and is not waited for.
+static int64_t s_slot (post_t *self, const post_job_t *job)
+{
+    return job->slot_ms > self->now + LIMITS_MINUTE_MS ? 0 : job->slot_ms;
+}
+
 //  A newer dispatch of a reply the sink holds takes it over.
 static void s_replace (post_t *self, reply_t *r, uint64_t job_id, uint64_t token,
                        const post_job_t *job, const char *text, uint64_t llm_ms, uint64_t tokens)
@@ -185,7 +194,7 @@ static void s_replace (post_t *self, reply_t *r, uint64_t job_id, uint64_t token
         post__settle (self, r, PROTO_OUT_FAILED, why);
     else if (!(r->dest = dests_route (self->dests, r->source)))
         post__settle (self, r, PROTO_OUT_FAILED, "no destination takes replies for its source");
-    else if (post__gate (self, r, 0))
+    else if (post__gate (self, r, 0, s_slot (self, job)))
         post__settle (self, r, PROTO_OUT_EXPIRED, "too late to post");
 }
 
@@ -228,7 +237,7 @@ void post_accept (post_t *self, uint64_t job_id, uint64_t token, const post_job_
         post__settle (self, r, PROTO_OUT_FAILED, reason);
         return;
     }
-    if (post__gate (self, r, 0)) {
+    if (post__gate (self, r, 0, s_slot (self, job))) {
         post__settle (self, r, PROTO_OUT_EXPIRED, "too late to post");
         return;
     }

@@ -50,6 +50,7 @@ typedef struct {
     int64_t expires_ms;
     const void *payload;
     uint32_t payload_size;
+    int64_t slot_ms;            //  not to be posted before (the broker's plan); 0 = none
 } post_job_t;
 
 typedef struct {

@@ -90,7 +90,7 @@ void post__settle (post_t *self, reply_t *r, int outcome, const char *reason);
 //  Dropped without an outcome: the broker no longer wants one from the sink.
 void post__drop (post_t *self, reply_t *r);
 //  Into the gate, to wait for its budgets; non-zero if it is too late for that.
-int post__gate (post_t *self, reply_t *r, int64_t not_before);
+int post__gate (post_t *self, reply_t *r, int64_t not_before, int64_t slot);
 //  The destination events (dest_events_t).
 int post__on_sending (void *ctx, void *tag, int64_t now);
 void post__on_first (void *ctx, void *tag, int64_t at);

@@ -35,12 +35,12 @@ void post__drop (post_t *self, reply_t *r)
     post__free (self, r);
 }
 
-int post__gate (post_t *self, reply_t *r, int64_t not_before)
+int post__gate (post_t *self, reply_t *r, int64_t not_before, int64_t slot)
 {
     gate_reply_t g = {r->id,         r->entity_index,
                       r->chat,       r->chat_kind,
                       r->priority,   r->created_ms,
-                      r->expires_ms, not_before};
+                      r->expires_ms, not_before, slot};
     r->state = R_GATED;
     return gate_add (self->gate, &g, self->now);
 }
@@ -118,7 +118,7 @@ static void s_retry (post_t *self, reply_t *r, const char *reason, int64_t retry
         sink_store_forget (self->store, r->pair);
     r->marked = r->durable = false;
     post__list (r, NULL);
-    if (post__gate (self, r, self->now + delay))
+    if (post__gate (self, r, self->now + delay, 0))
         post__settle (self, r, PROTO_OUT_EXPIRED, "too late to post");
 }
 

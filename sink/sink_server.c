@@ -114,7 +114,7 @@ static void s_accept (sink_t *self, const proto_verdict_item_t *v, const char *t
     else if (v->verdict == PROTO_VERDICT_POST) {
         post_job_t job = {v->msg_key,    v->entity,     v->chat,         v->chat_kind,
                           (int) v->priority, (int64_t) v->created_ms, (int64_t) v->expires_ms,
-                          v->payload.data, v->payload.size};
+                          v->payload.data, v->payload.size, (int64_t) v->slot_ms};
         post_accept (self->post, v->job_id, v->token, &job, text, llm_ms, tokens,
                      prt_now (self->rt));
     }

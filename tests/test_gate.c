@@ -422,6 +422,48 @@ static void test_order_and_restored_history (void **state)
     gate_destroy (&gate);
 }
 
+//  A reply with a planned slot (the broker's, while a limit is full) waits
+//  for it, goes in slot order among its priority, and still keeps every
+//  budget: a slot is a plan, not a permission.
+static void test_planned_slots (void **state)
+{
+    (void) state;
+    sched_limit_t entities[2] = {{0, 0, 0}, {0, 0, 0}};
+    gate_config_t config = {{500, 0, 0}, 2, entities, 0, NULL, 30};
+    gate_t *gate = gate_new (&config);
+    int64_t t = 300000;
+    gate_reply_t a = s_reply (1, 0, "x/1", 50, t - 5000);
+    gate_reply_t b = s_reply (2, 1, "x/1", 50, t - 1000);
+    gate_reply_t c = s_reply (3, 0, "x/1", 50, t - 500);
+    gate_reply_t d = s_reply (4, 1, "x/1", 50, t - 400);
+    a.slot = t + 2000;
+    b.slot = t + 1000;
+    d.slot = t + 2100;
+    gate_add (gate, &a, t);
+    gate_add (gate, &b, t);
+    gate_add (gate, &c, t);
+    gate_add (gate, &d, t);
+    //  Without a slot, at once.
+    assert_int_equal (s_go (gate, t), 3);
+    gate_posted (gate, 3, t + 10);
+    //  The global gap allows one from t + 511; the next planned is at t + 1000.
+    assert_int_equal (s_go (gate, t + 600), 0);
+    assert_int_equal (gate_wakeup (gate, t + 600), t + 1000);
+    //  b's slot comes before a's, though a's message is older.
+    assert_int_equal (s_go (gate, t + 1000), 2);
+    gate_posted (gate, 2, t + 1005);
+    assert_int_equal (s_go (gate, t + 1999), 0);
+    assert_int_equal (s_go (gate, t + 2000), 1);
+    gate_posted (gate, 1, t + 2000);
+    //  d's slot (t + 2100) has come, but the global gap from a's post has not.
+    assert_int_equal (s_go (gate, t + 2100), 0);
+    assert_int_equal (gate_wakeup (gate, t + 2100), t + 2501);
+    assert_int_equal (s_go (gate, t + 2501), 4);
+    gate_posted (gate, 4, t + 2510);
+    assert_int_equal (gate_waiting (gate) + gate_pending (gate), 0);
+    gate_destroy (&gate);
+}
+
 int main (void)
 {
     const struct CMUnitTest tests[] = {
@@ -431,6 +473,7 @@ int main (void)
         cmocka_unit_test (test_pacing_spreads_a_saturated_budget),
         cmocka_unit_test (test_freshness),
         cmocka_unit_test (test_order_and_restored_history),
+        cmocka_unit_test (test_planned_slots),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }

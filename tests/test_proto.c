@@ -173,10 +173,12 @@ static void test_sink_messages (void **state)
 
     uint8_t payload[] = {0x91, 0xa1, 'x'};
     proto_verdict_item_t v[] = {
-        {1, 2, PROTO_VERDICT_POST, "in/c/m1", "joker", "in/c", "group", 10, 1000, 2000, {payload, 3}},
-        {3, 4, PROTO_VERDICT_STALE, NULL, NULL, NULL, NULL, 0, 0, 0, {NULL, 0}}};
+        {1, 2, PROTO_VERDICT_POST, "in/c/m1", "joker", "in/c", "group", 10, 1000, 2000, {payload, 3}, 1500},
+        {3, 4, PROTO_VERDICT_STALE, NULL, NULL, NULL, NULL, 0, 0, 0, {NULL, 0}, 0}};
     proto_verdicts_t verdicts = {5, v, 2, 60000};
     msg = s_round_trip (PROTO_VERDICT, &verdicts);
+    assert_int_equal (msg.body.verdict.items[0].slot_ms, 1500);
+    assert_int_equal (msg.body.verdict.items[1].slot_ms, 0);
     assert_int_equal (msg.body.verdict.items[1].verdict, PROTO_VERDICT_STALE);
     assert_string_equal (msg.body.verdict.items[0].entity, "joker");
     assert_string_equal (msg.body.verdict.items[0].chat_kind, "group");

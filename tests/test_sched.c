@@ -565,6 +565,109 @@ static void test_lead_and_posted_time (void **state)
     sched_destroy (&s);
 }
 
+//  A reply carries its slot only when a limit it counts against was full
+//  (held a ready job back) within the lead before its dispatch.
+static void test_slot_held_only_when_full (void **state)
+{
+    (void) state;
+    setup_t st = {0};
+    st.config.global.gap_ms = 500;
+    sched_t *s = s_new (&st, 2);
+    uint32_t c = sched_chat_intern (s, "src/a", "src", "");
+    sched_set_lead (s, 3000);
+    //  Quiet: one job, nothing held back, no slot to wait for.
+    job_t *a = s_push (s, 50, 0, c, 10000);
+    assert_int_equal (s_pop_id (s, 10000), a->id);
+    assert_int_equal (a->sj.reserved_at, 13000);
+    assert_int_equal (sched_slot (&a->sj), 0);
+    //  Two at once: the second waits for the global gap, so the limit is full
+    //  and the second carries its slot.
+    s_push (s, 50, 0, c, 20000);
+    s_push (s, 50, 1, c, 20000);
+    job_t *b = (job_t *) sched_pop (s, 20000);
+    assert_non_null (b);
+    assert_int_equal (sched_slot (&b->sj), 0);
+    assert_int_equal (s_pop_id (s, 20000), -1);
+    assert_int_equal (sched_wakeup (s, 20000), 20500);
+    job_t *d = (job_t *) sched_pop (s, 20500);
+    assert_non_null (d);
+    assert_int_not_equal (d->sj.entity, b->sj.entity);
+    assert_int_equal (sched_slot (&d->sj), 23500);
+    //  Still full within the lead (3 s) after the job held back at 20 s ...
+    job_t *e = s_push (s, 50, 0, c, 22900);
+    assert_int_equal (s_pop_id (s, 22900), e->id);
+    assert_int_equal (sched_slot (&e->sj), 25900);
+    //  ... and no longer after it: the slot is not waited for.
+    job_t *f = s_push (s, 50, 1, c, 30000);
+    assert_int_equal (s_pop_id (s, 30000), f->id);
+    assert_int_equal (sched_slot (&f->sj), 0);
+    //  A slot given back is no slot.
+    sched_unreserve (s, &e->sj, 30000);
+    assert_int_equal (sched_slot (&e->sj), 0);
+    sched_destroy (&s);
+
+    //  An entity's own limit held back counts too; a chat's as well.
+    setup_t st2 = {0};
+    st2.entities[0].limit.gap_ms = 4000;
+    st2.rules[0] = (sched_chat_rule_t) {"*", "*", {2000, 0, 0}};
+    st2.config.chat_rule_count = 1;
+    s = s_new (&st2, 2);
+    c = sched_chat_intern (s, "src/a", "src", "");
+    uint32_t c2 = sched_chat_intern (s, "src/b", "src", "");
+    sched_set_lead (s, 1000);
+    job_t *g = s_push (s, 50, 0, c2, 0);
+    job_t *h = s_push (s, 50, 0, c2, 0);
+    assert_int_equal (s_pop_id (s, 0), g->id);
+    assert_int_equal (s_pop_id (s, 0), -1);     //  entity 0's gap
+    assert_int_equal (s_pop_id (s, 4000), h->id);
+    assert_int_equal (sched_slot (&h->sj), 5000);
+    job_t *i = s_push (s, 50, 1, c, 10000);
+    job_t *j = s_push (s, 50, 1, c, 10000);
+    assert_int_equal (s_pop_id (s, 10000), i->id);
+    assert_int_equal (sched_slot (&i->sj), 0);
+    assert_int_equal (s_pop_id (s, 10000), -1);     //  the chat's gap
+    assert_int_equal (s_pop_id (s, 12000), j->id);
+    assert_int_equal (sched_slot (&j->sj), 13000);
+    sched_destroy (&s);
+}
+
+//  Limits wait in terms of slots: when the lead grows, an entity waiting
+//  for its gap is due that much sooner (its slot has not moved), so the
+//  plan has no hole as long as the growth.
+static void test_timers_follow_the_lead (void **state)
+{
+    (void) state;
+    setup_t st = {0};
+    st.entities[0].limit.gap_ms = 4000;
+    st.entities[1].limit.gap_ms = 4000;
+    st.rules[0] = (sched_chat_rule_t) {"src", "*", {3000, 0, 0}};
+    st.config.chat_rule_count = 1;
+    sched_t *s = s_new (&st, 2);
+    uint32_t c = sched_chat_intern (s, "src/a", "src", "");
+    uint32_t free_chat = sched_chat_intern (s, "other/a", "other", "");
+    sched_set_lead (s, 1000);
+    s_push (s, 50, 0, free_chat, 0);
+    job_t *b = s_push (s, 50, 0, free_chat, 0);
+    assert_int_equal (s_pop_id (s, 0), 0);      //  slot 1000
+    assert_int_equal (sched_wakeup (s, 0), 4000);   //  slot 5000, due 4000
+    sched_set_lead (s, 1600);
+    assert_int_equal (sched_wakeup (s, 0), 3400);
+    assert_int_equal (s_pop_id (s, 3399), -1);
+    assert_int_equal (s_pop_id (s, 3400), b->id);
+    assert_int_equal (b->sj.reserved_at, 5000);
+    //  A chat's timer the same way.
+    s_push (s, 50, 1, c, 10000);
+    job_t *d = s_push (s, 50, 1, c, 10000);
+    assert_int_equal (s_pop_id (s, 10000), 2);      //  slot 11600
+    assert_int_equal (s_pop_id (s, 10000), -1);
+    sched_set_lead (s, 2000);
+    //  Entity 1's gap (4 s) binds before the chat's: slot 15600, due 13600.
+    assert_int_equal (sched_wakeup (s, 10000), 13600);
+    assert_int_equal (s_pop_id (s, 13600), d->id);
+    assert_int_equal (d->sj.reserved_at, 15600);
+    sched_destroy (&s);
+}
+
 //  Chatter is paced through the minute; a mention is not.
 static void test_chatter_paced (void **state)
 {
@@ -610,6 +713,8 @@ int main (void)
         cmocka_unit_test (test_weighted_turns),
         cmocka_unit_test (test_lead_and_posted_time),
         cmocka_unit_test (test_chatter_paced),
+        cmocka_unit_test (test_slot_held_only_when_full),
+        cmocka_unit_test (test_timers_follow_the_lead),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }
