@@ -15,7 +15,7 @@ import time
 from contextlib import closing
 
 from fake_kv import FakeKV
-from harness import Pipeline, base_config, check, jsonl_input, main, wait_until
+from harness import Pipeline, TestFailure, base_config, check, jsonl_input, main, wait_until
 
 SEED = 1234
 
@@ -57,6 +57,9 @@ def test_kv_poll_answer_post_and_no_loop(bin_dir):
                          sink={"destinations": [dest]})
     with closing(kv), Pipeline(bin_dir, config, "kv") as p:
         start(p, config, {"KV_TOKEN": "kv-secret-token"})
+        # The first page is the newest 50 when the poller first asks: a message
+        # added before that would push the oldest of them out of it.
+        wait_until(lambda: kv.gets >= 1, 10, "the poller's first page")
         # Then 150 more arrive while it runs, in small bursts.
         for i in range(200, 350):
             text = "@Joker question %d" % i if i % 4 == 0 else "just chatting %d" % i
@@ -71,7 +74,12 @@ def test_kv_poll_answer_post_and_no_loop(bin_dir):
                 want.add((m["id"], "Joker"))
             if draw(SEED, key, "sage") < 0.3:
                 want.add((m["id"], "Sage"))
-        wait_until(lambda: len(kv.posts) >= len(want), 30, "%d replies" % len(want))
+        try:
+            wait_until(lambda: len(kv.posts) >= len(want), 30, "%d replies" % len(want))
+        except TestFailure as e:
+            got = set((body["replyTo"], body["username"]) for _, body in kv.posts)
+            raise TestFailure("%s: %d posted, %d pages served, missing %s" % (
+                e, len(kv.posts), kv.gets, sorted(want - got)[:5]))
         time.sleep(1.5)     # the replies are in the API now: none of them may be answered
         got = collections.Counter((body["replyTo"], body["username"]) for _, body in kv.posts)
         check(set(got) == want and max(got.values()) == 1,
